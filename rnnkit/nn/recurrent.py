@@ -1,0 +1,217 @@
+"""The generic recurrent layer: any cell, stacked and/or bidirectional, with
+torch.nn's interface, parameter names and state_dict."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..cells.base import RecurrentCell, params_namespace
+from . import checks, dispatch
+from .init import INIT_SCHEMES, init_cell_parameters
+from .scan import scan_layers
+from .. import kernels
+
+HiddenState = Tensor | tuple[Tensor, ...]
+
+
+class Recurrent(nn.Module):
+    r"""Runs any :class:`~rnnkit.cells.RecurrentCell` over time, layers and directions.
+
+    Args:
+        cell: the cell class (or a factory ``(input_size, hidden_size, bias=, own_parameters=, **kw)``).
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional:
+            as in ``torch.nn.LSTM``.
+        init: ``"torch"`` (default, as torch.nn), ``"orthogonal"``, ``"identity"`` (IRNN),
+            ``"xavier"``; see :mod:`rnnkit.nn.init`. ``init_gain`` scales it.
+        forget_bias: initial forget-gate bias (cells with a forget gate).
+        learn_initial_state: learn ``h0`` (and ``c0``) per layer and direction, used
+            when no ``hx`` is given; stored as ``initial_h (L*D, S)`` etc.
+        backend: ``"auto"`` (torch.nn's fused kernel when the configuration allows,
+            else a fused rnnkit kernel when one exists, else the reference scan),
+            ``"torch"`` (require the fused torch kernel) or ``"scan"`` (force the
+            reference loop). :attr:`path` says which runs.
+        **cell_kwargs: forwarded to the cell (``nonlinearity=``, ``peephole=``, ...).
+
+    Inputs: ``input, hx=None, lengths=None``
+        * ``input``: ``(T, B, I)``, ``(B, T, I)`` if ``batch_first``, unbatched ``(T, I)``,
+          or a ``PackedSequence``.
+        * ``hx``: initial state, a tensor ``(L*D, B, S)`` for one-state cells or a tuple
+          ``(h0, c0)`` for the LSTM; zeros (or the learned state) if omitted.
+        * ``lengths``: ``(B,)`` real lengths of a padded batch; padded steps are masked
+          exactly (final state = state at each sequence's last real step, outputs there 0).
+
+    Outputs: ``output, h_n``
+        * ``output``: ``(T, B, D*O)`` (or batch-first / packed, like the input), the last
+          layer's outputs;
+        * ``h_n``: final state, same layout as ``hx``.
+
+    Parameters follow torch.nn: ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, ``weight_hr_l{k}``, suffixed ``_reverse`` for the backward direction,
+    plus the cell's extras under the same scheme (e.g. ``weight_ci_l0``).
+    """
+
+    def __init__(self, cell: type[RecurrentCell] | Callable[..., RecurrentCell], input_size: int,
+                 hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, *, init: str = "torch",
+                 init_gain: float = 1.0, forget_bias: float | None = None,
+                 learn_initial_state: bool = False, backend: str = "auto",
+                 device=None, dtype=None, **cell_kwargs) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"{name}: num_layers must be a positive int, got {num_layers!r}")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"{name}: init must be one of {INIT_SCHEMES}, got {init!r}")
+        if backend not in dispatch.BACKENDS:
+            raise ValueError(f"{name}: backend must be one of {dispatch.BACKENDS}, got {backend!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
+        self.dropout, self.backend = float(dropout), backend
+        self.init, self.init_gain, self.forget_bias = init, init_gain, forget_bias
+        self.learn_initial_state = learn_initial_state
+        self.num_directions = 2 if bidirectional else 1
+
+        cells, size = [], input_size
+        for _ in range(num_layers):
+            c = cell(size, hidden_size, bias=bias, own_parameters=False, **cell_kwargs)
+            cells.append(c)
+            size = c.output_size * self.num_directions
+        self.cells = nn.ModuleList(cells)  # parameterless: they hold the equations
+        self._param_names: list[list[dict[str, str]]] = []
+        for k, c in enumerate(self.cells):
+            per_dir = []
+            for d in range(self.num_directions):
+                names = {p: f"{p}_l{k}{'_reverse' if d else ''}" for p in c.parameter_shapes()}
+                for p, shape in c.parameter_shapes().items():
+                    self.register_parameter(names[p], nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+                per_dir.append(names)
+            self._param_names.append(per_dir)
+        if learn_initial_state:
+            for s, n in zip(self.cells[0].state_names, self._state_sizes()):
+                self.register_parameter(f"initial_{s}", nn.Parameter(
+                    torch.zeros(num_layers * self.num_directions, n, device=device, dtype=dtype)))
+        if dropout > 0 and num_layers == 1:
+            import warnings
+            warnings.warn(f"{name}: dropout={dropout} acts between layers and num_layers=1, so it does nothing")
+        self.reset_parameters()
+
+    # --- parameters ----------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        for k, cell in enumerate(self.cells):
+            for names in self._param_names[k]:
+                init_cell_parameters(cell, {p: getattr(self, n) for p, n in names.items()},
+                                     self.init, self.init_gain, self.forget_bias)
+
+    def _params(self, k: int, d: int) -> SimpleNamespace:
+        names = self._param_names[k][d]
+        return params_namespace(names, {p: getattr(self, n) for p, n in names.items()})
+
+    def flat_weights(self) -> list[Tensor]:
+        """Parameters in torch.nn's ``_flat_weights`` order (layer, direction, name)."""
+        return [getattr(self, n) for per_dir in self._param_names for names in per_dir for n in names.values()]
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        return self.cells[-1].state_sizes()
+
+    # --- dispatch ------------------------------------------------------------------
+    def has_kernel(self) -> bool:
+        """Whether a fused rnnkit kernel exists for this cell (the ``"kernel"`` path)."""
+        p = self._params(0, 0)
+        probe = torch.empty(1, 1, self.input_size, device=p.weight_ih.device, dtype=p.weight_ih.dtype)
+        return kernels.find(self.cells[0], probe, p) is not None
+
+    @property
+    def path(self) -> str:
+        """The path :meth:`forward` runs: ``"torch"``, ``"kernel"`` or ``"scan"``."""
+        return dispatch.choose_path(self)
+
+    @property
+    def fused(self) -> bool:
+        """True when PyTorch's fused cuDNN/oneDNN kernel runs this layer."""
+        return self.path == "torch"
+
+    # --- forward -------------------------------------------------------------------
+    def forward(self, input: Tensor | PackedSequence, hx: HiddenState | None = None,
+                lengths: Tensor | None = None):
+        name = type(self).__name__
+        weight = self.weight_ih_l0
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError(f"{name}: pass lengths= only with a padded tensor, not a PackedSequence")
+            checks.check_input(name, packed.data.unsqueeze(0), self.input_size, False, weight)
+            x, lengths = pad_packed_sequence(packed)
+            batched = True
+        else:
+            checks.check_input(name, input, self.input_size, self.batch_first, weight)
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(1)
+            if batched and self.batch_first:
+                x = x.transpose(0, 1)
+        T, B = x.shape[0], x.shape[1]
+        if lengths is not None and packed is None:
+            lengths = checks.check_lengths(name, lengths, B, T)
+        h0 = self._initial_state(hx, B, batched, x)
+        if self.path == "torch":
+            out, finals = dispatch.run_torch(self, x, h0, lengths)
+        else:
+            out, finals = self._run_scan(x, h0, lengths)
+        return self._format_output(out, finals, packed, lengths, batched)
+
+    def _initial_state(self, hx: HiddenState | None, B: int, batched: bool, x: Tensor) -> tuple[Tensor, ...]:
+        """Initial states as a tuple of ``(L*D, B, S)`` tensors."""
+        LD, names, sizes = self.num_layers * self.num_directions, self.cells[0].state_names, self._state_sizes()
+        if hx is None:
+            if self.learn_initial_state:
+                return tuple(getattr(self, f"initial_{s}").unsqueeze(1).expand(LD, B, n).contiguous()
+                             for s, n in zip(names, sizes))
+            return tuple(x.new_zeros(LD, B, n) for n in sizes)
+        hx = (hx,) if isinstance(hx, Tensor) else tuple(hx)
+        expected = [(LD, B, n) if batched else (LD, n) for n in sizes]
+        checks.check_state(type(self).__name__, hx, names, expected, self.weight_ih_l0)
+        return hx if batched else tuple(h.unsqueeze(1) for h in hx)
+
+    def _run_scan(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None):
+        D = self.num_directions
+        params = [[self._params(k, d) for d in range(D)] for k in range(self.num_layers)]
+        states = [[tuple(s[k * D + d] for s in h0) for d in range(D)] for k in range(self.num_layers)]
+        out, finals = scan_layers(list(self.cells), params, x, states, lengths,
+                                  self.dropout, self.training, use_kernels=self.backend == "auto")
+        flat = [state for layer in finals for state in layer]
+        return out, tuple(torch.stack([st[i] for st in flat]) for i in range(len(h0)))
+
+    def _format_output(self, out: Tensor, finals: tuple[Tensor, ...], packed: PackedSequence | None,
+                       lengths: Tensor | None, batched: bool):
+        if packed is not None:
+            # keep the caller's packing exactly (same order of data, same index tensors)
+            order = packed.sorted_indices
+            padded = out if order is None else out.index_select(1, order)
+            data = pack_padded_sequence(padded, packed.batch_sizes.new_tensor(
+                lengths if order is None else lengths[order.cpu()]), enforce_sorted=True).data
+            out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        elif not batched:
+            out = out.squeeze(1)
+            finals = tuple(f.squeeze(1) for f in finals)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, (finals[0] if len(finals) == 1 else finals)
+
+    def to_torch(self) -> nn.RNNBase:
+        """The equivalent ``torch.nn`` module (see :func:`rnnkit.nn.interop.to_torch`)."""
+        from .interop import to_torch
+        return to_torch(self)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        for key, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                             ("bidirectional", False), ("init", "torch"), ("forget_bias", None),
+                             ("learn_initial_state", False), ("backend", "auto")):
+            if getattr(self, key) != default:
+                s += f", {key}={getattr(self, key)!r}"
+        return s

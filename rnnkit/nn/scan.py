@@ -1,0 +1,70 @@
+"""The one generic loop: any cell over time, directions and layers, with exact
+length masking. Cells know nothing about time; this module knows nothing about gates.
+
+Tensors here are time-major: ``x (T, B, I)``.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+import torch.nn.functional as F
+
+from ..cells.base import RecurrentCell, State
+from .. import kernels
+
+
+def scan(cell: RecurrentCell, p: SimpleNamespace, x: Tensor, state: State,
+         mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
+    """Run ``cell`` over ``x (T, B, I)`` from ``state``.
+
+    ``mask (T, B, 1)`` marks real steps; at padded steps the state is carried
+    unchanged and the output is zero, so the final state of each sequence is its
+    state at its last real step (for ``reverse``, sequences start at their last
+    real step). Returns ``(y (T, B, O), final_state)``.
+    """
+    xp = cell.project_input(x, p)  # one GEMM for all steps, hoisted out of the loop
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
+    for t in steps:
+        y, new_state = cell.recur(xp[t], state, p)
+        if mask is not None:
+            m = mask[t]
+            new_state = tuple(torch.where(m, new, old) for new, old in zip(new_state, state))
+            y = y * m
+        outputs[t] = y
+        state = new_state
+    return torch.stack(outputs), state
+
+
+def scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]], x: Tensor,
+                states: list[list[State]], lengths: Tensor | None = None,
+                dropout: float = 0.0, training: bool = False,
+                use_kernels: bool = True) -> tuple[Tensor, list[list[State]]]:
+    """Stacked (and, with two entries per layer, bidirectional) recurrence.
+
+    ``params[k][d]`` and ``states[k][d]`` belong to layer ``k``, direction ``d``
+    (0 forward, 1 reverse). Directions' outputs are concatenated on features;
+    dropout is applied between layers, not after the last (as torch.nn).
+    With ``use_kernels``, a cell's fused kernel (:mod:`rnnkit.kernels`) replaces
+    the reference :func:`scan` where one exists.
+    Returns ``(y (T, B, D*O), final_states)`` laid out like ``states``.
+    """
+    mask = None
+    if lengths is not None:
+        steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
+        mask = (steps < lengths.to(x.device).unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+    finals: list[list[State]] = []
+    for k, cell in enumerate(cells):
+        if k > 0 and dropout > 0.0:
+            x = F.dropout(x, dropout, training)
+        ys, layer_finals = [], []
+        for d, (p, state) in enumerate(zip(params[k], states[k])):
+            run = (kernels.find(cell, x, p) if use_kernels else None) or scan
+            y, final = run(cell, p, x, state, mask, reverse=d == 1)
+            ys.append(y)
+            layer_finals.append(final)
+        x = ys[0] if len(ys) == 1 else torch.cat(ys, dim=-1)
+        finals.append(layer_finals)
+    return x, finals
