@@ -192,8 +192,8 @@ class Recurrent(nn.Module):
             # keep the caller's packing exactly (same order of data, same index tensors)
             order = packed.sorted_indices
             padded = out if order is None else out.index_select(1, order)
-            data = pack_padded_sequence(padded, packed.batch_sizes.new_tensor(
-                lengths if order is None else lengths[order.cpu()]), enforce_sorted=True).data
+            sorted_lengths = lengths if order is None else lengths[order.cpu()]
+            data = pack_padded_sequence(padded, sorted_lengths, enforce_sorted=True).data
             out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
         elif not batched:
             out = out.squeeze(1)
