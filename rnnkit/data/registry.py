@@ -1,0 +1,201 @@
+"""The datasets rnnkit knows by name, where their files live, and checksums.
+
+Files are looked up under a *data directory* (:func:`data_dir`): an explicit
+argument (the CLI's ``--data-dir``), else ``$RNNKIT_DATA``, else
+``~/.cache/rnnkit``. Nothing is downloaded: a missing file is a DataError that
+says exactly which path to fill.
+
+Split conventions:
+
+* ``tinyshakespeare`` ships as one file, registered under the split name
+  :data:`WHOLE`; :mod:`rnnkit.data.corpus` cuts its *characters* 90/5/5 into
+  train/valid/test, contiguously and in order (char-rnn and nanoGPT also split
+  by position, 90%+ for training), so the split is the same everywhere.
+* ``ptb-char`` reads the word-level PTB files as characters (the official
+  ``ptb.char.train.txt`` is not available, so valid/test use the word files too
+  for a consistent alphabet: ``' '`` rather than ``'_'`` between words).
+* ``wikitext2`` is incomplete: only valid/test exist in the shared data, so
+  ``check`` reports train missing. Its checksum is unknown (``sha256=None``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import DataError
+from .tokenize import Level
+
+ENV_VAR = "RNNKIT_DATA"
+DEFAULT_DATA_DIR = "~/.cache/rnnkit"
+#: split name of a dataset shipped as one file that the loader splits itself.
+WHOLE = "all"
+STATUSES = ("ok", "missing", "corrupt")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of a dataset.
+
+    Args:
+        relpath: path under the data directory, ``/``-separated.
+        sha256: expected hex digest, or None when the checksum is unknown.
+        bytes: expected size, or None when unknown (a cheap pre-check before hashing).
+    """
+
+    relpath: str
+    sha256: str | None
+    bytes: int | None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: its tokenization level and one file per split.
+
+    ``splits`` maps ``"train"/"valid"/"test"`` (or just :data:`WHOLE`) to files.
+    ``complete`` is False when some files are known to be unavailable.
+    """
+
+    name: str
+    level: Level
+    splits: dict[str, FileSpec]
+    description: str
+    complete: bool = True
+
+
+_PTB_TRAIN = FileSpec("ptb/ptb.train.txt", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", 5101618)
+_PTB_VALID = FileSpec("ptb/ptb.valid.txt", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", 399782)
+_PTB_TEST = FileSpec("ptb/ptb.test.txt", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0", 449945)
+
+DATASETS: dict[str, DatasetSpec] = {
+    "tinyshakespeare": DatasetSpec(
+        name="tinyshakespeare",
+        level="char",
+        splits={WHOLE: FileSpec("tinyshakespeare/input.txt",
+                                "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1115394)},
+        description="Karpathy's char-rnn Shakespeare (1.1 MB); characters split 90/5/5 in order.",
+    ),
+    "ptb": DatasetSpec(
+        name="ptb",
+        level="word",
+        splits={"train": _PTB_TRAIN, "valid": _PTB_VALID, "test": _PTB_TEST},
+        description="Penn Treebank, Mikolov/Zaremba LM split: 10k words, <unk>, <eos> per line.",
+    ),
+    "ptb-char": DatasetSpec(
+        name="ptb-char",
+        level="char",
+        splits={"train": _PTB_TRAIN, "valid": _PTB_VALID, "test": _PTB_TEST},
+        description="The PTB word files read as characters (ptb.char.train.txt is not available).",
+    ),
+    "wikitext2": DatasetSpec(
+        name="wikitext2",
+        level="word",
+        splits={
+            "train": FileSpec("wikitext2/wiki.train.tokens", None, None),
+            "valid": FileSpec("wikitext2/wiki.valid.tokens",
+                              "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8", 1121681),
+            "test": FileSpec("wikitext2/wiki.test.tokens",
+                             "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0", 1256449),
+        },
+        description="WikiText-2 v1 (tokenized). INCOMPLETE: train file unavailable, checksum unknown.",
+        complete=False,
+    ),
+}
+
+
+def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory: ``explicit``, else ``$RNNKIT_DATA``, else ``~/.cache/rnnkit``."""
+    if explicit is not None and str(explicit) != "":
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path(DEFAULT_DATA_DIR).expanduser()
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registered spec; DataError listing the known names otherwise."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+@lru_cache(maxsize=256)
+def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
+    # mtime and size are part of the key so an edited file is hashed again;
+    # they are otherwise unused.
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks; cached per (path, mtime, size)."""
+    st = os.stat(path)
+    return _sha256_cached(os.fspath(Path(path).absolute()), st.st_mtime_ns, st.st_size)
+
+
+def _file_status(fs: FileSpec, path: Path) -> tuple[str, str | None]:
+    """(status, actual sha256 or None). Size is compared first: a truncated file needs no hashing."""
+    if not path.is_file():
+        return "missing", None
+    if fs.bytes is not None and path.stat().st_size != fs.bytes:
+        return "corrupt", None
+    if fs.sha256 is None:
+        return "ok", None
+    actual = file_sha256(path)
+    return ("ok" if actual == fs.sha256 else "corrupt"), actual
+
+
+def _fix_hint(fs: FileSpec) -> str:
+    return (f"put the file there, or set {ENV_VAR} (or pass --data-dir) to a folder "
+            f"that contains {fs.relpath}")
+
+
+def resolve(name: str, data_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+    """Paths of every split of ``name``, each checked for existence, size and sha256.
+
+    ``data_dir`` None means :func:`data_dir` (``$RNNKIT_DATA`` or the default).
+    Raises DataError naming the dataset, the file, the full path, the expected
+    sha256 and the fix.
+    """
+    spec = get_spec(name)
+    root = _data_dir(data_dir)
+    out: dict[str, Path] = {}
+    for split, fs in spec.splits.items():
+        path = root / fs.relpath
+        status, actual = _file_status(fs, path)
+        expected = fs.sha256 or "unknown"
+        if status == "missing":
+            note = "" if spec.complete else f" [{name} is incomplete: {spec.description}]"
+            raise DataError(
+                f"dataset {name!r} ({split}): file {fs.relpath} not found at {path} "
+                f"(expected sha256 {expected}); {_fix_hint(fs)}{note}")
+        if status == "corrupt":
+            got = (f"sha256 {actual}" if actual is not None
+                   else f"{path.stat().st_size} bytes, expected {fs.bytes}")
+            raise DataError(
+                f"dataset {name!r} ({split}): file {path} is corrupt: {got} "
+                f"(expected sha256 {expected}); replace it with the original {fs.relpath}")
+        out[split] = path
+    return out
+
+
+def check(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, Path, str]]:
+    """``(split, full path, status)`` per file, status in ``"ok"/"missing"/"corrupt"``; never raises for files."""
+    spec = get_spec(name)
+    root = _data_dir(data_dir)
+    rows = []
+    for split, fs in spec.splits.items():
+        path = root / fs.relpath
+        rows.append((split, path, _file_status(fs, path)[0]))
+    return rows
+
+
+# resolve()/check() take a parameter named data_dir, which shadows the function.
+_data_dir = data_dir
