@@ -3,8 +3,9 @@
 A kernel is a callable with the signature of :func:`rnnkit.nn.scan.scan`
 ``(cell, p, x (T, B, I), state, mask, reverse) -> (y (T, B, O), final_state)``
 that computes exactly what the cell's reference step computes, only faster.
-:func:`find` is the seam the scan asks; each kernel is tested against the
-reference step, forward and backward.
+Each kernel module exposes ``match(cell, x, p) -> Kernel | None``; :func:`find`
+is the seam the scan asks. Every kernel is tested against the reference step,
+forward and backward.
 """
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ from typing import Callable
 from torch import Tensor
 
 from ..cells.base import RecurrentCell
+from . import cpu_fused, parallel_scan
 
 Kernel = Callable[..., tuple]
+_MODULES = (parallel_scan, cpu_fused)  # first match wins
 
 
 def find(cell: RecurrentCell, x: Tensor, p: SimpleNamespace) -> Kernel | None:
     """The fused kernel for this cell, input and parameters, or None for the reference loop."""
-    return None  # no fused kernels registered yet: the reference scan runs
+    for module in _MODULES:
+        kernel = module.match(cell, x, p)
+        if kernel is not None:
+            return kernel
+    return None
