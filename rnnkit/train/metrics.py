@@ -1,0 +1,37 @@
+"""Per-run metrics as JSON lines, and the conversions between loss units."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+LN2 = math.log(2.0)
+
+
+def loss_metrics(nll: float, level: str) -> dict[str, float]:
+    """Mean nats per token -> the units people quote (ppl for words, bits/char for chars)."""
+    out = {"nll": nll, "ppl": math.exp(min(nll, 700.0))}
+    out["bpc" if level == "char" else "bits_per_token"] = nll / LN2
+    return out
+
+
+class MetricsLog:
+    """Appends one JSON object per line; each line is flushed so a crash loses nothing."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record: Any) -> None:
+        if self.path is None:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def read(self) -> list[dict]:
+        if self.path is None or not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
