@@ -51,6 +51,16 @@ def all_reduce_mean(value: float, ctx: DistContext, device: torch.device) -> flo
     return float(t.item()) / ctx.world_size
 
 
+def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every rank if it is true on any: ranks must agree on when to stop,
+    or the others would wait forever in the next gradient all-reduce."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -21,7 +21,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.language_model import LanguageModel, LMConfig
 from . import checkpoint
 from .config import RunConfig
-from .distributed import DistContext, all_reduce_mean
+from .distributed import DistContext, all_reduce_mean, any_rank
 from .lm_data import LMData
 from .metrics import MetricsLog, loss_metrics
 
@@ -204,7 +204,8 @@ class LMTrainer:
                     self._validate()
                 if cfg.max_steps is not None and p.step >= cfg.max_steps:
                     return "max_steps"
-                if cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+                if cfg.max_minutes is not None and any_rank(
+                        time.perf_counter() - t_start > 60 * cfg.max_minutes, self.ctx, self.device):
                     return "max_minutes"
         return None
 

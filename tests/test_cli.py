@@ -1,0 +1,97 @@
+"""The command line end to end on a tiny corpus, and its one-line errors."""
+import pytest
+
+from rnnkit.cli import main
+
+TINY = ["--level", "char", "--batch-size", "4", "--bptt", "16", "--hidden-size", "16", "--embedding-dim", "8",
+        "--num-layers", "1", "--no-progress"]
+
+
+def _error_line(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_train_sample_eval_ngram(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(tiny_corpus), *TINY, "--max-steps", "3", "--out", str(out),
+                 "--samples", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "5-gram Kneser-Ney" in text and "model" in text and "bits/char" in text
+    assert "samples at temperature 0.5" in text and "rnnkit sample" in text
+    assert (out / "checkpoint.safetensors").exists() and (out / "best.safetensors").exists()
+    assert (out / "vocab.json").exists() and (out / "metrics.jsonl").exists()
+
+    assert main(["sample", str(out / "best.safetensors"), "--prime", "the ", "--length", "20", "--top-k", "3"]) == 0
+    assert capsys.readouterr().out.startswith("the ")
+    assert main(["eval", str(out / "best.safetensors"), "--data", str(tiny_corpus), "--split", "valid"]) == 0
+    assert "bits/char" in capsys.readouterr().out
+    assert main(["ngram", "--data", str(tiny_corpus), "--level", "char", "--order", "3"]) == 0
+    assert "3-gram KN" in capsys.readouterr().out
+
+
+def test_resume_continues(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--text", str(tiny_corpus), *TINY, "--out", str(out), "--samples", "0", "--no-baseline"]
+    assert main(base + ["--max-steps", "2"]) == 0
+    assert main(base + ["--max-steps", "4", "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+
+
+def test_empty_corpus(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    assert "empty" in _error_line(capsys, ["train", "--text", str(empty), *TINY, "--out", str(tmp_path / "o")])
+
+
+def test_binary_file(tmp_path, capsys):
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 10)
+    err = _error_line(capsys, ["train", "--text", str(binary), *TINY, "--out", str(tmp_path / "o")])
+    assert "blob.bin" in err and "binary" in err
+
+
+@pytest.mark.parametrize("toml,pattern", [
+    ("[train]\nbogus = 1\n", "unknown key 'bogus'"),
+    ("[train]\nlr = \"fast\"\n", "lr must be float"),
+    ("[model]\nhidden_size = 2.5\n", "hidden_size must be int"),
+    ("[train\n", "not valid TOML"),
+])
+def test_bad_config(tmp_path, capsys, toml, pattern):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert pattern in _error_line(capsys, ["train", "--config", str(cfg)])
+
+
+def test_checkpoint_from_other_architecture(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--text", str(tiny_corpus), *TINY, "--out", str(out), "--samples", "0", "--no-baseline"]
+    assert main(base + ["--max-steps", "1"]) == 0
+    capsys.readouterr()
+    err = _error_line(capsys, base + ["--max-steps", "2", "--resume", "--hidden-size", "32"])
+    assert "different architecture" in err and "hidden_size" in err
+
+
+def test_truncated_checkpoint(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(tiny_corpus), *TINY, "--out", str(out), "--samples", "0",
+                 "--no-baseline", "--max-steps", "1"]) == 0
+    path = out / "best.safetensors"
+    path.write_bytes(path.read_bytes()[:200])
+    assert "truncated" in _error_line(capsys, ["sample", str(path)])
+    assert "not found" in _error_line(capsys, ["eval", str(tmp_path / "nope.safetensors")])
+
+
+def test_unknown_dataset_and_bad_experiment_name(tmp_path, capsys):
+    err = _error_line(capsys, ["train", "--data", "nosuchset_xyz", "--out", str(tmp_path)])
+    assert "nosuchset_xyz" in err
+    assert "--experiment" in _error_line(capsys, ["train", "--experiment", "../x", "--out", str(tmp_path)])
+
+
+def test_data_list(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "ptb" in out and "tinyshakespeare" in out
