@@ -66,4 +66,5 @@ def _set_forget_bias(cell: RecurrentCell, params: dict[str, Tensor], value: floa
     H, k = cell.hidden_size, cell.forget_gate
     # the gate sees b_ih + b_hh: put the whole value in one so the sum is exactly `value`
     params["bias_ih"][k * H:(k + 1) * H] = value
-    params["bias_hh"][k * H:(k + 1) * H] = 0.0
+    if "bias_hh" in params:  # cells without recurrent weights (minLSTM) have one bias
+        params["bias_hh"][k * H:(k + 1) * H] = 0.0

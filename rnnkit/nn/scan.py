@@ -24,13 +24,16 @@ def scan(cell: RecurrentCell, p: SimpleNamespace, x: Tensor, state: State,
     state at its last real step (for ``reverse``, sequences start at their last
     real step). Returns ``(y (T, B, O), final_state)``.
     """
-    xp = cell.project_input(x, p)  # one GEMM for all steps, hoisted out of the loop
+    # one GEMM for all steps, hoisted out of the loop; unbind (not xp[t]) so that
+    # backward writes each step's gradient once instead of a full-size zero tensor per step
+    xps = cell.project_input(x, p).unbind(0)
+    masks = mask.unbind(0) if mask is not None else None
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
     for t in steps:
-        y, new_state = cell.recur(xp[t], state, p)
-        if mask is not None:
-            m = mask[t]
+        y, new_state = cell.recur(xps[t], state, p)
+        if masks is not None:
+            m = masks[t]
             new_state = tuple(torch.where(m, new, old) for new, old in zip(new_state, state))
             y = y * m
         outputs[t] = y

@@ -118,7 +118,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _check_type(section: str, key: str, value: Any, annotation: Any) -> Any:
+def _check_type(section: str, key: str, value: Any) -> Any:
     """Value coerced to the field's type, or a ConfigError naming the key."""
     hint = typing.get_type_hints(TrainConfig if section == "train" else ModelSpec)[key]
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
@@ -155,7 +155,7 @@ def build_config(preset: str | None = None, file: dict | None = None,
         for key in merged[section]:
             if key not in known:
                 raise ConfigError(f"config: unknown key {key!r} in [{section}]; known keys: {', '.join(sorted(known))}")
-        vals = {k: _check_type(section, k, v, None) for k, v in merged[section].items()}
+        vals = {k: _check_type(section, k, v) for k, v in merged[section].items()}
         out[section] = cls(**vals)
     cfg = RunConfig(out["train"], out["model"])
     validate(cfg)
