@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,19 +163,17 @@ class LMTrainer:
         """Train until the epochs, ``max_steps``, ``max_minutes`` or early stopping end it;
         then evaluate the best weights on valid and test. Returns the final metrics."""
         cfg, p = self.cfg, self.progress
-        t_start = time.perf_counter() - p.elapsed
+        self._t_start = t_start = time.perf_counter() - p.elapsed
         stopped = None
-        try:
+        self._stop = False
+        with _stop_on_signals(self):
             while p.epoch <= cfg.epochs and stopped is None:
                 stopped = self._run_epoch(t_start)
                 if stopped is None:
                     stopped = self._end_epoch()
-        except KeyboardInterrupt:
-            p.elapsed = time.perf_counter() - t_start
-            self.save_checkpoint()
-            raise
-        p.elapsed = time.perf_counter() - t_start
         self.save_checkpoint()
+        if stopped == "interrupted":  # Ctrl-C or a scheduler's SIGTERM: the work done is saved
+            raise KeyboardInterrupt(f"training interrupted at step {p.step}; checkpoint saved")
         return self._final(stopped or "epochs")
 
     def _run_epoch(self, t_start: float) -> str | None:
@@ -202,6 +202,8 @@ class LMTrainer:
                     loss_sum, n = 0.0, 0
                 if cfg.eval_every and p.step % cfg.eval_every == 0:
                     self._validate()
+                if any_rank(self._stop, self.ctx, self.device):
+                    return "interrupted"
                 if cfg.max_steps is not None and p.step >= cfg.max_steps:
                     return "max_steps"
                 if cfg.max_minutes is not None and any_rank(
@@ -257,6 +259,8 @@ class LMTrainer:
 
     def save_checkpoint(self, path: Path | None = None) -> None:
         """Everything needed to continue bit-exactly; atomic (see :mod:`checkpoint`)."""
+        if hasattr(self, "_t_start"):
+            self.progress.elapsed = time.perf_counter() - self._t_start
         if not self.ctx.is_main:
             return
         path = path or self.out / CHECKPOINT
@@ -291,6 +295,28 @@ class LMTrainer:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+@contextmanager
+def _stop_on_signals(trainer: "LMTrainer"):
+    """On Ctrl-C or SIGTERM (schedulers, ``kill``), finish the current update, save a
+    checkpoint and stop, so a resume is exact; a second Ctrl-C interrupts at once.
+    Only the main thread may install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        if trainer._stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer._stop = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LanguageModel, Vocab, dict]:

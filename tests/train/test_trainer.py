@@ -147,3 +147,28 @@ def test_truncated_bptt_k1_less_than_k2_trains(tiny_corpus, tmp_path):
     trainer = LMTrainer(cfg, prepare_lm_data(cfg.train))
     result = trainer.fit()
     assert result["steps"] == 5 and math.isfinite(result["valid"]["nll"])
+
+
+def test_sigterm_saves_a_checkpoint(tiny_corpus, tmp_path):
+    import os
+    import signal
+
+    cfg = _config(tiny_corpus, tmp_path, max_steps=50)
+    trainer = LMTrainer(cfg, prepare_lm_data(cfg.train))
+    original = trainer.train_step
+
+    def step_then_terminate(w):
+        out = original(w)
+        if trainer.progress.step == 2:  # the third update: the signal lands mid-step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    trainer.train_step = step_then_terminate
+    with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
+        trainer.fit()
+    resumed = LMTrainer(cfg, prepare_lm_data(cfg.train))
+    resumed.resume()
+    assert resumed.progress.step == 3 and resumed.progress.elapsed > 0  # the third update completed
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+    assert oct((tmp_path / "checkpoint.safetensors").stat().st_mode & 0o777) != oct(0o600)
