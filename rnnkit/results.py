@@ -20,6 +20,7 @@ from .train.checkpoint import atomic_write_bytes
 
 #: literature figures the presets reproduce: preset -> (what, metric key path, value, source)
 REFERENCES: dict[str, tuple[str, str, float, str]] = {
+    "char-small": ("valid bits/char", "valid.bpc", 2.361, "5-gram Kneser-Ney on the same split (must beat)"),
     "ptb-small": ("test perplexity", "test.ppl", 114.5, "Zaremba et al. 2014, small (non-regularised)"),
     "ptb-medium": ("test perplexity", "test.ppl", 82.7, "Zaremba et al. 2014, medium"),
     "ptb-large": ("test perplexity", "test.ppl", 78.4, "Zaremba et al. 2014, large"),
