@@ -1,0 +1,154 @@
+"""Shared pieces of the fused CPU kernels (:mod:`rnnkit.kernels.cpu_lstm`,
+:mod:`rnnkit.kernels.cpu_gru`): time bookkeeping, masks and the post-loop GEMMs.
+
+Conventions, time-major throughout:
+
+* ``Y (T, B, S)`` holds the state *after* step ``t`` at index ``t`` in both
+  directions, so the outputs are ``Y`` itself (no per-step copy) and the state
+  *before* step ``t`` is ``Y[t - 1]`` (forward) or ``Y[t + 1]`` (reverse), or the
+  initial state for the first processed step.
+* Padded steps (``mask[t, b] == False``) carry the state: ``Y[t] = where(m, new, prev)``.
+  The backward folds the mask into the per-step coefficients (see the kernels), so
+  masking costs at most one extra elementwise op per step there.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..cells.base import layer_norm
+
+#: epsilon of the cells' layer norm (kept in sync with :func:`rnnkit.cells.base.layer_norm`).
+LN_EPS: float = inspect.signature(layer_norm).parameters["eps"].default
+
+#: dtypes the kernels are written and tested for (float64 for gradcheck).
+DTYPES = (torch.float32, torch.float64)
+
+_aten = torch.ops.aten
+#: ``grad * y * (1 - y)`` and ``grad * (1 - y**2)`` in one op each (y = sigmoid/tanh output).
+sigmoid_backward = _aten.sigmoid_backward
+tanh_backward = _aten.tanh_backward
+
+
+def step_order(T: int, reverse: bool) -> list[int]:
+    """Time indices in processing order."""
+    return list(range(T - 1, -1, -1)) if reverse else list(range(T))
+
+
+def prev_split(T: int, reverse: bool) -> tuple[slice, slice, int]:
+    """``(cur, prev, first)``: the steps whose previous state is in ``Y``, where those
+    states are in ``Y``, and the one step whose previous state is the initial one."""
+    if reverse:
+        return slice(0, T - 1), slice(1, T), T - 1
+    return slice(1, T), slice(0, T - 1), 0
+
+
+def with_prev(op: Callable[..., Tensor], out: Tensor, Y: Tensor, s0: Tensor, *xs: Tensor,
+              reverse: bool) -> Tensor:
+    """``out[t] = op(prev_t, *(x[t] for x in xs), out=out[t])`` for every step, where
+    ``prev_t`` is the state before step ``t`` (``Y (T, B, S)``, initial ``s0 (B, S)``):
+    two calls instead of materialising the shifted states (one pass over memory less)."""
+    cur, prev, first = prev_split(Y.shape[0], reverse)
+    op(Y[prev], *(x[cur] for x in xs), out=out[cur])
+    op(s0, *(x[first] for x in xs), out=out[first])
+    return out
+
+
+def grad_weight_prev(dA: Tensor, Y: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+    r"""``\sum_t dA_t^T s_{t-1}`` for a recurrent weight: ``dA (T, B, G)``, ``Y (T, B, S)``
+    -> ``(G, S)``, as one big GEMM plus one for the initial state (no concatenation)."""
+    G, S = dA.shape[-1], Y.shape[-1]
+    cur, prev, first = prev_split(Y.shape[0], reverse)
+    out = dA[first].t() @ s0
+    if Y.shape[0] > 1:
+        out.addmm_(dA[cur].reshape(-1, G).t(), Y[prev].reshape(-1, S))
+    return out
+
+
+def sum_prev_products(d: Tensor, Y: Tensor, s0: Tensor, reverse: bool) -> Tensor:
+    r"""``\sum_{t,b} d_t \odot s_{t-1}`` for a diagonal (peephole) weight: ``d (T, B, *F)``
+    with ``Y (T, B, *F')`` and ``s0 (B, *F')`` broadcasting against it -> ``F``."""
+    cur, prev, first = prev_split(Y.shape[0], reverse)
+    return sum_tb(d[cur] * Y[prev]) + (d[first] * s0).sum(0)
+
+
+def affine(x: Tensor, a: float, b: float) -> Tensor:
+    """``a x + b`` in one pass (``torch.add`` of a 0-dim constant: no extra op)."""
+    return torch.add(x.new_tensor(b), x, alpha=a)
+
+
+def sum_tb(x: Tensor) -> Tensor:
+    """Sum over time and batch: ``(T, B, *F) -> (*F)``."""
+    return x.sum(dim=(0, 1))
+
+
+def float_mask(mask: Tensor | None, like: Tensor) -> Tensor | None:
+    """``mask (T, B, 1)`` of bools as 0/1 in ``like``'s dtype (None stays None)."""
+    return None if mask is None else mask.to(like.dtype)
+
+
+def fold_mask(k: Tensor, mf: Tensor | None) -> Tensor:
+    """A coefficient that only acts on real steps: ``k * m`` (in place, ``k`` is ours)."""
+    return k if mf is None else k.mul_(mf.unsqueeze(-1) if k.dim() == mf.dim() + 1 else mf)
+
+
+def fold_mask_carry(k: Tensor, mf: Tensor | None) -> Tensor:
+    """A carry coefficient ``d s_{t-1} / d s_t``: ``k`` on real steps, 1 on padded
+    ones (the state passes through): ``k * m + (1 - m)`` (in place)."""
+    return k if mf is None else k.mul_(mf).sub_(mf).add_(1.0)
+
+
+def tensors_ok(x: Tensor, tensors) -> bool:
+    """All present tensors on ``x``'s device with ``x``'s dtype (the kernels never promote)."""
+    return all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in tensors)
+
+
+def tracing() -> bool:
+    """Under TorchScript, tracing or torch.compile the reference loop must run: the
+    kernels' autograd.Function and out= buffers are eager-mode machinery."""
+    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or compiling
+
+
+def eager_cpu_ok(x: Tensor) -> bool:
+    """Whether a fused CPU kernel may run on ``x (T, B, I)`` at all."""
+    if tracing() or x.device.type != "cpu" or x.dtype not in DTYPES:
+        return False
+    if x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0:
+        return False  # let the reference raise its own errors on odd inputs
+    # under autocast the reference's matmuls run in lower precision; ours would not
+    return not torch.is_autocast_enabled("cpu")
+
+
+class ThreadSwitch:
+    """Intra-op threads inside the time loops: the caller's count for the GEMMs (as
+    torch.nn.LSTM's kernel uses), one for the small per-step elementwise ops and norms.
+
+    Why: ATen runs an elementwise op in parallel once it has more than 32768 elements,
+    and layer norm at any size (one row per task). On ``(B, 4H)`` slices that saves a
+    few microseconds on an idle machine, but every parallel region is a fork/join, and
+    on a busy one a descheduled worker stalls the join for a whole scheduler slice
+    (~12 ms measured on a loaded 2-core box: a 10 us layer norm took 12 ms), per op and
+    per step. Switching costs ~0.2 us (thread-local OpenMP/MKL settings). Restores the
+    caller's count on exit.
+    """
+
+    def __init__(self) -> None:
+        self.threads = torch.get_num_threads()
+
+    def gemm(self) -> None:
+        if self.threads > 1:
+            torch.set_num_threads(self.threads)
+
+    def pointwise(self) -> None:
+        if self.threads > 1:
+            torch.set_num_threads(1)
+
+    def __enter__(self) -> "ThreadSwitch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.gemm()

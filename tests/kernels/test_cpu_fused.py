@@ -1,0 +1,212 @@
+"""The fused CPU kernels (rnnkit.kernels.cpu_fused) against the reference scan:
+outputs, final states and the gradient wrt the input, the initial state and every
+parameter, in float32 (1e-5) and by gradcheck in float64, with and without a length
+mask, forward and reverse; dispatch (what is and is not matched); the layer path."""
+import itertools
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import rnnkit
+from rnnkit.cells import GRUCell, LSTMCell
+from rnnkit.kernels import cpu_fused, find
+from rnnkit.nn.scan import scan
+
+CONFIGS = {
+    "lstm_peephole": lambda i, h, **kw: LSTMCell(i, h, peephole=True, **kw),
+    "lstm_layer_norm": lambda i, h, **kw: LSTMCell(i, h, layer_norm=True, **kw),
+    "lstm_peephole_layer_norm": lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True,
+                                                            **kw),
+    "lstm_peephole_proj": lambda i, h, **kw: LSTMCell(i, h, peephole=True, proj_size=h // 2, **kw),
+    "lstm_all_proj": lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True, proj_size=h // 2, **kw),
+    "lstm_peephole_no_bias": lambda i, h, **kw: LSTMCell(i, h, bias=False, peephole=True, **kw),
+    "lstm_layer_norm_no_bias": lambda i, h, **kw: LSTMCell(i, h, bias=False, layer_norm=True, **kw),
+    "gru_reset_before": lambda i, h, **kw: GRUCell(i, h, variant="reset_before", **kw),
+    "gru_simplified": lambda i, h, **kw: GRUCell(i, h, variant="simplified", **kw),
+    "gru_reset_before_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="reset_before", **kw),
+    "gru_simplified_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="simplified", **kw),
+}
+CASES = list(itertools.product(sorted(CONFIGS), [False, True], [False, True]))  # config, reverse, masked
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add fork/join (and, on a busy machine, stalls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cell(name, input_size, hidden_size, dtype, seed=0):
+    """A cell with random (not init) parameters, so every term, LN gains included, matters."""
+    torch.manual_seed(seed)
+    cell = CONFIGS[name](input_size, hidden_size, dtype=dtype)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0, 0.5)
+    return cell
+
+
+def _inputs(cell, T, B, dtype, masked, lengths):
+    x = torch.randn(T, B, cell.input_size, dtype=dtype, requires_grad=True)
+    state = tuple(torch.randn(B, n, dtype=dtype, requires_grad=True) for n in cell.state_sizes())
+    mask = None
+    if masked:
+        mask = (torch.arange(T).unsqueeze(1) < torch.tensor(lengths).unsqueeze(0)).unsqueeze(-1)
+    return x, state, mask
+
+
+def _outputs_and_grads(run, cell, x, state, mask, reverse):
+    """Outputs, final states and grads of a fixed random projection of all of them
+    wrt x, the initial state and every parameter."""
+    p = cell.own_params()
+    y, final = run(cell, p, x, state, mask, reverse=reverse)
+    outs = (y, *final)
+    gen = torch.Generator().manual_seed(123)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    leaves = [x, *state, *cell.parameters()]
+    return outs, torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("name,reverse,masked", CASES)
+def test_float32_matches_reference_scan(name, reverse, masked):
+    cell = _cell(name, 4, 6, torch.float32)
+    x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    assert kernel is not None
+    ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, reverse)
+    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
+    names = ["y", *cell.state_names]
+    for n, a, b in zip(names, outs, ref_outs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"{n}: {m}")
+    names = ["x", *(f"{s}0" for s in cell.state_names), *(n for n, _ in cell.named_parameters())]
+    for n, a, b in zip(names, grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"d{n}: {m}")
+    if masked:  # padded steps: zero output (the state is carried, checked via the finals)
+        assert torch.count_nonzero(outs[0][~mask.squeeze(-1)]) == 0
+
+
+#: full (not fast-mode) gradcheck on these, the configurations with every feature at once
+FULL_GRADCHECK = {("lstm_all_proj", True, True), ("lstm_layer_norm_no_bias", False, True),
+                  ("gru_reset_before", True, True), ("gru_simplified_no_bias", True, False)}
+
+
+@pytest.mark.parametrize("name,reverse,masked", CASES)
+def test_gradcheck_float64(name, reverse, masked):
+    cell = _cell(name, 2, 4, torch.float64)
+    x, state, mask = _inputs(cell, 3, 2, torch.float64, masked, [3, 1])
+    names = [n for n, _ in cell.named_parameters()]
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    assert kernel is not None
+
+    def fn(x, *args):
+        p = cell.own_params()
+        for n, v in zip(names, args[len(state):]):
+            setattr(p, n, v)
+        y, final = kernel(cell, p, x, tuple(args[:len(state)]), mask, reverse=reverse)
+        return (y, *final)
+
+    params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
+    fast = (name, reverse, masked) not in FULL_GRADCHECK  # fast mode: random projections of J
+    assert gradcheck(fn, (x, *state, *params), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=fast)
+
+
+def test_only_some_inputs_need_grad():
+    cell = _cell("lstm_peephole_layer_norm", 3, 4, torch.float32)
+    x = torch.randn(5, 2, 3)  # no grad wrt x or the state: only the parameters
+    state = cell.init_state(2)
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    y, (h, c) = kernel(cell, cell.own_params(), x, state)
+    (y.sum() + c.sum()).backward()
+    ref = [p.grad.clone() for p in cell.parameters()]
+    cell.zero_grad()
+    y, (h, c) = scan(cell, cell.own_params(), x, state)
+    (y.sum() + c.sum()).backward()
+    for a, b in zip(ref, (p.grad for p in cell.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # inference: no graph, same numbers
+        y2, _ = kernel(cell, cell.own_params(), x, state)
+    torch.testing.assert_close(y2, y, atol=1e-5, rtol=1e-5)
+
+
+def test_match_covers_exactly_the_custom_cells():
+    x = torch.randn(3, 2, 4)
+    covered = [LSTMCell(4, 6, peephole=True), LSTMCell(4, 6, layer_norm=True, proj_size=3),
+               GRUCell(4, 6, variant="reset_before"), GRUCell(4, 6, variant="simplified")]
+    for cell in covered:
+        assert cpu_fused.match(cell, x, cell.own_params()) is not None
+        assert cpu_fused.match(cell, x.double(), cell.double().own_params()) is not None
+    # torch.nn's own kernels run these
+    for cell in (LSTMCell(4, 6), LSTMCell(4, 6, proj_size=2), GRUCell(4, 6)):
+        assert cpu_fused.match(cell, x, cell.own_params()) is None
+    cell = LSTMCell(4, 6, peephole=True)
+    assert cpu_fused.match(cell, x.half(), cell.own_params()) is None  # dtype not covered
+    assert cpu_fused.match(cell, x.double(), cell.own_params()) is None  # dtypes differ
+
+    class Custom(LSTMCell):  # a subclass may change recur(): the reference must run
+        pass
+
+    sub = Custom(4, 6, peephole=True)
+    assert cpu_fused.match(sub, x, sub.own_params()) is None
+
+
+def test_no_kernel_under_tracing(monkeypatch):
+    cell = LSTMCell(4, 6, layer_norm=True)
+    x = torch.randn(3, 2, 4)
+    assert find(cell, x, cell.own_params()) is not None
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert cpu_fused.match(cell, x, cell.own_params()) is None
+
+
+LAYERS = {
+    "lstm_layer_norm": lambda **kw: rnnkit.LSTM(3, 5, layer_norm=True, **kw),
+    "lstm_peephole_proj": lambda **kw: rnnkit.LSTM(3, 5, peephole=True, proj_size=2, **kw),
+    "gru_reset_before": lambda **kw: rnnkit.GRU(3, 5, variant="reset_before", **kw),
+    "gru_simplified": lambda **kw: rnnkit.GRU(3, 5, variant="simplified", **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_runs_kernel_and_matches_scan(name):
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True)
+    torch.manual_seed(0)
+    fast, ref = LAYERS[name](**kw), LAYERS[name](backend="scan", **kw)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.normal_(0, 0.5)
+    ref.load_state_dict(fast.state_dict())
+    assert fast.path == "kernel" and ref.path == "scan"
+    x = torch.randn(4, 6, 3)
+    lengths = torch.tensor([6, 2, 5, 1])
+    results = []
+    for layer in (fast, ref):
+        xi = x.clone().requires_grad_()
+        out, h = layer(xi, lengths=lengths)
+        h = h if isinstance(h, tuple) else (h,)
+        gen = torch.Generator().manual_seed(7)
+        loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in (out, *h))
+        loss.backward()
+        results.append((out, h, xi.grad, {n: p.grad for n, p in layer.named_parameters()}))
+    (out_f, h_f, dx_f, g_f), (out_r, h_r, dx_r, g_r) = results
+    torch.testing.assert_close(out_f, out_r, atol=1e-5, rtol=1e-5)
+    for a, b in zip(h_f, h_r):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dx_f, dx_r, atol=1e-5, rtol=1e-5)
+    assert g_f.keys() == g_r.keys()
+    for n in g_f:
+        torch.testing.assert_close(g_f[n], g_r[n], atol=1e-5, rtol=1e-5, msg=lambda m: f"{n}: {m}")
+
+
+def test_threads_restored_after_forward_and_backward():
+    """The loops run their small per-step ops on one thread and must hand back the caller's count."""
+    torch.set_num_threads(2)  # the autouse fixture restores the session's count afterwards
+    for cell in (_cell("lstm_all_proj", 3, 4, torch.float32), _cell("gru_reset_before", 3, 4, torch.float32)):
+        x = torch.randn(4, 2, 3, requires_grad=True)
+        y, final = cpu_fused.match(cell, x, cell.own_params())(cell, cell.own_params(), x, cell.init_state(2))
+        assert torch.get_num_threads() == 2
+        (y.sum() + sum(s.sum() for s in final)).backward()
+        assert torch.get_num_threads() == 2
+        ref_y, _ = scan(cell, cell.own_params(), x, cell.init_state(2))
+        torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-5)
