@@ -33,11 +33,13 @@ def test_scan_equals_hand_loop_of_reference_step(name):
                 seq[t], state = cell.step(inp[t], state, p)
             ys.append(torch.stack(seq))
         inp = torch.cat(ys, -1)
-    torch.testing.assert_close(out, inp, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out, inp, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(CUSTOM))
 def test_lengths_equal_running_each_sequence_alone(name):
+    # 1e-5 as for torch.nn parity: a batch of 3 and a batch of 1 take different
+    # GEMM blockings, so float32 rounding differs by a few ulps across CPUs.
     torch.manual_seed(1)
     layer = CUSTOM[name](num_layers=2, bidirectional=True, batch_first=True)
     x = torch.randn(3, 7, 3)
@@ -47,10 +49,10 @@ def test_lengths_equal_running_each_sequence_alone(name):
     for b, n in enumerate(lengths.tolist()):
         out_b, h_b = layer(x[b:b + 1, :n])
         h_b = h_b if isinstance(h_b, tuple) else (h_b,)
-        torch.testing.assert_close(out[b:b + 1, :n], out_b, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(out[b:b + 1, :n], out_b, atol=1e-5, rtol=1e-5)
         assert torch.count_nonzero(out[b, n:]) == 0
         for s, s_b in zip(h, h_b):
-            torch.testing.assert_close(s[:, b:b + 1], s_b, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(s[:, b:b + 1], s_b, atol=1e-5, rtol=1e-5)
 
 
 def test_packed_sequence_on_custom_cell():
