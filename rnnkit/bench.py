@@ -5,6 +5,7 @@ same process, interleaved round by round, taking medians.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,8 +18,10 @@ from typing import Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 import rnnkit
+from rnnkit.errors import ConfigError
 
 #: name -> factory(input_size, hidden_size) of every layer and variant we time.
 VARIANTS: dict[str, Callable[[int, int], nn.Module]] = {
@@ -43,6 +46,12 @@ TWINS = {"rnnkit.LSTM": "torch.nn.LSTM", "rnnkit.GRU": "torch.nn.GRU",
          "rnnkit.RNN(tanh)": "torch.nn.RNN(tanh)", "rnnkit.LSTM(proj_size=H/2)": "torch.nn.LSTM(proj_size=H/2)"}
 
 
+#: the grid of the kernels issue; the default run is its first cell, B32 T100 H{128,512}.
+FULL_GRID = {"batch": [1, 8, 64, 256], "steps": [100, 1000], "hidden": [128, 256, 512, 1024]}
+MODES = ("forward", "forward+backward", "inference")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 @dataclass
 class Row:
     variant: str
@@ -56,17 +65,37 @@ class Row:
     ratio: float
     tokens_per_s: float
     ratio_to_twin: float | None = None  # vs the torch.nn module computing the same thing
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One point of the grid: every variant is timed on it against the reference."""
+    batch: int
+    steps: int
+    input_size: int
+    hidden: int
+    mode: str
+    dtype: str = "float32"
 
 
 def _step_fn(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+    """forward: training-mode forward without autograd; forward+backward: one BPTT;
+    inference: eval mode under inference_mode (dropout off, no autograd state)."""
     if mode == "forward":
         def run():
             with torch.no_grad():
                 module(x)
+    elif mode == "inference":
+        module.eval()
+
+        def run():
+            with torch.inference_mode():
+                module(x)
     else:
         def run():
             out, _ = module(x)
-            out.sum().backward()
+            out.float().sum().backward()
     return run
 
 
@@ -75,37 +104,74 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_grid(batch: int, steps: int, input_size: int, hidden_sizes: list[int], modes: list[str],
-              variants: list[str], device: str = "cpu", repeats: int = 7, warmup: int = 2) -> list[Row]:
-    """Median wall time of each variant, interleaved with the reference each round."""
+def _prepare(name: str, case: Case, dev: torch.device) -> tuple[Callable[[], None], str]:
+    torch.manual_seed(0)
+    dtype = DTYPES[case.dtype]
+    module = VARIANTS[name](case.input_size, case.hidden).to(dev, dtype)
+    x = torch.randn(case.batch, case.steps, case.input_size, device=dev, dtype=dtype,
+                    requires_grad=case.mode == "forward+backward")
+    return _step_fn(module, x, case.mode), getattr(module, "path", "torch")
+
+
+def time_case(case: Case, variants: list[str], device: str = "cpu", repeats: int = 7,
+              warmup: int = 2) -> list[Row]:
+    """Median wall time of each variant on one case, interleaved with the reference
+    each round so drifts in machine load hit every variant alike."""
     dev = torch.device(device)
+    names = [REFERENCE] + [v for v in variants if v != REFERENCE]
+    fns = {name: _prepare(name, case, dev) for name in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + repeats):
+        for name in names:
+            _sync(dev)
+            t0 = time.perf_counter()
+            fns[name][0]()
+            _sync(dev)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    ref = statistics.median(times[REFERENCE])
     rows = []
-    for hidden in hidden_sizes:
-        for mode in modes:
-            names = [REFERENCE] + [v for v in variants if v != REFERENCE]
-            fns = {}
-            for name in names:
-                torch.manual_seed(0)
-                module = VARIANTS[name](input_size, hidden).to(dev)
-                x = torch.randn(batch, steps, input_size, device=dev, requires_grad=mode != "forward")
-                fns[name] = (_step_fn(module, x, mode), getattr(module, "path", "torch"))
-            times: dict[str, list[float]] = {n: [] for n in names}
-            for r in range(warmup + repeats):
-                for name in names:
-                    _sync(dev)
-                    t0 = time.perf_counter()
-                    fns[name][0]()
-                    _sync(dev)
-                    if r >= warmup:
-                        times[name].append(time.perf_counter() - t0)
-            ref = statistics.median(times[REFERENCE])
-            for name in names:
-                med = statistics.median(times[name])
-                twin = TWINS.get(name)
-                to_twin = med / statistics.median(times[twin]) if twin in times else None
-                rows.append(Row(name, fns[name][1], batch, steps, input_size, hidden, mode,
-                                med * 1e3, med / ref, batch * steps / med, to_twin))
+    for name in names:
+        med = statistics.median(times[name])
+        twin = TWINS.get(name)
+        to_twin = med / statistics.median(times[twin]) if twin in times else None
+        rows.append(Row(name, fns[name][1], case.batch, case.steps, case.input_size, case.hidden,
+                        case.mode, med * 1e3, med / ref, case.batch * case.steps / med, to_twin, case.dtype))
     return rows
+
+
+def grid(batches: list[int], steps: list[int], input_size: int, hidden_sizes: list[int],
+         modes: list[str], dtypes: list[str] = ("float32",)) -> list[Case]:
+    """Every combination, validated: one clear error for a bad size, mode or dtype."""
+    for label, values in (("batch", batches), ("steps", steps), ("hidden", hidden_sizes), ("input_size", [input_size])):
+        if not values or any(v < 1 for v in values):
+            raise ConfigError(f"bench: {label} sizes must be positive integers, got {list(values)}")
+    for m in modes:
+        if m not in MODES:
+            raise ConfigError(f"bench: unknown mode {m!r}; expected one of {', '.join(MODES)}")
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ConfigError(f"bench: unknown dtype {d!r}; expected one of {', '.join(DTYPES)}")
+    return [Case(b, t, input_size, h, m, d) for d in dtypes for b in batches for t in steps
+            for h in hidden_sizes for m in modes]
+
+
+def time_grid(batch: int | list[int], steps: int | list[int], input_size: int, hidden_sizes: list[int],
+              modes: list[str], variants: list[str], device: str = "cpu", repeats: int = 7, warmup: int = 2,
+              dtypes: list[str] = ("float32",), progress: bool = False) -> list[Row]:
+    """All rows of the grid, case by case (a progress bar when ``progress``)."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"bench: unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
+    cases = grid(_as_list(batch), _as_list(steps), input_size, hidden_sizes, modes, dtypes)
+    rows: list[Row] = []
+    for case in tqdm(cases, desc="bench", disable=not progress, unit="case"):
+        rows += time_case(case, variants, device, repeats, warmup)
+    return rows
+
+
+def _as_list(v: int | list[int]) -> list[int]:
+    return [v] if isinstance(v, int) else list(v)
 
 
 def environment(device: str = "cpu") -> dict:
@@ -124,11 +190,11 @@ def environment(device: str = "cpu") -> dict:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| variant | path | B | T | H | mode | ms | ratio to torch.nn.LSTM | ratio to torch.nn twin | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | path | B | T | H | dtype | mode | ms | ratio to torch.nn.LSTM | ratio to torch.nn twin | tokens/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         twin = f"{r.ratio_to_twin:.3f}x" if r.ratio_to_twin is not None else ""
-        lines.append(f"| {r.variant} | {r.path} | {r.batch} | {r.steps} | {r.hidden_size} | {r.mode} | "
+        lines.append(f"| {r.variant} | {r.path} | {r.batch} | {r.steps} | {r.hidden_size} | {r.dtype} | {r.mode} | "
                      f"{r.ms:.2f} | {r.ratio:.2f}x | {twin} | {r.tokens_per_s:,.0f} |")
     return "\n".join(lines)
 
@@ -140,3 +206,35 @@ def write_json(path: str | Path, rows: list[Row], env: dict, command: str) -> No
     tmp.write_text(json.dumps({"environment": env, "command": command,
                                "rows": [asdict(r) for r in rows]}, indent=2))
     os.replace(tmp, path)
+
+
+def add_arguments(p: argparse.ArgumentParser, out: str | None = None) -> None:
+    """The flags shared by ``rnnkit bench`` and ``benchmarks/layers.py``."""
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--grid", choices=["default", "full"], default="default",
+                   help="full: B {1,8,64,256} x T {100,1000} x H {128,256,512,1024} (overrides sizes)")
+    p.add_argument("--batch", type=int, nargs="+", default=[32])
+    p.add_argument("--steps", type=int, nargs="+", default=[100])
+    p.add_argument("--input-size", type=int, default=64)
+    p.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
+    p.add_argument("--modes", nargs="+", default=["forward+backward"], choices=MODES)
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=list(DTYPES))
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                   help="default: all of " + ", ".join(VARIANTS))
+    p.add_argument("--out", default=out, help="write the rows as JSON here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace, command: str) -> list[Row]:
+    """Time the grid the flags describe, print the table, write JSON if asked."""
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"bench: --device {args.device} but CUDA is not available on this machine")
+    sizes = FULL_GRID if args.grid == "full" else {"batch": args.batch, "steps": args.steps, "hidden": args.hidden}
+    rows = time_grid(sizes["batch"], sizes["steps"], args.input_size, sizes["hidden"], args.modes, args.variants,
+                     args.device, args.repeats, dtypes=args.dtypes, progress=not args.no_progress)
+    print(markdown_table(rows))
+    if args.out:
+        write_json(args.out, rows, environment(args.device), command)
+        print(f"\nwrote {args.out}")
+    return rows

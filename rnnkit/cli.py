@@ -272,25 +272,18 @@ def _run_data(args) -> int:
 
 
 def _bench_parser(sub) -> None:
+    from .bench import add_arguments
+
     p = sub.add_parser("bench", help="time every layer against torch.nn.LSTM",
-                       description="Forward+backward time of every layer/variant as a ratio to torch.nn.LSTM "
-                                   "of the same size, measured in the same run.")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default=None, help="write JSON here")
+                       description="Time of every layer/variant as a ratio to torch.nn.LSTM of the same size, "
+                                   "measured in the same run, over a grid of sizes, modes and dtypes.")
+    add_arguments(p)
 
 
 def _run_bench(args) -> int:
-    from .bench import VARIANTS, environment, markdown_table, time_grid, write_json
+    from .bench import run
 
-    rows = time_grid(args.batch, args.steps, 64, args.hidden, ["forward+backward"], list(VARIANTS),
-                     args.device, args.repeats)
-    print(markdown_table(rows))
-    if args.out:
-        write_json(args.out, rows, environment(args.device), "rnnkit " + shlex.join(sys.argv[1:]))
+    run(args, args.command_line)
     return 0
 
 
@@ -309,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = "rnnkit " + shlex.join(argv)  # recorded with results and benchmarks
     try:
         return COMMANDS[args.command][1](args)
     except RnnkitError as e:

@@ -1,0 +1,64 @@
+"""The benchmark suite: grid, ratios against the reference of the same run, JSON, CLI."""
+import json
+
+import pytest
+
+from rnnkit.bench import FULL_GRID, Row, grid, time_grid
+from rnnkit.cli import main
+from rnnkit.errors import ConfigError
+
+
+def test_grid_is_the_full_product_and_rows_are_ratios_to_the_reference():
+    variants = ["rnnkit.LSTM", "rnnkit.GRU(simplified)"]
+    rows = time_grid([1, 2], [3], 4, [5], ["forward", "inference"], variants, repeats=1, warmup=0)
+    assert len(rows) == 2 * 2 * (1 + len(variants))  # reference first in each case
+    by_case: dict = {}
+    for r in rows:
+        by_case.setdefault((r.batch, r.mode), []).append(r)
+    assert set(by_case) == {(1, "forward"), (1, "inference"), (2, "forward"), (2, "inference")}
+    for case_rows in by_case.values():
+        ref = case_rows[0]
+        assert ref.variant == "torch.nn.LSTM" and ref.ratio == 1.0
+        for r in case_rows:
+            assert r.ratio == pytest.approx(r.ms / ref.ms)
+            assert r.tokens_per_s == pytest.approx(r.batch * r.steps / (r.ms / 1e3))
+        twin = next(r for r in case_rows if r.variant == "rnnkit.LSTM")
+        assert twin.ratio_to_twin == pytest.approx(twin.ms / ref.ms)  # its twin is the reference
+
+
+def test_full_grid_is_the_issue_grid():
+    cases = grid(FULL_GRID["batch"], FULL_GRID["steps"], 64, FULL_GRID["hidden"], ["forward"])
+    assert len(cases) == 4 * 2 * 4
+    assert {c.batch for c in cases} == {1, 8, 64, 256} and {c.hidden for c in cases} == {128, 256, 512, 1024}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"modes": ["sideways"]}, "unknown mode"),
+    ({"dtypes": ["float8"]}, "unknown dtype"),
+    ({"batches": [0]}, "batch sizes must be positive"),
+])
+def test_bad_grid_names_the_problem(kwargs, message):
+    args = {"batches": [1], "steps": [2], "input_size": 3, "hidden_sizes": [4], "modes": ["forward"]} | kwargs
+    with pytest.raises(ConfigError, match=message):
+        grid(**args)
+
+
+def test_cli_writes_json_with_environment(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--batch", "2", "--steps", "3", "--input-size", "4", "--hidden", "5", "--repeats", "1",
+               "--variants", "rnnkit.LSTM(peephole)", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["environment"]["torch"] and data["command"].startswith("rnnkit bench")
+    rows = [Row(**r) for r in data["rows"]]
+    assert [r.variant for r in rows] == ["torch.nn.LSTM", "rnnkit.LSTM(peephole)"]
+    assert "rnnkit.LSTM(peephole)" in capsys.readouterr().out
+
+
+def test_cli_cuda_without_gpu_is_one_clear_error(capsys):
+    pytest.importorskip("torch")
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["bench", "--device", "cuda", "--no-progress"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
