@@ -18,8 +18,9 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --durations=10
 
+# DEMO_ARGS: extra flags, e.g. DEMO_ARGS="--experiment char-small-demo" to write results/char-small-demo.json
 demo: $(STAMP)
-	$(BIN)/rnnkit train --preset char-small --out runs/demo
+	$(BIN)/rnnkit train --preset char-small --out runs/demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/layers.py

@@ -118,7 +118,7 @@ def _run_train(args) -> int:
         if args.preset in REFERENCES:
             what, key, value, source = REFERENCES[args.preset]
             ref = {"what": what, "metric": key, "value": value, "source": source,
-                   "baseline_metric": "ngram." + key.replace("nll", "nll")}
+                   "baseline_metric": "ngram." + key}
         path = write_result(args.experiment, metrics, seed=cfg.train.seed, wall_seconds=wall,
                             config=cfg.to_dict(), reference=ref)
         say(f"wrote {path}")

@@ -15,10 +15,10 @@ from typing import Callable
 from torch import Tensor
 
 from ..cells.base import RecurrentCell
-from . import cpu_fused, parallel_scan
+from . import cpu_fused, parallel_scan, triton_cells
 
 Kernel = Callable[..., tuple]
-_MODULES = (parallel_scan, cpu_fused)  # first match wins
+_MODULES = (parallel_scan, triton_cells, cpu_fused)  # first match wins
 
 
 def find(cell: RecurrentCell, x: Tensor, p: SimpleNamespace) -> Kernel | None:

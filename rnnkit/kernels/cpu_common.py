@@ -14,6 +14,7 @@ Conventions, time-major throughout:
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -31,6 +32,15 @@ _aten = torch.ops.aten
 #: ``grad * y * (1 - y)`` and ``grad * (1 - y**2)`` in one op each (y = sigmoid/tanh output).
 sigmoid_backward = _aten.sigmoid_backward
 tanh_backward = _aten.tanh_backward
+
+
+def summed_bias(p: SimpleNamespace) -> Tensor | None:
+    """``b_ih + b_hh`` (either may be None): the kernels fold ``b_hh`` into the input
+    projection's bias, since it is additive in every variant they run (with layer
+    norm it is the shift of LN_h, added after the norm)."""
+    if p.bias_hh is None:
+        return p.bias_ih
+    return p.bias_hh if p.bias_ih is None else p.bias_ih + p.bias_hh
 
 
 def step_order(T: int, reverse: bool) -> list[int]:

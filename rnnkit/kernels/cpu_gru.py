@@ -38,7 +38,8 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.gru import GRUCell
 from .cpu_common import (ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry, grad_weight_prev,
-                         sigmoid_backward, step_order, tanh_backward, tensors_ok, with_prev)
+                         sigmoid_backward, step_order, summed_bias, tanh_backward, tensors_ok,
+                         with_prev)
 
 #: the GRU variants with a kernel here ("reset_after" is torch.nn's own fused GRU).
 VARIANTS = ("reset_before", "simplified")
@@ -263,7 +264,7 @@ def scaled_projection(cell: GRUCell, p: SimpleNamespace, x: Tensor) -> Tensor:
     """``cell.project_input`` with ``b_hh`` folded into ``b_ih`` and the candidate rows
     doubled (on ``W_ih`` and the bias: ``(G*H, *)``-sized ops, under autograd)."""
     scale = gate_scale(cell.variant, cell.hidden_size, x)
-    bias = p.bias_ih if p.bias_hh is None else (p.bias_hh if p.bias_ih is None else p.bias_ih + p.bias_hh)
+    bias = summed_bias(p)
     q = SimpleNamespace(**vars(p))
     q.weight_ih = p.weight_ih * scale.unsqueeze(1)
     q.bias_ih = None if bias is None else bias * scale

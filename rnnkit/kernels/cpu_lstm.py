@@ -45,7 +45,7 @@ from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from .cpu_common import (LN_EPS, ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry,
                          grad_weight_prev, sigmoid_backward, step_order, sum_prev_products, sum_tb,
-                         tanh_backward, tensors_ok, with_prev)
+                         summed_bias, tanh_backward, tensors_ok, with_prev)
 
 #: the OpOverload, not the packet: ~3 us less per call, twice per step
 _ln_backward = torch.ops.aten.native_layer_norm_backward.default
@@ -406,7 +406,7 @@ def scaled_projection(cell: LSTMCell, p: SimpleNamespace, x: Tensor) -> Tensor:
         q.ln_ih_weight = p.ln_ih_weight * scale
     else:
         q.weight_ih = p.weight_ih * scale.unsqueeze(1)
-    bias = p.bias_ih if p.bias_hh is None else (p.bias_hh if p.bias_ih is None else p.bias_ih + p.bias_hh)
+    bias = summed_bias(p)
     q.bias_ih = None if bias is None else bias * scale
     return cell.project_input(x, q)
 
