@@ -29,20 +29,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import shlex
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from rnnkit.bench import environment
+from rnnkit.bench import environment, write_json
 from rnnkit.kernels import parallel_scan
 from rnnkit.nn.min_rnn import MinGRU, MinLSTM
 
@@ -176,12 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             for row in time_rows(steps, args.batch, args.input_size, args.hidden, args.layers,
                                  args.repeats, args.warmup, args.sequential_max_steps, args.slow)]
     print(markdown_table(rows))
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"environment": environment("cpu"), "command": "python " + shlex.join(sys.argv),
-                               "rows": [asdict(r) for r in rows]}, indent=2))
-    os.replace(tmp, path)
+    write_json(args.out, rows, environment("cpu"), "python " + shlex.join(sys.argv))
     print(f"\nwrote {args.out}")
 
 
