@@ -16,19 +16,35 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError, RnnkitError
+from .models.language_model import CELLS
 
-# flag -> (section, key, type): the CLI overrides of the config, all optional
+# flag -> (section, key, type, help): the CLI overrides of the config, all optional
 _OVERRIDES = {
-    "data": ("train", "data", str), "data_dir": ("train", "data_dir", str), "level": ("train", "level", str),
-    "batch_size": ("train", "batch_size", int), "bptt": ("train", "bptt", int), "bptt_k1": ("train", "bptt_k1", int),
-    "epochs": ("train", "epochs", int), "max_steps": ("train", "max_steps", int),
-    "max_minutes": ("train", "max_minutes", float), "optimizer": ("train", "optimizer", str),
-    "lr": ("train", "lr", float), "clip_norm": ("train", "clip_norm", float), "clip_value": ("train", "clip_value", float),
-    "patience": ("train", "patience", int), "seed": ("train", "seed", int), "device": ("train", "device", str),
-    "out": ("train", "out", str), "eval_every": ("train", "eval_every", int),
-    "cell": ("model", "cell", str), "input": ("model", "input", str), "embedding_dim": ("model", "embedding_dim", int),
-    "hidden_size": ("model", "hidden_size", int), "num_layers": ("model", "num_layers", int),
-    "dropout": ("model", "dropout", float),
+    "data": ("train", "data", str, "registered dataset (see `rnnkit data list`) or a text file/folder; "
+                                   "default: the embedded stdlib corpus"),
+    "data_dir": ("train", "data_dir", str, "where datasets are looked up (else $RNNKIT_DATA, else ~/.cache/rnnkit)"),
+    "level": ("train", "level", str, "char or word tokens (default: the dataset's)"),
+    "batch_size": ("train", "batch_size", int, "parallel streams per update (global, over all processes)"),
+    "bptt": ("train", "bptt", int, "k2: steps backpropagated through"),
+    "bptt_k1": ("train", "bptt_k1", int, "k1: steps per update (default: --bptt)"),
+    "epochs": ("train", "epochs", int, "passes over the training stream"),
+    "max_steps": ("train", "max_steps", int, "stop after this many updates"),
+    "max_minutes": ("train", "max_minutes", float, "stop after this much wall time"),
+    "optimizer": ("train", "optimizer", str, "sgd or adam"),
+    "lr": ("train", "lr", float, "learning rate"),
+    "clip_norm": ("train", "clip_norm", float, "clip the global gradient norm to this"),
+    "clip_value": ("train", "clip_value", float, "clip each gradient element to [-v, v]"),
+    "patience": ("train", "patience", int, "early stopping: epochs without a better validation loss"),
+    "seed": ("train", "seed", int, "random seed (a CPU run is bit-reproducible)"),
+    "device": ("train", "device", str, "cpu or cuda[:N]"),
+    "out": ("train", "out", str, "run folder: checkpoint, best weights, vocab, metrics.jsonl"),
+    "eval_every": ("train", "eval_every", int, "also evaluate every N updates"),
+    "cell": ("model", "cell", str, "one of " + ", ".join(CELLS)),
+    "input": ("model", "input", str, "embedding, onehot or hashing"),
+    "embedding_dim": ("model", "embedding_dim", int, "input embedding size"),
+    "hidden_size": ("model", "hidden_size", int, "recurrent state size"),
+    "num_layers": ("model", "num_layers", int, "stacked recurrent layers"),
+    "dropout": ("model", "dropout", float, "dropout on non-recurrent connections (Zaremba 2014)"),
 }
 
 
@@ -39,14 +55,14 @@ def _train_parser(sub) -> None:
     p.add_argument("--preset", help="char-small (the demo), ptb-small, ptb-medium, ptb-large, shakespeare-char")
     p.add_argument("--config", help="TOML file with [train] and [model] tables")
     p.add_argument("--text", help="a plain text file or folder of text files to train on (same as --data PATH)")
-    for flag, (_, _, typ) in _OVERRIDES.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, default=None)
+    for flag, (_, _, typ, text) in _OVERRIDES.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, default=None, help=text)
     p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (CUDA)")
-    p.add_argument("--tie-weights", action="store_true", default=None)
+    p.add_argument("--tie-weights", action="store_true", default=None, help="share the embedding and softmax weights")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-baseline", action="store_true", help="skip the Kneser-Ney n-gram baseline")
-    p.add_argument("--ngram-order", type=int, default=5)
+    p.add_argument("--ngram-order", type=int, default=5, help="order of the Kneser-Ney baseline")
     p.add_argument("--samples", type=int, default=2, help="samples to print per temperature at the end")
     p.add_argument("--experiment", help="also write results/EXPERIMENT.json")
 
@@ -60,7 +76,7 @@ def _run_train(args) -> int:
     from .train.trainer import CHECKPOINT, LMTrainer
 
     overrides: dict[str, dict] = {"train": {}, "model": {}}
-    for flag, (section, key, _) in _OVERRIDES.items():
+    for flag, (section, key, _, _) in _OVERRIDES.items():
         if getattr(args, flag) is not None:
             overrides[section][key] = getattr(args, flag)
     if args.text is not None:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..nn import GRU, LSTM, RNN
+from ..nn import GRU, LSTM, RNN, MinGRU, MinLSTM
 from ..nn.hashing import HashEmbedding
 from ..nn.recurrent import Recurrent
 
@@ -22,6 +22,8 @@ CELLS: dict[str, tuple[type[Recurrent], dict]] = {
     "gru_simplified": (GRU, {"variant": "simplified"}),
     "rnn_tanh": (RNN, {"nonlinearity": "tanh"}),
     "rnn_relu": (RNN, {"nonlinearity": "relu"}),
+    "mingru": (MinGRU, {}),
+    "minlstm": (MinLSTM, {}),
 }
 INPUTS = ("embedding", "onehot", "hashing")
 
