@@ -1,0 +1,308 @@
+"""The Triton kernels (rnnkit.kernels.triton_cells) against the reference scan, on CPU
+tensors through the Triton interpreter: outputs, final states and the gradients wrt
+the input, the initial state and every parameter, in float32 (1e-5), with and without
+a length mask, forward and reverse; bfloat16 against a float32 reference; dispatch.
+
+When TRITON_INTERPRET is read: Triton (3.9 here) decides compiled vs interpreted in
+each ``@triton.jit`` decorator, and ``triton.language``'s own jitted helpers
+(``tl.sigmoid``, ``tl.sum``, ...) are decorated when ``triton`` is imported. So the
+variable must be set before ``import triton``, which in a test session may already
+have happened, and setting it process-wide would also send the other test files' CPU
+tensors to the interpreter. Hence: unless this process was started with it (checked
+on ``tl.sigmoid`` itself), every test here is skipped and
+:func:`test_in_interpreter_subprocess` runs this file in a fresh interpreter with
+``TRITON_INTERPRET=1``, where they run.
+"""
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import rnnkit  # noqa: E402
+from rnnkit.cells import GRUCell, LSTMCell  # noqa: E402
+from rnnkit.kernels import find, triton_cells  # noqa: E402
+from rnnkit.nn.scan import scan  # noqa: E402
+
+_SUBPROCESS_FLAG = "RNNKIT_TRITON_TEST_SUBPROCESS"
+
+
+def _triton_interpreted() -> bool:
+    """Whether Triton runs interpreted in this process (triton.language's own helpers included)."""
+    if not triton_cells.interpreting():
+        return False
+    import triton.language.standard as standard
+    from triton.runtime.interpreter import InterpretedFunction
+    return isinstance(standard.sigmoid, InterpretedFunction)
+
+
+INTERPRETED = _triton_interpreted()
+in_interpreter = pytest.mark.skipif(not INTERPRETED, reason="runs in test_in_interpreter_subprocess")
+
+
+@pytest.mark.skipif(INTERPRETED, reason="this process is the interpreter one")
+def test_in_interpreter_subprocess():
+    """This file again, in a fresh interpreter started with TRITON_INTERPRET=1; all pass, none skip."""
+    assert not os.environ.get(_SUBPROCESS_FLAG), "TRITON_INTERPRET=1 did not make Triton interpret"
+    env = {**os.environ, "TRITON_INTERPRET": "1", _SUBPROCESS_FLAG: "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "not test_in_interpreter_subprocess"],
+                         cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True)
+    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in summary and "skipped" not in summary, summary
+    print(f"interpreter subprocess: {summary}")
+
+
+#: pointers holding input-dtype data (the rest are float32, the mask bool), per kernel argument name
+_IO_POINTERS = {"xp_ptr", "hp_ptr", "h_prev_ptr", "h_ptr", "dy_ptr", "dhg_ptr", "da_ptr", "dhp_ptr", "p_ptr",
+                "pn_ptr", "rh_ptr", "y_ptr", "drh_ptr", "w_ci_ptr", "w_cf_ptr", "w_co_ptr", "g_h_ptr", "g_c_ptr",
+                "b_c_ptr"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INTERPRETED, reason="needs the compiled (not interpreted) kernels")
+def test_kernels_compile_for_nvidia_targets(tmp_path, monkeypatch):
+    """Every step kernel, in every flag combination the loops launch, in float32 and
+    bfloat16, through Triton's whole NVIDIA pipeline to a cubin for sm_80 and sm_90 (no
+    GPU needed): what the interpreter cannot check (typing, constexpr scoping, lowering)."""
+    from triton import compile as triton_compile
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+    from rnnkit.kernels import triton_gru, triton_lstm
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    flags = [dict(zip(("PEEP", "LN", "MASK"), f)) for f in itertools.product([False, True], repeat=3) if any(f[:2])]
+    kernels = [(triton_lstm._lstm_forward_step, flags), (triton_lstm._lstm_backward_step, flags)]
+    kernels += [(k, [dict(MASK=m) for m in (False, True)])
+                for k in (triton_gru._gru_simplified_forward_step, triton_gru._gru_rb_update,
+                          triton_gru._gru_simplified_backward_step, triton_gru._gru_rb_backward_zn)]
+    kernels += [(k, [{}]) for k in (triton_gru._gru_rb_gates, triton_gru._gru_rb_backward_r)]
+    for (kernel, variants), io, cc in itertools.product(kernels, ["*fp32", "*bf16"], [80, 90]):
+        assert isinstance(kernel, JITFunction), kernel
+        for consts in variants:
+            consts = {**consts, "BLOCK_H": 64, **({"SPLIT": io != "*fp32"} if "SPLIT" in kernel.arg_names else {})}
+            signature = {name: _arg_type(name, consts, io) for name in kernel.arg_names}
+            triton_compile(ASTSource(kernel, signature, constexprs=consts), target=GPUTarget("cuda", cc, 32),
+                           options={"num_warps": 2, "enable_fp_fusion": True})
+
+
+def _arg_type(name: str, consts: dict, io: str) -> str:
+    """Triton signature type of a step kernel's argument, from its name (the kernels' convention)."""
+    if name in consts:
+        return "constexpr"
+    if name == "m_ptr":
+        return "*i1"
+    if name.endswith("_ptr"):
+        return io if name in _IO_POINTERS else "*fp32"
+    return "fp32" if name == "eps" else "i32"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add fork/join (and, on a busy machine, stalls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CONFIGS = {
+    "lstm_peephole": lambda i, h, **kw: LSTMCell(i, h, peephole=True, **kw),
+    "lstm_layer_norm": lambda i, h, **kw: LSTMCell(i, h, layer_norm=True, **kw),
+    "lstm_peephole_layer_norm": lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True, **kw),
+    "gru_reset_before": lambda i, h, **kw: GRUCell(i, h, variant="reset_before", **kw),
+    "gru_simplified": lambda i, h, **kw: GRUCell(i, h, variant="simplified", **kw),
+}
+NO_BIAS = {
+    "lstm_peephole_no_bias": lambda i, h, **kw: LSTMCell(i, h, bias=False, peephole=True, **kw),
+    "lstm_layer_norm_no_bias": lambda i, h, **kw: LSTMCell(i, h, bias=False, layer_norm=True, **kw),
+    "gru_reset_before_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="reset_before", **kw),
+    "gru_simplified_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="simplified", **kw),
+}
+ALL = CONFIGS | NO_BIAS
+# every variant x direction x mask; the bias-free ones once each (the bias is folded before the loop)
+CASES = [*itertools.product(sorted(CONFIGS), [False, True], [False, True]),
+         *((name, True, True) for name in sorted(NO_BIAS))]
+T, B, I, H = 5, 3, 4, 6  # H = 6: the kernels' blocks are 8 lanes wide, so lane masking is exercised
+LENGTHS = [5, 2, 4]
+
+
+def _cell(name, dtype=torch.float32, seed=0):
+    """A cell with random (not init) parameters, so every term, LN gains included, matters."""
+    torch.manual_seed(seed)
+    cell = ALL[name](I, H, dtype=dtype)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0, 0.5)
+    return cell
+
+
+def _inputs(cell, dtype, masked):
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    state = tuple(torch.randn(B, n, dtype=dtype, requires_grad=True) for n in cell.state_sizes())
+    mask = (torch.arange(T).unsqueeze(1) < torch.tensor(LENGTHS).unsqueeze(0)).unsqueeze(-1) if masked else None
+    return x, state, mask
+
+
+def _outputs_and_grads(run, cell, x, state, mask, reverse):
+    """Outputs, final states and grads of a fixed random projection of all of them
+    wrt x, the initial state and every parameter."""
+    y, final = run(cell, cell.own_params(), x, state, mask, reverse=reverse)
+    outs = (y, *final)
+    gen = torch.Generator().manual_seed(123)
+    loss = sum((o.float() * torch.randn(o.shape, generator=gen)).sum() for o in outs)
+    return outs, torch.autograd.grad(loss, [x, *state, *cell.parameters()])
+
+
+def _names(cell):
+    return (["y", *cell.state_names],
+            ["x", *(f"{s}0" for s in cell.state_names), *(n for n, _ in cell.named_parameters())])
+
+
+def _assert_all_close(names, got, want, **tol):
+    for n, a, b in zip(names, got, want):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{n}: {m}")
+
+
+@in_interpreter
+@pytest.mark.parametrize("name,reverse,masked", CASES)
+def test_float32_matches_reference_scan(name, reverse, masked):
+    cell = _cell(name)
+    x, state, mask = _inputs(cell, torch.float32, masked)
+    kernel = triton_cells.match(cell, x, cell.own_params())
+    assert kernel is not None
+    ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, reverse)
+    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
+    out_names, grad_names = _names(cell)
+    _assert_all_close(out_names, outs, ref_outs, atol=1e-5, rtol=1e-5)
+    _assert_all_close([f"d{n}" for n in grad_names], grads, ref_grads, atol=1e-5, rtol=1e-5)
+    if masked:  # padded steps: zero output (the carried state is checked through the finals)
+        assert torch.count_nonzero(outs[0][~mask.squeeze(-1)]) == 0
+
+
+@in_interpreter
+@pytest.mark.parametrize("name", ["lstm_peephole_layer_norm", "gru_reset_before", "gru_simplified"])
+def test_bfloat16_close_to_float32_reference(name):
+    """bf16 storage, float32 state and arithmetic: against the reference in float32 on
+    the same (bf16-representable) numbers, to bf16 tolerances; dtypes preserved."""
+    cell = _cell(name, torch.bfloat16)
+    x, state, mask = _inputs(cell, torch.bfloat16, masked=True)
+    kernel = triton_cells.match(cell, x, cell.own_params())
+    assert kernel is not None
+    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, True)
+    assert all(t.dtype == torch.bfloat16 for t in (*outs, *grads))
+    ref_cell = _cell(name, torch.float32)
+    ref_cell.load_state_dict({k: v.float() for k, v in cell.state_dict().items()})
+    x32 = x.detach().float().requires_grad_()
+    state32 = tuple(s.detach().float().requires_grad_() for s in state)
+    ref_outs, ref_grads = _outputs_and_grads(scan, ref_cell, x32, state32, mask, True)
+    out_names, grad_names = _names(cell)
+    _assert_all_close(out_names, [o.float() for o in outs], ref_outs, atol=2e-2, rtol=2e-2)
+    _assert_all_close([f"d{n}" for n in grad_names], [g.float() for g in grads], ref_grads, atol=5e-2, rtol=5e-2)
+
+
+@in_interpreter
+def test_only_parameters_need_grad_and_inference():
+    cell = _cell("lstm_peephole_layer_norm")
+    x = torch.randn(T, B, I)  # no grad wrt x or the state: only the parameters
+    state = cell.init_state(B)
+    kernel = triton_cells.match(cell, x, cell.own_params())
+    y, (h, c) = kernel(cell, cell.own_params(), x, state)
+    (y.sum() + c.sum()).backward()
+    got = [p.grad.clone() for p in cell.parameters()]
+    cell.zero_grad()
+    y_ref, (h_ref, c_ref) = scan(cell, cell.own_params(), x, state)
+    (y_ref.sum() + c_ref.sum()).backward()
+    for a, b in zip(got, (p.grad for p in cell.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # inference: no graph, same numbers
+        y2, _ = kernel(cell, cell.own_params(), x, state)
+    torch.testing.assert_close(y2, y_ref, atol=1e-5, rtol=1e-5)
+
+
+@in_interpreter
+def test_match_covers_exactly_the_supported_cells(monkeypatch):
+    x = torch.randn(3, 2, 4)
+    covered = [LSTMCell(4, 6, peephole=True), LSTMCell(4, 6, layer_norm=True),
+               GRUCell(4, 6, variant="reset_before"), GRUCell(4, 6, variant="simplified")]
+    for cell in covered:
+        assert triton_cells.match(cell, x, cell.own_params()) is not None
+        # the kernels win over the CPU ones when both could run (interpreter only, on CPU)
+        assert find(cell, x, cell.own_params()) in (triton_cells.lstm_scan, triton_cells.gru_scan)
+        assert triton_cells.match(cell, x.bfloat16(), cell.bfloat16().own_params()) is not None
+    # torch.nn's own kernels, or not done here (projection): the next module or the reference
+    for cell in (LSTMCell(4, 6), LSTMCell(4, 6, peephole=True, proj_size=2), GRUCell(4, 6)):
+        assert triton_cells.match(cell, x, cell.own_params()) is None
+    cell = LSTMCell(4, 6, peephole=True)
+    for dtype in (torch.float16, torch.float64):
+        assert triton_cells.match(cell, x.to(dtype), cell.to(dtype).own_params()) is None
+    cell = LSTMCell(4, 6, peephole=True)
+    assert triton_cells.match(cell, x.bfloat16(), cell.own_params()) is None  # dtypes differ
+
+    class Custom(GRUCell):  # a subclass may change recur(): the reference must run
+        pass
+
+    sub = Custom(4, 6, variant="simplified")
+    assert triton_cells.match(sub, x, sub.own_params()) is None
+    with monkeypatch.context() as m:
+        m.setattr(torch.jit, "is_tracing", lambda: True)
+        assert triton_cells.match(cell, x, cell.own_params()) is None
+    with monkeypatch.context() as m:
+        m.setattr(triton_cells, "triton_available", lambda: False)
+        assert triton_cells.match(cell, x, cell.own_params()) is None
+    with monkeypatch.context() as m:  # CPU tensors without the interpreter: the CPU kernels
+        m.delenv("TRITON_INTERPRET")
+        assert triton_cells.match(cell, x, cell.own_params()) is None
+        assert find(cell, x, cell.own_params()) is not None
+
+
+def test_import_does_not_import_triton():
+    """``import rnnkit`` and matching CPU tensors must not import triton (it is slow to
+    import and may be missing): checked in a fresh interpreter."""
+    code = ("import sys, torch, rnnkit\n"
+            "from rnnkit.kernels import find\n"
+            "cell = rnnkit.cells.LSTMCell(3, 4, peephole=True)\n"
+            "assert find(cell, torch.randn(2, 1, 3), cell.own_params()) is not None\n"
+            "assert 'triton' not in sys.modules, 'triton imported'\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+LAYERS = {
+    "lstm_peephole_layer_norm": lambda **kw: rnnkit.LSTM(3, 5, peephole=True, layer_norm=True, **kw),
+    "gru_reset_before": lambda **kw: rnnkit.GRU(3, 5, variant="reset_before", **kw),
+}
+
+
+@in_interpreter
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_runs_triton_kernel_and_matches_scan(name):
+    """Two layers, bidirectional, ragged lengths: through the layer's dispatch."""
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True)
+    torch.manual_seed(0)
+    fast, ref = LAYERS[name](**kw), LAYERS[name](backend="scan", **kw)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.normal_(0, 0.5)
+    ref.load_state_dict(fast.state_dict())
+    assert fast.path == "kernel" and ref.path == "scan"
+    x = torch.randn(3, 4, 3)
+    lengths = torch.tensor([4, 1, 3])
+    results = []
+    for layer in (fast, ref):
+        xi = x.clone().requires_grad_()
+        out, h = layer(xi, lengths=lengths)
+        h = h if isinstance(h, tuple) else (h,)
+        gen = torch.Generator().manual_seed(7)
+        loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in (out, *h))
+        loss.backward()
+        results.append((out, *h, xi.grad, *(p.grad for p in layer.parameters())))
+    names = ["out", *(f"final state {k}" for k in range(len(h))), "dx", *(n for n, _ in fast.named_parameters())]
+    _assert_all_close(names, results[0], results[1], atol=1e-5, rtol=1e-5)
