@@ -9,12 +9,14 @@ def test_record_then_table_shows_ours_reference_baseline_and_total_time(tmp_path
     metrics = {"valid": {"ppl": 120.0}, "test": {"ppl": 115.25}, "epochs_completed": 13, "train_seconds": 3600.0,
                "ngram": {"test": {"ppl": 141.06}}}
     ref = {"what": what, "metric": key, "value": value, "source": source, "baseline_metric": "ngram." + key}
-    path = write_result("ptb-small", metrics, seed=3, wall_seconds=60.0, reference=ref, directory=tmp_path)
+    path = write_result("ptb-small", metrics, seed=3, wall_seconds=60.0, reference=ref, directory=tmp_path,
+                        extra={"notes": ["trained in two legs"]})
     record = json.loads(path.read_text())
     assert record["seed"] == 3 and record["git_commit"] and record["machine"]["torch"]
     row = next(line for line in render(tmp_path).splitlines() if line.startswith("| ptb-small"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:8] == [what, "115.2", "114.5", source, "141.1", "13", "60.0 min"]  # a resumed run: total time
+    assert "- **ptb-small**: trained in two legs" in render(tmp_path)
 
 
 def test_char_reference_metric_exists_in_both_model_and_baseline_metrics():
