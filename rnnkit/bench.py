@@ -116,13 +116,14 @@ def _prepare(name: str, case: Case, dev: torch.device) -> tuple[Callable[[], Non
 def time_case(case: Case, variants: list[str], device: str = "cpu", repeats: int = 7,
               warmup: int = 2) -> list[Row]:
     """Median wall time of each variant on one case, interleaved with the reference
-    each round so drifts in machine load hit every variant alike."""
+    each round (in a rotating order) so drifts in machine load hit every variant alike."""
     dev = torch.device(device)
     names = [REFERENCE] + [v for v in variants if v != REFERENCE]
     fns = {name: _prepare(name, case, dev) for name in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + repeats):
-        for name in names:
+        # rotate the order each round: no variant always runs right after the same one
+        for name in names[r % len(names):] + names[:r % len(names)]:
             _sync(dev)
             t0 = time.perf_counter()
             fns[name][0]()
