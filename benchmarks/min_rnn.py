@@ -1,10 +1,10 @@
 """Training step (forward + backward) of rnnkit.MinGRU / MinLSTM on CPU: the parallel
-scan against the sequential step, measured in the same run, interleaved round by
-round, medians (B8 I64 H256, T 1024 and 4096 by default). One thread by default:
-on a shared machine, OpenMP threads fighting other jobs for cores make multi-threaded
-timings meaningless (``--threads 0`` keeps torch's default).
+scan against the sequential mode, measured in the same run, interleaved round by
+round, medians (B8 I64 H256, T 1024 and 4096 by default). ``--threads 1`` pins one
+thread, for a machine shared with other jobs (OpenMP threads fighting other work for
+cores make multi-threaded timings meaningless); 0 keeps torch's default.
 
-    python benchmarks/min_rnn.py [--steps 1024 4096] [--threads 1] [--out docs/benchmarks/min_rnn_cpu.json]
+    python benchmarks/min_rnn.py [--steps 1024 4096] [--threads 0] [--out docs/benchmarks/min_rnn_cpu.json]
 
 Rows:
 
@@ -12,18 +12,13 @@ Rows:
 * ``parallel (log)`` — the same layer with the log-space (Heinsen) scan forced;
 * ``sequential (backend='scan')`` — the layer's sequential mode, the reference loop
   of :mod:`rnnkit.nn.scan`, one step after another;
-* ``sequential (step loop)`` — the same steps, written as a plain loop over
-  ``xp.unbind(0)``: it differs from the reference loop only in how it slices the
-  projected input, and shows what the sequential mode costs without the reference
-  loop's ``xp[t]`` indexing, whose backward writes a full ``(T, B, G*H)`` gradient
-  per step (quadratic in T);
+* ``sequential (step loop)`` — the same steps as a plain Python loop of the cell's
+  ``recur`` over ``xp.unbind(0)``, as a user would write it (a check that the
+  reference loop adds nothing);
 * ``torch.nn.GRU`` — PyTorch's fused GRU of the same size, for scale.
 
 ``speedup`` is the sequential mode's time over the row's; ``vs step loop`` the step
 loop's time over the row's. A variant slower than ``--slow`` seconds is timed once.
-The sequential mode at T=4096 takes minutes per step (quadratic backward), so a full
-run takes ~20 minutes on a busy 2-core machine; ``--sequential-max-steps 1024``
-leaves it out at T=4096.
 """
 from __future__ import annotations
 
@@ -161,9 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", nargs="+", default=["MinGRU", "MinLSTM"], choices=["MinGRU", "MinLSTM"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads; 0: torch's default")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0: torch's default")
     ap.add_argument("--sequential-max-steps", type=int, default=4096,
-                    help="time the sequential mode only up to this T (its backward is quadratic in T)")
+                    help="time the sequential mode only up to this T")
     ap.add_argument("--slow", type=float, default=5.0, help="seconds above which a variant is timed once")
     ap.add_argument("--out", default="docs/benchmarks/min_rnn_cpu.json")
     args = ap.parse_args(argv)
