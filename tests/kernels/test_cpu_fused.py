@@ -12,6 +12,7 @@ import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
 from rnnkit.kernels import cpu_fused, find
 from rnnkit.nn.scan import scan
+from kernel_checks import assert_parameter_grads_and_inference_match_scan
 
 CONFIGS = {
     "lstm_peephole": lambda i, h, **kw: LSTMCell(i, h, peephole=True, **kw),
@@ -116,19 +117,8 @@ def test_gradcheck_float64(name, reverse, masked):
 def test_only_some_inputs_need_grad():
     cell = _cell("lstm_peephole_layer_norm", 3, 4, torch.float32)
     x = torch.randn(5, 2, 3)  # no grad wrt x or the state: only the parameters
-    state = cell.init_state(2)
     kernel = cpu_fused.match(cell, x, cell.own_params())
-    y, (h, c) = kernel(cell, cell.own_params(), x, state)
-    (y.sum() + c.sum()).backward()
-    ref = [p.grad.clone() for p in cell.parameters()]
-    cell.zero_grad()
-    y, (h, c) = scan(cell, cell.own_params(), x, state)
-    (y.sum() + c.sum()).backward()
-    for a, b in zip(ref, (p.grad for p in cell.parameters())):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    with torch.no_grad():  # inference: no graph, same numbers
-        y2, _ = kernel(cell, cell.own_params(), x, state)
-    torch.testing.assert_close(y2, y, atol=1e-5, rtol=1e-5)
+    assert_parameter_grads_and_inference_match_scan(kernel, cell, x, cell.init_state(2))
 
 
 def test_match_covers_exactly_the_custom_cells():

@@ -28,6 +28,7 @@ import rnnkit  # noqa: E402
 from rnnkit.cells import GRUCell, LSTMCell  # noqa: E402
 from rnnkit.kernels import find, triton_cells  # noqa: E402
 from rnnkit.nn.scan import scan  # noqa: E402
+from kernel_checks import assert_parameter_grads_and_inference_match_scan  # noqa: E402
 
 _SUBPROCESS_FLAG = "RNNKIT_TRITON_TEST_SUBPROCESS"
 
@@ -211,19 +212,8 @@ def test_bfloat16_close_to_float32_reference(name):
 def test_only_parameters_need_grad_and_inference():
     cell = _cell("lstm_peephole_layer_norm")
     x = torch.randn(T, B, I)  # no grad wrt x or the state: only the parameters
-    state = cell.init_state(B)
     kernel = triton_cells.match(cell, x, cell.own_params())
-    y, (h, c) = kernel(cell, cell.own_params(), x, state)
-    (y.sum() + c.sum()).backward()
-    got = [p.grad.clone() for p in cell.parameters()]
-    cell.zero_grad()
-    y_ref, (h_ref, c_ref) = scan(cell, cell.own_params(), x, state)
-    (y_ref.sum() + c_ref.sum()).backward()
-    for a, b in zip(got, (p.grad for p in cell.parameters())):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    with torch.no_grad():  # inference: no graph, same numbers
-        y2, _ = kernel(cell, cell.own_params(), x, state)
-    torch.testing.assert_close(y2, y_ref, atol=1e-5, rtol=1e-5)
+    assert_parameter_grads_and_inference_match_scan(kernel, cell, x, cell.init_state(B))
 
 
 @in_interpreter
