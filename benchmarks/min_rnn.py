@@ -1,10 +1,10 @@
-"""Training step (forward + backward) of rnnkit.MinGRU / MinLSTM on CPU: the parallel
+"""Training step (forward + backward) of rnnkit.MinGRU / MinLSTM (CPU or CUDA): the parallel
 scan against the sequential mode, measured in the same run, interleaved round by
 round, medians (B8 I64 H256, T 1024 and 4096 by default). ``--threads 1`` pins one
 thread, for a machine shared with other jobs (OpenMP threads fighting other work for
 cores make multi-threaded timings meaningless); 0 keeps torch's default.
 
-    python benchmarks/min_rnn.py [--steps 1024 4096] [--threads 0] [--out docs/benchmarks/min_rnn_cpu.json]
+    python benchmarks/min_rnn.py [--steps 1024 4096] [--threads 0] [--device cuda] [--out PATH]
 
 Rows:
 
@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from rnnkit.bench import environment, write_json
+from rnnkit.bench import environment, sync, write_json
 from rnnkit.kernels import parallel_scan
 from rnnkit.nn.min_rnn import MinGRU, MinLSTM
 
@@ -93,8 +93,8 @@ def _step_loop(layer: MinGRU | MinLSTM, x: torch.Tensor) -> Callable[[], None]:
 def _variants(layer_cls, input_size: int, hidden: int, x: torch.Tensor,
               with_sequential: bool) -> dict[str, tuple[Callable[[], None], str]]:
     torch.manual_seed(0)
-    par = layer_cls(input_size, hidden)
-    seq = layer_cls(input_size, hidden, backend="scan")
+    par = layer_cls(input_size, hidden).to(x.device)
+    seq = layer_cls(input_size, hidden, backend="scan").to(x.device)
     seq.load_state_dict(par.state_dict())
     variants = {"parallel (linear)": (_train_step(par, x, "linear"), f"{par.path}:linear"),
                 "parallel (log)": (_train_step(par, x, "log"), f"{par.path}:log"),
@@ -105,23 +105,27 @@ def _variants(layer_cls, input_size: int, hidden: int, x: torch.Tensor,
 
 
 def time_rows(steps: int, batch: int, input_size: int, hidden: int, layers: list[str],
-              repeats: int, warmup: int, sequential_max_steps: int, slow: float) -> list[Row]:
-    x = torch.randn(steps, batch, input_size)
+              repeats: int, warmup: int, sequential_max_steps: int, slow: float,
+              device: str = "cpu") -> list[Row]:
+    dev = torch.device(device)
+    x = torch.randn(steps, batch, input_size, device=dev)
     fns: dict[tuple[str, str], tuple[Callable[[], None], str]] = {}
     for name in layers:
         cls = {"MinGRU": MinGRU, "MinLSTM": MinLSTM}[name]
         for variant, fn in _variants(cls, input_size, hidden, x, steps <= sequential_max_steps).items():
             fns[(name, variant)] = fn
     torch.manual_seed(0)
-    gru = nn.GRU(input_size, hidden)
+    gru = nn.GRU(input_size, hidden).to(dev)
     fns[("torch.nn.GRU", "fused")] = (_train_step(gru, x), "torch")
     times: dict[tuple[str, str], list[float]] = {k: [] for k in fns}
     for r in range(warmup + repeats):
         for key, (fn, _) in fns.items():
             if times[key] and times[key][-1] > slow:
                 continue  # one timing of a multi-second step is plenty
+            sync(dev)
             t0 = time.perf_counter()
             fn()
+            sync(dev)
             elapsed = time.perf_counter() - t0
             if r >= warmup or elapsed > slow:
                 times[key].append(elapsed)
@@ -160,16 +164,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sequential-max-steps", type=int, default=4096,
                     help="time the sequential mode only up to this T")
     ap.add_argument("--slow", type=float, default=5.0, help="seconds above which a variant is timed once")
-    ap.add_argument("--out", default="docs/benchmarks/min_rnn_cpu.json")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--out", default=None, help="default: docs/benchmarks/min_rnn_<device type>.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"min_rnn: --device {args.device} but CUDA is not available on this machine")
+    out = args.out or f"docs/benchmarks/min_rnn_{torch.device(args.device).type}.json"
     rows = [row for steps in args.steps
             for row in time_rows(steps, args.batch, args.input_size, args.hidden, args.layers,
-                                 args.repeats, args.warmup, args.sequential_max_steps, args.slow)]
+                                 args.repeats, args.warmup, args.sequential_max_steps, args.slow, args.device)]
     print(markdown_table(rows))
-    write_json(args.out, rows, environment("cpu"), "python " + shlex.join(sys.argv))
-    print(f"\nwrote {args.out}")
+    write_json(out, rows, environment(args.device), "python " + shlex.join(sys.argv))
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

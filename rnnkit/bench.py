@@ -99,7 +99,8 @@ def _step_fn(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None
     return run
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -124,10 +125,10 @@ def time_case(case: Case, variants: list[str], device: str = "cpu", repeats: int
     for r in range(warmup + repeats):
         # rotate the order each round: no variant always runs right after the same one
         for name in names[r % len(names):] + names[:r % len(names)]:
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             fns[name][0]()
-            _sync(dev)
+            sync(dev)
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     ref = statistics.median(times[REFERENCE])
