@@ -18,3 +18,31 @@ def assert_parameter_grads_and_inference_match_scan(kernel, cell, x, state):
     with torch.no_grad():  # inference: no graph, same numbers
         y2, _ = kernel(cell, cell.own_params(), x, state)
     torch.testing.assert_close(y2, y_ref, atol=1e-5, rtol=1e-5)
+
+
+def assert_layer_runs_kernel_and_matches_scan(factory, x, lengths):
+    """A 2-layer bidirectional ``factory(**kw)`` layer takes the kernel path and gives the
+    reference scan's outputs, final states and gradients (input and every parameter)
+    on ragged ``lengths``, under a random weighting of all outputs."""
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True)
+    torch.manual_seed(0)
+    fast, ref = factory(**kw), factory(backend="scan", **kw)
+    with torch.no_grad():
+        for p in fast.parameters():
+            p.normal_(0, 0.5)
+    ref.load_state_dict(fast.state_dict())
+    assert fast.path == "kernel" and ref.path == "scan"
+    results = []
+    for layer in (fast, ref):
+        xi = x.clone().requires_grad_()
+        out, h = layer(xi, lengths=lengths)
+        h = h if isinstance(h, tuple) else (h,)
+        gen = torch.Generator().manual_seed(7)
+        loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in (out, *h))
+        loss.backward()
+        results.append({"out": out, **{f"final state {k}": s for k, s in enumerate(h)}, "dx": xi.grad,
+                        **{n: p.grad for n, p in layer.named_parameters()}})
+    got, want = results
+    assert got.keys() == want.keys()
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")

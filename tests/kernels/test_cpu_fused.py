@@ -12,7 +12,7 @@ import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
 from rnnkit.kernels import cpu_fused, find
 from rnnkit.nn.scan import scan
-from kernel_checks import assert_parameter_grads_and_inference_match_scan
+from kernel_checks import assert_layer_runs_kernel_and_matches_scan, assert_parameter_grads_and_inference_match_scan
 
 CONFIGS = {
     "lstm_peephole": lambda i, h, **kw: LSTMCell(i, h, peephole=True, **kw),
@@ -160,33 +160,7 @@ LAYERS = {
 
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_runs_kernel_and_matches_scan(name):
-    kw = dict(num_layers=2, bidirectional=True, batch_first=True)
-    torch.manual_seed(0)
-    fast, ref = LAYERS[name](**kw), LAYERS[name](backend="scan", **kw)
-    with torch.no_grad():
-        for p in fast.parameters():
-            p.normal_(0, 0.5)
-    ref.load_state_dict(fast.state_dict())
-    assert fast.path == "kernel" and ref.path == "scan"
-    x = torch.randn(4, 6, 3)
-    lengths = torch.tensor([6, 2, 5, 1])
-    results = []
-    for layer in (fast, ref):
-        xi = x.clone().requires_grad_()
-        out, h = layer(xi, lengths=lengths)
-        h = h if isinstance(h, tuple) else (h,)
-        gen = torch.Generator().manual_seed(7)
-        loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in (out, *h))
-        loss.backward()
-        results.append((out, h, xi.grad, {n: p.grad for n, p in layer.named_parameters()}))
-    (out_f, h_f, dx_f, g_f), (out_r, h_r, dx_r, g_r) = results
-    torch.testing.assert_close(out_f, out_r, atol=1e-5, rtol=1e-5)
-    for a, b in zip(h_f, h_r):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(dx_f, dx_r, atol=1e-5, rtol=1e-5)
-    assert g_f.keys() == g_r.keys()
-    for n in g_f:
-        torch.testing.assert_close(g_f[n], g_r[n], atol=1e-5, rtol=1e-5, msg=lambda m: f"{n}: {m}")
+    assert_layer_runs_kernel_and_matches_scan(LAYERS[name], torch.randn(4, 6, 3), torch.tensor([6, 2, 5, 1]))
 
 
 def test_threads_restored_after_forward_and_backward():

@@ -28,7 +28,8 @@ import rnnkit  # noqa: E402
 from rnnkit.cells import GRUCell, LSTMCell  # noqa: E402
 from rnnkit.kernels import find, triton_cells  # noqa: E402
 from rnnkit.nn.scan import scan  # noqa: E402
-from kernel_checks import assert_parameter_grads_and_inference_match_scan  # noqa: E402
+from kernel_checks import (assert_layer_runs_kernel_and_matches_scan,  # noqa: E402
+                           assert_parameter_grads_and_inference_match_scan)
 
 _SUBPROCESS_FLAG = "RNNKIT_TRITON_TEST_SUBPROCESS"
 
@@ -275,24 +276,4 @@ LAYERS = {
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_runs_triton_kernel_and_matches_scan(name):
     """Two layers, bidirectional, ragged lengths: through the layer's dispatch."""
-    kw = dict(num_layers=2, bidirectional=True, batch_first=True)
-    torch.manual_seed(0)
-    fast, ref = LAYERS[name](**kw), LAYERS[name](backend="scan", **kw)
-    with torch.no_grad():
-        for p in fast.parameters():
-            p.normal_(0, 0.5)
-    ref.load_state_dict(fast.state_dict())
-    assert fast.path == "kernel" and ref.path == "scan"
-    x = torch.randn(3, 4, 3)
-    lengths = torch.tensor([4, 1, 3])
-    results = []
-    for layer in (fast, ref):
-        xi = x.clone().requires_grad_()
-        out, h = layer(xi, lengths=lengths)
-        h = h if isinstance(h, tuple) else (h,)
-        gen = torch.Generator().manual_seed(7)
-        loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in (out, *h))
-        loss.backward()
-        results.append((out, *h, xi.grad, *(p.grad for p in layer.parameters())))
-    names = ["out", *(f"final state {k}" for k in range(len(h))), "dx", *(n for n, _ in fast.named_parameters())]
-    _assert_all_close(names, results[0], results[1], atol=1e-5, rtol=1e-5)
+    assert_layer_runs_kernel_and_matches_scan(LAYERS[name], torch.randn(3, 4, 3), torch.tensor([4, 1, 3]))
