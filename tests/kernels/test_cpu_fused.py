@@ -10,7 +10,7 @@ from torch.autograd import gradcheck
 
 import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
-from rnnkit.kernels import cpu_fused, find
+from rnnkit.kernels import cpu_fused, cpu_lstm, cpu_lstm_native, find, native
 from rnnkit.nn.scan import scan
 from kernel_checks import assert_layer_runs_kernel_and_matches_scan, assert_parameter_grads_and_inference_match_scan
 
@@ -28,7 +28,19 @@ CONFIGS = {
     "gru_reset_before_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="reset_before", **kw),
     "gru_simplified_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="simplified", **kw),
 }
-CASES = list(itertools.product(sorted(CONFIGS), [False, True], [False, True]))  # config, reverse, masked
+#: the LSTMs have two CPU kernels: the compiled pointwise step (native) and torch ops
+BACKENDS = {name: ("native", "torch_ops") if name.startswith("lstm") else ("torch_ops",) for name in CONFIGS}
+CASES = [(name, reverse, masked, backend)  # config, reverse, masked, LSTM backend
+         for name, reverse, masked in itertools.product(sorted(CONFIGS), [False, True], [False, True])
+         for backend in BACKENDS[name]]
+
+
+def use_backend(backend, monkeypatch):
+    """Make cpu_fused.match pick ``backend`` for the LSTMs (skip if it cannot be built here)."""
+    if backend == "torch_ops":
+        monkeypatch.setattr(cpu_lstm_native, "available", lambda dtype: False)
+    elif native.library() is None:
+        pytest.skip("no C compiler: the native LSTM step cannot be built")
 
 
 @pytest.fixture(autouse=True)
@@ -71,12 +83,19 @@ def _outputs_and_grads(run, cell, x, state, mask, reverse):
     return outs, torch.autograd.grad(loss, leaves)
 
 
-@pytest.mark.parametrize("name,reverse,masked", CASES)
-def test_float32_matches_reference_scan(name, reverse, masked):
+def _expected_kernel(name, backend):
+    if name.startswith("lstm"):
+        return cpu_lstm_native.lstm_scan if backend == "native" else cpu_lstm.lstm_scan
+    return cpu_fused.cpu_gru.gru_scan
+
+
+@pytest.mark.parametrize("name,reverse,masked,backend", CASES)
+def test_float32_matches_reference_scan(name, reverse, masked, backend, monkeypatch):
+    use_backend(backend, monkeypatch)
     cell = _cell(name, 4, 6, torch.float32)
     x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
     kernel = cpu_fused.match(cell, x, cell.own_params())
-    assert kernel is not None
+    assert kernel is _expected_kernel(name, backend)
     ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, reverse)
     outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
     names = ["y", *cell.state_names]
@@ -94,13 +113,14 @@ FULL_GRADCHECK = {("lstm_all_proj", True, True), ("lstm_layer_norm_no_bias", Fal
                   ("gru_reset_before", True, True), ("gru_simplified_no_bias", True, False)}
 
 
-@pytest.mark.parametrize("name,reverse,masked", CASES)
-def test_gradcheck_float64(name, reverse, masked):
+@pytest.mark.parametrize("name,reverse,masked,backend", CASES)
+def test_gradcheck_float64(name, reverse, masked, backend, monkeypatch):
+    use_backend(backend, monkeypatch)
     cell = _cell(name, 2, 4, torch.float64)
     x, state, mask = _inputs(cell, 3, 2, torch.float64, masked, [3, 1])
     names = [n for n, _ in cell.named_parameters()]
     kernel = cpu_fused.match(cell, x, cell.own_params())
-    assert kernel is not None
+    assert kernel is _expected_kernel(name, backend)
 
     def fn(x, *args):
         p = cell.own_params()
@@ -114,7 +134,9 @@ def test_gradcheck_float64(name, reverse, masked):
     assert gradcheck(fn, (x, *state, *params), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=fast)
 
 
-def test_only_some_inputs_need_grad():
+@pytest.mark.parametrize("backend", ["native", "torch_ops"])
+def test_only_some_inputs_need_grad(backend, monkeypatch):
+    use_backend(backend, monkeypatch)
     cell = _cell("lstm_peephole_layer_norm", 3, 4, torch.float32)
     x = torch.randn(5, 2, 3)  # no grad wrt x or the state: only the parameters
     kernel = cpu_fused.match(cell, x, cell.own_params())
@@ -158,12 +180,16 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
-def test_layer_runs_kernel_and_matches_scan(name):
+@pytest.mark.parametrize("name,backend", [(name, backend) for name in sorted(LAYERS)
+                                          for backend in BACKENDS.get(name, ("native", "torch_ops"))])
+def test_layer_runs_kernel_and_matches_scan(name, backend, monkeypatch):
+    use_backend(backend, monkeypatch)
     assert_layer_runs_kernel_and_matches_scan(LAYERS[name], torch.randn(4, 6, 3), torch.tensor([6, 2, 5, 1]))
 
 
-def test_threads_restored_after_forward_and_backward():
+@pytest.mark.parametrize("backend", ["native", "torch_ops"])
+def test_threads_restored_after_forward_and_backward(backend, monkeypatch):
+    use_backend(backend, monkeypatch)
     """The loops run their small per-step ops on one thread and must hand back the caller's count."""
     torch.set_num_threads(2)  # the autouse fixture restores the session's count afterwards
     for cell in (_cell("lstm_all_proj", 3, 4, torch.float32), _cell("gru_reset_before", 3, 4, torch.float32)):
@@ -174,3 +200,15 @@ def test_threads_restored_after_forward_and_backward():
         assert torch.get_num_threads() == 2
         ref_y, _ = scan(cell, cell.own_params(), x, cell.init_state(2))
         torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_all_proj"])
+def test_native_with_onednn_step_gemm_matches_reference(name, monkeypatch):
+    """The reordered-weight oneDNN GEMM (used from H ~ 512 on) gives the reference's numbers."""
+    use_backend("native", monkeypatch)
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch built without oneDNN")
+    monkeypatch.setattr(cpu_lstm_native, "ONEDNN_MIN_WEIGHT", 0)
+    monkeypatch.setattr(cpu_lstm_native, "ONEDNN_MIN_STEPS", 1)
+    assert cpu_lstm_native.StepGemm(torch.randn(8, 4), 3, 5).packed is not None
+    test_float32_matches_reference_scan(name, True, True, "native", monkeypatch)

@@ -1,0 +1,284 @@
+r"""Fused CPU LSTM with a compiled pointwise step: peephole and/or layer norm, with or
+without projection (:class:`rnnkit.cells.LSTMCell`, gate order ``i, f, g, o``).
+
+Same structure as :mod:`rnnkit.kernels.cpu_lstm` (one :class:`torch.autograd.Function`
+for the whole sequence, hoisted input GEMM, hand-derived BPTT, weight gradients as
+big GEMMs after the loop), but each step's pointwise work, layer norms included, is
+one call into C (:mod:`rnnkit.kernels.native`, equations in ``native/lstm_step.h``)
+instead of ~10 torch ops, so per step there are two calls forward (GEMM, C) and two
+backward (C, GEMM). The recurrent GEMMs of large weights use oneDNN with the weight
+reordered once per call into its blocked layout (:class:`StepGemm`).
+
+Used whenever :func:`rnnkit.kernels.native.library` could build the C; otherwise the
+torch-ops kernel of :mod:`rnnkit.kernels.cpu_lstm` runs. Both are tested against the
+reference step.
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..cells.base import State
+from ..cells.lstm import LSTMCell
+from .cpu_common import (LN_EPS, float_mask, grad_weight_prev, step_order, sum_prev_products, sum_tb,
+                         summed_bias, tensors_ok)
+from .native import library
+
+# the flags of lstm.c
+PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
+
+_P, _L = ctypes.c_void_p, ctypes.c_long
+_FORWARD_ARGS = [_L, _L, _L, None] + [_P] * 19
+_BACKWARD_ARGS = [_L, _L, _L] + [_P] * 27
+_SUFFIX = {torch.float32: ("_f32", ctypes.c_float), torch.float64: ("_f64", ctypes.c_double)}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Static configuration of one kernel call."""
+    peephole: bool
+    layer_norm: bool
+    proj: bool
+    reverse: bool
+    eps: float = LN_EPS
+
+    @property
+    def flags(self) -> int:
+        return PEEPHOLE * self.peephole | LAYER_NORM * self.layer_norm
+
+
+def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
+    """The C forward/backward step for ``dtype``, with their ctypes signatures."""
+    lib = library()
+    suffix, real = _SUFFIX[dtype]
+    fwd, bwd = getattr(lib, "lstm_forward" + suffix), getattr(lib, "lstm_backward" + suffix)
+    fwd.argtypes = [real if t is None else t for t in _FORWARD_ARGS]
+    bwd.argtypes = _BACKWARD_ARGS
+    fwd.restype = bwd.restype = None
+    return SimpleNamespace(forward=fwd, backward=bwd)
+
+
+def ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def step_ptrs(t: Tensor | None, n: int) -> list:
+    """Addresses of ``t[0] ... t[n-1]`` for a contiguous ``t`` (None -> Nones)."""
+    if t is None:
+        return [None] * n
+    base, stride = t.data_ptr(), t.stride(0) * t.element_size()
+    return [base + k * stride for k in range(n)]
+
+
+#: oneDNN's reordered weights beat MKL's sgemm on the per-step GEMM from about this
+#: weight size on (measured on the 2-core EPYC box: 0.5-0.85x the time at 4H x H
+#: with H = 512, 1024; slower at H = 128), and only pay off their reorder over a few steps.
+ONEDNN_MIN_WEIGHT, ONEDNN_MIN_STEPS = 1 << 20, 8
+
+
+class StepGemm:
+    """``x @ weight.T`` for every step of a loop: ``weight (N, K)`` is fixed, ``x (B, K)``."""
+
+    def __init__(self, weight: Tensor, batch: int, steps: int) -> None:
+        self.packed = None
+        if (weight.dtype == torch.float32 and weight.numel() >= ONEDNN_MIN_WEIGHT
+                and steps >= ONEDNN_MIN_STEPS and torch.backends.mkldnn.is_available()
+                and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
+        else:
+            self.weight_t = weight.t().contiguous()
+
+    def __call__(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        if self.packed is None:
+            return torch.mm(x, self.weight_t, out=out)
+        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        return y if out is None else out.copy_(y)
+
+
+def _prev(T: int, reverse: bool) -> list[int | None]:
+    """For each step, the index in ``Y``/``C`` of the state before it (None: initial)."""
+    return [t + 1 if t + 1 < T else None for t in range(T)] if reverse else [t - 1 if t else None
+                                                                             for t in range(T)]
+
+
+def _forward(fns, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
+             w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
+    """The recurrence over ``xp (T, B, 4H)`` (input projection plus all additive
+    biases). Returns the buffers the backward needs: ``A (T, B, 4H)`` gate activations,
+    ``C``, ``U`` ``(T, B, H)`` cell states and ``tanh`` of the (normalised) cell,
+    ``Y (T, B, R)`` states, ``M`` (projection input, ``Y`` without projection), with
+    layer norm the per-step ``W_hh h`` and both norms' statistics ``(T, B)``."""
+    T, B, G = xp.shape
+    H, R = G // 4, w_hh.shape[1]
+    f = SimpleNamespace(A=torch.empty_like(xp), C=xp.new_empty(T, B, H), U=xp.new_empty(T, B, H),
+                        Y=xp.new_empty(T, B, R), HP=[None] * T, stats=None)
+    f.M = xp.new_empty(T, B, H) if spec.proj else f.Y
+    if spec.layer_norm:
+        f.stats = xp.new_empty(4, T, B)  # mean_h, rstd_h, mean_c, rstd_c
+    stats = [step_ptrs(s, T) for s in (f.stats if f.stats is not None else [None] * 4)]
+    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    p = SimpleNamespace(xp=step_ptrs(xp, T), A=step_ptrs(f.A, T), C=step_ptrs(f.C, T),
+                        U=step_ptrs(f.U, T), M=step_ptrs(f.M, T), mask=step_ptrs(m8, T))
+    w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
+    g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
+    flags = spec.flags | (CARRY_H if mask is not None and not spec.proj else 0)
+    gemm, proj = StepGemm(w_hh, B, T), StepGemm(w_hr, B, T) if spec.proj else None
+    h, c = h0, c0
+    for t in step_order(T, spec.reverse):
+        rec = gemm(h)
+        f.HP[t] = rec if spec.layer_norm else None
+        fns.forward(B, H, flags, spec.eps, p.xp[t], rec.data_ptr(), g_h, stats[0][t], stats[1][t],
+                    c.data_ptr(), w_ci, w_cf, w_co, g_c, b_c, stats[2][t], stats[3][t],
+                    p.mask[t], h.data_ptr(), p.A[t], p.C[t], p.U[t], p.M[t])
+        if spec.proj:
+            proj(f.M[t], out=f.Y[t])
+            if mask is not None:  # padded steps keep the state
+                torch.where(mask[t], f.Y[t], h, out=f.Y[t])
+        h, c = f.Y[t], f.C[t]
+    return f
+
+
+def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
+              c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
+    """BPTT through the recurrence. Returns ``dA (T, B, 4H)`` (grad wrt ``xp``),
+    ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)`` (grad wrt
+    ``W_hh h``, layer norm only), ``dh0, dc0`` and the norms' gain/shift grads."""
+    T, B, G = f.A.shape
+    H, R = G // 4, w_hh.shape[1]
+    g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
+                        dHP=f.A.new_empty(T, B, G) if spec.layer_norm else None,
+                        d_ln=f.A.new_zeros(3, G) if spec.layer_norm else None)
+    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    p = SimpleNamespace(dA=step_ptrs(g.dA, T), DH=step_ptrs(g.DH, T), dy=step_ptrs(dy, T), A=step_ptrs(f.A, T),
+                        C=step_ptrs(f.C, T), U=step_ptrs(f.U, T), mask=step_ptrs(m8, T),
+                        dHP=step_ptrs(g.dHP, T))
+    stats = [step_ptrs(s, T) for s in (f.stats if f.stats is not None else [None] * 4)]
+    d_gh, d_gc, d_bc = (ptr(g.d_ln[0]), ptr(g.d_ln[1]), ptr(g.d_ln[2])) if ln else (None,) * 3
+    w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
+    g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
+    work = f.A.new_empty(2 * H + G)
+    not_m = None if mask is None else (~mask).to(dy.dtype)
+    prev, c0p = _prev(T, spec.reverse), c0.contiguous().data_ptr()
+    back, proj = StepGemm(w_hh.t(), B, T), StepGemm(w_hr.t(), B, T) if spec.proj else None
+    grad, later = dh_n.contiguous(), None
+    for t in step_order(T, spec.reverse)[::-1]:
+        carry = mask is not None and later is not None
+        if spec.proj:  # DH_t = grad + dy_t (+ the later padded step's DH), then through W_hr
+            dh = torch.add(grad, dy[t], out=g.DH[t])
+            if carry:
+                dh.addcmul_(g.DH[later], not_m[later])
+            dm = proj(dh)  # held until the C has read it
+            dm_in, dy_t, carry_p, carry_m, dm_out = dm.data_ptr(), None, None, None, None
+        else:  # the C adds those up and stores DH_t
+            dm_in, dy_t, dm_out = grad.data_ptr(), p.dy[t], p.DH[t]
+            carry_p, carry_m = (p.DH[later], p.mask[later]) if carry else (None, None)
+        c_prev = c0p if prev[t] is None else p.C[prev[t]]
+        hp = f.HP[t].data_ptr() if spec.layer_norm else None
+        fns.backward(B, H, spec.flags, dm_in, dy_t, carry_p, carry_m, dm_out, p.A[t], p.C[t], c_prev,
+                     p.U[t], w_ci, w_cf, w_co, g_c, stats[2][t], stats[3][t], d_gc, d_bc,
+                     hp, g_h, stats[0][t], stats[1][t], p.dHP[t], d_gh,
+                     p.mask[t], g.dc0.data_ptr(), p.dA[t], work.data_ptr())
+        grad = back(g.dHP[t] if spec.layer_norm else g.dA[t])
+        later = t
+    if mask is not None:  # the first step padded: h0 passed straight through it
+        grad = grad.addcmul(g.DH[later], not_m[later])
+    g.dh0 = grad
+    return g
+
+
+def _weight_grads(spec: Spec, f, g, h0: Tensor, c0: Tensor, mf: Tensor | None,
+                  needs: dict[str, bool]) -> dict[str, Tensor | None]:
+    """Parameter gradients as a few big GEMMs/reductions over all steps (see
+    :func:`rnnkit.kernels.cpu_lstm._weight_grads`, here without the gate scale)."""
+    T, B, G = f.A.shape
+    out: dict[str, Tensor | None] = {}
+    if needs["w_hh"]:
+        out["w_hh"] = grad_weight_prev(g.dHP if spec.layer_norm else g.dA, f.Y, h0, spec.reverse)
+    if spec.peephole:
+        dA4 = g.dA.view(T, B, 4, G // 4)
+        if needs["w_ci"] or needs["w_cf"]:
+            d_if = sum_prev_products(dA4[:, :, :2], f.C.unsqueeze(2), c0.unsqueeze(1), spec.reverse)
+            out["w_ci"], out["w_cf"] = d_if.unbind(0)
+        out["w_co"] = sum_tb(dA4[:, :, 3] * f.C) if needs["w_co"] else None
+    if spec.layer_norm:
+        H = G // 4
+        out |= {"ln_hh_w": g.d_ln[0], "ln_c_w": g.d_ln[1, :H], "ln_c_b": g.d_ln[2, :H]}
+    if spec.proj and needs["w_hr"]:
+        DH = g.DH if mf is None else g.DH * mf
+        out["w_hr"] = DH.reshape(T * B, -1).t() @ f.M.reshape(T * B, -1)
+    return out
+
+
+_INPUTS = ("xp", "h0", "c0", "w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")
+
+
+class NativeLSTMScan(torch.autograd.Function):
+    """``(spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+    -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the input projection with every
+    additive bias folded in, absent parameters are None."""
+
+    @staticmethod
+    def forward(ctx, spec: Spec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
+                w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
+        fns = steps_fns(xp.dtype)
+        peep = (w_ci, w_cf, w_co) if spec.peephole else None
+        ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
+        h0, c0 = h0.contiguous(), c0.contiguous()
+        f = _forward(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
+        ctx.spec, ctx.hp = spec, f.HP
+        ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+                              f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.stats)
+        mf = float_mask(mask, xp)
+        last = 0 if spec.reverse else xp.shape[0] - 1
+        return (f.Y if mf is None else f.Y * mf), f.Y[last].clone(), f.C[last].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
+        spec: Spec = ctx.spec
+        (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+         A, C, U, Y, M, stats) = ctx.saved_tensors
+        f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, stats=stats, HP=ctx.hp)
+        needs = dict(zip(_INPUTS, ctx.needs_input_grad[2:]))
+        peep = (w_ci, w_cf, w_co) if spec.peephole else None
+        ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
+        mf = float_mask(mask, A)
+        dy = (dy if mf is None else dy * mf).contiguous()  # y = m * Y
+        g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, w_hh, peep, ln, w_hr)
+        w = _weight_grads(spec, f, g, h0, c0, mf, needs)
+        return (None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
+                g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
+
+
+def available(dtype: torch.dtype) -> bool:
+    """Whether the compiled step exists for ``dtype`` (built on the first ask)."""
+    return dtype in _SUFFIX and library() is not None
+
+
+def folded_projection(cell: LSTMCell, p: SimpleNamespace, x: Tensor) -> Tensor:
+    """``cell.project_input`` with ``b_hh`` folded into its bias (additive in every
+    variant), through the cell's own code so autograd differentiates it."""
+    return cell.project_input(x, SimpleNamespace(**(vars(p) | {"bias_ih": summed_bias(p)})))
+
+
+def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
+              mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
+    """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
+    ``x (T, B, I)``, ``state = (h (B, R), c (B, H))``, ``mask (T, B, 1)``
+    -> ``(y (T, B, R), (h_n, c_n))``."""
+    h0, c0 = state
+    if not tensors_ok(x, (h0, c0)):
+        from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
+        return scan(cell, p, x, state, mask, reverse)
+    spec = Spec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0, reverse=reverse)
+    opt = (lambda name: getattr(p, name, None))
+    params = [p.weight_hh] + [opt(n) for n in ("weight_ci", "weight_cf", "weight_co", "ln_hh_weight",
+                                                "ln_c_weight", "ln_c_bias", "weight_hr")]
+    params = [None if w is None else w.contiguous() for w in params]
+    y, h, c = NativeLSTMScan.apply(spec, mask, folded_projection(cell, p, x).contiguous(), h0, c0, *params)
+    return y, (h, c)

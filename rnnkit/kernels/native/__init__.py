@@ -1,0 +1,112 @@
+"""Compiled pointwise steps for the fused CPU kernels, built on first use.
+
+The C sources beside this file (``lstm.c``, ``lstm_step.h``) hold only the O(B * H)
+per-step work; the GEMMs stay in torch. They are plain C with no Python or torch
+headers, so building takes about a second with the system's C compiler (``$CC`` or
+``cc``), and they are loaded with :mod:`ctypes`. The shared library is cached under
+``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``), named by a hash of the sources,
+flags, compiler and CPU, written to a temporary file and renamed into place, so
+concurrent first uses (DDP workers, pytest) never see a half-written file.
+
+Why C and not ``torch.compile``: the pointwise part of one step is ~10 small ops;
+Inductor's generated code needs the same compiler plus ~35 s per cell and its call
+overhead ate the fusion (see :mod:`rnnkit.kernels.cpu_fused`).
+
+No compiler, a failed build or ``RNNKIT_NATIVE=0``: :func:`library` returns None
+(after one warning for a failed build) and the kernels keep their torch-ops path.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+_HERE = Path(__file__).parent
+SOURCES = ("lstm.c", "lstm_step.h")
+#: -ffast-math lets the loops call glibc's vector exp (libmvec); the inputs of exp
+#: are clamped in the source, so no infinity or NaN arises from it.
+FLAGS = ("-O3", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared")
+#: tuned for the building CPU where the compiler knows it (the library never moves)
+NATIVE_ARCH = ("-march=native",)
+
+
+def cache_dir() -> Path:
+    """Where built libraries live: ``$RNNKIT_CACHE`` or ``$XDG_CACHE_HOME/rnnkit``."""
+    root = os.environ.get("RNNKIT_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnkit"
+
+
+def enabled() -> bool:
+    """False when ``RNNKIT_NATIVE=0`` asks for the torch-ops kernels."""
+    return os.environ.get("RNNKIT_NATIVE", "1") != "0"
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on: the CPU model and its feature flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+    return "\n".join(sorted(set(lines)))
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC", "cc")
+    return shutil.which(cc)
+
+
+def _library_path(cc: str, arch: tuple[str, ...]) -> Path:
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((_HERE / name).read_bytes())
+    for part in (cc, *FLAGS, *arch, platform.machine(), _cpu_signature()):
+        digest.update(part.encode())
+    return cache_dir() / f"rnnkit_native_{digest.hexdigest()[:16]}.so"
+
+
+def _build(cc: str, arch: tuple[str, ...], target: Path) -> None:
+    """Compile into a temporary file beside ``target``, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [cc, *FLAGS, *arch, str(_HERE / "lstm.c"), "-o", tmp, "-lm"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> ctypes.CDLL | None:
+    """The compiled steps, building them on the first call; None if unavailable."""
+    if not enabled():
+        return None
+    cc = _compiler()
+    if cc is None:
+        return None
+    errors = []
+    for arch in (NATIVE_ARCH, ()):  # some compilers (or CPUs) refuse -march=native
+        path = _library_path(cc, arch)
+        try:
+            if not path.exists():
+                _build(cc, arch, path)
+            return ctypes.CDLL(str(path))
+        except (OSError, subprocess.SubprocessError) as err:
+            detail = getattr(err, "stderr", None) or str(err)
+            errors.append(f"{' '.join(arch) or 'generic'}: {detail.strip()[:500]}")
+    warnings.warn("rnnkit: could not build the native CPU steps with "
+                  f"{cc} ({'; '.join(errors)}); using the slower torch-ops kernels. "
+                  "Set RNNKIT_NATIVE=0 to silence this.", RuntimeWarning, stacklevel=2)
+    return None

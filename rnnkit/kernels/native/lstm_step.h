@@ -1,0 +1,216 @@
+/* One LSTM step's pointwise work, forward and backward, for one element type.
+ *
+ * Included twice by lstm.c, with `real` = float / double and NAME(x) adding the
+ * suffix _f32 / _f64. Everything here is O(B * H) and single-threaded; the caller
+ * does the recurrent GEMMs (torch, on its own threads) between the calls.
+ *
+ * Layouts, row-major and contiguous: gates (B, 4H) in the order i, f, g, o; cell
+ * and hidden vectors (B, H); per-row statistics of the layer norms (B). A NULL
+ * pointer means "absent" (no mask, no dy, no carry, ...).
+ *
+ * Forward (see rnnkit/cells/lstm.py for the equations):
+ *   a   = xp + rec                    or xp + gamma_h * LN(rec)    (LN)
+ *   i   = s(a_i + w_ci c_prev)   f = s(a_f + w_cf c_prev)   g = tanh(a_g)
+ *   c   = f c_prev + i g
+ *   o   = s(a_o + w_co c)        u = tanh(c)  or tanh(gamma_c LN(c) + beta_c)
+ *   m   = o u
+ * A keeps (i, f, g, o), C keeps c, U keeps u, M gets m. A padded row (mask 0)
+ * keeps the previous state: C = c_prev and, with CARRY_H, M = h_prev.
+ *
+ * Backward, given dm (the gradient wrt m) and dc (wrt c, from the later step):
+ *   da_o = dm u o (1 - o)             dchat = dm o (1 - u^2)
+ *   dc'  = dc + LN_c^T(dchat) + da_o w_co      (LN_c^T = identity without LN)
+ *   da_i = dc' g i (1 - i)   da_f = dc' c_prev f (1 - f)   da_g = dc' i (1 - g^2)
+ *   dc_prev = dc' f + da_i w_ci + da_f w_cf
+ * and with LN_h, dHP = LN_h^T(dA) (the gradient wrt rec). Padded rows pass dc
+ * through and get dA = 0.
+ */
+
+/* Clamped so exp never overflows: the results differ from the exact ones by less
+ * than 1e-17 there, and -ffast-math may then assume finite values. */
+static inline real NAME(clamp)(real x) { return x < -40 ? -40 : (x > 40 ? 40 : x); }
+static inline real NAME(sigm)(real x) { return 1 / (1 + EXPF(-NAME(clamp)(x))); }
+static inline real NAME(tanh)(real x) { return 1 - 2 / (EXPF(2 * NAME(clamp)(x)) + 1); }
+
+/* mean and 1 / sqrt(var + eps) of x (n), biased variance as torch's layer_norm */
+static void NAME(moments)(const real* x, long n, real eps, real* mean, real* rstd) {
+    real s = 0, v = 0;
+    SIMD_SUM(s)
+    for (long j = 0; j < n; j++) s += x[j];
+    real mu = s / n;
+    SIMD_SUM(v)
+    for (long j = 0; j < n; j++) { real d = x[j] - mu; v += d * d; }
+    *mean = mu;
+    *rstd = 1 / SQRTF(v / n + eps);
+}
+
+/* dx of y = gamma * xhat (+ beta), xhat = (x - mean) rstd, given dy; accumulates
+ * d_gamma += dy xhat (and d_beta += dy when given). work: n scratch values. */
+static void NAME(norm_backward)(const real* dy, const real* x, long n, real mean, real rstd,
+                                const real* gamma, real* d_gamma, real* d_beta, real* work,
+                                real* dx) {
+    real s1 = 0, s2 = 0;
+    SIMD_SUM(s1, s2)
+    for (long j = 0; j < n; j++) {
+        real xhat = (x[j] - mean) * rstd, dxhat = dy[j] * gamma[j];
+        d_gamma[j] += dy[j] * xhat;
+        work[j] = dxhat;
+        s1 += dxhat;
+        s2 += dxhat * xhat;
+    }
+    if (d_beta)
+        for (long j = 0; j < n; j++) d_beta[j] += dy[j];
+    s1 /= n;
+    s2 /= n;
+    SIMD
+    for (long j = 0; j < n; j++) dx[j] = rstd * (work[j] - s1 - (x[j] - mean) * rstd * s2);
+}
+
+/* One row of the forward; peep and ln are compile-time constants at every call
+ * site (INLINE), so each flag combination gets its own loops: a runtime test inside
+ * a SIMD loop becomes masked loads of the absent (NULL) weights, which AMD CPUs
+ * execute ~4x slower (measured). */
+static INLINE void NAME(forward_row)(long H, const int peep, const int ln, real eps,
+                                     const real* x, const real* r, const real* gamma_h,
+                                     real* mean_h, real* rstd_h, const real* cp,
+                                     const real* w_ci, const real* w_cf, const real* w_co,
+                                     const real* gamma_c, const real* beta_c, real* mean_c, real* rstd_c,
+                                     real* a, real* c, real* u, real* m) {
+    const long G = 4 * H;
+    if (ln) {
+        real mu, rs;
+        NAME(moments)(r, G, eps, &mu, &rs);
+        *mean_h = mu;
+        *rstd_h = rs;
+        for (long j = 0; j < G; j++) a[j] = x[j] + gamma_h[j] * ((r[j] - mu) * rs);
+    } else {
+        for (long j = 0; j < G; j++) a[j] = x[j] + r[j];
+    }
+    SIMD
+    for (long j = 0; j < H; j++) {
+        real ai = a[j], af = a[H + j];
+        if (peep) { ai += w_ci[j] * cp[j]; af += w_cf[j] * cp[j]; }
+        real i = NAME(sigm)(ai), f = NAME(sigm)(af), g = NAME(tanh)(a[2 * H + j]);
+        a[j] = i; a[H + j] = f; a[2 * H + j] = g;
+        c[j] = f * cp[j] + i * g;
+    }
+    real mu = 0, rs = 1;
+    if (ln) {
+        NAME(moments)(c, H, eps, &mu, &rs);
+        *mean_c = mu;
+        *rstd_c = rs;
+    }
+    SIMD
+    for (long j = 0; j < H; j++) {
+        real ao = a[3 * H + j];
+        if (peep) ao += w_co[j] * c[j];
+        real chat = c[j];
+        if (ln) chat = gamma_c[j] * ((c[j] - mu) * rs) + beta_c[j];
+        real o = NAME(sigm)(ao), t = NAME(tanh)(chat);
+        a[3 * H + j] = o; u[j] = t; m[j] = o * t;
+    }
+}
+
+#define FORWARD_ROW(PEEP, LN) NAME(forward_row)(H, PEEP, LN, eps, xp + b * G, rec + b * G, gamma_h, \
+    ln ? mean_h + b : 0, ln ? rstd_h + b : 0, c_prev + b * H, w_ci, w_cf, w_co, gamma_c, beta_c, \
+    ln ? mean_c + b : 0, ln ? rstd_c + b : 0, A + b * G, C + b * H, U + b * H, M + b * H)
+
+void NAME(lstm_forward)(long B, long H, long flags, real eps,
+                        const real* xp, const real* rec, const real* gamma_h, real* mean_h, real* rstd_h,
+                        const real* c_prev, const real* w_ci, const real* w_cf, const real* w_co,
+                        const real* gamma_c, const real* beta_c, real* mean_c, real* rstd_c,
+                        const unsigned char* mask, const real* h_prev,
+                        real* A, real* C, real* U, real* M) {
+    const long G = 4 * H;
+    const int peep = flags & PEEPHOLE, ln = flags & LAYER_NORM;
+    for (long b = 0; b < B; b++) {
+        if (peep && ln) FORWARD_ROW(1, 1);
+        else if (peep) FORWARD_ROW(1, 0);
+        else if (ln) FORWARD_ROW(0, 1);
+        else FORWARD_ROW(0, 0);
+        if (mask && !mask[b]) {  /* padded: the state passes through */
+            for (long j = 0; j < H; j++) C[b * H + j] = c_prev[b * H + j];
+            if (flags & CARRY_H)
+                for (long j = 0; j < H; j++) M[b * H + j] = h_prev[b * H + j];
+        }
+    }
+}
+#undef FORWARD_ROW
+
+/* One unpadded row of the backward (constant peep/ln at each call: see forward_row).
+ * dm: the gradient wrt m (consumed; may be dchat's storage); dc: in place. */
+static INLINE void NAME(backward_row)(long H, const int peep, const int ln, const real* dm,
+                                      const real* a, const real* c, const real* cp, const real* u,
+                                      const real* w_ci, const real* w_cf, const real* w_co,
+                                      const real* gamma_c, real mean_c, real rstd_c,
+                                      real* d_gamma_c, real* d_beta_c,
+                                      const real* r, const real* gamma_h, real mean_h, real rstd_h,
+                                      real* dhp, real* d_gamma_h, real* dc, real* da, real* work) {
+    real *dchat = work, *dcn = work + H, *scratch = work + 2 * H;
+    SIMD
+    for (long j = 0; j < H; j++) {
+        real o = a[3 * H + j];
+        da[3 * H + j] = dm[j] * u[j] * o * (1 - o);
+        dcn[j] = dm[j] * o * (1 - u[j] * u[j]);
+    }
+    if (ln) {
+        for (long j = 0; j < H; j++) dchat[j] = dcn[j];
+        NAME(norm_backward)(dchat, c, H, mean_c, rstd_c, gamma_c, d_gamma_c, d_beta_c, scratch, dcn);
+    }
+    SIMD
+    for (long j = 0; j < H; j++) {
+        real i = a[j], f = a[H + j], g = a[2 * H + j];
+        real d = dcn[j] + dc[j];
+        if (peep) d += da[3 * H + j] * w_co[j];
+        real dai = d * g * i * (1 - i), daf = d * cp[j] * f * (1 - f);
+        da[j] = dai;
+        da[H + j] = daf;
+        da[2 * H + j] = d * i * (1 - g * g);
+        real dcp = d * f;
+        if (peep) dcp += dai * w_ci[j] + daf * w_cf[j];
+        dc[j] = dcp;
+    }
+    if (ln)
+        NAME(norm_backward)(da, r, 4 * H, mean_h, rstd_h, gamma_h, d_gamma_h, 0, scratch, dhp);
+}
+
+#define BACKWARD_ROW(PEEP, LN) NAME(backward_row)(H, PEEP, LN, dm, A + b * G, C + b * H, \
+    c_prev + b * H, U + b * H, w_ci, w_cf, w_co, gamma_c, ln ? mean_c[b] : 0, ln ? rstd_c[b] : 1, \
+    d_gamma_c, d_beta_c, ln ? rec + b * G : 0, gamma_h, ln ? mean_h[b] : 0, ln ? rstd_h[b] : 1, \
+    ln ? dHP + b * G : 0, d_gamma_h, dc + b * H, da, work)
+
+/* work: 2H + 4H scratch values */
+void NAME(lstm_backward)(long B, long H, long flags,
+                         const real* g_in, const real* dy, const real* carry, const unsigned char* carry_mask,
+                         real* dm_out,
+                         const real* A, const real* C, const real* c_prev, const real* U,
+                         const real* w_ci, const real* w_cf, const real* w_co,
+                         const real* gamma_c, const real* mean_c, const real* rstd_c,
+                         real* d_gamma_c, real* d_beta_c,
+                         const real* rec, const real* gamma_h, const real* mean_h, const real* rstd_h,
+                         real* dHP, real* d_gamma_h,
+                         const unsigned char* mask, real* dc, real* dA, real* work) {
+    const long G = 4 * H;
+    const int peep = flags & PEEPHOLE, ln = flags & LAYER_NORM;
+    for (long b = 0; b < B; b++) {
+        /* dm = g_in + dy (+ the later padded step's dm): separate loops, no tests inside */
+        real* dm = dm_out ? dm_out + b * H : work;
+        for (long j = 0; j < H; j++) dm[j] = g_in[b * H + j];
+        if (dy)
+            for (long j = 0; j < H; j++) dm[j] += dy[b * H + j];
+        if (carry && !carry_mask[b])
+            for (long j = 0; j < H; j++) dm[j] += carry[b * H + j];
+        real* da = dA + b * G;
+        if (mask && !mask[b]) {  /* padded: no gate saw this step; dc passes through */
+            for (long j = 0; j < G; j++) da[j] = 0;
+            if (ln)
+                for (long j = 0; j < G; j++) dHP[b * G + j] = 0;
+            continue;
+        }
+        if (peep && ln) BACKWARD_ROW(1, 1);
+        else if (peep) BACKWARD_ROW(1, 0);
+        else if (ln) BACKWARD_ROW(0, 1);
+        else BACKWARD_ROW(0, 0);
+    }
+}
+#undef BACKWARD_ROW

@@ -1,0 +1,63 @@
+"""Building and loading the compiled CPU steps (rnnkit.kernels.native)."""
+import os
+import shutil
+import stat
+
+import pytest
+
+from rnnkit.kernels import native
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """An empty cache and no memoised library; the memo is reset afterwards too."""
+    monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    native.library.cache_clear()
+    yield tmp_path
+    native.library.cache_clear()
+
+
+needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+
+
+@needs_cc
+def test_builds_once_into_the_cache_and_reuses_it(fresh):
+    lib = native.library()
+    assert lib is not None and hasattr(lib, "lstm_forward_f32") and hasattr(lib, "lstm_backward_f64")
+    built = sorted(fresh.glob("*.so"))
+    assert len(built) == 1 and not list(fresh.glob("*.tmp"))  # renamed into place, no leftovers
+    mtime = built[0].stat().st_mtime_ns
+    native.library.cache_clear()
+    assert native.library() is not None
+    assert built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
+
+
+def test_disabled_by_environment(fresh, monkeypatch):
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    assert native.library() is None
+    assert not list(fresh.iterdir())
+
+
+def test_no_compiler_means_torch_ops_quietly(fresh, monkeypatch, recwarn):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert native.library() is None
+    assert not [w for w in recwarn if "rnnkit" in str(w.message)]
+
+
+def test_failing_compiler_warns_once_and_leaves_nothing(fresh, monkeypatch, tmp_path_factory):
+    bad = tmp_path_factory.mktemp("bin") / "cc"
+    bad.write_text("#!/bin/sh\necho 'cc: simulated failure' >&2\nexit 1\n")
+    bad.chmod(bad.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(bad))
+    with pytest.warns(RuntimeWarning, match="simulated failure"):
+        assert native.library() is None
+    assert not list(fresh.iterdir())  # no half-written library
+    assert native.library() is None  # memoised: no second warning, no second build
+
+
+@needs_cc
+def test_ci_builds_the_native_steps():
+    """Where a compiler exists (CI included) the fast path must really be built and used,
+    not silently replaced by the fallback."""
+    native.library.cache_clear()
+    assert native.library() is not None
