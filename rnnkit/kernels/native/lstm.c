@@ -12,9 +12,28 @@
 
 enum { PEEPHOLE = 1, LAYER_NORM = 2, CARRY_H = 4 };
 
+/* exp for float, inlined so the loops vectorise without libm calls (glibc's vector
+ * expf is ~5x slower per element here): Cody-Waite reduction x = n ln2 + r, |r| <=
+ * ln2/2, then Cephes' degree-6 polynomial for e^r (relative error ~2e-7) times 2^n
+ * built in the exponent bits. Valid for |x| <= 87; the callers clamp to 80. */
+static inline float exp_f32(float x) {
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int i; float f; } scale = { ((int)n + 127) << 23 };
+    return p * scale.f;
+}
+
 #define real float
 #define NAME(x) x##_f32
-#define EXPF expf
+#define EXPF exp_f32
 #define SQRTF sqrtf
 #include "lstm_step.h"
 #undef real
