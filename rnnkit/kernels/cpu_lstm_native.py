@@ -33,8 +33,8 @@ from .native import library
 PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
 
 _P, _L = ctypes.c_void_p, ctypes.c_long
-_FORWARD_ARGS = [_L, _L, _L, None] + [_P] * 19
-_BACKWARD_ARGS = [_L, _L, _L] + [_P] * 27
+_FORWARD_ARGS = [_L, _L, _L, _L, None] + [_P] * 19
+_BACKWARD_ARGS = [_L, _L, _L, _L] + [_P] * 25
 _SUFFIX = {torch.float32: ("_f32", ctypes.c_float), torch.float64: ("_f64", ctypes.c_double)}
 
 
@@ -100,6 +100,16 @@ class StepGemm:
         return y if out is None else out.copy_(y)
 
 
+#: fewest gate values (B * 4H) per step worth running the pointwise step on more than
+#: one thread (each step then forks and joins the OpenMP team torch's GEMMs use)
+PARALLEL_MIN_GATES = 1 << 14
+
+
+def pointwise_threads(batch: int, hidden: int) -> int:
+    """Threads for the C step: the caller's intra-op count for large steps, else one."""
+    return torch.get_num_threads() if batch * 4 * hidden >= PARALLEL_MIN_GATES else 1
+
+
 def _prev(T: int, reverse: bool) -> list[int | None]:
     """For each step, the index in ``Y``/``C`` of the state before it (None: initial)."""
     return [t + 1 if t + 1 < T else None for t in range(T)] if reverse else [t - 1 if t else None
@@ -128,11 +138,12 @@ def _forward(fns, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor |
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
     flags = spec.flags | (CARRY_H if mask is not None and not spec.proj else 0)
     gemm, proj = StepGemm(w_hh, B, T), StepGemm(w_hr, B, T) if spec.proj else None
+    threads = pointwise_threads(B, H)
     h, c = h0, c0
     for t in step_order(T, spec.reverse):
         rec = gemm(h)
         f.HP[t] = rec if spec.layer_norm else None
-        fns.forward(B, H, flags, spec.eps, p.xp[t], rec.data_ptr(), g_h, stats[0][t], stats[1][t],
+        fns.forward(B, H, flags, threads, spec.eps, p.xp[t], rec.data_ptr(), g_h, stats[0][t], stats[1][t],
                     c.data_ptr(), w_ci, w_cf, w_co, g_c, b_c, stats[2][t], stats[3][t],
                     p.mask[t], h.data_ptr(), p.A[t], p.C[t], p.U[t], p.M[t])
         if spec.proj:
@@ -152,16 +163,17 @@ def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_
     H, R = G // 4, w_hh.shape[1]
     g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
                         dHP=f.A.new_empty(T, B, G) if spec.layer_norm else None,
-                        d_ln=f.A.new_zeros(3, G) if spec.layer_norm else None)
+                        d_ln=None)
+    threads = pointwise_threads(B, H)
+    sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm else None  # per thread, summed after
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
     p = SimpleNamespace(dA=step_ptrs(g.dA, T), DH=step_ptrs(g.DH, T), dy=step_ptrs(dy, T), A=step_ptrs(f.A, T),
                         C=step_ptrs(f.C, T), U=step_ptrs(f.U, T), mask=step_ptrs(m8, T),
                         dHP=step_ptrs(g.dHP, T))
     stats = [step_ptrs(s, T) for s in (f.stats if f.stats is not None else [None] * 4)]
-    d_gh, d_gc, d_bc = (ptr(g.d_ln[0]), ptr(g.d_ln[1]), ptr(g.d_ln[2])) if ln else (None,) * 3
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
-    work = f.A.new_empty(2 * H + G)
+    work = f.A.new_empty(threads, 2 * H + G)
     not_m = None if mask is None else (~mask).to(dy.dtype)
     prev, c0p = _prev(T, spec.reverse), c0.contiguous().data_ptr()
     back, proj = StepGemm(w_hh.t(), B, T), StepGemm(w_hr.t(), B, T) if spec.proj else None
@@ -179,15 +191,16 @@ def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_
             carry_p, carry_m = (p.DH[later], p.mask[later]) if carry else (None, None)
         c_prev = c0p if prev[t] is None else p.C[prev[t]]
         hp = f.HP[t].data_ptr() if spec.layer_norm else None
-        fns.backward(B, H, spec.flags, dm_in, dy_t, carry_p, carry_m, dm_out, p.A[t], p.C[t], c_prev,
-                     p.U[t], w_ci, w_cf, w_co, g_c, stats[2][t], stats[3][t], d_gc, d_bc,
-                     hp, g_h, stats[0][t], stats[1][t], p.dHP[t], d_gh,
+        fns.backward(B, H, spec.flags, threads, dm_in, dy_t, carry_p, carry_m, dm_out, p.A[t], p.C[t],
+                     c_prev, p.U[t], w_ci, w_cf, w_co, g_c, stats[2][t], stats[3][t],
+                     hp, g_h, stats[0][t], stats[1][t], p.dHP[t], ptr(sums),
                      p.mask[t], g.dc0.data_ptr(), p.dA[t], work.data_ptr())
         grad = back(g.dHP[t] if spec.layer_norm else g.dA[t])
         later = t
     if mask is not None:  # the first step padded: h0 passed straight through it
         grad = grad.addcmul(g.DH[later], not_m[later])
     g.dh0 = grad
+    g.d_ln = sums.sum(0) if spec.layer_norm else None
     return g
 
 

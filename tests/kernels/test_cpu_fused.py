@@ -212,3 +212,14 @@ def test_native_with_onednn_step_gemm_matches_reference(name, monkeypatch):
     monkeypatch.setattr(cpu_lstm_native, "ONEDNN_MIN_STEPS", 1)
     assert cpu_lstm_native.StepGemm(torch.randn(8, 4), 3, 5).packed is not None
     test_float32_matches_reference_scan(name, True, True, "native", monkeypatch)
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole_layer_norm", "lstm_all_proj"])
+def test_native_pointwise_on_several_threads_matches_reference(name, monkeypatch):
+    """Rows split over OpenMP threads (per-thread layer-norm sums added after) change nothing."""
+    use_backend("native", monkeypatch)
+    monkeypatch.setattr(cpu_lstm_native, "PARALLEL_MIN_GATES", 0)
+    torch.set_num_threads(2)  # the autouse fixture restores the count
+    assert cpu_lstm_native.pointwise_threads(3, 6) == 2
+    for reverse, masked in itertools.product([False, True], [False, True]):
+        test_float32_matches_reference_scan(name, reverse, masked, "native", monkeypatch)

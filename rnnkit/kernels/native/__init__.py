@@ -30,11 +30,13 @@ from pathlib import Path
 
 _HERE = Path(__file__).parent
 SOURCES = ("lstm.c", "lstm_step.h")
-#: -ffast-math lets the loops call glibc's vector exp (libmvec); the inputs of exp
-#: are clamped in the source, so no infinity or NaN arises from it.
-FLAGS = ("-O3", "-ffast-math", "-fopenmp-simd", "-fPIC", "-shared")
-#: tuned for the building CPU where the compiler knows it (the library never moves)
-NATIVE_ARCH = ("-march=native",)
+#: -ffast-math: reassociated sums and vectorised exp; the inputs of exp are clamped
+#: in the source, so no infinity or NaN arises there.
+FLAGS = ("-O3", "-ffast-math", "-fPIC", "-shared")
+#: tried in order: tuned for the building CPU (the library never moves) with OpenMP
+#: rows (libgomp, the runtime torch loads), then less, for compilers without either.
+VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native", "-fopenmp-simd"),
+            ("-fopenmp-simd",))
 
 
 def cache_dir() -> Path:
@@ -65,22 +67,22 @@ def _compiler() -> str | None:
     return shutil.which(cc)
 
 
-def _library_path(cc: str, arch: tuple[str, ...]) -> Path:
+def _library_path(cc: str, variant: tuple[str, ...]) -> Path:
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((_HERE / name).read_bytes())
-    for part in (cc, *FLAGS, *arch, platform.machine(), _cpu_signature()):
+    for part in (cc, *FLAGS, *variant, platform.machine(), _cpu_signature()):
         digest.update(part.encode())
     return cache_dir() / f"rnnkit_native_{digest.hexdigest()[:16]}.so"
 
 
-def _build(cc: str, arch: tuple[str, ...], target: Path) -> None:
+def _build(cc: str, variant: tuple[str, ...], target: Path) -> None:
     """Compile into a temporary file beside ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cc, *FLAGS, *arch, str(_HERE / "lstm.c"), "-o", tmp, "-lm"]
+        cmd = [cc, *FLAGS, *variant, str(_HERE / "lstm.c"), "-o", tmp, "-lm"]
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
         os.replace(tmp, target)
     finally:
@@ -97,15 +99,15 @@ def library() -> ctypes.CDLL | None:
     if cc is None:
         return None
     errors = []
-    for arch in (NATIVE_ARCH, ()):  # some compilers (or CPUs) refuse -march=native
-        path = _library_path(cc, arch)
+    for variant in VARIANTS:
+        path = _library_path(cc, variant)
         try:
             if not path.exists():
-                _build(cc, arch, path)
+                _build(cc, variant, path)
             return ctypes.CDLL(str(path))
         except (OSError, subprocess.SubprocessError) as err:
             detail = getattr(err, "stderr", None) or str(err)
-            errors.append(f"{' '.join(arch) or 'generic'}: {detail.strip()[:500]}")
+            errors.append(f"{' '.join(variant)}: {detail.strip()[:300]}")
     warnings.warn("rnnkit: could not build the native CPU steps with "
                   f"{cc} ({'; '.join(errors)}); using the slower torch-ops kernels. "
                   "Set RNNKIT_NATIVE=0 to silence this.", RuntimeWarning, stacklevel=2)

@@ -8,6 +8,17 @@
 #define SIMD _Pragma("omp simd")
 #define PRAGMA(x) _Pragma(#x)
 #define SIMD_SUM(...) PRAGMA(omp simd reduction(+:__VA_ARGS__))
+/* rows in parallel on the OpenMP threads torch itself uses (same libgomp, loaded
+ * first by torch), static schedule: each row always on the same thread for a given
+ * count, so the per-thread sums are reproducible */
+#ifdef _OPENMP
+#include <omp.h>
+#define PARALLEL_ROWS(n) PRAGMA(omp parallel for schedule(static) num_threads(n) if(n > 1))
+#define THREAD_ID omp_get_thread_num()
+#else
+#define PARALLEL_ROWS(n)
+#define THREAD_ID 0
+#endif
 #define INLINE inline __attribute__((always_inline))
 
 enum { PEEPHOLE = 1, LAYER_NORM = 2, CARRY_H = 4 };

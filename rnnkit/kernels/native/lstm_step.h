@@ -115,7 +115,7 @@ static INLINE void NAME(forward_row)(long H, const int peep, const int ln, real 
     ln ? mean_h + b : 0, ln ? rstd_h + b : 0, c_prev + b * H, w_ci, w_cf, w_co, gamma_c, beta_c, \
     ln ? mean_c + b : 0, ln ? rstd_c + b : 0, A + b * G, C + b * H, U + b * H, M + b * H)
 
-void NAME(lstm_forward)(long B, long H, long flags, real eps,
+void NAME(lstm_forward)(long B, long H, long flags, long threads, real eps,
                         const real* xp, const real* rec, const real* gamma_h, real* mean_h, real* rstd_h,
                         const real* c_prev, const real* w_ci, const real* w_cf, const real* w_co,
                         const real* gamma_c, const real* beta_c, real* mean_c, real* rstd_c,
@@ -123,6 +123,7 @@ void NAME(lstm_forward)(long B, long H, long flags, real eps,
                         real* A, real* C, real* U, real* M) {
     const long G = 4 * H;
     const int peep = flags & PEEPHOLE, ln = flags & LAYER_NORM;
+    PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
         if (peep && ln) FORWARD_ROW(1, 1);
         else if (peep) FORWARD_ROW(1, 0);
@@ -176,23 +177,27 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
 
 #define BACKWARD_ROW(PEEP, LN) NAME(backward_row)(H, PEEP, LN, dm, A + b * G, C + b * H, \
     c_prev + b * H, U + b * H, w_ci, w_cf, w_co, gamma_c, ln ? mean_c[b] : 0, ln ? rstd_c[b] : 1, \
-    d_gamma_c, d_beta_c, ln ? rec + b * G : 0, gamma_h, ln ? mean_h[b] : 0, ln ? rstd_h[b] : 1, \
-    ln ? dHP + b * G : 0, d_gamma_h, dc + b * H, da, work)
+    ln ? acc + G : 0, ln ? acc + 2 * G : 0, ln ? rec + b * G : 0, gamma_h, ln ? mean_h[b] : 0, ln ? rstd_h[b] : 1, \
+    ln ? dHP + b * G : 0, ln ? acc : 0, dc + b * H, da, work)
 
-/* work: 2H + 4H scratch values */
-void NAME(lstm_backward)(long B, long H, long flags,
+/* Per thread k (of `threads`): work + k (2H + 4H) scratch values and the layer norms'
+ * gradient sums in sums + k * 3 * 4H, [d gamma_h (4H), d gamma_c (H of 4H), d beta_c
+ * (H of 4H)], added to (the caller sums over threads: a fixed order, so deterministic). */
+void NAME(lstm_backward)(long B, long H, long flags, long threads,
                          const real* g_in, const real* dy, const real* carry, const unsigned char* carry_mask,
                          real* dm_out,
                          const real* A, const real* C, const real* c_prev, const real* U,
                          const real* w_ci, const real* w_cf, const real* w_co,
                          const real* gamma_c, const real* mean_c, const real* rstd_c,
-                         real* d_gamma_c, real* d_beta_c,
                          const real* rec, const real* gamma_h, const real* mean_h, const real* rstd_h,
-                         real* dHP, real* d_gamma_h,
-                         const unsigned char* mask, real* dc, real* dA, real* work) {
+                         real* dHP, real* sums,
+                         const unsigned char* mask, real* dc, real* dA, real* scratch) {
     const long G = 4 * H;
     const int peep = flags & PEEPHOLE, ln = flags & LAYER_NORM;
+    PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
+        real* work = scratch + THREAD_ID * (2 * H + G);
+        real* acc = sums ? sums + THREAD_ID * 3 * G : 0;
         /* dm = g_in + dy (+ the later padded step's dm): separate loops, no tests inside */
         real* dm = dm_out ? dm_out + b * H : work;
         for (long j = 0; j < H; j++) dm[j] = g_in[b * H + j];
