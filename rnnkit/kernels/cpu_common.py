@@ -162,3 +162,64 @@ class ThreadSwitch:
 
     def __exit__(self, *exc) -> None:
         self.gemm()
+
+
+# --- for the kernels with a compiled pointwise step (rnnkit.kernels.native) ---------
+
+def ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def step_ptrs(t: Tensor | None, n: int) -> list:
+    """Addresses of ``t[0] ... t[n-1]`` for a contiguous ``t`` (None -> Nones)."""
+    if t is None:
+        return [None] * n
+    base, stride = t.data_ptr(), t.stride(0) * t.element_size()
+    return [base + k * stride for k in range(n)]
+
+
+#: oneDNN's reordered weights beat MKL's sgemm on the per-step GEMM from about this
+#: weight size on (measured on the 2-core EPYC box: 0.5-0.85x the time at 4H x H
+#: with H = 512, 1024; slower at H = 128), and only pay off their reorder over a few steps.
+ONEDNN_MIN_WEIGHT, ONEDNN_MIN_STEPS = 1 << 20, 8
+
+
+class StepGemm:
+    """``x @ weight.T`` for every step of a loop: ``weight (N, K)`` is fixed, ``x (B, K)``."""
+
+    def __init__(self, weight: Tensor, batch: int, steps: int) -> None:
+        self.packed = None
+        if (weight.dtype == torch.float32 and weight.numel() >= ONEDNN_MIN_WEIGHT
+                and steps >= ONEDNN_MIN_STEPS and torch.backends.mkldnn.is_available()
+                and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
+        else:
+            self.weight_t = weight.t().contiguous()
+
+    def __call__(self, x: Tensor, out: Tensor | None = None, add: Tensor | None = None) -> Tensor:
+        """``x @ weight.T`` (plus ``add``, into ``out`` when given)."""
+        if self.packed is None:
+            if add is None:
+                return torch.mm(x, self.weight_t, out=out)
+            return torch.addmm(add, x, self.weight_t, out=out)
+        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        if add is not None:
+            y.add_(add)
+        return y if out is None else out.copy_(y)
+
+
+#: fewest gate values (B * 4H) per step worth running the pointwise step on more than
+#: one thread (each step then forks and joins the OpenMP team torch's GEMMs use)
+PARALLEL_MIN_GATES = 1 << 14
+
+
+def pointwise_threads(batch: int, gates: int) -> int:
+    """Threads for a C step over ``(batch, gates)`` values: the caller's intra-op count
+    for large steps, else one."""
+    return torch.get_num_threads() if batch * gates >= PARALLEL_MIN_GATES else 1
+
+
+def prev_index(T: int, reverse: bool) -> list[int | None]:
+    """For each step, the index in ``Y``/``C`` of the state before it (None: initial)."""
+    return [t + 1 if t + 1 < T else None for t in range(T)] if reverse else [t - 1 if t else None
+                                                                             for t in range(T)]

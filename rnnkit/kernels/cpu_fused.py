@@ -4,8 +4,8 @@
   peepholes and/or layer norm, with or without projection, its pointwise step
   compiled C (:mod:`rnnkit.kernels.native`, built on first use); where no C compiler
   is found, :mod:`rnnkit.kernels.cpu_lstm` computes the same in torch ops;
-* :mod:`rnnkit.kernels.cpu_gru`: :class:`~rnnkit.cells.GRUCell` ``"reset_before"``
-  and ``"simplified"``.
+* :mod:`rnnkit.kernels.cpu_gru_native`: :class:`~rnnkit.cells.GRUCell` ``"reset_before"``
+  and ``"simplified"``, the same way (fallback :mod:`rnnkit.kernels.cpu_gru`).
 
 Each runs the whole sequence as one ``torch.autograd.Function`` with a hand-derived
 backward (no per-step autograd graph): the input projection for all steps as one
@@ -29,7 +29,7 @@ from torch import Tensor
 from ..cells.base import RecurrentCell
 from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
-from . import cpu_gru, cpu_lstm, cpu_lstm_native
+from . import cpu_gru, cpu_gru_native, cpu_lstm, cpu_lstm_native, native
 from .cpu_common import eager_cpu_ok, tensors_ok
 
 
@@ -38,7 +38,7 @@ def match(cell: RecurrentCell, x: Tensor, p: SimpleNamespace):
     if not eager_cpu_ok(x) or not tensors_ok(x, vars(p).values()):
         return None
     if isinstance(cell, LSTMCell) and cpu_lstm.supports(cell):
-        return cpu_lstm_native.lstm_scan if cpu_lstm_native.available(x.dtype) else cpu_lstm.lstm_scan
+        return cpu_lstm_native.lstm_scan if native.available(x.dtype) else cpu_lstm.lstm_scan
     if isinstance(cell, GRUCell) and cpu_gru.supports(cell):
-        return cpu_gru.gru_scan
+        return cpu_gru_native.gru_scan if native.available(x.dtype) else cpu_gru.gru_scan
     return None

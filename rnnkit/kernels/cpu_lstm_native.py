@@ -15,7 +15,6 @@ reference step.
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -25,17 +24,12 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
-from .cpu_common import (LN_EPS, float_mask, grad_weight_prev, step_order, sum_prev_products, sum_tb,
-                         summed_bias, tensors_ok)
-from .native import library
+from . import native
+from .cpu_common import (LN_EPS, StepGemm, float_mask, grad_weight_prev, pointwise_threads, prev_index, ptr,
+                         step_order, step_ptrs, sum_prev_products, sum_tb, summed_bias, tensors_ok)
 
-# the flags of lstm.c
+# the flags of native/steps.c
 PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
-
-_P, _L = ctypes.c_void_p, ctypes.c_long
-_FORWARD_ARGS = [_L, _L, _L, _L, None] + [_P] * 19
-_BACKWARD_ARGS = [_L, _L, _L, _L] + [_P] * 25
-_SUFFIX = {torch.float32: ("_f32", ctypes.c_float), torch.float64: ("_f64", ctypes.c_double)}
 
 
 @dataclass(frozen=True)
@@ -54,66 +48,8 @@ class Spec:
 
 def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
     """The C forward/backward step for ``dtype``, with their ctypes signatures."""
-    lib = library()
-    suffix, real = _SUFFIX[dtype]
-    fwd, bwd = getattr(lib, "lstm_forward" + suffix), getattr(lib, "lstm_backward" + suffix)
-    fwd.argtypes = [real if t is None else t for t in _FORWARD_ARGS]
-    bwd.argtypes = _BACKWARD_ARGS
-    fwd.restype = bwd.restype = None
-    return SimpleNamespace(forward=fwd, backward=bwd)
-
-
-def ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-def step_ptrs(t: Tensor | None, n: int) -> list:
-    """Addresses of ``t[0] ... t[n-1]`` for a contiguous ``t`` (None -> Nones)."""
-    if t is None:
-        return [None] * n
-    base, stride = t.data_ptr(), t.stride(0) * t.element_size()
-    return [base + k * stride for k in range(n)]
-
-
-#: oneDNN's reordered weights beat MKL's sgemm on the per-step GEMM from about this
-#: weight size on (measured on the 2-core EPYC box: 0.5-0.85x the time at 4H x H
-#: with H = 512, 1024; slower at H = 128), and only pay off their reorder over a few steps.
-ONEDNN_MIN_WEIGHT, ONEDNN_MIN_STEPS = 1 << 20, 8
-
-
-class StepGemm:
-    """``x @ weight.T`` for every step of a loop: ``weight (N, K)`` is fixed, ``x (B, K)``."""
-
-    def __init__(self, weight: Tensor, batch: int, steps: int) -> None:
-        self.packed = None
-        if (weight.dtype == torch.float32 and weight.numel() >= ONEDNN_MIN_WEIGHT
-                and steps >= ONEDNN_MIN_STEPS and torch.backends.mkldnn.is_available()
-                and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
-        else:
-            self.weight_t = weight.t().contiguous()
-
-    def __call__(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        if self.packed is None:
-            return torch.mm(x, self.weight_t, out=out)
-        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        return y if out is None else out.copy_(y)
-
-
-#: fewest gate values (B * 4H) per step worth running the pointwise step on more than
-#: one thread (each step then forks and joins the OpenMP team torch's GEMMs use)
-PARALLEL_MIN_GATES = 1 << 14
-
-
-def pointwise_threads(batch: int, hidden: int) -> int:
-    """Threads for the C step: the caller's intra-op count for large steps, else one."""
-    return torch.get_num_threads() if batch * 4 * hidden >= PARALLEL_MIN_GATES else 1
-
-
-def _prev(T: int, reverse: bool) -> list[int | None]:
-    """For each step, the index in ``Y``/``C`` of the state before it (None: initial)."""
-    return [t + 1 if t + 1 < T else None for t in range(T)] if reverse else [t - 1 if t else None
-                                                                             for t in range(T)]
+    return SimpleNamespace(forward=native.bind("lstm_forward", dtype, longs=4, reals=1, pointers=19),
+                           backward=native.bind("lstm_backward", dtype, longs=4, pointers=25))
 
 
 def _forward(fns, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
@@ -138,7 +74,7 @@ def _forward(fns, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor |
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
     flags = spec.flags | (CARRY_H if mask is not None and not spec.proj else 0)
     gemm, proj = StepGemm(w_hh, B, T), StepGemm(w_hr, B, T) if spec.proj else None
-    threads = pointwise_threads(B, H)
+    threads = pointwise_threads(B, G)
     h, c = h0, c0
     for t in step_order(T, spec.reverse):
         rec = gemm(h)
@@ -164,7 +100,7 @@ def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_
     g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
                         dHP=f.A.new_empty(T, B, G) if spec.layer_norm else None,
                         d_ln=None)
-    threads = pointwise_threads(B, H)
+    threads = pointwise_threads(B, G)
     sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm else None  # per thread, summed after
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
     p = SimpleNamespace(dA=step_ptrs(g.dA, T), DH=step_ptrs(g.DH, T), dy=step_ptrs(dy, T), A=step_ptrs(f.A, T),
@@ -175,7 +111,7 @@ def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_
     g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
     work = f.A.new_empty(threads, 2 * H + G)
     not_m = None if mask is None else (~mask).to(dy.dtype)
-    prev, c0p = _prev(T, spec.reverse), c0.contiguous().data_ptr()
+    prev, c0p = prev_index(T, spec.reverse), c0.contiguous().data_ptr()
     back, proj = StepGemm(w_hh.t(), B, T), StepGemm(w_hr.t(), B, T) if spec.proj else None
     grad, later = dh_n.contiguous(), None
     for t in step_order(T, spec.reverse)[::-1]:
@@ -266,11 +202,6 @@ class NativeLSTMScan(torch.autograd.Function):
         w = _weight_grads(spec, f, g, h0, c0, mf, needs)
         return (None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
-
-
-def available(dtype: torch.dtype) -> bool:
-    """Whether the compiled step exists for ``dtype`` (built on the first ask)."""
-    return dtype in _SUFFIX and library() is not None
 
 
 def folded_projection(cell: LSTMCell, p: SimpleNamespace, x: Tensor) -> Tensor:

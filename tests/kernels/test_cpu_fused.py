@@ -10,7 +10,8 @@ from torch.autograd import gradcheck
 
 import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
-from rnnkit.kernels import cpu_fused, cpu_lstm, cpu_lstm_native, find, native
+from rnnkit.kernels import (cpu_common, cpu_fused, cpu_gru, cpu_gru_native, cpu_lstm, cpu_lstm_native, find,
+                            native)
 from rnnkit.nn.scan import scan
 from kernel_checks import assert_layer_runs_kernel_and_matches_scan, assert_parameter_grads_and_inference_match_scan
 
@@ -28,8 +29,8 @@ CONFIGS = {
     "gru_reset_before_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="reset_before", **kw),
     "gru_simplified_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="simplified", **kw),
 }
-#: the LSTMs have two CPU kernels: the compiled pointwise step (native) and torch ops
-BACKENDS = {name: ("native", "torch_ops") if name.startswith("lstm") else ("torch_ops",) for name in CONFIGS}
+#: every cell has two CPU kernels: with the compiled pointwise step (native) and in torch ops
+BACKENDS = {name: ("native", "torch_ops") for name in CONFIGS}
 CASES = [(name, reverse, masked, backend)  # config, reverse, masked, LSTM backend
          for name, reverse, masked in itertools.product(sorted(CONFIGS), [False, True], [False, True])
          for backend in BACKENDS[name]]
@@ -38,7 +39,7 @@ CASES = [(name, reverse, masked, backend)  # config, reverse, masked, LSTM backe
 def use_backend(backend, monkeypatch):
     """Make cpu_fused.match pick ``backend`` for the LSTMs (skip if it cannot be built here)."""
     if backend == "torch_ops":
-        monkeypatch.setattr(cpu_lstm_native, "available", lambda dtype: False)
+        monkeypatch.setattr(native, "available", lambda dtype: False)
     elif native.library() is None:
         pytest.skip("no C compiler: the native LSTM step cannot be built")
 
@@ -86,7 +87,7 @@ def _outputs_and_grads(run, cell, x, state, mask, reverse):
 def _expected_kernel(name, backend):
     if name.startswith("lstm"):
         return cpu_lstm_native.lstm_scan if backend == "native" else cpu_lstm.lstm_scan
-    return cpu_fused.cpu_gru.gru_scan
+    return cpu_gru_native.gru_scan if backend == "native" else cpu_gru.gru_scan
 
 
 @pytest.mark.parametrize("name,reverse,masked,backend", CASES)
@@ -202,24 +203,25 @@ def test_threads_restored_after_forward_and_backward(backend, monkeypatch):
         torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_all_proj"])
+@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_all_proj", "gru_reset_before", "gru_simplified"])
 def test_native_with_onednn_step_gemm_matches_reference(name, monkeypatch):
     """The reordered-weight oneDNN GEMM (used from H ~ 512 on) gives the reference's numbers."""
     use_backend("native", monkeypatch)
     if not torch.backends.mkldnn.is_available():
         pytest.skip("torch built without oneDNN")
-    monkeypatch.setattr(cpu_lstm_native, "ONEDNN_MIN_WEIGHT", 0)
-    monkeypatch.setattr(cpu_lstm_native, "ONEDNN_MIN_STEPS", 1)
-    assert cpu_lstm_native.StepGemm(torch.randn(8, 4), 3, 5).packed is not None
+    monkeypatch.setattr(cpu_common, "ONEDNN_MIN_WEIGHT", 0)
+    monkeypatch.setattr(cpu_common, "ONEDNN_MIN_STEPS", 1)
+    assert cpu_common.StepGemm(torch.randn(8, 4), 3, 5).packed is not None
     test_float32_matches_reference_scan(name, True, True, "native", monkeypatch)
 
 
-@pytest.mark.parametrize("name", ["lstm_peephole_layer_norm", "lstm_all_proj"])
+@pytest.mark.parametrize("name", ["lstm_peephole_layer_norm", "lstm_all_proj", "gru_reset_before",
+                                  "gru_simplified"])
 def test_native_pointwise_on_several_threads_matches_reference(name, monkeypatch):
     """Rows split over OpenMP threads (per-thread layer-norm sums added after) change nothing."""
     use_backend("native", monkeypatch)
-    monkeypatch.setattr(cpu_lstm_native, "PARALLEL_MIN_GATES", 0)
+    monkeypatch.setattr(cpu_common, "PARALLEL_MIN_GATES", 0)
     torch.set_num_threads(2)  # the autouse fixture restores the count
-    assert cpu_lstm_native.pointwise_threads(3, 6) == 2
+    assert cpu_common.pointwise_threads(3, 24) == 2
     for reverse, masked in itertools.product([False, True], [False, True]):
         test_float32_matches_reference_scan(name, reverse, masked, "native", monkeypatch)

@@ -1,6 +1,6 @@
 """Compiled pointwise steps for the fused CPU kernels, built on first use.
 
-The C sources beside this file (``lstm.c``, ``lstm_step.h``) hold only the O(B * H)
+The C sources beside this file (``steps.c``, ``lstm_step.h``, ``gru_step.h``) hold only the O(B * H)
 per-step work; the GEMMs stay in torch. They are plain C with no Python or torch
 headers, so building takes about a second with the system's C compiler (``$CC`` or
 ``cc``), and they are loaded with :mod:`ctypes`. The shared library is cached under
@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).parent
-SOURCES = ("lstm.c", "lstm_step.h")
+SOURCES = ("steps.c", "lstm_step.h", "gru_step.h")
 #: -ffast-math: reassociated sums and vectorised exp; the inputs of exp are clamped
 #: in the source, so no infinity or NaN arises there.
 FLAGS = ("-O3", "-ffast-math", "-fPIC", "-shared")
@@ -82,7 +82,7 @@ def _build(cc: str, variant: tuple[str, ...], target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cc, *FLAGS, *variant, str(_HERE / "lstm.c"), "-o", tmp, "-lm"]
+        cmd = [cc, *FLAGS, *variant, str(_HERE / "steps.c"), "-o", tmp, "-lm"]
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
         os.replace(tmp, target)
     finally:
@@ -112,3 +112,23 @@ def library() -> ctypes.CDLL | None:
                   f"{cc} ({'; '.join(errors)}); using the slower torch-ops kernels. "
                   "Set RNNKIT_NATIVE=0 to silence this.", RuntimeWarning, stacklevel=2)
     return None
+
+
+#: the element types the steps are compiled for, and their C suffix and ctypes scalar
+SUFFIXES = {"float32": ("_f32", ctypes.c_float), "float64": ("_f64", ctypes.c_double)}
+
+
+def available(dtype) -> bool:
+    """Whether the compiled steps exist for ``dtype`` (a torch dtype; built on the first ask)."""
+    return str(dtype).removeprefix("torch.") in SUFFIXES and library() is not None
+
+
+def bind(name: str, dtype, longs: int, pointers: int, reals: int = 0):
+    """The C function ``name`` for ``dtype`` with its ctypes signature: ``longs`` integer
+    arguments, then ``reals`` scalars of the element type, then ``pointers`` addresses
+    (a wrong count would pass truncated addresses, so every call is declared)."""
+    suffix, real = SUFFIXES[str(dtype).removeprefix("torch.")]
+    fn = getattr(library(), name + suffix)
+    fn.argtypes = [ctypes.c_long] * longs + [real] * reals + [ctypes.c_void_p] * pointers
+    fn.restype = None
+    return fn

@@ -1,6 +1,6 @@
 /* One LSTM step's pointwise work, forward and backward, for one element type.
  *
- * Included twice by lstm.c, with `real` = float / double and NAME(x) adding the
+ * Included twice by steps.c, with `real` = float / double and NAME(x) adding the
  * suffix _f32 / _f64. Everything here is O(B * H) and single-threaded; the caller
  * does the recurrent GEMMs (torch, on its own threads) between the calls.
  *

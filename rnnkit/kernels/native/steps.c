@@ -1,5 +1,6 @@
-/* The pointwise part of the fused CPU LSTM (rnnkit/kernels/cpu_lstm_native.py),
- * in float and double. Built on first use by rnnkit/kernels/native/__init__.py. */
+/* The pointwise parts of the fused CPU LSTM and GRU kernels
+ * (rnnkit/kernels/cpu_lstm_native.py, cpu_gru_native.py), in float and double.
+ * Built on first use by rnnkit/kernels/native/__init__.py. */
 #include <math.h>
 
 /* the flags argument (rnnkit/kernels/cpu_lstm_native.py mirrors them) */
@@ -47,6 +48,7 @@ static inline float exp_f32(float x) {
 #define EXPF exp_f32
 #define SQRTF sqrtf
 #include "lstm_step.h"
+#include "gru_step.h"
 #undef real
 #undef NAME
 #undef EXPF
@@ -57,3 +59,4 @@ static inline float exp_f32(float x) {
 #define EXPF exp
 #define SQRTF sqrt
 #include "lstm_step.h"
+#include "gru_step.h"

@@ -1,0 +1,124 @@
+/* The GRU variants' pointwise steps (rnnkit/kernels/cpu_gru_native.py), for one
+ * element type (included twice by steps.c, like lstm_step.h). Rows in parallel.
+ * h = the previous state (B, H), A the gate activations, xp the input projection
+ * with both biases folded in; a padded row (mask 0) keeps its state.
+ *
+ * Reset-before (gates r, z, n; two GEMMs per step, so two calls each way):
+ *   gates:  r = s(xp_r + (W_r h)), z = s(xp_z + (W_z h)), RH = r h
+ *   state:  n = tanh(xp_n + (W_n RH)), h' = (1 - z) n + z h
+ *   backward, dh = grad wrt h' (+ dy):
+ *   gates:  dA_z = dh (h - n) z (1 - z), dA_n = dh (1 - z)(1 - n^2), P = dh z
+ *   reset:  (given dRH = dA_n W_n) dA_r = dRH h r (1 - r), P += dRH r
+ *   then dh_prev = P + [dA_r, dA_z] W_rz (GEMM). Padded rows: dA = 0, P = dh.
+ *
+ * Simplified (gates u, n): u = s(xp_u + (W_u h)), n = tanh(xp_n + (W_n h)),
+ *   h' = u n + (1 - u) h; backward dA_u = dh (n - h) u (1 - u), dA_n = dh u (1 - n^2),
+ *   P = dh (1 - u), dh_prev = P + dA W_hh.
+ */
+
+void NAME(gru_rb_forward_gates)(long B, long H, long threads, const real* xp, const real* rec,
+                                const real* h, real* A, real* RH) {
+    PARALLEL_ROWS(threads)
+    for (long b = 0; b < B; b++) {
+        const real *x = xp + b * 3 * H, *r = rec + b * 2 * H, *hb = h + b * H;
+        real *a = A + b * 3 * H, *rh = RH + b * H;
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real rg = NAME(sigm)(x[j] + r[j]), zg = NAME(sigm)(x[H + j] + r[H + j]);
+            a[j] = rg; a[H + j] = zg; rh[j] = rg * hb[j];
+        }
+    }
+}
+
+void NAME(gru_rb_forward_state)(long B, long H, long threads, const real* xp, const real* nrec,
+                                const real* h, const unsigned char* mask, real* A, real* Y) {
+    PARALLEL_ROWS(threads)
+    for (long b = 0; b < B; b++) {
+        const real *x = xp + b * 3 * H + 2 * H, *r = nrec + b * H, *hb = h + b * H;
+        real *a = A + b * 3 * H, *y = Y + b * H;
+        if (mask && !mask[b]) {
+            for (long j = 0; j < H; j++) { a[2 * H + j] = 0; y[j] = hb[j]; }
+            continue;
+        }
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real n = NAME(tanh)(x[j] + r[j]), z = a[H + j];
+            a[2 * H + j] = n; y[j] = (1 - z) * n + z * hb[j];
+        }
+    }
+}
+
+void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, const real* dy,
+                                 const real* A, const real* h, const unsigned char* mask,
+                                 real* dA, real* P) {
+    PARALLEL_ROWS(threads)
+    for (long b = 0; b < B; b++) {
+        const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * 3 * H, *hb = h + b * H;
+        real *da = dA + b * 3 * H, *p = P + b * H;
+        if (mask && !mask[b]) {
+            for (long j = 0; j < H; j++) p[j] = gb[j] + dyb[j];
+            for (long j = 0; j < 3 * H; j++) da[j] = 0;
+            continue;
+        }
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real d = gb[j] + dyb[j], z = a[H + j], n = a[2 * H + j];
+            da[H + j] = d * (hb[j] - n) * z * (1 - z);
+            da[2 * H + j] = d * (1 - z) * (1 - n * n);
+            p[j] = d * z;
+        }
+    }
+}
+
+void NAME(gru_rb_backward_reset)(long B, long H, long threads, const real* drh, const real* A,
+                                 const real* h, const unsigned char* mask, real* dA, real* P) {
+    PARALLEL_ROWS(threads)
+    for (long b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;  /* dA_r stays 0, P = dh */
+        const real *d = drh + b * H, *a = A + b * 3 * H, *hb = h + b * H;
+        real *da = dA + b * 3 * H, *p = P + b * H;
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real r = a[j];
+            da[j] = d[j] * hb[j] * r * (1 - r);
+            p[j] += d[j] * r;
+        }
+    }
+}
+
+void NAME(gru_s_forward)(long B, long H, long threads, const real* xp, const real* rec,
+                         const real* h, const unsigned char* mask, real* A, real* Y) {
+    PARALLEL_ROWS(threads)
+    for (long b = 0; b < B; b++) {
+        const real *x = xp + b * 2 * H, *r = rec + b * 2 * H, *hb = h + b * H;
+        real *a = A + b * 2 * H, *y = Y + b * H;
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real u = NAME(sigm)(x[j] + r[j]), n = NAME(tanh)(x[H + j] + r[H + j]);
+            a[j] = u; a[H + j] = n; y[j] = u * n + (1 - u) * hb[j];
+        }
+        if (mask && !mask[b])
+            for (long j = 0; j < H; j++) y[j] = hb[j];
+    }
+}
+
+void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const real* dy,
+                          const real* A, const real* h, const unsigned char* mask, real* dA, real* P) {
+    PARALLEL_ROWS(threads)
+    for (long b = 0; b < B; b++) {
+        const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * 2 * H, *hb = h + b * H;
+        real *da = dA + b * 2 * H, *p = P + b * H;
+        if (mask && !mask[b]) {
+            for (long j = 0; j < H; j++) p[j] = gb[j] + dyb[j];
+            for (long j = 0; j < 2 * H; j++) da[j] = 0;
+            continue;
+        }
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real d = gb[j] + dyb[j], u = a[j], n = a[H + j];
+            da[j] = d * (n - hb[j]) * u * (1 - u);
+            da[H + j] = d * u * (1 - n * n);
+            p[j] = d * (1 - u);
+        }
+    }
+}
