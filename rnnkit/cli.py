@@ -220,7 +220,7 @@ def _eval_parser(sub) -> None:
 
 
 def _run_eval(args) -> int:
-    from .train.config import RunConfig, TrainConfig
+    from .train.config import TrainConfig
     from .train.lm_data import prepare_lm_data
     from .train.trainer import LMTrainer, load_model
 

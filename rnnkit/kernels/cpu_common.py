@@ -43,6 +43,20 @@ def summed_bias(p: SimpleNamespace) -> Tensor | None:
     return p.bias_hh if p.bias_ih is None else p.bias_ih + p.bias_hh
 
 
+def folded_projection(cell, p: SimpleNamespace, x: Tensor) -> Tensor:
+    """``cell.project_input`` with ``b_hh`` folded into its bias (:func:`summed_bias`),
+    through the cell's own code so autograd differentiates it."""
+    return cell.project_input(x, SimpleNamespace(**(vars(p) | {"bias_ih": summed_bias(p)})))
+
+
+def grad_projection(DH: Tensor, M: Tensor, mf: Tensor | None) -> Tensor:
+    r"""``dW_hr = \sum_t (m_t DH_t)^T M_t`` for ``y = W_hr M``: ``DH (T, B, R)`` the gradient
+    wrt the projected states, ``M (T, B, H)`` their inputs; padded steps (mask 0) carried
+    the previous state, so they give ``W_hr`` nothing."""
+    DH = DH if mf is None else DH * mf
+    return DH.reshape(-1, DH.shape[-1]).t() @ M.reshape(-1, M.shape[-1])
+
+
 def step_order(T: int, reverse: bool) -> list[int]:
     """Time indices in processing order."""
     return list(range(T - 1, -1, -1)) if reverse else list(range(T))

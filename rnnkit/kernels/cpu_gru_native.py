@@ -22,8 +22,8 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.gru import GRUCell
 from . import native
-from .cpu_common import (StepGemm, float_mask, grad_weight_prev, pointwise_threads, prev_index, step_order,
-                         step_ptrs, summed_bias, tensors_ok)
+from .cpu_common import (StepGemm, float_mask, folded_projection, grad_weight_prev, pointwise_threads,
+                         prev_index, step_order, step_ptrs, tensors_ok)
 
 
 #: our name -> (C function, number of address arguments after the three sizes B, H, threads)
@@ -144,6 +144,6 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     if not tensors_ok(x, (h0,)):
         from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
-    xp = cell.project_input(x, SimpleNamespace(**(vars(p) | {"bias_ih": summed_bias(p)}))).contiguous()
+    xp = folded_projection(cell, p, x).contiguous()
     y, h = NativeGRUScan.apply(cell.variant, reverse, mask, xp, h0, p.weight_hh)
     return y, (h,)

@@ -44,7 +44,7 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from .cpu_common import (LN_EPS, ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry,
-                         grad_weight_prev, sigmoid_backward, step_order, sum_prev_products, sum_tb,
+                         grad_projection, grad_weight_prev, sigmoid_backward, step_order, sum_prev_products, sum_tb,
                          summed_bias, tanh_backward, tensors_ok, with_prev)
 
 #: the OpOverload, not the packet: ~3 us less per call, twice per step
@@ -341,8 +341,7 @@ def _weight_grads(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, g: SimpleName
         if "ln_hh_w" in out:
             out["ln_hh_w"] = out["ln_hh_w"] * scale
     if spec.proj and needs["w_hr"]:
-        DH = g.DH if mf is None else g.DH * mf
-        out["w_hr"] = DH.reshape(T * B, -1).t() @ f.M.reshape(T * B, -1)
+        out["w_hr"] = grad_projection(g.DH, f.M, mf)
     return out
 
 
@@ -411,19 +410,31 @@ def scaled_projection(cell: LSTMCell, p: SimpleNamespace, x: Tensor) -> Tensor:
     return cell.project_input(x, q)
 
 
-def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
-              mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
-    """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
-    ``x (T, B, I)``, ``state = (h (B, R), c (B, H))``, ``mask (T, B, 1)``
-    -> ``(y (T, B, R), (h_n, c_n))``."""
+#: the cell's parameters in the kernels' argument order (absent ones -> None)
+PARAMETERS = ("weight_hh", "weight_ci", "weight_cf", "weight_co", "ln_hh_weight", "ln_c_weight", "ln_c_bias",
+              "weight_hr")
+
+
+def run_kernel(function, projection, cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
+               mask: Tensor | None, reverse: bool) -> tuple[Tensor, State]:
+    """Shared body of the LSTM kernels' ``lstm_scan``: the reference scan for tensors the
+    kernel does not take, else ``function.apply(spec, mask, projection(cell, p, x), h0, c0,
+    *parameters)``."""
     h0, c0 = state
     if not tensors_ok(x, (h0, c0)):
         from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
                     reverse=reverse)
-    opt = (lambda name: getattr(p, name, None))
-    y, h, c = LSTMScan.apply(spec, mask, scaled_projection(cell, p, x).contiguous(), h0, c0, p.weight_hh,
-                             opt("weight_ci"), opt("weight_cf"), opt("weight_co"), opt("ln_hh_weight"),
-                             opt("ln_c_weight"), opt("ln_c_bias"), opt("weight_hr"))
+    params = [getattr(p, name, None) for name in PARAMETERS]
+    params = [None if w is None else w.contiguous() for w in params]
+    y, h, c = function.apply(spec, mask, projection(cell, p, x).contiguous(), h0, c0, *params)
     return y, (h, c)
+
+
+def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
+              mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
+    """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
+    ``x (T, B, I)``, ``state = (h (B, R), c (B, H))``, ``mask (T, B, 1)``
+    -> ``(y (T, B, R), (h_n, c_n))``."""
+    return run_kernel(LSTMScan, scaled_projection, cell, p, x, state, mask, reverse)

@@ -15,7 +15,6 @@ reference step.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -25,25 +24,17 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from . import native
-from .cpu_common import (LN_EPS, StepGemm, float_mask, grad_weight_prev, pointwise_threads, prev_index, ptr,
-                         step_order, step_ptrs, sum_prev_products, sum_tb, summed_bias, tensors_ok)
+from .cpu_common import (StepGemm, float_mask, folded_projection, grad_projection, grad_weight_prev,
+                         pointwise_threads, prev_index, ptr, step_order, step_ptrs, sum_prev_products, sum_tb)
+from .cpu_lstm import _INPUTS, LSTMSpec, run_kernel
 
 # the flags of native/steps.c
 PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
 
 
-@dataclass(frozen=True)
-class Spec:
-    """Static configuration of one kernel call."""
-    peephole: bool
-    layer_norm: bool
-    proj: bool
-    reverse: bool
-    eps: float = LN_EPS
-
-    @property
-    def flags(self) -> int:
-        return PEEPHOLE * self.peephole | LAYER_NORM * self.layer_norm
+def step_flags(spec: LSTMSpec) -> int:
+    """The C step's flags for ``spec``."""
+    return PEEPHOLE * spec.peephole | LAYER_NORM * spec.layer_norm
 
 
 def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -52,7 +43,7 @@ def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
                            backward=native.bind("lstm_backward", dtype, longs=4, pointers=25))
 
 
-def _forward(fns, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
+def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
              w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, 4H)`` (input projection plus all additive
     biases). Returns the buffers the backward needs: ``A (T, B, 4H)`` gate activations,
@@ -72,7 +63,7 @@ def _forward(fns, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor |
                         U=step_ptrs(f.U, T), M=step_ptrs(f.M, T), mask=step_ptrs(m8, T))
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
-    flags = spec.flags | (CARRY_H if mask is not None and not spec.proj else 0)
+    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
     gemm, proj = StepGemm(w_hh, B, T), StepGemm(w_hr, B, T) if spec.proj else None
     threads = pointwise_threads(B, G)
     h, c = h0, c0
@@ -90,7 +81,7 @@ def _forward(fns, spec: Spec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor |
     return f
 
 
-def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
+def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
               c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
     """BPTT through the recurrence. Returns ``dA (T, B, 4H)`` (grad wrt ``xp``),
     ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)`` (grad wrt
@@ -127,7 +118,7 @@ def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_
             carry_p, carry_m = (p.DH[later], p.mask[later]) if carry else (None, None)
         c_prev = c0p if prev[t] is None else p.C[prev[t]]
         hp = f.HP[t].data_ptr() if spec.layer_norm else None
-        fns.backward(B, H, spec.flags, threads, dm_in, dy_t, carry_p, carry_m, dm_out, p.A[t], p.C[t],
+        fns.backward(B, H, step_flags(spec), threads, dm_in, dy_t, carry_p, carry_m, dm_out, p.A[t], p.C[t],
                      c_prev, p.U[t], w_ci, w_cf, w_co, g_c, stats[2][t], stats[3][t],
                      hp, g_h, stats[0][t], stats[1][t], p.dHP[t], ptr(sums),
                      p.mask[t], g.dc0.data_ptr(), p.dA[t], work.data_ptr())
@@ -140,7 +131,7 @@ def _backward(fns, spec: Spec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_
     return g
 
 
-def _weight_grads(spec: Spec, f, g, h0: Tensor, c0: Tensor, mf: Tensor | None,
+def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, mf: Tensor | None,
                   needs: dict[str, bool]) -> dict[str, Tensor | None]:
     """Parameter gradients as a few big GEMMs/reductions over all steps (see
     :func:`rnnkit.kernels.cpu_lstm._weight_grads`, here without the gate scale)."""
@@ -158,12 +149,8 @@ def _weight_grads(spec: Spec, f, g, h0: Tensor, c0: Tensor, mf: Tensor | None,
         H = G // 4
         out |= {"ln_hh_w": g.d_ln[0], "ln_c_w": g.d_ln[1, :H], "ln_c_b": g.d_ln[2, :H]}
     if spec.proj and needs["w_hr"]:
-        DH = g.DH if mf is None else g.DH * mf
-        out["w_hr"] = DH.reshape(T * B, -1).t() @ f.M.reshape(T * B, -1)
+        out["w_hr"] = grad_projection(g.DH, f.M, mf)
     return out
-
-
-_INPUTS = ("xp", "h0", "c0", "w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")
 
 
 class NativeLSTMScan(torch.autograd.Function):
@@ -172,7 +159,7 @@ class NativeLSTMScan(torch.autograd.Function):
     additive bias folded in, absent parameters are None."""
 
     @staticmethod
-    def forward(ctx, spec: Spec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
+    def forward(ctx, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
                 w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
         fns = steps_fns(xp.dtype)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
@@ -189,7 +176,7 @@ class NativeLSTMScan(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
-        spec: Spec = ctx.spec
+        spec: LSTMSpec = ctx.spec
         (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
          A, C, U, Y, M, stats) = ctx.saved_tensors
         f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, stats=stats, HP=ctx.hp)
@@ -204,25 +191,9 @@ class NativeLSTMScan(torch.autograd.Function):
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
 
 
-def folded_projection(cell: LSTMCell, p: SimpleNamespace, x: Tensor) -> Tensor:
-    """``cell.project_input`` with ``b_hh`` folded into its bias (additive in every
-    variant), through the cell's own code so autograd differentiates it."""
-    return cell.project_input(x, SimpleNamespace(**(vars(p) | {"bias_ih": summed_bias(p)})))
-
-
 def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
               mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
     """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
     ``x (T, B, I)``, ``state = (h (B, R), c (B, H))``, ``mask (T, B, 1)``
     -> ``(y (T, B, R), (h_n, c_n))``."""
-    h0, c0 = state
-    if not tensors_ok(x, (h0, c0)):
-        from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
-        return scan(cell, p, x, state, mask, reverse)
-    spec = Spec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0, reverse=reverse)
-    opt = (lambda name: getattr(p, name, None))
-    params = [p.weight_hh] + [opt(n) for n in ("weight_ci", "weight_cf", "weight_co", "ln_hh_weight",
-                                                "ln_c_weight", "ln_c_bias", "weight_hr")]
-    params = [None if w is None else w.contiguous() for w in params]
-    y, h, c = NativeLSTMScan.apply(spec, mask, folded_projection(cell, p, x).contiguous(), h0, c0, *params)
-    return y, (h, c)
+    return run_kernel(NativeLSTMScan, folded_projection, cell, p, x, state, mask, reverse)

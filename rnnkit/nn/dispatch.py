@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor, _VF
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 

@@ -16,6 +16,13 @@
  *   P = dh (1 - u), dh_prev = P + dA W_hh.
  */
 
+/* A padded row of a backward step: no gate saw it (dA = 0), dh passes through (P). */
+static inline void NAME(gru_pass_through)(long H, long gates, const real* g, const real* dy, real* P,
+                                          real* dA) {
+    for (long j = 0; j < H; j++) P[j] = g[j] + dy[j];
+    for (long j = 0; j < gates * H; j++) dA[j] = 0;
+}
+
 void NAME(gru_rb_forward_gates)(long B, long H, long threads, const real* xp, const real* rec,
                                 const real* h, real* A, real* RH) {
     PARALLEL_ROWS(threads)
@@ -56,8 +63,7 @@ void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, co
         const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * 3 * H, *hb = h + b * H;
         real *da = dA + b * 3 * H, *p = P + b * H;
         if (mask && !mask[b]) {
-            for (long j = 0; j < H; j++) p[j] = gb[j] + dyb[j];
-            for (long j = 0; j < 3 * H; j++) da[j] = 0;
+            NAME(gru_pass_through)(H, 3, gb, dyb, p, da);
             continue;
         }
         SIMD
@@ -109,8 +115,7 @@ void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const rea
         const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * 2 * H, *hb = h + b * H;
         real *da = dA + b * 2 * H, *p = P + b * H;
         if (mask && !mask[b]) {
-            for (long j = 0; j < H; j++) p[j] = gb[j] + dyb[j];
-            for (long j = 0; j < 2 * H; j++) da[j] = 0;
+            NAME(gru_pass_through)(H, 2, gb, dyb, p, da);
             continue;
         }
         SIMD
