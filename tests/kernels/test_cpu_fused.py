@@ -225,3 +225,33 @@ def test_native_pointwise_on_several_threads_matches_reference(name, monkeypatch
     assert cpu_common.pointwise_threads(3, 24) == 2
     for reverse, masked in itertools.product([False, True], [False, True]):
         test_float32_matches_reference_scan(name, reverse, masked, "native", monkeypatch)
+
+
+@pytest.mark.parametrize("factory", [lambda: rnnkit.LSTM(3, 520, layer_norm=True, peephole=True),
+                                     lambda: rnnkit.GRU(3, 260, variant="reset_before")],
+                         ids=["lstm_520", "gru_260"])
+def test_native_at_real_sizes_is_as_close_to_float64_as_the_reference(factory, monkeypatch):
+    """Widths that are no multiple of the vector length, several threads and oneDNN's
+    reordered weights (from 4H x H >= 2^20, T >= 8): the float32 kernel stays within the
+    float32 reference's own distance of a float64 run."""
+    use_backend("native", monkeypatch)
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    fast = factory()
+    ref32, ref64 = factory(), factory()
+    ref32.load_state_dict(fast.state_dict())
+    ref64.load_state_dict(fast.state_dict())
+    ref32.backend = ref64.backend = "scan"
+    ref64.double()
+    x = torch.randn(8, 17, 3)
+    results = []
+    for layer, xx in ((fast, x), (ref32, x), (ref64, x.double())):
+        xx = xx.clone().requires_grad_()
+        y, _ = layer(xx, lengths=torch.tensor([8] * 16 + [5]))
+        y.square().sum().backward()
+        results.append([y.detach(), xx.grad, *(p.grad for p in layer.parameters())])
+    assert fast.path == "kernel" and ref32.path == "scan"
+    for got, ref, exact in zip(*results):
+        scale = exact.abs().max()
+        err, ref_err = (got.double() - exact).abs().max() / scale, (ref.double() - exact).abs().max() / scale
+        assert err <= max(4 * ref_err, 1e-6), (err, ref_err)
