@@ -38,20 +38,22 @@ def _fns(dtype: torch.dtype) -> SimpleNamespace:
                               for k, (c_name, n) in _STEPS.items()})
 
 
-def _forward(fns, variant: str, reverse: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
+def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
              w_hh: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
     """The recurrence over ``xp (T, B, G*H)``. Returns ``A (T, B, G*H)`` gate activations,
-    ``RH (T, B, H)`` = ``r h`` (reset-before; else None) and the states ``Y (T, B, H)``."""
+    ``RH (T, B, H)`` = ``r h`` (reset-before; else None) and the states ``Y (T, B, H)``;
+    without ``store`` (no backward to come) ``A`` and ``RH`` hold one reused step."""
     T, B, GH = xp.shape
-    H = w_hh.shape[1]
-    A, Y = torch.empty_like(xp), xp.new_empty(T, B, H)
-    RH = xp.new_empty(T, B, H) if variant == "reset_before" else None
+    H, n = w_hh.shape[1], T if store else 1
+    A, Y = xp.new_empty(n, B, GH), xp.new_empty(T, B, H)
+    RH = xp.new_empty(n, B, H) if variant == "reset_before" else None
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
     p = SimpleNamespace(xp=step_ptrs(xp, T), A=step_ptrs(A, T), Y=step_ptrs(Y, T), RH=step_ptrs(RH, T),
                         mask=step_ptrs(m8, T))
     n, h = pointwise_threads(B, GH), h0
     if variant == "reset_before":
-        gemm_rz, gemm_n, rh_ = StepGemm(w_hh[:2 * H], B, T), StepGemm(w_hh[2 * H:], B, T), RH.unbind(0)
+        gemm_rz, gemm_n = StepGemm(w_hh[:2 * H], B, T), StepGemm(w_hh[2 * H:], B, T)
+        rh_ = RH.unbind(0) if store else [RH[0]] * T
         for t in step_order(T, reverse):
             rec = gemm_rz(h)
             fns.rb_gates(B, H, n, p.xp[t], rec.data_ptr(), h.data_ptr(), p.A[t], p.RH[t])
@@ -110,14 +112,15 @@ def _weight_grad(variant: str, reverse: bool, dA: Tensor, RH: Tensor | None, Y: 
 
 
 class NativeGRUScan(torch.autograd.Function):
-    """``(variant, reverse, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H),
-    h_n (B, H))``; ``xp`` is the input projection with both biases folded in."""
+    """``(variant, reverse, store, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H),
+    h_n (B, H))``; ``xp`` is the input projection with both biases folded in, ``store``
+    whether a backward may follow."""
 
     @staticmethod
-    def forward(ctx, variant: str, reverse: bool, mask: Tensor | None, xp: Tensor, h0: Tensor,
+    def forward(ctx, variant: str, reverse: bool, store: bool, mask: Tensor | None, xp: Tensor, h0: Tensor,
                 w_hh: Tensor):
         h0, w_hh = h0.contiguous(), w_hh.contiguous()
-        A, RH, Y = _forward(_fns(xp.dtype), variant, reverse, xp, h0, mask, w_hh)
+        A, RH, Y = _forward(_fns(xp.dtype), variant, reverse, store, xp, h0, mask, w_hh)
         ctx.variant, ctx.reverse = variant, reverse
         ctx.save_for_backward(mask, h0, w_hh, A, RH, Y)
         mf = float_mask(mask, xp)
@@ -127,12 +130,13 @@ class NativeGRUScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor):
         mask, h0, w_hh, A, RH, Y = ctx.saved_tensors
+        assert A.shape[0] == Y.shape[0], "forward kept no buffers: it ran without any input requiring grad"
         mf = float_mask(mask, A)
         dy = (dy if mf is None else dy * mf).contiguous()  # y = m * Y
         dA, dh0 = _backward(_fns(A.dtype), ctx.variant, ctx.reverse, A, RH, Y, h0, mask, dy, dh_n, w_hh)
         needs = ctx.needs_input_grad
-        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0) if needs[5] else None
-        return None, None, None, dA if needs[3] else None, dh0 if needs[4] else None, dw
+        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0) if needs[6] else None
+        return None, None, None, None, dA if needs[4] else None, dh0 if needs[5] else None, dw
 
 
 def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
@@ -145,5 +149,6 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
         from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     xp = folded_projection(cell, p, x).contiguous()
-    y, h = NativeGRUScan.apply(cell.variant, reverse, mask, xp, h0, p.weight_hh)
+    store = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, h0, p.weight_hh))
+    y, h = NativeGRUScan.apply(cell.variant, reverse, store, mask, xp, h0, p.weight_hh)
     return y, (h,)

@@ -59,6 +59,9 @@ class LSTMSpec:
     proj: bool
     reverse: bool
     eps: float = LN_EPS
+    #: whether a backward may follow (grad enabled, some input requires grad): without
+    #: one, the native kernel keeps no per-step buffers (the torch-ops one always does)
+    store: bool = True
 
 
 def gate_scale(hidden_size: int, like: Tensor) -> Tensor:
@@ -424,11 +427,13 @@ def run_kernel(function, projection, cell: LSTMCell, p: SimpleNamespace, x: Tens
     if not tensors_ok(x, (h0, c0)):
         from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
-    spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
-                    reverse=reverse)
     params = [getattr(p, name, None) for name in PARAMETERS]
     params = [None if w is None else w.contiguous() for w in params]
-    y, h, c = function.apply(spec, mask, projection(cell, p, x).contiguous(), h0, c0, *params)
+    xp = projection(cell, p, x).contiguous()
+    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xp, h0, c0, *params))
+    spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
+                    reverse=reverse, store=store)
+    y, h, c = function.apply(spec, mask, xp, h0, c0, *params)
     return y, (h, c)
 
 

@@ -52,15 +52,17 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     layer norm the per-step ``W_hh h`` and both norms' statistics ``(T, B)``."""
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
-    f = SimpleNamespace(A=torch.empty_like(xp), C=xp.new_empty(T, B, H), U=xp.new_empty(T, B, H),
+    n = T if spec.store else 1  # without a backward to come, one step's buffers are reused
+    f = SimpleNamespace(A=xp.new_empty(n, B, G), C=xp.new_empty(T, B, H), U=xp.new_empty(n, B, H),
                         Y=xp.new_empty(T, B, R), HP=[None] * T, stats=None)
-    f.M = xp.new_empty(T, B, H) if spec.proj else f.Y
+    f.M = xp.new_empty(n, B, H) if spec.proj else f.Y
     if spec.layer_norm:
-        f.stats = xp.new_empty(4, T, B)  # mean_h, rstd_h, mean_c, rstd_c
+        f.stats = xp.new_empty(4, n, B)  # mean_h, rstd_h, mean_c, rstd_c
     stats = [step_ptrs(s, T) for s in (f.stats if f.stats is not None else [None] * 4)]
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
     p = SimpleNamespace(xp=step_ptrs(xp, T), A=step_ptrs(f.A, T), C=step_ptrs(f.C, T),
                         U=step_ptrs(f.U, T), M=step_ptrs(f.M, T), mask=step_ptrs(m8, T))
+    M = f.M.unbind(0) if f.M.shape[0] == T else [f.M[0]] * T
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
@@ -69,12 +71,12 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     h, c = h0, c0
     for t in step_order(T, spec.reverse):
         rec = gemm(h)
-        f.HP[t] = rec if spec.layer_norm else None
+        f.HP[t] = rec if spec.layer_norm and spec.store else None
         fns.forward(B, H, flags, threads, spec.eps, p.xp[t], rec.data_ptr(), g_h, stats[0][t], stats[1][t],
                     c.data_ptr(), w_ci, w_cf, w_co, g_c, b_c, stats[2][t], stats[3][t],
                     p.mask[t], h.data_ptr(), p.A[t], p.C[t], p.U[t], p.M[t])
         if spec.proj:
-            proj(f.M[t], out=f.Y[t])
+            proj(M[t], out=f.Y[t])
             if mask is not None:  # padded steps keep the state
                 torch.where(mask[t], f.Y[t], h, out=f.Y[t])
         h, c = f.Y[t], f.C[t]
@@ -177,6 +179,7 @@ class NativeLSTMScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
+        assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
         (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
          A, C, U, Y, M, stats) = ctx.saved_tensors
         f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, stats=stats, HP=ctx.hp)

@@ -255,3 +255,24 @@ def test_native_at_real_sizes_is_as_close_to_float64_as_the_reference(factory, m
         scale = exact.abs().max()
         err, ref_err = (got.double() - exact).abs().max() / scale, (ref.double() - exact).abs().max() / scale
         assert err <= max(4 * ref_err, 1e-6), (err, ref_err)
+
+
+@pytest.mark.parametrize("name,reverse,masked", [(n, r, m) for n in sorted(CONFIGS)
+                                                 for r, m in [(False, False), (True, True)]])
+def test_native_without_backward_keeps_no_history_and_matches(name, reverse, masked, monkeypatch):
+    """With nothing to differentiate (no_grad, or no input requiring grad) the native
+    kernels reuse one step's buffers; outputs and final states stay the reference's."""
+    use_backend("native", monkeypatch)
+    cell = _cell(name, 4, 6, torch.float32)
+    x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    with torch.no_grad():
+        want = scan(cell, cell.own_params(), x, state, mask, reverse=reverse)
+        got = kernel(cell, cell.own_params(), x, state, mask, reverse=reverse)
+    for p in cell.parameters():
+        p.requires_grad_(False)
+    got2 = kernel(cell, cell.own_params(), x.detach(), tuple(s.detach() for s in state), mask, reverse=reverse)
+    for out in (got, got2):
+        torch.testing.assert_close(out[0], want[0], atol=1e-5, rtol=1e-5)
+        for a, b in zip(out[1], want[1]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
