@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..cells.base import layer_norm
+from . import native
 
 #: epsilon of the cells' layer norm (kept in sync with :func:`rnnkit.cells.base.layer_norm`).
 LN_EPS: float = inspect.signature(layer_norm).parameters["eps"].default
@@ -193,34 +194,28 @@ def step_ptrs(t: Tensor | None, n: int) -> list:
     return [base + k * stride for k in range(n)]
 
 
-#: oneDNN's reordered weights beat MKL's sgemm on the per-step GEMM from about this
-#: weight size on (measured on the 2-core EPYC box: 0.5-0.85x the time at 4H x H
-#: with H = 512, 1024; slower at H = 128), and only pay off their reorder over a few steps.
-ONEDNN_MIN_WEIGHT, ONEDNN_MIN_STEPS = 1 << 20, 8
-
-
 class StepGemm:
-    """``x @ weight.T`` for every step of a loop: ``weight (N, K)`` is fixed, ``x (B, K)``."""
+    """``x @ weight.T`` for every step of a loop, ``weight (N, K)`` fixed, ``x (B, K)``
+    (rows may be strided): rnnkit's compiled GEMM (:mod:`rnnkit.kernels.native`,
+    ``gemm.h``) with the weight packed once into panels. Why not ``torch.mm``: for
+    these skinny per-step products it measured 0.5-0.9x the time of MKL's sgemm and of
+    oneDNN with a reordered weight on the 2-core box (``B`` 1-64, ``4H x H``, H 128-1024)."""
 
-    def __init__(self, weight: Tensor, batch: int, steps: int) -> None:
-        self.packed = None
-        if (weight.dtype == torch.float32 and weight.numel() >= ONEDNN_MIN_WEIGHT
-                and steps >= ONEDNN_MIN_STEPS and torch.backends.mkldnn.is_available()
-                and torch.backends.mkldnn.enabled and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch)
-        else:
-            self.weight_t = weight.t().contiguous()
+    def __init__(self, weight: Tensor) -> None:
+        self.out_features = weight.shape[0]
+        self.gemm = native.bind("gemm_packed", weight.dtype, longs=5, pointers=4)
+        self.panels = native.pack_panels(weight.contiguous())
 
-    def __call__(self, x: Tensor, out: Tensor | None = None, add: Tensor | None = None) -> Tensor:
-        """``x @ weight.T`` (plus ``add``, into ``out`` when given)."""
-        if self.packed is None:
-            if add is None:
-                return torch.mm(x, self.weight_t, out=out)
-            return torch.addmm(add, x, self.weight_t, out=out)
-        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        if add is not None:
-            y.add_(add)
-        return y if out is None else out.copy_(y)
+    def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """``x @ weight.T (+ add)`` into ``out`` (contiguous ``(B, N)``) or a new tensor."""
+        B, K = x.shape
+        if x.stride(1) != 1:
+            x = x.contiguous()
+        out = x.new_empty(B, self.out_features) if out is None else out
+        add = None if add is None else add.contiguous()
+        self.gemm(B, self.out_features, K, x.stride(0), torch.get_num_threads(), x.data_ptr(),
+                  self.panels.data_ptr(), None if add is None else add.data_ptr(), out.data_ptr())
+        return out
 
 
 #: fewest gate values (B * 4H) per step worth running the pointwise step on more than

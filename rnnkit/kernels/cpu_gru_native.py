@@ -52,7 +52,7 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
                         mask=step_ptrs(m8, T))
     n, h = pointwise_threads(B, GH), h0
     if variant == "reset_before":
-        gemm_rz, gemm_n = StepGemm(w_hh[:2 * H], B, T), StepGemm(w_hh[2 * H:], B, T)
+        gemm_rz, gemm_n = StepGemm(w_hh[:2 * H]), StepGemm(w_hh[2 * H:])
         rh_ = RH.unbind(0) if store else [RH[0]] * T
         for t in step_order(T, reverse):
             rec = gemm_rz(h)
@@ -61,7 +61,7 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
             fns.rb_state(B, H, n, p.xp[t], nrec.data_ptr(), h.data_ptr(), p.mask[t], p.A[t], p.Y[t])
             h = Y[t]
     else:
-        gemm = StepGemm(w_hh, B, T)
+        gemm = StepGemm(w_hh)
         for t in step_order(T, reverse):
             rec = gemm(h)
             fns.s_forward(B, H, n, p.xp[t], rec.data_ptr(), h.data_ptr(), p.mask[t], p.A[t], p.Y[t])
@@ -82,7 +82,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, RH: Tensor | None, Y:
     h_prev = [h0.data_ptr() if k is None else Y[k].data_ptr() for k in prev]
     P, grad = A.new_empty(B, H), dh_n.contiguous()
     if variant == "reset_before":
-        back_n, back_rz = StepGemm(w_hh[2 * H:].t(), B, T), StepGemm(w_hh[:2 * H].t(), B, T)
+        back_n, back_rz = StepGemm(w_hh[2 * H:].t()), StepGemm(w_hh[:2 * H].t())
         dA_n, dA_rz = dA[..., 2 * H:].unbind(0), dA[..., :2 * H].unbind(0)
         for t in step_order(T, reverse)[::-1]:
             fns.rb_back_gates(B, H, n, grad.data_ptr(), p.dy[t], p.A[t], h_prev[t], p.mask[t], p.dA[t],
@@ -91,7 +91,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, RH: Tensor | None, Y:
             fns.rb_back_reset(B, H, n, drh.data_ptr(), p.A[t], h_prev[t], p.mask[t], p.dA[t], P.data_ptr())
             grad = back_rz(dA_rz[t], add=P)
     else:
-        back, dA_ = StepGemm(w_hh.t(), B, T), dA.unbind(0)
+        back, dA_ = StepGemm(w_hh.t()), dA.unbind(0)
         for t in step_order(T, reverse)[::-1]:
             fns.s_backward(B, H, n, grad.data_ptr(), p.dy[t], p.A[t], h_prev[t], p.mask[t], p.dA[t],
                            P.data_ptr())

@@ -66,7 +66,7 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
-    gemm, proj = StepGemm(w_hh, B, T), StepGemm(w_hr, B, T) if spec.proj else None
+    gemm, proj = StepGemm(w_hh), StepGemm(w_hr) if spec.proj else None
     threads = pointwise_threads(B, G)
     h, c = h0, c0
     for t in step_order(T, spec.reverse):
@@ -105,7 +105,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     work = f.A.new_empty(threads, 2 * H + G)
     not_m = None if mask is None else (~mask).to(dy.dtype)
     prev, c0p = prev_index(T, spec.reverse), c0.contiguous().data_ptr()
-    back, proj = StepGemm(w_hh.t(), B, T), StepGemm(w_hr.t(), B, T) if spec.proj else None
+    back, proj = StepGemm(w_hh.t()), StepGemm(w_hr.t()) if spec.proj else None
     grad, later = dh_n.contiguous(), None
     for t in step_order(T, spec.reverse)[::-1]:
         carry = mask is not None and later is not None

@@ -203,16 +203,25 @@ def test_threads_restored_after_forward_and_backward(backend, monkeypatch):
         torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_all_proj", "gru_reset_before", "gru_simplified"])
-def test_native_with_onednn_step_gemm_matches_reference(name, monkeypatch):
-    """The reordered-weight oneDNN GEMM (used from H ~ 512 on) gives the reference's numbers."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_step_gemm_matches_matmul(dtype, monkeypatch):
+    """The compiled per-step GEMM: every row-tile remainder (B 1-13), widths that end
+    mid-panel, strided rows, the added term, one and two threads."""
     use_backend("native", monkeypatch)
-    if not torch.backends.mkldnn.is_available():
-        pytest.skip("torch built without oneDNN")
-    monkeypatch.setattr(cpu_common, "ONEDNN_MIN_WEIGHT", 0)
-    monkeypatch.setattr(cpu_common, "ONEDNN_MIN_STEPS", 1)
-    assert cpu_common.StepGemm(torch.randn(8, 4), 3, 5).packed is not None
-    test_float32_matches_reference_scan(name, True, True, "native", monkeypatch)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for B, N, K in [(1, 16, 1), (2, 5, 3), (3, 33, 17), (7, 40, 64), (8, 512, 128), (13, 100, 9)]:
+            weight = torch.randn(N, K, dtype=dtype)
+            gemm = cpu_common.StepGemm(weight)
+            wide = torch.randn(B, 2 * K + 1, dtype=dtype)
+            x = wide[:, 1:K + 1]  # rows 2K+1 apart
+            add = torch.randn(B, N, dtype=dtype)
+            torch.testing.assert_close(gemm(x), x @ weight.t(), **tol)
+            torch.testing.assert_close(gemm(x, add=add), add + x @ weight.t(), **tol)
+            out = torch.empty(B, N, dtype=dtype)
+            assert gemm(x.contiguous(), out=out) is out
+            torch.testing.assert_close(out, x @ weight.t(), **tol)
 
 
 @pytest.mark.parametrize("name", ["lstm_peephole_layer_norm", "lstm_all_proj", "gru_reset_before",

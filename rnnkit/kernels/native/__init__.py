@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).parent
-SOURCES = ("steps.c", "lstm_step.h", "gru_step.h")
+SOURCES = ("steps.c", "gemm.h", "lstm_step.h", "gru_step.h")
 #: -ffast-math: reassociated sums and vectorised exp; the inputs of exp are clamped
 #: in the source, so no infinity or NaN arises there.
 FLAGS = ("-O3", "-ffast-math", "-fPIC", "-shared")
@@ -132,3 +132,13 @@ def bind(name: str, dtype, longs: int, pointers: int, reals: int = 0):
     fn.argtypes = [ctypes.c_long] * longs + [real] * reals + [ctypes.c_void_p] * pointers
     fn.restype = None
     return fn
+
+
+def pack_panels(weight):
+    """``weight (G, K)`` (contiguous) packed for ``gemm_packed`` (native/gemm.h): panels of
+    ``NR`` rows (two 32-byte vectors: 16 floats, 8 doubles), each ``[K][NR]``, zero past ``G``."""
+    G, K = weight.shape
+    nr = 2 * 32 // weight.element_size()
+    panels = weight.new_empty((G + nr - 1) // nr * K * nr)
+    bind("gemm_pack", weight.dtype, longs=2, pointers=2)(G, K, weight.data_ptr(), panels.data_ptr())
+    return panels

@@ -47,6 +47,7 @@ static inline float exp_f32(float x) {
 #define NAME(x) x##_f32
 #define EXPF exp_f32
 #define SQRTF sqrtf
+#include "gemm.h"
 #include "lstm_step.h"
 #include "gru_step.h"
 #undef real
@@ -58,5 +59,6 @@ static inline float exp_f32(float x) {
 #define NAME(x) x##_f64
 #define EXPF exp
 #define SQRTF sqrt
+#include "gemm.h"
 #include "lstm_step.h"
 #include "gru_step.h"

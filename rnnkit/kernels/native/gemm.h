@@ -1,0 +1,125 @@
+/* A small GEMM for the per-step recurrent products: out (B, G) = x (B, K) W^T (+ add),
+ * with W (G, K) packed once per sequence into panels of NR rows ([K][NR] each), so
+ * every step streams the panels contiguously. Register tiles of MR x NR outputs
+ * (GCC/clang vector extensions: AVX2 registers with -march=native, plain code
+ * elsewhere); panels are split over the OpenMP threads, each thread's panels staying
+ * in its own cache from step to step. Included twice by steps.c (float, double). */
+
+#define VL (32 / (long)sizeof(real))  /* lanes per 32-byte vector */
+#define NR (2 * VL)                    /* panel width: two vectors */
+typedef real NAME(vec) __attribute__((vector_size(32)));
+
+static inline NAME(vec) NAME(vload)(const real* p) {
+    NAME(vec) v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* P: ceil(G / NR) panels of K * NR values (rows past G are zero) */
+void NAME(gemm_pack)(long G, long K, const real* W, real* P) {
+    long panels = (G + NR - 1) / NR;
+    for (long p = 0; p < panels; p++)
+        for (long k = 0; k < K; k++)
+            for (long i = 0; i < NR; i++) {
+                long g = p * NR + i;
+                P[(p * K + k) * NR + i] = g < G ? W[g * K + k] : 0;
+            }
+}
+
+/* Stores one row of a tile: two vectors, the first `width` values (+ add). */
+static inline void NAME(store_row)(NAME(vec) lo, NAME(vec) hi, real* out, const real* add, long width) {
+    real buf[NR];
+    __builtin_memcpy(buf, &lo, sizeof lo);
+    __builtin_memcpy(buf + VL, &hi, sizeof hi);
+    if (add)
+        for (long j = 0; j < width; j++) out[j] = buf[j] + add[j];
+    else
+        for (long j = 0; j < width; j++) out[j] = buf[j];
+}
+
+/* 4 rows of x against one panel: eight accumulators, spelled out so they stay in
+ * registers (an array of them, or a loop over rows, ends up in memory). */
+static inline void NAME(tile4)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
+                               const real* add, long width) {
+    NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0}, a3 = {0}, b3 = {0};
+    const real *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
+    for (long k = 0; k < K; k++) {
+        NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);
+        a0 += x0[k] * w0; b0 += x0[k] * w1;
+        a1 += x1[k] * w0; b1 += x1[k] * w1;
+        a2 += x2[k] * w0; b2 += x2[k] * w1;
+        a3 += x3[k] * w0; b3 += x3[k] * w1;
+    }
+    NAME(store_row)(a0, b0, out, add, width);
+    NAME(store_row)(a1, b1, out + ldo, add ? add + ldo : 0, width);
+    NAME(store_row)(a2, b2, out + 2 * ldo, add ? add + 2 * ldo : 0, width);
+    NAME(store_row)(a3, b3, out + 3 * ldo, add ? add + 3 * ldo : 0, width);
+}
+
+/* 6 rows: twelve accumulators, enough to cover the FMA latency on two pipes */
+static inline void NAME(tile6)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
+                               const real* add, long width) {
+    NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
+    NAME(vec) a3 = {0}, b3 = {0}, a4 = {0}, b4 = {0}, a5 = {0}, b5 = {0};
+    const real *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx,
+               *x5 = x + 5 * ldx;
+    for (long k = 0; k < K; k++) {
+        NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);
+        a0 += x0[k] * w0; b0 += x0[k] * w1;
+        a1 += x1[k] * w0; b1 += x1[k] * w1;
+        a2 += x2[k] * w0; b2 += x2[k] * w1;
+        a3 += x3[k] * w0; b3 += x3[k] * w1;
+        a4 += x4[k] * w0; b4 += x4[k] * w1;
+        a5 += x5[k] * w0; b5 += x5[k] * w1;
+    }
+    NAME(vec) lo[6] = {a0, a1, a2, a3, a4, a5}, hi[6] = {b0, b1, b2, b3, b4, b5};
+    for (int i = 0; i < 6; i++)
+        NAME(store_row)(lo[i], hi[i], out + i * ldo, add ? add + i * ldo : 0, width);
+}
+
+static inline void NAME(tile2)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
+                               const real* add, long width) {
+    NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0};
+    const real *x0 = x, *x1 = x + ldx;
+    for (long k = 0; k < K; k++) {
+        NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);
+        a0 += x0[k] * w0; b0 += x0[k] * w1;
+        a1 += x1[k] * w0; b1 += x1[k] * w1;
+    }
+    NAME(store_row)(a0, b0, out, add, width);
+    NAME(store_row)(a1, b1, out + ldo, add ? add + ldo : 0, width);
+}
+
+static inline void NAME(tile1)(long K, const real* x, const real* pp, real* out, const real* add,
+                               long width) {
+    NAME(vec) a0 = {0}, b0 = {0};
+    for (long k = 0; k < K; k++) {
+        a0 += x[k] * NAME(vload)(pp + k * NR);
+        b0 += x[k] * NAME(vload)(pp + k * NR + VL);
+    }
+    NAME(store_row)(a0, b0, out, add, width);
+}
+
+/* out (B, G) = x (B, K; rows ldx apart) W^T (+ add (B, G)), W packed by gemm_pack */
+void NAME(gemm_packed)(long B, long G, long K, long ldx, long threads, const real* x, const real* P,
+                       const real* add, real* out) {
+    long panels = (G + NR - 1) / NR;
+    PARALLEL_ROWS(threads)
+    for (long p = 0; p < panels; p++) {
+        const real* pp = P + p * K * NR;
+        long g0 = p * NR, width = G - g0 < NR ? G - g0 : NR;
+        real* o = out + g0;
+        const real* a = add ? add + g0 : 0;
+        long b = 0;
+        for (; b + 6 <= B; b += 6)
+            NAME(tile6)(K, x + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
+        for (; b + 4 <= B; b += 4)
+            NAME(tile4)(K, x + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
+        for (; b + 2 <= B; b += 2)
+            NAME(tile2)(K, x + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
+        for (; b < B; b++)
+            NAME(tile1)(K, x + b * ldx, pp, o + b * G, a ? a + b * G : 0, width);
+    }
+}
+#undef NR
+#undef VL
