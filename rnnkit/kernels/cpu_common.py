@@ -186,11 +186,10 @@ def ptr(t: Tensor | None) -> int | None:
 
 
 def step_ptrs(t: Tensor | None, n: int) -> list:
-    """Addresses of ``t[0] ... t[n-1]`` for a contiguous ``t`` (None -> Nones); a ``t``
-    of one step is a buffer that every step reuses (inference keeps no history)."""
+    """Addresses of ``t[0] ... t[n-1]`` for a contiguous ``t`` (None -> Nones)."""
     if t is None:
         return [None] * n
-    base, stride = t.data_ptr(), (t.stride(0) * t.element_size() if t.shape[0] > 1 else 0)
+    base, stride = t.data_ptr(), t.stride(0) * t.element_size()
     return [base + k * stride for k in range(n)]
 
 

@@ -30,30 +30,50 @@ from .cpu_common import (StepGemm, float_mask, folded_projection, grad_weight_pr
 _STEPS = {"rb_gates": ("gru_rb_forward_gates", 5), "rb_state": ("gru_rb_forward_state", 6),
           "rb_back_gates": ("gru_rb_backward_gates", 7), "rb_back_reset": ("gru_rb_backward_reset", 6),
           "s_forward": ("gru_s_forward", 6), "s_backward": ("gru_s_backward", 7)}
+#: gru_sequence: (T, B, H, reset_before, threads, reverse, then 7 addresses)
+_SEQUENCE = ("gru_sequence", 6, 7)
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
     """The C steps for ``dtype`` with their ctypes signatures."""
-    return SimpleNamespace(**{k: native.bind(c_name, dtype, longs=3, pointers=n)
-                              for k, (c_name, n) in _STEPS.items()})
+    fns = {k: native.bind(c_name, dtype, longs=3, pointers=n) for k, (c_name, n) in _STEPS.items()}
+    name, longs, pointers = _SEQUENCE
+    return SimpleNamespace(**fns, sequence=native.bind(name, dtype, longs=longs, pointers=pointers))
 
 
-def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
-             w_hh: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-    """The recurrence over ``xp (T, B, G*H)``. Returns ``A (T, B, G*H)`` gate activations,
-    ``RH (T, B, H)`` = ``r h`` (reset-before; else None) and the states ``Y (T, B, H)``;
-    without ``store`` (no backward to come) ``A`` and ``RH`` hold one reused step."""
+def _infer(fns, variant: str, reverse: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
+           w_hh: Tensor) -> Tensor:
+    """The recurrence with no backward to come, the whole time loop in one C call
+    (``gru_sequence``); returns the states ``Y (T, B, H)``."""
     T, B, GH = xp.shape
-    H, n = w_hh.shape[1], T if store else 1
-    A, Y = xp.new_empty(n, B, GH), xp.new_empty(T, B, H)
-    RH = xp.new_empty(n, B, H) if variant == "reset_before" else None
+    H = w_hh.shape[1]
+    Y = xp.new_empty(T, B, H)
+    rb = variant == "reset_before"
+    panels = ([native.pack_panels(w_hh[:2 * H].contiguous()), native.pack_panels(w_hh[2 * H:].contiguous())]
+              if rb else [native.pack_panels(w_hh), None])
+    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    work = xp.new_empty(B * (2 * GH + H))
+    fns.sequence(T, B, H, int(rb), torch.get_num_threads(), int(reverse), xp.data_ptr(), panels[0].data_ptr(),
+                 None if panels[1] is None else panels[1].data_ptr(), h0.data_ptr(),
+                 None if m8 is None else m8.data_ptr(), Y.data_ptr(), work.data_ptr())
+    return Y
+
+
+def _forward(fns, variant: str, reverse: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
+             w_hh: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The recurrence over ``xp (T, B, G*H)``, keeping what the backward needs:
+    ``A (T, B, G*H)`` gate activations, ``RH (T, B, H)`` = ``r h`` (reset-before; else
+    None) and the states ``Y (T, B, H)``."""
+    T, B, GH = xp.shape
+    H = w_hh.shape[1]
+    A, Y = torch.empty_like(xp), xp.new_empty(T, B, H)
+    RH = xp.new_empty(T, B, H) if variant == "reset_before" else None
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
     p = SimpleNamespace(xp=step_ptrs(xp, T), A=step_ptrs(A, T), Y=step_ptrs(Y, T), RH=step_ptrs(RH, T),
                         mask=step_ptrs(m8, T))
     n, h = pointwise_threads(B, GH), h0
     if variant == "reset_before":
-        gemm_rz, gemm_n = StepGemm(w_hh[:2 * H]), StepGemm(w_hh[2 * H:])
-        rh_ = RH.unbind(0) if store else [RH[0]] * T
+        gemm_rz, gemm_n, rh_ = StepGemm(w_hh[:2 * H]), StepGemm(w_hh[2 * H:]), RH.unbind(0)
         for t in step_order(T, reverse):
             rec = gemm_rz(h)
             fns.rb_gates(B, H, n, p.xp[t], rec.data_ptr(), h.data_ptr(), p.A[t], p.RH[t])
@@ -120,17 +140,21 @@ class NativeGRUScan(torch.autograd.Function):
     def forward(ctx, variant: str, reverse: bool, store: bool, mask: Tensor | None, xp: Tensor, h0: Tensor,
                 w_hh: Tensor):
         h0, w_hh = h0.contiguous(), w_hh.contiguous()
-        A, RH, Y = _forward(_fns(xp.dtype), variant, reverse, store, xp, h0, mask, w_hh)
-        ctx.variant, ctx.reverse = variant, reverse
-        ctx.save_for_backward(mask, h0, w_hh, A, RH, Y)
+        fns = _fns(xp.dtype)
+        if store:
+            A, RH, Y = _forward(fns, variant, reverse, xp, h0, mask, w_hh)
+            ctx.save_for_backward(mask, h0, w_hh, A, RH, Y)
+        else:
+            Y = _infer(fns, variant, reverse, xp, h0, mask, w_hh)
+        ctx.variant, ctx.reverse, ctx.store = variant, reverse, store
         mf = float_mask(mask, xp)
         return (Y if mf is None else Y * mf), Y[0 if reverse else -1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor):
+        assert ctx.store, "forward kept no buffers: it ran without any input requiring grad"
         mask, h0, w_hh, A, RH, Y = ctx.saved_tensors
-        assert A.shape[0] == Y.shape[0], "forward kept no buffers: it ran without any input requiring grad"
         mf = float_mask(mask, A)
         dy = (dy if mf is None else dy * mf).contiguous()  # y = m * Y
         dA, dh0 = _backward(_fns(A.dtype), ctx.variant, ctx.reverse, A, RH, Y, h0, mask, dy, dh_n, w_hh)

@@ -38,9 +38,32 @@ def step_flags(spec: LSTMSpec) -> int:
 
 
 def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
-    """The C forward/backward step for ``dtype``, with their ctypes signatures."""
+    """The C forward/backward step and whole-sequence inference for ``dtype``, with
+    their ctypes signatures."""
     return SimpleNamespace(forward=native.bind("lstm_forward", dtype, longs=4, reals=1, pointers=19),
-                           backward=native.bind("lstm_backward", dtype, longs=4, pointers=25))
+                           backward=native.bind("lstm_backward", dtype, longs=4, pointers=25),
+                           sequence=native.bind("lstm_sequence", dtype, longs=7, reals=1, pointers=15))
+
+
+def _infer(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
+           w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
+    """The recurrence with no backward to come: the whole time loop in one C call
+    (``lstm_sequence``: per step GEMM, pointwise, projection), only ``Y (T, B, R)``
+    and ``C (T, B, H)`` kept. Same numbers as :func:`_forward`."""
+    T, B, G = xp.shape
+    H, R = G // 4, w_hh.shape[1]
+    f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T, B, H))
+    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
+    panels_hh = native.pack_panels(w_hh.contiguous())
+    panels_hr = native.pack_panels(w_hr.contiguous()) if spec.proj else None
+    work = xp.new_empty(B * (2 * G + 2 * H + 4))
+    w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
+    g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
+    fns.sequence(T, B, H, R, flags, torch.get_num_threads(), int(spec.reverse), spec.eps, xp.data_ptr(),
+                 panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(), c0.data_ptr(), g_h, w_ci, w_cf, w_co,
+                 g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(), work.data_ptr())
+    return f
 
 
 def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
@@ -52,17 +75,16 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     layer norm the per-step ``W_hh h`` and both norms' statistics ``(T, B)``."""
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
-    n = T if spec.store else 1  # without a backward to come, one step's buffers are reused
-    f = SimpleNamespace(A=xp.new_empty(n, B, G), C=xp.new_empty(T, B, H), U=xp.new_empty(n, B, H),
+    f = SimpleNamespace(A=torch.empty_like(xp), C=xp.new_empty(T, B, H), U=xp.new_empty(T, B, H),
                         Y=xp.new_empty(T, B, R), HP=[None] * T, stats=None)
-    f.M = xp.new_empty(n, B, H) if spec.proj else f.Y
+    f.M = xp.new_empty(T, B, H) if spec.proj else f.Y
     if spec.layer_norm:
-        f.stats = xp.new_empty(4, n, B)  # mean_h, rstd_h, mean_c, rstd_c
+        f.stats = xp.new_empty(4, T, B)  # mean_h, rstd_h, mean_c, rstd_c
     stats = [step_ptrs(s, T) for s in (f.stats if f.stats is not None else [None] * 4)]
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
     p = SimpleNamespace(xp=step_ptrs(xp, T), A=step_ptrs(f.A, T), C=step_ptrs(f.C, T),
                         U=step_ptrs(f.U, T), M=step_ptrs(f.M, T), mask=step_ptrs(m8, T))
-    M = f.M.unbind(0) if f.M.shape[0] == T else [f.M[0]] * T
+    M = f.M.unbind(0)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
@@ -71,7 +93,7 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     h, c = h0, c0
     for t in step_order(T, spec.reverse):
         rec = gemm(h)
-        f.HP[t] = rec if spec.layer_norm and spec.store else None
+        f.HP[t] = rec if spec.layer_norm else None
         fns.forward(B, H, flags, threads, spec.eps, p.xp[t], rec.data_ptr(), g_h, stats[0][t], stats[1][t],
                     c.data_ptr(), w_ci, w_cf, w_co, g_c, b_c, stats[2][t], stats[3][t],
                     p.mask[t], h.data_ptr(), p.A[t], p.C[t], p.U[t], p.M[t])
@@ -167,10 +189,14 @@ class NativeLSTMScan(torch.autograd.Function):
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
         h0, c0 = h0.contiguous(), c0.contiguous()
-        f = _forward(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
-        ctx.spec, ctx.hp = spec, f.HP
-        ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-                              f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.stats)
+        ctx.spec = spec
+        if spec.store:
+            f = _forward(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
+            ctx.hp = f.HP
+            ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.stats)
+        else:
+            f = _infer(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
         mf = float_mask(mask, xp)
         last = 0 if spec.reverse else xp.shape[0] - 1
         return (f.Y if mf is None else f.Y * mf), f.Y[last].clone(), f.C[last].clone()

@@ -127,3 +127,29 @@ void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const rea
         }
     }
 }
+
+/* Inference over a whole sequence in one call (like lstm_sequence): reset_before
+ * nonzero for the reset-before GRU (P_a = packed W_rz, P_b = packed W_n), else the
+ * simplified one (P_a = packed W_hh). Y (T, B, H) gets the states; work holds one
+ * step's scratch, B (3H + 3H + H) values. */
+void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads, long reverse,
+                        const real* xp, const real* P_a, const real* P_b, const real* h0,
+                        const unsigned char* mask, real* Y, real* work) {
+    const long GH = (reset_before ? 3 : 2) * H;
+    real *rec = work, *A = rec + B * GH, *RH = A + B * GH;
+    for (long s = 0; s < T; s++) {
+        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1;
+        const real* h = s ? Y + prev * B * H : h0;
+        const real* x = xp + t * B * GH;
+        const unsigned char* m = mask ? mask + t * B : 0;
+        if (reset_before) {
+            NAME(gemm_packed)(B, 2 * H, H, H, threads, h, P_a, 0, rec);
+            NAME(gru_rb_forward_gates)(B, H, threads, x, rec, h, A, RH);
+            NAME(gemm_packed)(B, H, H, H, threads, RH, P_b, 0, rec);
+            NAME(gru_rb_forward_state)(B, H, threads, x, rec, h, m, A, Y + t * B * H);
+        } else {
+            NAME(gemm_packed)(B, 2 * H, H, H, threads, h, P_a, 0, rec);
+            NAME(gru_s_forward)(B, H, threads, x, rec, h, m, A, Y + t * B * H);
+        }
+    }
+}

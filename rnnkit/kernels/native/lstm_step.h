@@ -219,3 +219,34 @@ void NAME(lstm_backward)(long B, long H, long flags, long threads,
     }
 }
 #undef BACKWARD_ROW
+
+/* Inference over a whole sequence in one call (nothing kept for a backward): per step
+ * the recurrent GEMM on the packed W_hh, the pointwise step and, with a projection
+ * (P_hr not NULL), its GEMM, with no return to Python in between. Y (T, B, R) gets
+ * the states and C (T, B, H) the cells; work holds one step's scratch,
+ * B (2 * 4H + 2H + 4) values. flags as lstm_forward's (CARRY_H without projection). */
+void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long reverse,
+                         real eps, const real* xp, const real* P_hh, const real* P_hr,
+                         const real* h0, const real* c0, const real* gamma_h,
+                         const real* w_ci, const real* w_cf, const real* w_co,
+                         const real* gamma_c, const real* beta_c, const unsigned char* mask,
+                         real* Y, real* C, real* work) {
+    const long G = 4 * H;
+    real *rec = work, *A = rec + B * G, *U = A + B * G, *M = U + B * H, *stats = M + B * H;
+    for (long s = 0; s < T; s++) {
+        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1;
+        const real *h = s ? Y + prev * B * R : h0, *c = s ? C + prev * B * H : c0;
+        const unsigned char* m = mask ? mask + t * B : 0;
+        real* y = Y + t * B * R;
+        NAME(gemm_packed)(B, G, R, R, threads, h, P_hh, 0, rec);
+        NAME(lstm_forward)(B, H, flags, threads, eps, xp + t * B * G, rec, gamma_h, stats, stats + B,
+                           c, w_ci, w_cf, w_co, gamma_c, beta_c, stats + 2 * B, stats + 3 * B,
+                           m, h, A, C + t * B * H, U, P_hr ? M : y);
+        if (P_hr) {
+            NAME(gemm_packed)(B, R, H, H, threads, M, P_hr, 0, y);
+            for (long b = 0; m && b < B; b++)  /* padded: the state passes through */
+                if (!m[b])
+                    for (long j = 0; j < R; j++) y[b * R + j] = h[b * R + j];
+        }
+    }
+}
