@@ -24,8 +24,8 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from . import native
-from .cpu_common import (StepGemm, float_mask, folded_projection, grad_projection, grad_weight_prev,
-                         pointwise_threads, prev_index, ptr, step_order, step_ptrs, sum_prev_products, sum_tb)
+from .cpu_common import (float_mask, folded_projection, grad_projection, grad_weight_prev, pointwise_threads, ptr,
+                         sum_prev_products, sum_tb)
 from .cpu_lstm import _INPUTS, LSTMSpec, run_kernel
 
 # the flags of native/steps.c
@@ -38,118 +38,71 @@ def step_flags(spec: LSTMSpec) -> int:
 
 
 def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
-    """The C forward/backward step and whole-sequence inference for ``dtype``, with
-    their ctypes signatures."""
-    return SimpleNamespace(forward=native.bind("lstm_forward", dtype, longs=4, reals=1, pointers=19),
-                           backward=native.bind("lstm_backward", dtype, longs=4, pointers=25),
-                           sequence=native.bind("lstm_sequence", dtype, longs=7, reals=1, pointers=15))
-
-
-def _infer(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
-           w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
-    """The recurrence with no backward to come: the whole time loop in one C call
-    (``lstm_sequence``: per step GEMM, pointwise, projection), only ``Y (T, B, R)``
-    and ``C (T, B, H)`` kept. Same numbers as :func:`_forward`."""
-    T, B, G = xp.shape
-    H, R = G // 4, w_hh.shape[1]
-    f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T, B, H))
-    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
-    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
-    panels_hh = native.pack_panels(w_hh.contiguous())
-    panels_hr = native.pack_panels(w_hr.contiguous()) if spec.proj else None
-    work = xp.new_empty(B * (2 * G + 2 * H + 4))
-    w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
-    g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
-    fns.sequence(T, B, H, R, flags, torch.get_num_threads(), int(spec.reverse), spec.eps, xp.data_ptr(),
-                 panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(), c0.data_ptr(), g_h, w_ci, w_cf, w_co,
-                 g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(), work.data_ptr())
-    return f
+    """The C forward and backward over a whole sequence for ``dtype``, with their
+    ctypes signatures (native/lstm_step.h)."""
+    return SimpleNamespace(
+        forward=native.bind("lstm_sequence", dtype, longs=9, reals=1, pointers=20),
+        backward=native.bind("lstm_backward_sequence", dtype, longs=8, pointers=23))
 
 
 def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
              w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, 4H)`` (input projection plus all additive
-    biases). Returns the buffers the backward needs: ``A (T, B, 4H)`` gate activations,
-    ``C``, ``U`` ``(T, B, H)`` cell states and ``tanh`` of the (normalised) cell,
-    ``Y (T, B, R)`` states, ``M`` (projection input, ``Y`` without projection), with
-    layer norm the per-step ``W_hh h`` and both norms' statistics ``(T, B)``."""
+    biases), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
+    ``C (T, B, H)`` cells and, with ``spec.store`` (a backward will follow), what it
+    needs: ``A (T, B, 4H)`` gate activations, ``U (T, B, H)`` ``tanh`` of the
+    (normalised) cell, ``M`` (projection input; ``Y`` without projection), with layer
+    norm ``HP (T, B, 4H)`` = ``W_hh h`` and both norms' statistics ``(4, T, B)``.
+    Without ``store`` those buffers hold one step, reused."""
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
-    f = SimpleNamespace(A=torch.empty_like(xp), C=xp.new_empty(T, B, H), U=xp.new_empty(T, B, H),
-                        Y=xp.new_empty(T, B, R), HP=[None] * T, stats=None)
-    f.M = xp.new_empty(T, B, H) if spec.proj else f.Y
-    if spec.layer_norm:
-        f.stats = xp.new_empty(4, T, B)  # mean_h, rstd_h, mean_c, rstd_c
-    stats = [step_ptrs(s, T) for s in (f.stats if f.stats is not None else [None] * 4)]
+    n = T if spec.store else 1
+    f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T, B, H), A=xp.new_empty(n, B, G),
+                        U=xp.new_empty(n, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
+                        HP=xp.new_empty(T, B, G) if spec.layer_norm and spec.store else None,
+                        stats=xp.new_empty(4, n, B))  # mean_h, rstd_h, mean_c, rstd_c
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
-    p = SimpleNamespace(xp=step_ptrs(xp, T), A=step_ptrs(f.A, T), C=step_ptrs(f.C, T),
-                        U=step_ptrs(f.U, T), M=step_ptrs(f.M, T), mask=step_ptrs(m8, T))
-    M = f.M.unbind(0)
+    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
+    panels_hh = native.pack_panels(w_hh.contiguous())
+    panels_hr = native.pack_panels(w_hr.contiguous()) if spec.proj else None
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
-    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
-    gemm, proj = StepGemm(w_hh), StepGemm(w_hr) if spec.proj else None
-    threads = pointwise_threads(B, G)
-    h, c = h0, c0
-    for t in step_order(T, spec.reverse):
-        rec = gemm(h)
-        f.HP[t] = rec if spec.layer_norm else None
-        fns.forward(B, H, flags, threads, spec.eps, p.xp[t], rec.data_ptr(), g_h, stats[0][t], stats[1][t],
-                    c.data_ptr(), w_ci, w_cf, w_co, g_c, b_c, stats[2][t], stats[3][t],
-                    p.mask[t], h.data_ptr(), p.A[t], p.C[t], p.U[t], p.M[t])
-        if spec.proj:
-            proj(M[t], out=f.Y[t])
-            if mask is not None:  # padded steps keep the state
-                torch.where(mask[t], f.Y[t], h, out=f.Y[t])
-        h, c = f.Y[t], f.C[t]
+    rec = xp.new_empty(B, G)  # one step's GEMM output (held here: the C only gets its address)
+    fns.forward(T, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
+                int(spec.store), spec.eps, xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
+                c0.data_ptr(), g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
+                f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr())
+    if not spec.proj:
+        f.M = f.Y
     return f
 
 
 def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
               c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
-    """BPTT through the recurrence. Returns ``dA (T, B, 4H)`` (grad wrt ``xp``),
-    ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)`` (grad wrt
-    ``W_hh h``, layer norm only), ``dh0, dc0`` and the norms' gain/shift grads."""
+    """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
+    (grad wrt ``xp``), ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)``
+    (grad wrt ``W_hh h``, layer norm only), ``dh0, dc0`` and the norms' gain/shift grads."""
     T, B, G = f.A.shape
     H, R = G // 4, w_hh.shape[1]
     g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
-                        dHP=f.A.new_empty(T, B, G) if spec.layer_norm else None,
-                        d_ln=None)
+                        dHP=torch.empty_like(f.A) if spec.layer_norm else None)
     threads = pointwise_threads(B, G)
     sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm else None  # per thread, summed after
     m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
-    p = SimpleNamespace(dA=step_ptrs(g.dA, T), DH=step_ptrs(g.DH, T), dy=step_ptrs(dy, T), A=step_ptrs(f.A, T),
-                        C=step_ptrs(f.C, T), U=step_ptrs(f.U, T), mask=step_ptrs(m8, T),
-                        dHP=step_ptrs(g.dHP, T))
-    stats = [step_ptrs(s, T) for s in (f.stats if f.stats is not None else [None] * 4)]
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
-    work = f.A.new_empty(threads, 2 * H + G)
-    not_m = None if mask is None else (~mask).to(dy.dtype)
-    prev, c0p = prev_index(T, spec.reverse), c0.contiguous().data_ptr()
-    back, proj = StepGemm(w_hh.t()), StepGemm(w_hr.t()) if spec.proj else None
-    grad, later = dh_n.contiguous(), None
-    for t in step_order(T, spec.reverse)[::-1]:
-        carry = mask is not None and later is not None
-        if spec.proj:  # DH_t = grad + dy_t (+ the later padded step's DH), then through W_hr
-            dh = torch.add(grad, dy[t], out=g.DH[t])
-            if carry:
-                dh.addcmul_(g.DH[later], not_m[later])
-            dm = proj(dh)  # held until the C has read it
-            dm_in, dy_t, carry_p, carry_m, dm_out = dm.data_ptr(), None, None, None, None
-        else:  # the C adds those up and stores DH_t
-            dm_in, dy_t, dm_out = grad.data_ptr(), p.dy[t], p.DH[t]
-            carry_p, carry_m = (p.DH[later], p.mask[later]) if carry else (None, None)
-        c_prev = c0p if prev[t] is None else p.C[prev[t]]
-        hp = f.HP[t].data_ptr() if spec.layer_norm else None
-        fns.backward(B, H, step_flags(spec), threads, dm_in, dy_t, carry_p, carry_m, dm_out, p.A[t], p.C[t],
-                     c_prev, p.U[t], w_ci, w_cf, w_co, g_c, stats[2][t], stats[3][t],
-                     hp, g_h, stats[0][t], stats[1][t], p.dHP[t], ptr(sums),
-                     p.mask[t], g.dc0.data_ptr(), p.dA[t], work.data_ptr())
-        grad = back(g.dHP[t] if spec.layer_norm else g.dA[t])
-        later = t
+    panels_hh_t = native.pack_panels(w_hh.t().contiguous())
+    panels_hr_t = native.pack_panels(w_hr.t().contiguous()) if spec.proj else None
+    grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
+    scratch, dm = f.A.new_empty(threads, 2 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
+    fns.backward(T, B, H, R, step_flags(spec), torch.get_num_threads(), threads, int(spec.reverse),
+                 panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(),
+                 f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
+                 w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), g.DH.data_ptr(), ptr(g.dHP), g.dc0.data_ptr(),
+                 grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr())
     if mask is not None:  # the first step padded: h0 passed straight through it
-        grad = grad.addcmul(g.DH[later], not_m[later])
+        first = T - 1 if spec.reverse else 0
+        grad.addcmul_(g.DH[first], (~mask[first]).to(grad.dtype))
     g.dh0 = grad
     g.d_ln = sums.sum(0) if spec.layer_norm else None
     return g
@@ -189,14 +142,11 @@ class NativeLSTMScan(torch.autograd.Function):
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
         h0, c0 = h0.contiguous(), c0.contiguous()
+        f = _forward(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
         ctx.spec = spec
         if spec.store:
-            f = _forward(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
-            ctx.hp = f.HP
             ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.stats)
-        else:
-            f = _infer(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
+                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats)
         mf = float_mask(mask, xp)
         last = 0 if spec.reverse else xp.shape[0] - 1
         return (f.Y if mf is None else f.Y * mf), f.Y[last].clone(), f.C[last].clone()
@@ -207,8 +157,8 @@ class NativeLSTMScan(torch.autograd.Function):
         spec: LSTMSpec = ctx.spec
         assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
         (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-         A, C, U, Y, M, stats) = ctx.saved_tensors
-        f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, stats=stats, HP=ctx.hp)
+         A, C, U, Y, M, HP, stats) = ctx.saved_tensors
+        f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats)
         needs = dict(zip(_INPUTS, ctx.needs_input_grad[2:]))
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None

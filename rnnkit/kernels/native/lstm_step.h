@@ -220,33 +220,83 @@ void NAME(lstm_backward)(long B, long H, long flags, long threads,
 }
 #undef BACKWARD_ROW
 
-/* Inference over a whole sequence in one call (nothing kept for a backward): per step
- * the recurrent GEMM on the packed W_hh, the pointwise step and, with a projection
- * (P_hr not NULL), its GEMM, with no return to Python in between. Y (T, B, R) gets
- * the states and C (T, B, H) the cells; work holds one step's scratch,
- * B (2 * 4H + 2H + 4) values. flags as lstm_forward's (CARRY_H without projection). */
-void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long reverse,
-                         real eps, const real* xp, const real* P_hh, const real* P_hr,
+/* The forward over a whole sequence in one call: per step the recurrent GEMM on the
+ * packed W_hh, the pointwise step and, with a projection (P_hr not NULL), its GEMM,
+ * with no return to Python in between. Y (T, B, R) gets the states, C (T, B, H) the
+ * cells. With `store` (a backward will follow) A (T, B, 4H), U (T, B, H), M (T, B, H;
+ * projection only), HP (T, B, 4H; layer norm only: W_hh h) and stats (4, T, B) keep
+ * every step; without, they hold one step, reused (HP may then be NULL: rec is used).
+ * rec: one step's GEMM output (B, 4H). flags as lstm_forward's; threads for the
+ * GEMMs, pw_threads for the pointwise step (one for small steps: a fork costs more). */
+void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long pw_threads,
+                         long reverse, long store, real eps, const real* xp, const real* P_hh, const real* P_hr,
                          const real* h0, const real* c0, const real* gamma_h,
                          const real* w_ci, const real* w_cf, const real* w_co,
                          const real* gamma_c, const real* beta_c, const unsigned char* mask,
-                         real* Y, real* C, real* work) {
-    const long G = 4 * H;
-    real *rec = work, *A = rec + B * G, *U = A + B * G, *M = U + B * H, *stats = M + B * H;
+                         real* Y, real* C, real* A, real* U, real* M, real* HP, real* stats,
+                         real* rec) {
+    const long G = 4 * H, Ts = store ? T : 1;
     for (long s = 0; s < T; s++) {
-        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1;
+        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, k = store ? t : 0;
         const real *h = s ? Y + prev * B * R : h0, *c = s ? C + prev * B * H : c0;
         const unsigned char* m = mask ? mask + t * B : 0;
-        real* y = Y + t * B * R;
-        NAME(gemm_packed)(B, G, R, R, threads, h, P_hh, 0, rec);
-        NAME(lstm_forward)(B, H, flags, threads, eps, xp + t * B * G, rec, gamma_h, stats, stats + B,
-                           c, w_ci, w_cf, w_co, gamma_c, beta_c, stats + 2 * B, stats + 3 * B,
-                           m, h, A, C + t * B * H, U, P_hr ? M : y);
+        real *y = Y + t * B * R, *r = (HP && store) ? HP + t * B * G : rec, *st = stats + k * B;
+        NAME(gemm_packed)(B, G, R, R, threads, h, P_hh, 0, r);
+        NAME(lstm_forward)(B, H, flags, pw_threads, eps, xp + t * B * G, r, gamma_h, st, st + Ts * B,
+                           c, w_ci, w_cf, w_co, gamma_c, beta_c, st + 2 * Ts * B, st + 3 * Ts * B,
+                           m, h, A + k * B * G, C + t * B * H, U + k * B * H, P_hr ? M + k * B * H : y);
         if (P_hr) {
-            NAME(gemm_packed)(B, R, H, H, threads, M, P_hr, 0, y);
+            NAME(gemm_packed)(B, R, H, H, threads, M + k * B * H, P_hr, 0, y);
             for (long b = 0; m && b < B; b++)  /* padded: the state passes through */
                 if (!m[b])
                     for (long j = 0; j < R; j++) y[b * R + j] = h[b * R + j];
         }
+    }
+}
+
+/* Backpropagation through a whole sequence in one call (after lstm_sequence with
+ * store), the step of lstm_backward plus the GEMMs: P_hhT packs W_hh^T (R, 4H) so
+ * that a GEMM gives dh_{t-1} = src W_hh (src = dA, or dHP with layer norm), P_hrT
+ * packs W_hr^T (H, R): dm = DH_t W_hr. Fills dA, DH (T, B, R: the gradient wrt each
+ * state, as it entered its step), dHP; dc (B, H) goes from dc_T to dc_0 in place and
+ * grad (B, R) from dh_T to the gradient wrt h0 before the first step's padding carry
+ * (the caller adds that). sums, scratch: as lstm_backward's. dm: B * H scratch. */
+void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, long threads,
+                                  long pw_threads, long reverse, const real* P_hhT, const real* P_hrT,
+                                  const real* dy, const unsigned char* mask, const real* c0,
+                                  const real* A, const real* C, const real* U, const real* HP,
+                                  const real* stats, const real* w_ci, const real* w_cf,
+                                  const real* w_co, const real* gamma_c, const real* gamma_h,
+                                  real* dA, real* DH, real* dHP, real* dc, real* grad, real* sums,
+                                  real* scratch, real* dm) {
+    const long G = 4 * H;
+    const int ln = flags & LAYER_NORM;
+    for (long s = T - 1; s >= 0; s--) {
+        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, later = reverse ? t - 1 : t + 1;
+        const int has_later = s < T - 1;
+        const unsigned char *m = mask ? mask + t * B : 0, *ml = (mask && has_later) ? mask + later * B : 0;
+        const real* c_prev = s ? C + prev * B * H : c0;
+        real *dh = DH + t * B * R, *da = dA + t * B * G, *dhp = ln ? dHP + t * B * G : 0;
+        const real *st = stats + t * B;
+        const real *mean_h = ln ? st : 0, *rstd_h = ln ? st + T * B : 0;
+        const real *mean_c = ln ? st + 2 * T * B : 0, *rstd_c = ln ? st + 3 * T * B : 0;
+        if (P_hrT) {  /* DH_t = grad + dy_t (+ the later padded step's DH), then dm = DH_t W_hr */
+            for (long i = 0; i < B * R; i++) dh[i] = grad[i] + dy[t * B * R + i];
+            for (long b = 0; ml && b < B; b++)
+                if (!ml[b])
+                    for (long j = 0; j < R; j++) dh[b * R + j] += DH[later * B * R + b * R + j];
+            NAME(gemm_packed)(B, H, R, R, threads, dh, P_hrT, 0, dm);
+            NAME(lstm_backward)(B, H, flags, pw_threads, dm, 0, 0, 0, 0, A + t * B * G, C + t * B * H,
+                                c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c, mean_c, rstd_c,
+                                ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h, dhp, sums, m, dc, da,
+                                scratch);
+        } else {  /* lstm_backward adds grad, dy_t and the carry up into DH_t */
+            NAME(lstm_backward)(B, H, flags, pw_threads, grad, dy + t * B * R,
+                                ml ? DH + later * B * R : 0, ml, dh, A + t * B * G,
+                                C + t * B * H, c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c,
+                                mean_c, rstd_c, ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h,
+                                dhp, sums, m, dc, da, scratch);
+        }
+        NAME(gemm_packed)(B, R, G, G, threads, ln ? dhp : da, P_hhT, 0, grad);
     }
 }
