@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from ..cells.base import layer_norm
-from . import native
 
 #: epsilon of the cells' layer norm (kept in sync with :func:`rnnkit.cells.base.layer_norm`).
 LN_EPS: float = inspect.signature(layer_norm).parameters["eps"].default
@@ -182,39 +181,8 @@ class ThreadSwitch:
 # --- for the kernels with a compiled pointwise step (rnnkit.kernels.native) ---------
 
 def ptr(t: Tensor | None) -> int | None:
+    """A tensor's address for the C steps (None stays None: an absent argument)."""
     return None if t is None else t.data_ptr()
-
-
-def step_ptrs(t: Tensor | None, n: int) -> list:
-    """Addresses of ``t[0] ... t[n-1]`` for a contiguous ``t`` (None -> Nones)."""
-    if t is None:
-        return [None] * n
-    base, stride = t.data_ptr(), t.stride(0) * t.element_size()
-    return [base + k * stride for k in range(n)]
-
-
-class StepGemm:
-    """``x @ weight.T`` for every step of a loop, ``weight (N, K)`` fixed, ``x (B, K)``
-    (rows may be strided): rnnkit's compiled GEMM (:mod:`rnnkit.kernels.native`,
-    ``gemm.h``) with the weight packed once into panels. Why not ``torch.mm``: for
-    these skinny per-step products it measured 0.5-0.9x the time of MKL's sgemm and of
-    oneDNN with a reordered weight on the 2-core box (``B`` 1-64, ``4H x H``, H 128-1024)."""
-
-    def __init__(self, weight: Tensor) -> None:
-        self.out_features = weight.shape[0]
-        self.gemm = native.bind("gemm_packed", weight.dtype, longs=5, pointers=4)
-        self.panels = native.pack_panels(weight.contiguous())
-
-    def __call__(self, x: Tensor, add: Tensor | None = None, out: Tensor | None = None) -> Tensor:
-        """``x @ weight.T (+ add)`` into ``out`` (contiguous ``(B, N)``) or a new tensor."""
-        B, K = x.shape
-        if x.stride(1) != 1:
-            x = x.contiguous()
-        out = x.new_empty(B, self.out_features) if out is None else out
-        add = None if add is None else add.contiguous()
-        self.gemm(B, self.out_features, K, x.stride(0), torch.get_num_threads(), x.data_ptr(),
-                  self.panels.data_ptr(), None if add is None else add.data_ptr(), out.data_ptr())
-        return out
 
 
 #: fewest gate values (B * 4H) per step worth running the pointwise step on more than
@@ -226,9 +194,3 @@ def pointwise_threads(batch: int, gates: int) -> int:
     """Threads for a C step over ``(batch, gates)`` values: the caller's intra-op count
     for large steps, else one."""
     return torch.get_num_threads() if batch * gates >= PARALLEL_MIN_GATES else 1
-
-
-def prev_index(T: int, reverse: bool) -> list[int | None]:
-    """For each step, the index in ``Y``/``C`` of the state before it (None: initial)."""
-    return [t + 1 if t + 1 < T else None for t in range(T)] if reverse else [t - 1 if t else None
-                                                                             for t in range(T)]

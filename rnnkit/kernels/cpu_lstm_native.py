@@ -41,8 +41,8 @@ def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
     """The C forward and backward over a whole sequence for ``dtype``, with their
     ctypes signatures (native/lstm_step.h)."""
     return SimpleNamespace(
-        forward=native.bind("lstm_sequence", dtype, longs=9, reals=1, pointers=20),
-        backward=native.bind("lstm_backward_sequence", dtype, longs=8, pointers=23))
+        forward=native.bind("lstm_sequence", dtype),
+        backward=native.bind("lstm_backward_sequence", dtype))
 
 
 def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -123,13 +124,29 @@ def available(dtype) -> bool:
     return str(dtype).removeprefix("torch.") in SUFFIXES and library() is not None
 
 
-def bind(name: str, dtype, longs: int, pointers: int, reals: int = 0):
-    """The C function ``name`` for ``dtype`` with its ctypes signature: ``longs`` integer
-    arguments, then ``reals`` scalars of the element type, then ``pointers`` addresses
-    (a wrong count would pass truncated addresses, so every call is declared)."""
+@functools.lru_cache(maxsize=None)
+def signature(name: str) -> tuple[str, ...]:
+    """The parameter kinds of the exported C function ``name`` (``"long"``, ``"real"``
+    or ``"pointer"``), read from its definition in the sources, so no call site can
+    pass a wrong count (ctypes would truncate the extra addresses silently)."""
+    pattern = re.compile(r"void\s+NAME\(" + re.escape(name) + r"\)\s*\(([^)]*)\)", re.S)
+    for source in SOURCES:
+        match = pattern.search((_HERE / source).read_text())
+        if match:
+            kinds = []
+            for param in match.group(1).split(","):
+                param = " ".join(param.split())
+                kinds.append("pointer" if "*" in param else param.split()[-2] if len(param.split()) > 1 else param)
+            return tuple(kinds)
+    raise KeyError(f"no C function {name!r} in {SOURCES}")
+
+
+def bind(name: str, dtype):
+    """The C function ``name`` for ``dtype`` (a torch dtype) with its ctypes signature."""
     suffix, real = SUFFIXES[str(dtype).removeprefix("torch.")]
+    types = {"long": ctypes.c_long, "real": real, "pointer": ctypes.c_void_p}
     fn = getattr(library(), name + suffix)
-    fn.argtypes = [ctypes.c_long] * longs + [real] * reals + [ctypes.c_void_p] * pointers
+    fn.argtypes = [types[kind] for kind in signature(name)]
     fn.restype = None
     return fn
 
@@ -140,5 +157,19 @@ def pack_panels(weight):
     G, K = weight.shape
     nr = 2 * 32 // weight.element_size()
     panels = weight.new_empty((G + nr - 1) // nr * K * nr)
-    bind("gemm_pack", weight.dtype, longs=2, pointers=2)(G, K, weight.data_ptr(), panels.data_ptr())
+    bind("gemm_pack", weight.dtype)(G, K, weight.data_ptr(), panels.data_ptr())
     return panels
+
+
+def gemm(x, panels, out_features: int, add=None, out=None):
+    """``x (B, K) @ W.T (+ add)`` with ``W (out_features, K)`` packed by :func:`pack_panels`
+    (rows of ``x`` may be strided), into ``out`` or a new ``(B, out_features)`` tensor:
+    the C GEMM the sequence kernels run per step, exposed for tests and benchmarks."""
+    import torch  # deferred: the build helpers above need no torch
+    B, K = x.shape
+    x = x if x.stride(1) == 1 else x.contiguous()
+    out = x.new_empty(B, out_features) if out is None else out
+    add = None if add is None else add.contiguous()
+    bind("gemm_packed", x.dtype)(B, out_features, K, x.stride(0), torch.get_num_threads(), x.data_ptr(),
+                                 panels.data_ptr(), None if add is None else add.data_ptr(), out.data_ptr())
+    return out

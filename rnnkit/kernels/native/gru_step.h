@@ -128,28 +128,54 @@ void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const rea
     }
 }
 
-/* Inference over a whole sequence in one call (like lstm_sequence): reset_before
+/* The forward over a whole sequence in one call (like lstm_sequence): reset_before
  * nonzero for the reset-before GRU (P_a = packed W_rz, P_b = packed W_n), else the
- * simplified one (P_a = packed W_hh). Y (T, B, H) gets the states; work holds one
- * step's scratch, B (3H + 3H + H) values. */
-void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads, long reverse,
-                        const real* xp, const real* P_a, const real* P_b, const real* h0,
-                        const unsigned char* mask, real* Y, real* work) {
+ * simplified one (P_a = packed W_hh). Y (T, B, H) gets the states; with `store`
+ * A (T, B, G*H) and RH (T, B, H; reset-before) keep every step for the backward,
+ * without they hold one step. rec: (B, 2H) scratch. */
+void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads, long pw_threads,
+                        long reverse, long store, const real* xp, const real* P_a, const real* P_b,
+                        const real* h0, const unsigned char* mask, real* Y, real* A, real* RH,
+                        real* rec) {
     const long GH = (reset_before ? 3 : 2) * H;
-    real *rec = work, *A = rec + B * GH, *RH = A + B * GH;
     for (long s = 0; s < T; s++) {
-        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1;
-        const real* h = s ? Y + prev * B * H : h0;
-        const real* x = xp + t * B * GH;
+        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, k = store ? t : 0;
+        const real *h = s ? Y + prev * B * H : h0, *x = xp + t * B * GH;
         const unsigned char* m = mask ? mask + t * B : 0;
+        real *a = A + k * B * GH, *y = Y + t * B * H;
+        NAME(gemm_packed)(B, 2 * H, H, H, threads, h, P_a, 0, rec);
         if (reset_before) {
-            NAME(gemm_packed)(B, 2 * H, H, H, threads, h, P_a, 0, rec);
-            NAME(gru_rb_forward_gates)(B, H, threads, x, rec, h, A, RH);
-            NAME(gemm_packed)(B, H, H, H, threads, RH, P_b, 0, rec);
-            NAME(gru_rb_forward_state)(B, H, threads, x, rec, h, m, A, Y + t * B * H);
+            real* rh = RH + k * B * H;
+            NAME(gru_rb_forward_gates)(B, H, pw_threads, x, rec, h, a, rh);
+            NAME(gemm_packed)(B, H, H, H, threads, rh, P_b, 0, rec);
+            NAME(gru_rb_forward_state)(B, H, pw_threads, x, rec, h, m, a, y);
         } else {
-            NAME(gemm_packed)(B, 2 * H, H, H, threads, h, P_a, 0, rec);
-            NAME(gru_s_forward)(B, H, threads, x, rec, h, m, A, Y + t * B * H);
+            NAME(gru_s_forward)(B, H, pw_threads, x, rec, h, m, a, y);
         }
+    }
+}
+
+/* BPTT through a whole sequence in one call (after gru_sequence with store): P_aT packs
+ * W_rz^T (H, 2H) (simplified: W_hh^T), P_bT packs W_n^T (H, H). Fills dA (T, B, G*H);
+ * grad (B, H) goes from dh_T to the gradient wrt h0 in place. P, drh: (B, H) scratch. */
+void NAME(gru_backward_sequence)(long T, long B, long H, long reset_before, long threads,
+                                 long pw_threads, long reverse, const real* P_aT, const real* P_bT,
+                                 const real* dy, const unsigned char* mask, const real* h0,
+                                 const real* A, const real* Y, real* dA, real* grad, real* P,
+                                 real* drh) {
+    const long GH = (reset_before ? 3 : 2) * H;
+    for (long s = T - 1; s >= 0; s--) {
+        long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1;
+        const real *h = s ? Y + prev * B * H : h0, *a = A + t * B * GH, *d = dy + t * B * H;
+        const unsigned char* m = mask ? mask + t * B : 0;
+        real* da = dA + t * B * GH;
+        if (reset_before) {
+            NAME(gru_rb_backward_gates)(B, H, pw_threads, grad, d, a, h, m, da, P);
+            NAME(gemm_packed)(B, H, H, GH, threads, da + 2 * H, P_bT, 0, drh);  /* dRH = dA_n W_n */
+            NAME(gru_rb_backward_reset)(B, H, pw_threads, drh, a, h, m, da, P);
+        } else {
+            NAME(gru_s_backward)(B, H, pw_threads, grad, d, a, h, m, da, P);
+        }
+        NAME(gemm_packed)(B, H, 2 * H, GH, threads, da, P_aT, P, grad);  /* P + dA_rz W_rz */
     }
 }
