@@ -1,17 +1,17 @@
 """Fused CPU paths for the custom cells torch.nn has no kernel for.
 
 * :mod:`rnnkit.kernels.cpu_lstm_native`: :class:`~rnnkit.cells.LSTMCell` with
-  peepholes and/or layer norm, with or without projection, its pointwise step
-  compiled C (:mod:`rnnkit.kernels.native`, built on first use); where no C compiler
-  is found, :mod:`rnnkit.kernels.cpu_lstm` computes the same in torch ops;
+  peepholes and/or layer norm, with or without projection, its time loop compiled C
+  (:mod:`rnnkit.kernels.native`, built on first use); where no C compiler is found,
+  :mod:`rnnkit.kernels.cpu_lstm` computes the same in torch ops;
 * :mod:`rnnkit.kernels.cpu_gru_native`: :class:`~rnnkit.cells.GRUCell` ``"reset_before"``
   and ``"simplified"``, the same way (fallback :mod:`rnnkit.kernels.cpu_gru`).
 
 Each runs the whole sequence as one ``torch.autograd.Function`` with a hand-derived
 backward (no per-step autograd graph): the input projection for all steps as one
-GEMM, per step one recurrent GEMM into a preallocated buffer plus a handful of
-in-place elementwise ops, and the weight gradients as a few large GEMMs after the
-backward loop. Anything else (other devices and dtypes, tracing or compiling,
+GEMM, the time loop (in C, or per step a torch GEMM plus a handful of in-place
+elementwise ops in the fallback), and the weight gradients as a few large GEMMs after
+the backward loop. Anything else (other devices and dtypes, tracing or compiling,
 autocast, subclasses of the cells, ``GRUCell("reset_after")`` and the plain LSTM,
 which torch.nn runs) gets None here, so the reference :func:`rnnkit.nn.scan.scan` runs.
 

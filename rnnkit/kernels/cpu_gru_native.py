@@ -1,15 +1,16 @@
-r"""Fused CPU GRU with compiled pointwise steps: :class:`rnnkit.cells.GRUCell`
-``variant="reset_before"`` (gates ``r, z, n``) and ``"simplified"`` (gates ``u, n``).
+r"""Fused CPU GRU in compiled C: :class:`rnnkit.cells.GRUCell` ``variant="reset_before"``
+(gates ``r, z, n``) and ``"simplified"`` (gates ``u, n``).
 
-The structure of :mod:`rnnkit.kernels.cpu_lstm_native`, the equations in
-``native/gru_step.h``. Reset-before needs the reset gate before its candidate's GEMM,
-so each step is GEMM, C, GEMM, C forward (``W_rz h``, gates, ``W_n (r h)``, state) and
-C, GEMM, C, GEMM backward; the simplified GRU one GEMM and one C call each way. The
-C leaves ``P``, the part of ``dh_{t-1}`` that bypasses ``W_hh``, and the step's GEMM
-adds ``dA W_hh`` to it. Padded steps (mask 0) keep the state: ``dA = 0``, ``P = dh``.
+The structure of :mod:`rnnkit.kernels.cpu_lstm_native` (the time loop in C, one call
+forward and one backward), the equations in ``native/gru_step.h``. Reset-before needs
+the reset gate before its candidate's GEMM, so each step is GEMM, pointwise, GEMM,
+pointwise both ways (``W_rz h``, gates, ``W_n (r h)``, state); the simplified GRU one
+of each. The backward's pointwise step leaves ``P``, the part of ``dh_{t-1}`` that
+bypasses ``W_hh``, and the step's GEMM adds ``dA W_hh`` to it. Padded steps (mask 0)
+keep the state: ``dA = 0``, ``P = dh``.
 
-Used whenever the C could be built (:func:`rnnkit.kernels.native.available`);
-otherwise :mod:`rnnkit.kernels.cpu_gru` computes the same in torch ops.
+Used whenever :func:`rnnkit.kernels.native.available`; otherwise
+:mod:`rnnkit.kernels.cpu_gru` computes the same in torch ops.
 """
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
-r"""Fused CPU LSTM with a compiled pointwise step: peephole and/or layer norm, with or
-without projection (:class:`rnnkit.cells.LSTMCell`, gate order ``i, f, g, o``).
+r"""Fused CPU LSTM in compiled C: peephole and/or layer norm, with or without
+projection (:class:`rnnkit.cells.LSTMCell`, gate order ``i, f, g, o``).
 
 Same structure as :mod:`rnnkit.kernels.cpu_lstm` (one :class:`torch.autograd.Function`
-for the whole sequence, hoisted input GEMM, hand-derived BPTT, weight gradients as
-big GEMMs after the loop), but each step's pointwise work, layer norms included, is
-one call into C (:mod:`rnnkit.kernels.native`, equations in ``native/lstm_step.h``)
-instead of ~10 torch ops, so per step there are two calls forward (GEMM, C) and two
-backward (C, GEMM). The recurrent GEMMs of large weights use oneDNN with the weight
-reordered once per call into its blocked layout (:class:`StepGemm`).
+for the whole sequence, input projection for all steps as one GEMM by torch before
+it, hand-derived BPTT, weight gradients as big GEMMs by torch after it), but the time
+loop itself runs in C (:mod:`rnnkit.kernels.native`; equations in
+``native/lstm_step.h``): one call runs every step's recurrent GEMM (rnnkit's packed
+GEMM, ``native/gemm.h``) and pointwise work, layer norms included, forward; another
+the whole BPTT. No Python, no torch dispatch per step. When no backward can follow
+(no_grad, nothing requiring grad) the forward keeps one step's buffers, not ``T``.
 
-Used whenever :func:`rnnkit.kernels.native.library` could build the C; otherwise the
-torch-ops kernel of :mod:`rnnkit.kernels.cpu_lstm` runs. Both are tested against the
-reference step.
+Used whenever :func:`rnnkit.kernels.native.available`; otherwise the torch-ops kernel
+of :mod:`rnnkit.kernels.cpu_lstm` runs. Both are tested against the reference step.
 """
 from __future__ import annotations
 

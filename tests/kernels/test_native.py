@@ -23,7 +23,7 @@ needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, 
 @needs_cc
 def test_builds_once_into_the_cache_and_reuses_it(fresh):
     lib = native.library()
-    assert lib is not None and hasattr(lib, "lstm_forward_f32") and hasattr(lib, "lstm_backward_f64")
+    assert lib is not None and hasattr(lib, "lstm_sequence_f32") and hasattr(lib, "gru_backward_sequence_f64")
     built = sorted(fresh.glob("*.so"))
     assert len(built) == 1 and not list(fresh.glob("*.tmp"))  # renamed into place, no leftovers
     mtime = built[0].stat().st_mtime_ns
@@ -61,3 +61,12 @@ def test_ci_builds_the_native_steps():
     not silently replaced by the fallback."""
     native.library.cache_clear()
     assert native.library() is not None
+
+
+def test_signatures_are_read_from_the_c_definitions():
+    """ctypes gets every exported function's parameter kinds from the source itself."""
+    assert native.signature("gemm_pack") == ("long", "long", "pointer", "pointer")
+    kinds = native.signature("lstm_sequence")
+    assert kinds[:9] == ("long",) * 9 and kinds[9] == "real" and set(kinds[10:]) == {"pointer"}
+    with pytest.raises(KeyError, match="no C function"):
+        native.signature("no_such_function")

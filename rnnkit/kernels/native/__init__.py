@@ -1,16 +1,21 @@
-"""Compiled pointwise steps for the fused CPU kernels, built on first use.
+"""The compiled time loops of the fused CPU kernels, built on first use.
 
-The C sources beside this file (``steps.c``, ``lstm_step.h``, ``gru_step.h``) hold only the O(B * H)
-per-step work; the GEMMs stay in torch. They are plain C with no Python or torch
-headers, so building takes about a second with the system's C compiler (``$CC`` or
-``cc``), and they are loaded with :mod:`ctypes`. The shared library is cached under
-``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``), named by a hash of the sources,
-flags, compiler and CPU, written to a temporary file and renamed into place, so
-concurrent first uses (DDP workers, pytest) never see a half-written file.
+The C sources beside this file hold the recurrences of the custom LSTM and GRU cells:
+``gemm.h`` (the per-step recurrent GEMM, weight packed once into panels, register
+tiles), ``lstm_step.h`` and ``gru_step.h`` (the pointwise steps and the whole forward
+and backward loops), ``steps.c`` (includes them for float and double). They are plain
+C with no Python or torch headers, so building takes a couple of seconds with the
+system's C compiler (``$CC`` or ``cc``); they are loaded with :mod:`ctypes`, their
+signatures read from the C definitions (:func:`signature`). OpenMP from the same
+libgomp torch loads, so the C shares torch's thread team. The library is cached
+under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``), named by a hash of the
+sources, flags, compiler and CPU, written to a temporary file and renamed into place,
+so concurrent first uses (DDP workers, pytest) never see a half-written file.
 
 Why C and not ``torch.compile``: the pointwise part of one step is ~10 small ops;
 Inductor's generated code needs the same compiler plus ~35 s per cell and its call
-overhead ate the fusion (see :mod:`rnnkit.kernels.cpu_fused`).
+overhead ate the fusion (see :mod:`rnnkit.kernels.cpu_fused`); and per-step torch
+calls (GEMM, dispatch, Python) cost more than the step itself at small batch.
 
 No compiler, a failed build or ``RNNKIT_NATIVE=0``: :func:`library` returns None
 (after one warning for a failed build) and the kernels keep their torch-ops path.

@@ -23,7 +23,7 @@ static inline void NAME(gru_pass_through)(long H, long gates, const real* g, con
     for (long j = 0; j < gates * H; j++) dA[j] = 0;
 }
 
-void NAME(gru_rb_forward_gates)(long B, long H, long threads, const real* xp, const real* rec,
+static void NAME(gru_rb_forward_gates)(long B, long H, long threads, const real* xp, const real* rec,
                                 const real* h, real* A, real* RH) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
@@ -37,7 +37,7 @@ void NAME(gru_rb_forward_gates)(long B, long H, long threads, const real* xp, co
     }
 }
 
-void NAME(gru_rb_forward_state)(long B, long H, long threads, const real* xp, const real* nrec,
+static void NAME(gru_rb_forward_state)(long B, long H, long threads, const real* xp, const real* nrec,
                                 const real* h, const unsigned char* mask, real* A, real* Y) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
@@ -55,7 +55,7 @@ void NAME(gru_rb_forward_state)(long B, long H, long threads, const real* xp, co
     }
 }
 
-void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, const real* dy,
+static void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, const real* dy,
                                  const real* A, const real* h, const unsigned char* mask,
                                  real* dA, real* P) {
     PARALLEL_ROWS(threads)
@@ -76,7 +76,7 @@ void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, co
     }
 }
 
-void NAME(gru_rb_backward_reset)(long B, long H, long threads, const real* drh, const real* A,
+static void NAME(gru_rb_backward_reset)(long B, long H, long threads, const real* drh, const real* A,
                                  const real* h, const unsigned char* mask, real* dA, real* P) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
@@ -92,7 +92,7 @@ void NAME(gru_rb_backward_reset)(long B, long H, long threads, const real* drh, 
     }
 }
 
-void NAME(gru_s_forward)(long B, long H, long threads, const real* xp, const real* rec,
+static void NAME(gru_s_forward)(long B, long H, long threads, const real* xp, const real* rec,
                          const real* h, const unsigned char* mask, real* A, real* Y) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
@@ -108,7 +108,7 @@ void NAME(gru_s_forward)(long B, long H, long threads, const real* xp, const rea
     }
 }
 
-void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const real* dy,
+static void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const real* dy,
                           const real* A, const real* h, const unsigned char* mask, real* dA, real* P) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {

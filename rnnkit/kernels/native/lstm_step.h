@@ -115,7 +115,7 @@ static INLINE void NAME(forward_row)(long H, const int peep, const int ln, real 
     ln ? mean_h + b : 0, ln ? rstd_h + b : 0, c_prev + b * H, w_ci, w_cf, w_co, gamma_c, beta_c, \
     ln ? mean_c + b : 0, ln ? rstd_c + b : 0, A + b * G, C + b * H, U + b * H, M + b * H)
 
-void NAME(lstm_forward)(long B, long H, long flags, long threads, real eps,
+static void NAME(lstm_forward)(long B, long H, long flags, long threads, real eps,
                         const real* xp, const real* rec, const real* gamma_h, real* mean_h, real* rstd_h,
                         const real* c_prev, const real* w_ci, const real* w_cf, const real* w_co,
                         const real* gamma_c, const real* beta_c, real* mean_c, real* rstd_c,
@@ -183,7 +183,7 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
 /* Per thread k (of `threads`): work + k (2H + 4H) scratch values and the layer norms'
  * gradient sums in sums + k * 3 * 4H, [d gamma_h (4H), d gamma_c (H of 4H), d beta_c
  * (H of 4H)], added to (the caller sums over threads: a fixed order, so deterministic). */
-void NAME(lstm_backward)(long B, long H, long flags, long threads,
+static void NAME(lstm_backward)(long B, long H, long flags, long threads,
                          const real* g_in, const real* dy, const real* carry, const unsigned char* carry_mask,
                          real* dm_out,
                          const real* A, const real* C, const real* c_prev, const real* U,
