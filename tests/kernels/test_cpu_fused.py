@@ -289,3 +289,20 @@ def test_native_without_backward_keeps_no_history_and_matches(name, reverse, mas
         torch.testing.assert_close(out[0], want[0], atol=1e-5, rtol=1e-5)
         for a, b in zip(out[1], want[1]):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm_all_proj", "lstm_peephole_layer_norm", "gru_reset_before", "gru_simplified"])
+@pytest.mark.parametrize("T,B,H", [(1, 1, 2), (3, 7, 17), (2, 13, 5)])
+def test_native_odd_shapes(name, T, B, H, monkeypatch):
+    """One step, one row, GEMM row tiles 6+1 and 6+6+1, widths that end mid-panel."""
+    use_backend("native", monkeypatch)
+    torch.set_num_threads(2)
+    cell = _cell(name, 3, H, torch.float32)
+    lengths = [T] * B if B == 1 else [T] + [max(1, T - 1)] * (B - 1)
+    x, state, mask = _inputs(cell, T, B, torch.float32, True, lengths)
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    for reverse in (False, True):
+        ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, reverse)
+        outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
+        for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
