@@ -1,6 +1,6 @@
 /* A small GEMM for the per-step recurrent products: out (B, G) = x (B, K) W^T (+ add),
  * with W (G, K) packed once per sequence into panels of NR rows ([K][NR] each), so
- * every step streams the panels contiguously. Register tiles of MR x NR outputs
+ * every step streams the panels contiguously. Register tiles of 6 (2, 1) x NR outputs
  * (GCC/clang vector extensions: AVX2 registers with -march=native, plain code
  * elsewhere); panels are split over the OpenMP threads, each thread's panels staying
  * in its own cache from step to step. Included twice by steps.c (float, double). */
@@ -37,26 +37,9 @@ static inline void NAME(store_row)(NAME(vec) lo, NAME(vec) hi, real* out, const 
         for (long j = 0; j < width; j++) out[j] = buf[j];
 }
 
-/* 4 rows of x against one panel: eight accumulators, spelled out so they stay in
- * registers (an array of them, or a loop over rows, ends up in memory). */
-static inline void NAME(tile4)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
-                               const real* add, long width) {
-    NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0}, a3 = {0}, b3 = {0};
-    const real *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx;
-    for (long k = 0; k < K; k++) {
-        NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);
-        a0 += x0[k] * w0; b0 += x0[k] * w1;
-        a1 += x1[k] * w0; b1 += x1[k] * w1;
-        a2 += x2[k] * w0; b2 += x2[k] * w1;
-        a3 += x3[k] * w0; b3 += x3[k] * w1;
-    }
-    NAME(store_row)(a0, b0, out, add, width);
-    NAME(store_row)(a1, b1, out + ldo, add ? add + ldo : 0, width);
-    NAME(store_row)(a2, b2, out + 2 * ldo, add ? add + 2 * ldo : 0, width);
-    NAME(store_row)(a3, b3, out + 3 * ldo, add ? add + 3 * ldo : 0, width);
-}
-
-/* 6 rows: twelve accumulators, enough to cover the FMA latency on two pipes */
+/* 6 rows of x against one panel: twelve accumulators, spelled out so they stay in
+ * registers (an array of them, or a loop over rows, ends up in memory) and enough of
+ * them to cover the FMA latency on two pipes; tile2 and tile1 take the remainder. */
 static inline void NAME(tile6)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
                                const real* add, long width) {
     NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
@@ -113,8 +96,6 @@ void NAME(gemm_packed)(long B, long G, long K, long ldx, long threads, const rea
         long b = 0;
         for (; b + 6 <= B; b += 6)
             NAME(tile6)(K, x + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
-        for (; b + 4 <= B; b += 4)
-            NAME(tile4)(K, x + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
         for (; b + 2 <= B; b += 2)
             NAME(tile2)(K, x + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
         for (; b < B; b++)
