@@ -306,3 +306,23 @@ def test_native_odd_shapes(name, T, B, H, monkeypatch):
         outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
         for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_all_proj", "lstm_layer_norm", "gru_reset_before",
+                                  "gru_simplified"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_native_passes_nan_and_inf_on_like_the_reference(name, bad, monkeypatch):
+    """A diverging model must show it: non-finite inputs give the reference's non-finite
+    outputs (no clamping or fast-math assumption hides them), forward and backward."""
+    use_backend("native", monkeypatch)
+    cell = _cell(name, 4, 6, torch.float32)
+    x, state, mask = _inputs(cell, 5, 3, torch.float32, False, None)
+    x = x.detach().clone()
+    x[1, 0, 2] = bad
+    x.requires_grad_()
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, False)
+    ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, False)
+    for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
+        assert torch.equal(torch.isfinite(a), torch.isfinite(b))
+        torch.testing.assert_close(a[torch.isfinite(a)], b[torch.isfinite(b)], atol=1e-5, rtol=1e-5)

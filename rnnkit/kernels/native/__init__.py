@@ -36,9 +36,9 @@ from pathlib import Path
 
 _HERE = Path(__file__).parent
 SOURCES = ("steps.c", "gemm.h", "lstm_step.h", "gru_step.h")
-#: -ffast-math: reassociated sums and vectorised exp; the inputs of exp are clamped
-#: in the source, so no infinity or NaN arises there.
-FLAGS = ("-O3", "-ffast-math", "-fPIC", "-shared")
+#: -ffast-math for reassociated (vectorised) sums, but not -ffinite-math-only: a NaN
+#: or infinity must come out as it would from torch (a diverging model must show it).
+FLAGS = ("-O3", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared")
 #: tried in order: tuned for the building CPU (the library never moves) with OpenMP
 #: rows (libgomp, the runtime torch loads), then less, for compilers without either.
 VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native", "-fopenmp-simd"),

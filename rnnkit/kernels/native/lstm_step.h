@@ -26,8 +26,8 @@
  * through and get dA = 0.
  */
 
-/* Clamped so exp never overflows: the results differ from the exact ones by less
- * than 1e-17 there, and -ffast-math may then assume finite values. */
+/* Clamped so exp never overflows (the results differ from the exact ones by less
+ * than 1e-17 there); a NaN fails both tests and goes through as NaN. */
 static inline real NAME(clamp)(real x) { return x < -40 ? -40 : (x > 40 ? 40 : x); }
 static inline real NAME(sigm)(real x) { return 1 / (1 + EXPF(-NAME(clamp)(x))); }
 static inline real NAME(tanh)(real x) { return 1 - 2 / (EXPF(2 * NAME(clamp)(x)) + 1); }
