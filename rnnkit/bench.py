@@ -176,13 +176,29 @@ def _as_list(v: int | list[int]) -> list[int]:
     return [v] if isinstance(v, int) else list(v)
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name where the OS says it (Linux), else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def environment(device: str = "cpu") -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(),
-           "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+           "machine": platform.machine(), "processor": _cpu_model() or platform.processor() or platform.machine(),
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         env |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version()}
+    else:  # which CPU kernels the custom cells got: compiled C loops, or the torch-ops fallback
+        from .kernels import native
+        lib = native.library()
+        env["cpu_kernels"] = "native" if lib is not None else "torch-ops"
+        env["native_library"] = None if lib is None else Path(lib._name).name
     try:
         env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
                                            text=True, check=True).stdout.strip()
