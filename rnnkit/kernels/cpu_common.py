@@ -130,6 +130,25 @@ def tensors_ok(x: Tensor, tensors) -> bool:
     return all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in tensors)
 
 
+def inputs_ok(cell, x: Tensor, state, mask: Tensor | None) -> bool:
+    """What the fused kernels take, exactly: the state ``(B, S)`` per entry of
+    ``cell.state_sizes()`` on ``x``'s device and dtype (the reference would broadcast a
+    ``(1, S)`` state; the kernels read ``B`` rows), and a bool ``mask (T, B, 1)`` on that
+    device. Anything else goes to the reference scan, which also raises the errors."""
+    T, B = x.shape[:2]
+    if len(state) != len(cell.state_sizes()) or not tensors_ok(x, state):
+        return False
+    if any(tuple(s.shape) != (B, n) for s, n in zip(state, cell.state_sizes())):
+        return False
+    return mask is None or (mask.dtype == torch.bool and tuple(mask.shape) == (T, B, 1)
+                            and mask.device == x.device)
+
+
+def byte_mask(mask: Tensor | None) -> Tensor | None:
+    """``mask (T, B, 1)`` bool -> contiguous ``(T, B)`` uint8, as the C indexes it."""
+    return None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).to(torch.uint8).contiguous()
+
+
 def tracing() -> bool:
     """Under TorchScript, tracing or torch.compile the reference loop must run: the
     kernels' autograd.Function and out= buffers are eager-mode machinery."""

@@ -38,8 +38,7 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.gru import GRUCell
 from .cpu_common import (ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry, grad_weight_prev,
-                         sigmoid_backward, step_order, summed_bias, tanh_backward, tensors_ok,
-                         with_prev)
+                         inputs_ok, sigmoid_backward, step_order, summed_bias, tanh_backward, with_prev)
 
 #: the GRU variants with a kernel here ("reset_after" is torch.nn's own fused GRU).
 VARIANTS = ("reset_before", "simplified")
@@ -276,7 +275,7 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`GRUCell`:
     ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)`` -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
-    if not tensors_ok(x, (h0,)):
+    if not inputs_ok(cell, x, state, mask):
         from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     xp = scaled_projection(cell, p, x).contiguous()

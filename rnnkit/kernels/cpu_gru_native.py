@@ -23,7 +23,8 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.gru import GRUCell
 from . import native
-from .cpu_common import float_mask, folded_projection, grad_weight_prev, pointwise_threads, ptr, tensors_ok
+from .cpu_common import (byte_mask, float_mask, folded_projection, grad_weight_prev, inputs_ok, pointwise_threads,
+                         ptr)
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -50,7 +51,7 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     T, B, GH = xp.shape
     H, n, rb = w_hh.shape[1], T if store else 1, variant == "reset_before"
     f = SimpleNamespace(Y=xp.new_empty(T, B, H), A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
-    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    m8 = byte_mask(mask)
     p_a, p_b = _packed(w_hh, rb, transpose=False)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
     fns.forward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
@@ -66,7 +67,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     T, B, GH = A.shape
     H, rb = w_hh.shape[1], variant == "reset_before"
     dA, grad = torch.empty_like(A), dh_n.contiguous().clone()  # grad: dh_T down to dh_0, in place
-    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    m8 = byte_mask(mask)
     p_a, p_b = _packed(w_hh, rb, transpose=True)
     P, drh = A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
     fns.backward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),
@@ -123,7 +124,7 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     :class:`GRUCell`: ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)``
     -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
-    if not tensors_ok(x, (h0,)):
+    if not inputs_ok(cell, x, state, mask):
         from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     xp = folded_projection(cell, p, x).contiguous()

@@ -44,8 +44,8 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from .cpu_common import (LN_EPS, ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry,
-                         grad_projection, grad_weight_prev, sigmoid_backward, step_order, sum_prev_products, sum_tb,
-                         summed_bias, tanh_backward, tensors_ok, with_prev)
+                         grad_projection, grad_weight_prev, inputs_ok, sigmoid_backward, step_order,
+                         sum_prev_products, sum_tb, summed_bias, tanh_backward, with_prev)
 
 #: the OpOverload, not the packet: ~3 us less per call, twice per step
 _ln_backward = torch.ops.aten.native_layer_norm_backward.default
@@ -424,7 +424,7 @@ def run_kernel(function, projection, cell: LSTMCell, p: SimpleNamespace, x: Tens
     kernel does not take, else ``function.apply(spec, mask, projection(cell, p, x), h0, c0,
     *parameters)``."""
     h0, c0 = state
-    if not tensors_ok(x, (h0, c0)):
+    if not inputs_ok(cell, x, state, mask):
         from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     params = [getattr(p, name, None) for name in PARAMETERS]

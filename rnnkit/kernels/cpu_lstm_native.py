@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from . import native
-from .cpu_common import (float_mask, folded_projection, grad_projection, grad_weight_prev, pointwise_threads, ptr,
+from .cpu_common import (byte_mask, float_mask, folded_projection, grad_projection, grad_weight_prev, pointwise_threads, ptr,
                          sum_prev_products, sum_tb)
 from .cpu_lstm import _INPUTS, LSTMSpec, run_kernel
 
@@ -61,7 +61,7 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
                         U=xp.new_empty(n, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
                         HP=xp.new_empty(T, B, G) if spec.layer_norm and spec.store else None,
                         stats=xp.new_empty(4, n, B))  # mean_h, rstd_h, mean_c, rstd_c
-    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    m8 = byte_mask(mask)
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
     panels_hh = native.pack_panels(w_hh.contiguous())
     panels_hr = native.pack_panels(w_hr.contiguous()) if spec.proj else None
@@ -88,7 +88,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
                         dHP=torch.empty_like(f.A) if spec.layer_norm else None)
     threads = pointwise_threads(B, G)
     sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm else None  # per thread, summed after
-    m8 = None if mask is None else mask.reshape(T, B).to(torch.uint8)
+    m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
     panels_hh_t = native.pack_panels(w_hh.t().contiguous())

@@ -70,7 +70,7 @@ from ..cells.base import RecurrentCell, State
 from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
 from . import cpu_gru, cpu_lstm
-from .cpu_common import summed_bias, tensors_ok, tracing
+from .cpu_common import inputs_ok, summed_bias, tensors_ok, tracing
 
 #: dtypes the Triton kernels are written and tested for
 DTYPES = (torch.float32, torch.bfloat16)
@@ -127,12 +127,6 @@ def _folded(p: SimpleNamespace) -> SimpleNamespace:
     return SimpleNamespace(**{**vars(p), "bias_ih": summed_bias(p), "bias_hh": None})
 
 
-def _mask_ok(mask: Tensor | None, x: Tensor) -> bool:
-    """The kernels read the mask as ``(T, B, 1)`` bools on ``x``'s device."""
-    return mask is None or (mask.shape == (*x.shape[:2], 1) and mask.dtype == torch.bool
-                            and mask.device == x.device)
-
-
 def _reference(cell, p, x, state, mask, reverse):
     from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
     return scan(cell, p, x, state, mask, reverse)
@@ -144,7 +138,7 @@ def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
     ``x (T, B, I)``, ``state = (h (B, H), c (B, H))``, ``mask (T, B, 1)`` bool
     -> ``(y (T, B, H), (h_n, c_n))``."""
     h0, c0 = state
-    if not tensors_ok(x, (h0, c0)) or not _mask_ok(mask, x):
+    if not inputs_ok(cell, x, state, mask):
         return _reference(cell, p, x, state, mask, reverse)
     impl = importlib.import_module(".triton_lstm", __package__)
     spec = cpu_lstm.LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=False, reverse=reverse)
@@ -162,7 +156,7 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`GRUCell`:
     ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)`` bool -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
-    if not tensors_ok(x, (h0,)) or not _mask_ok(mask, x):
+    if not inputs_ok(cell, x, state, mask):
         return _reference(cell, p, x, state, mask, reverse)
     impl = importlib.import_module(".triton_gru", __package__)
     xp = cell.project_input(x, _folded(p)).contiguous()

@@ -326,3 +326,44 @@ def test_native_passes_nan_and_inf_on_like_the_reference(name, bad, monkeypatch)
     for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
         assert torch.equal(torch.isfinite(a), torch.isfinite(b))
         torch.testing.assert_close(a[torch.isfinite(a)], b[torch.isfinite(b)], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm_all_proj", "gru_reset_before"])
+def test_native_takes_a_batch_first_mask_and_broadcast_states_like_scan(name, monkeypatch):
+    """The kernels are drop-ins for scan: a mask made from a batch-first one (not
+    contiguous) and (1, S) initial states, which scan broadcasts, give scan's results."""
+    use_backend("native", monkeypatch)
+    cell = _cell(name, 4, 6, torch.float32)
+    T, B = 5, 9
+    lengths = torch.tensor([5, 2, 4, 1, 5, 3, 5, 2, 1])
+    mask = (torch.arange(T)[None] < lengths[:, None]).t().unsqueeze(-1)  # strides (1, T, 1)
+    assert not mask.is_contiguous()
+    x = torch.randn(T, B, 4)
+    state = tuple(torch.randn(1, n) for n in cell.state_sizes())
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    for reverse in (False, True):
+        for run_state in (state, tuple(s.expand(B, -1).contiguous() for s in state)):
+            got = kernel(cell, cell.own_params(), x, run_state, mask, reverse=reverse)
+            want = scan(cell, cell.own_params(), x, run_state, mask, reverse=reverse)
+            torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+            for a, b in zip(got[1], want[1]):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "gru_simplified", "gru_reset_before"])
+def test_native_keeps_relative_accuracy_for_tiny_activations(name, monkeypatch):
+    """States near zero (tanh of tiny arguments, where 1 - 2/(e^2x + 1) cancels) keep
+    float32 relative accuracy, as torch's tanh does."""
+    use_backend("native", monkeypatch)
+    cell = _cell(name, 4, 6, torch.float32)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.mul_(1e-4)
+    x = torch.randn(6, 3, 4)
+    state = tuple(torch.zeros(3, n) for n in cell.state_sizes())
+    kernel = cpu_fused.match(cell, x, cell.own_params())
+    with torch.no_grad():
+        got = kernel(cell, cell.own_params(), x, state)[0]
+        exact = scan(cell, cell.double().own_params(), x.double(), tuple(s.double() for s in state))[0]
+    assert exact.abs().min() > 0
+    assert ((got.double() - exact).abs() / exact.abs()).max() < 1e-5

@@ -70,3 +70,17 @@ def test_signatures_are_read_from_the_c_definitions():
     assert kinds[:9] == ("long",) * 9 and kinds[9] == "real" and set(kinds[10:]) == {"pointer"}
     with pytest.raises(KeyError, match="no C function"):
         native.signature("no_such_function")
+
+
+@needs_cc
+def test_loading_keeps_denormals():
+    """-ffast-math would link crtfastmath.o, which turns on flush-to-zero for the whole
+    process when the library loads; every later torch/numpy computation would change."""
+    import subprocess
+    import sys
+    code = ("import torch; from rnnkit.kernels import native; assert native.library() is not None; "
+            "import rnnkit; rnnkit.LSTM(3, 4, peephole=True)(torch.randn(2, 1, 3)); "
+            "print(float((torch.tensor([1e-40]) * 1).item()), float((torch.tensor([1e-310], "
+            "dtype=torch.float64) * 1).item()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert float(out[0]) > 0 and float(out[1]) > 0, out

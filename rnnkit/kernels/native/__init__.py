@@ -28,6 +28,7 @@ import hashlib
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -36,9 +37,12 @@ from pathlib import Path
 
 _HERE = Path(__file__).parent
 SOURCES = ("steps.c", "gemm.h", "lstm_step.h", "gru_step.h")
-#: -ffast-math for reassociated (vectorised) sums, but not -ffinite-math-only: a NaN
+#: the parts of -ffast-math the loops want (reassociated, vectorised sums), not
+#: -ffast-math itself: with it GCC links crtfastmath.o into a shared library, which
+#: sets flush-to-zero for the whole process when loaded; nor -ffinite-math-only: a NaN
 #: or infinity must come out as it would from torch (a diverging model must show it).
-FLAGS = ("-O3", "-ffast-math", "-fno-finite-math-only", "-fPIC", "-shared")
+FLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math",
+         "-freciprocal-math", "-fPIC", "-shared")
 #: tried in order: tuned for the building CPU (the library never moves) with OpenMP
 #: rows (libgomp, the runtime torch loads), then less, for compilers without either.
 VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native", "-fopenmp-simd"),
@@ -68,28 +72,31 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(lines)))
 
 
-def _compiler() -> str | None:
-    cc = os.environ.get("CC", "cc")
-    return shutil.which(cc)
+def _compiler() -> list[str] | None:
+    """``$CC`` (may be a wrapper with arguments, e.g. ``ccache gcc``) or ``cc``, if found."""
+    cc = shlex.split(os.environ.get("CC", "cc"))
+    path = shutil.which(cc[0]) if cc else None
+    return None if path is None else [path, *cc[1:]]
 
 
-def _library_path(cc: str, variant: tuple[str, ...]) -> Path:
+def _library_path(cc: list[str], variant: tuple[str, ...]) -> Path:
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((_HERE / name).read_bytes())
-    for part in (cc, *FLAGS, *variant, platform.machine(), _cpu_signature()):
+    for part in (*cc, *FLAGS, *variant, platform.machine(), _cpu_signature()):
         digest.update(part.encode())
     return cache_dir() / f"rnnkit_native_{digest.hexdigest()[:16]}.so"
 
 
-def _build(cc: str, variant: tuple[str, ...], target: Path) -> None:
+def _build(cc: list[str], variant: tuple[str, ...], target: Path) -> None:
     """Compile into a temporary file beside ``target``, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cc, *FLAGS, *variant, str(_HERE / "steps.c"), "-o", tmp, "-lm"]
-        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        cmd = [*cc, *FLAGS, *variant, str(_HERE / "steps.c"), "-o", tmp, "-lm"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, errors="replace", timeout=120)
+        os.chmod(tmp, 0o755)  # mkstemp made it private; a shared cache must be loadable by all
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -115,7 +122,7 @@ def library() -> ctypes.CDLL | None:
             detail = getattr(err, "stderr", None) or str(err)
             errors.append(f"{' '.join(variant)}: {detail.strip()[:300]}")
     warnings.warn("rnnkit: could not build the native CPU steps with "
-                  f"{cc} ({'; '.join(errors)}); using the slower torch-ops kernels. "
+                  f"{' '.join(cc)} ({'; '.join(errors)}); using the slower torch-ops kernels. "
                   "Set RNNKIT_NATIVE=0 to silence this.", RuntimeWarning, stacklevel=2)
     return None
 
@@ -136,13 +143,17 @@ def signature(name: str) -> tuple[str, ...]:
     pass a wrong count (ctypes would truncate the extra addresses silently)."""
     pattern = re.compile(r"void\s+NAME\(" + re.escape(name) + r"\)\s*\(([^)]*)\)", re.S)
     for source in SOURCES:
-        match = pattern.search((_HERE / source).read_text())
+        code = re.sub(r"/\*.*?\*/|//[^\n]*", " ", (_HERE / source).read_text(), flags=re.S)
+        match = pattern.search(code)
         if match:
-            kinds = []
-            for param in match.group(1).split(","):
-                param = " ".join(param.split())
-                kinds.append("pointer" if "*" in param else param.split()[-2] if len(param.split()) > 1 else param)
-            return tuple(kinds)
+            params = [p.split() for p in match.group(1).split(",")]
+            if params == [["void"]]:
+                return ()
+            kinds = tuple("pointer" if "*" in "".join(p) or "[" in "".join(p) else p[-2] for p in params)
+            unknown = set(kinds) - {"long", "real", "pointer"}
+            if unknown:
+                raise TypeError(f"C function {name!r}: parameter types {unknown} have no ctypes mapping here")
+            return kinds
     raise KeyError(f"no C function {name!r} in {SOURCES}")
 
 

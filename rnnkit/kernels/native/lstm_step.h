@@ -1,8 +1,9 @@
-/* One LSTM step's pointwise work, forward and backward, for one element type.
+/* The LSTM's time loops: one step's pointwise work forward and backward (rows on
+ * OpenMP threads), and the whole-sequence loops that alternate it with the recurrent
+ * GEMM of gemm.h (lstm_sequence, lstm_backward_sequence, at the end).
  *
  * Included twice by steps.c, with `real` = float / double and NAME(x) adding the
- * suffix _f32 / _f64. Everything here is O(B * H) and single-threaded; the caller
- * does the recurrent GEMMs (torch, on its own threads) between the calls.
+ * suffix _f32 / _f64.
  *
  * Layouts, row-major and contiguous: gates (B, 4H) in the order i, f, g, o; cell
  * and hidden vectors (B, H); per-row statistics of the layer norms (B). A NULL
@@ -27,10 +28,10 @@
  */
 
 /* Clamped so exp never overflows (the results differ from the exact ones by less
- * than 1e-17 there); a NaN fails both tests and goes through as NaN. */
+ * than 1e-17 there); a NaN fails both tests and goes through as NaN. tanh: see steps.c. */
 static inline real NAME(clamp)(real x) { return x < -40 ? -40 : (x > 40 ? 40 : x); }
 static inline real NAME(sigm)(real x) { return 1 / (1 + EXPF(-NAME(clamp)(x))); }
-static inline real NAME(tanh)(real x) { return 1 - 2 / (EXPF(2 * NAME(clamp)(x)) + 1); }
+static inline real NAME(tanh)(real x) { return TANHF(x); }
 
 /* mean and 1 / sqrt(var + eps) of x (n), biased variance as torch's layer_norm */
 static void NAME(moments)(const real* x, long n, real eps, real* mean, real* rstd) {

@@ -28,7 +28,7 @@ enum { PEEPHOLE = 1, LAYER_NORM = 2, CARRY_H = 4 };
  * expf is ~5x slower per element here): Cody-Waite reduction x = n ln2 + r, |r| <=
  * ln2/2, then Cephes' degree-6 polynomial for e^r (relative error ~2e-7) times 2^n
  * built in the exponent bits. Valid for |x| <= 87; the callers clamp to 80. */
-static inline float exp_f32(float x) {
+static inline float fast_expf(float x) {
     float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
@@ -43,9 +43,23 @@ static inline float exp_f32(float x) {
     return p * scale.f;
 }
 
+/* tanh for float: Cephes' odd polynomial for |x| < 0.625 (where 1 - 2 / (e^2x + 1)
+ * cancels: ~1e-3 relative error at 1e-5), that formula above; both are computed and
+ * one selected, so the loops still vectorise. NaN takes the second branch and stays
+ * NaN; x is clamped to 40 only inside the exp (tanh(40) is 1 in float). */
+static inline float fast_tanhf(float x) {
+    float z = x * x;
+    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
+                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+    float e = fast_expf(2.0f * (x < -40.0f ? -40.0f : (x > 40.0f ? 40.0f : x)));
+    float large = 1.0f - 2.0f / (e + 1.0f);
+    return __builtin_fabsf(x) < 0.625f ? small : large;
+}
+
 #define real float
 #define NAME(x) x##_f32
-#define EXPF exp_f32
+#define EXPF fast_expf
+#define TANHF fast_tanhf
 #define SQRTF sqrtf
 #include "gemm.h"
 #include "lstm_step.h"
@@ -53,11 +67,14 @@ static inline float exp_f32(float x) {
 #undef real
 #undef NAME
 #undef EXPF
+#undef TANHF
 #undef SQRTF
 
+/* double: libm's exp and tanh (exact to an ulp; double is for gradcheck, not speed) */
 #define real double
 #define NAME(x) x##_f64
 #define EXPF exp
+#define TANHF tanh
 #define SQRTF sqrt
 #include "gemm.h"
 #include "lstm_step.h"
