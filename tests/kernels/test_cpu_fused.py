@@ -226,6 +226,10 @@ def test_step_gemm_matches_matmul(dtype, monkeypatch):
             out = torch.empty(B, N, dtype=dtype)
             assert gemm(x.contiguous(), out=out) is out
             torch.testing.assert_close(out, x @ weight.t(), **tol)
+    with pytest.raises(ValueError, match="do not pack"):
+        native.gemm(torch.randn(2, 5, dtype=dtype), panels, N)  # K differs
+    with pytest.raises(ValueError, match="add must be"):
+        native.gemm(x, panels, N, add=torch.randn(N, dtype=dtype))  # a bias: would be read past its end
 
 
 @pytest.mark.parametrize("name", ["lstm_peephole_layer_norm", "lstm_all_proj", "gru_reset_before",

@@ -178,11 +178,22 @@ def pack_panels(weight):
 
 
 def gemm(x, panels, out_features: int, add=None, out=None):
-    """``x (B, K) @ W.T (+ add)`` with ``W (out_features, K)`` packed by :func:`pack_panels`
-    (rows of ``x`` may be strided), into ``out`` or a new ``(B, out_features)`` tensor:
-    the C GEMM the sequence kernels run per step, exposed for tests and benchmarks."""
+    """``x (B, K) @ W.T (+ add (B, N))`` with ``W (N = out_features, K)`` packed by
+    :func:`pack_panels` (rows of ``x`` may be strided), into ``out`` (contiguous ``(B, N)``)
+    or a new tensor: the C GEMM the sequence kernels run per step, for tests and
+    benchmarks. Shapes are checked: the C would read or write past a wrong one."""
     import torch  # deferred: the build helpers above need no torch
     B, K = x.shape
+    nr = 2 * 32 // x.element_size()
+    if panels.numel() != (out_features + nr - 1) // nr * K * nr or panels.dtype != x.dtype:
+        raise ValueError(f"gemm: panels of {panels.numel()} {panels.dtype} do not pack a "
+                         f"({out_features}, {K}) {x.dtype} weight")
+    for name, t in (("add", add), ("out", out)):
+        if t is not None and (tuple(t.shape) != (B, out_features) or t.dtype != x.dtype):
+            raise ValueError(f"gemm: {name} must be ({B}, {out_features}) {x.dtype}, got "
+                             f"{tuple(t.shape)} {t.dtype}")
+    if out is not None and not out.is_contiguous():
+        raise ValueError("gemm: out must be contiguous")
     x = x if x.stride(1) == 1 else x.contiguous()
     out = x.new_empty(B, out_features) if out is None else out
     add = None if add is None else add.contiguous()
