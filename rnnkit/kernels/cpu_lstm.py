@@ -44,8 +44,8 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from .cpu_common import (LN_EPS, ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry,
-                         grad_projection, grad_weight_prev, inputs_ok, sigmoid_backward, step_order,
-                         sum_prev_products, sum_tb, summed_bias, tanh_backward, with_prev)
+                         grad_projection, grad_weight_prev, inputs_ok, peephole_grads, sigmoid_backward,
+                         step_order, summed_bias, tanh_backward, with_prev)
 
 #: the OpOverload, not the packet: ~3 us less per call, twice per step
 _ln_backward = torch.ops.aten.native_layer_norm_backward.default
@@ -334,11 +334,7 @@ def _weight_grads(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, g: SimpleName
         dw = grad_weight_prev(g.dHP if spec.layer_norm else g.dA, f.Y, h0, spec.reverse)
         out["w_hh"] = dw if spec.layer_norm else dw.mul_(scale.unsqueeze(1))
     if spec.peephole:  # the i, f, o slots of dA are unscaled
-        dA4 = g.dA.view(T, B, 4, G // 4)
-        if needs["w_ci"] or needs["w_cf"]:
-            d_if = sum_prev_products(dA4[:, :, :2], K.c_true.unsqueeze(2), c0.unsqueeze(1), spec.reverse)
-            out["w_ci"], out["w_cf"] = d_if.unbind(0)
-        out["w_co"] = sum_tb(dA4[:, :, 3] * K.c_true) if needs["w_co"] else None
+        out |= peephole_grads(g.dA, K.c_true, c0, spec.reverse, needs)
     if spec.layer_norm:
         out |= g.d_ln
         if "ln_hh_w" in out:

@@ -24,8 +24,8 @@ from torch.autograd.function import once_differentiable
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from . import native
-from .cpu_common import (byte_mask, float_mask, folded_projection, grad_projection, grad_weight_prev, pointwise_threads, ptr,
-                         sum_prev_products, sum_tb)
+from .cpu_common import (byte_mask, float_mask, folded_projection, grad_projection, grad_weight_prev,
+                         peephole_grads, pointwise_threads, ptr)
 from .cpu_lstm import _INPUTS, LSTMSpec, run_kernel
 
 # the flags of native/steps.c
@@ -117,11 +117,7 @@ def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, mf: Tensor | Non
     if needs["w_hh"]:
         out["w_hh"] = grad_weight_prev(g.dHP if spec.layer_norm else g.dA, f.Y, h0, spec.reverse)
     if spec.peephole:
-        dA4 = g.dA.view(T, B, 4, G // 4)
-        if needs["w_ci"] or needs["w_cf"]:
-            d_if = sum_prev_products(dA4[:, :, :2], f.C.unsqueeze(2), c0.unsqueeze(1), spec.reverse)
-            out["w_ci"], out["w_cf"] = d_if.unbind(0)
-        out["w_co"] = sum_tb(dA4[:, :, 3] * f.C) if needs["w_co"] else None
+        out |= peephole_grads(g.dA, f.C, c0, spec.reverse, needs)
     if spec.layer_norm:
         H = G // 4
         out |= {"ln_hh_w": g.d_ln[0], "ln_c_w": g.d_ln[1, :H], "ln_c_b": g.d_ln[2, :H]}
