@@ -44,15 +44,23 @@ def test_no_compiler_means_torch_ops_quietly(fresh, monkeypatch, recwarn):
     assert not [w for w in recwarn if "rnnkit" in str(w.message)]
 
 
-def test_failing_compiler_warns_once_and_leaves_nothing(fresh, monkeypatch, tmp_path_factory):
-    bad = tmp_path_factory.mktemp("bin") / "cc"
-    bad.write_text("#!/bin/sh\necho 'cc: simulated failure' >&2\nexit 1\n")
+def test_failing_compiler_warns_once_leaves_no_library_and_is_not_rerun(fresh, monkeypatch, tmp_path_factory):
+    bin_dir = tmp_path_factory.mktemp("bin")
+    calls = bin_dir / "calls"
+    bad = bin_dir / "cc"
+    bad.write_text(f"#!/bin/sh\necho run >> {calls}\necho 'cc: simulated failure' >&2\nexit 1\n")
     bad.chmod(bad.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("CC", str(bad))
     with pytest.warns(RuntimeWarning, match="simulated failure"):
         assert native.library() is None
-    assert not list(fresh.iterdir())  # no half-written library
-    assert native.library() is None  # memoised: no second warning, no second build
+    assert not list(fresh.glob("*.so")) and not list(fresh.glob("*.tmp"))  # no half-written library
+    runs = len(calls.read_text().split())
+    assert runs == len(native.VARIANTS)
+    assert native.library() is None  # memoised in this process: no second warning, no build
+    native.library.cache_clear()  # a new process: the refusal is remembered in the cache
+    with pytest.warns(RuntimeWarning, match="earlier build"):
+        assert native.library() is None
+    assert len(calls.read_text().split()) == runs
 
 
 @needs_cc

@@ -18,7 +18,9 @@ overhead ate the fusion (see :mod:`rnnkit.kernels.cpu_fused`); and per-step torc
 calls (GEMM, dispatch, Python) cost more than the step itself at small batch.
 
 No compiler, a failed build or ``RNNKIT_NATIVE=0``: :func:`library` returns None
-(after one warning for a failed build) and the kernels keep their torch-ops path.
+(after one warning for a failed build) and the kernels keep their torch-ops path. A
+compiler's refusal is remembered in the cache (``*.failed``, same hash), so later
+processes do not compile again; delete the file to retry.
 """
 from __future__ import annotations
 
@@ -103,6 +105,15 @@ def _build(cc: list[str], variant: tuple[str, ...], target: Path) -> None:
             os.unlink(tmp)
 
 
+def _remember_failure(marker: Path, detail: str) -> None:
+    """Record a compiler's refusal beside where the library would be (same hash: a new
+    compiler, flags or sources try again); ignored if the cache is not writable."""
+    try:
+        marker.write_text(detail)
+    except OSError:
+        pass
+
+
 @functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL | None:
     """The compiled steps, building them on the first call; None if unavailable."""
@@ -114,13 +125,19 @@ def library() -> ctypes.CDLL | None:
     errors = []
     for variant in VARIANTS:
         path = _library_path(cc, variant)
+        failed = path.with_suffix(".failed")  # a build that failed: not retried by every process
         try:
+            if failed.exists():
+                errors.append(f"{' '.join(variant)}: {failed.read_text(errors='replace')} (earlier build)")
+                continue
             if not path.exists():
                 _build(cc, variant, path)
             return ctypes.CDLL(str(path))
         except (OSError, subprocess.SubprocessError) as err:
-            detail = getattr(err, "stderr", None) or str(err)
-            errors.append(f"{' '.join(variant)}: {detail.strip()[:300]}")
+            detail = (getattr(err, "stderr", None) or str(err)).strip()[:300]
+            errors.append(f"{' '.join(variant)}: {detail}")
+            if isinstance(err, subprocess.CalledProcessError):  # the compiler said no: remember it
+                _remember_failure(failed, detail)
     warnings.warn("rnnkit: could not build the native CPU steps with "
                   f"{' '.join(cc)} ({'; '.join(errors)}); using the slower torch-ops kernels. "
                   "Set RNNKIT_NATIVE=0 to silence this.", RuntimeWarning, stacklevel=2)
