@@ -62,7 +62,9 @@ def scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]],
     and so is everything under export, TorchScript and ``torch.jit.trace``.
     """
     if use_kernels and _compiling_not_exporting():
-        return _scan_layers_outside_graph(cells, params, x, states, lengths, dropout, training)
+        # wrapped here, not at import: torch.compiler.disable imports dynamo (and triton)
+        outside_graph = torch.compiler.disable(_scan_layers)
+        return outside_graph(cells, params, x, states, lengths, dropout, training)
     return _scan_layers(cells, params, x, states, lengths, dropout, training, use_kernels)
 
 
@@ -102,7 +104,3 @@ def _scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]]
         x = ys[0] if len(ys) == 1 else torch.cat(ys, dim=-1)
         finals.append(layer_finals)
     return x, finals
-
-
-#: :func:`_scan_layers` run eagerly from inside a compiled region (a graph break)
-_scan_layers_outside_graph = torch.compiler.disable(_scan_layers)
