@@ -78,15 +78,7 @@ def _scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]]
                 states: list[list[State]], lengths: Tensor | None = None,
                 dropout: float = 0.0, training: bool = False,
                 use_kernels: bool = True) -> tuple[Tensor, list[list[State]]]:
-    """The body of :func:`scan_layers`.
-
-    ``params[k][d]`` and ``states[k][d]`` belong to layer ``k``, direction ``d``
-    (0 forward, 1 reverse). Directions' outputs are concatenated on features;
-    dropout is applied between layers, not after the last (as torch.nn).
-    With ``use_kernels``, a cell's fused kernel (:mod:`rnnkit.kernels`) replaces
-    the reference :func:`scan` where one exists.
-    Returns ``(y (T, B, D*O), final_states)`` laid out like ``states``.
-    """
+    """The body of :func:`scan_layers` (same arguments and result)."""
     mask = None
     if lengths is not None:
         steps = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
