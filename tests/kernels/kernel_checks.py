@@ -1,7 +1,17 @@
 """Checks shared by the kernel test files (imported by name: pytest puts this folder on sys.path)."""
+import pytest
 import torch
 
 from rnnkit.nn.scan import scan
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add fork/join (and, on a busy machine, stalls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def assert_parameter_grads_and_inference_match_scan(kernel, cell, x, state):

@@ -13,7 +13,8 @@ from rnnkit.cells import GRUCell, LSTMCell
 from rnnkit.kernels import (cpu_common, cpu_fused, cpu_gru, cpu_gru_native, cpu_lstm, cpu_lstm_native, find,
                             native)
 from rnnkit.nn.scan import scan
-from kernel_checks import assert_layer_runs_kernel_and_matches_scan, assert_parameter_grads_and_inference_match_scan
+from kernel_checks import (assert_layer_runs_kernel_and_matches_scan,  # noqa: F401 (one_thread: autouse fixture)
+                           assert_parameter_grads_and_inference_match_scan, one_thread)
 
 CONFIGS = {
     "lstm_peephole": lambda i, h, **kw: LSTMCell(i, h, peephole=True, **kw),
@@ -42,15 +43,6 @@ def use_backend(backend, monkeypatch):
         monkeypatch.setattr(native, "available", lambda dtype: False)
     elif native.library() is None:
         pytest.skip("no C compiler: the native LSTM step cannot be built")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add fork/join (and, on a busy machine, stalls)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cell(name, input_size, hidden_size, dtype, seed=0):

@@ -29,7 +29,8 @@ from rnnkit.cells import GRUCell, LSTMCell  # noqa: E402
 from rnnkit.kernels import find, triton_cells  # noqa: E402
 from rnnkit.nn.scan import scan  # noqa: E402
 from kernel_checks import (assert_layer_runs_kernel_and_matches_scan,  # noqa: E402
-                           assert_parameter_grads_and_inference_match_scan)
+                           assert_parameter_grads_and_inference_match_scan,
+                           one_thread)  # noqa: F401 (the autouse fixture)
 
 _SUBPROCESS_FLAG = "RNNKIT_TRITON_TEST_SUBPROCESS"
 
@@ -103,15 +104,6 @@ def _arg_type(name: str, consts: dict, io: str) -> str:
     if name.endswith("_ptr"):
         return io if name in _IO_POINTERS else "*fp32"
     return "fp32" if name == "eps" else "i32"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add fork/join (and, on a busy machine, stalls)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 CONFIGS = {

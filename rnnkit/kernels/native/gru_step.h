@@ -55,25 +55,38 @@ static void NAME(gru_rb_forward_state)(long B, long H, long threads, const real*
     }
 }
 
-static void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, const real* dy,
-                                 const real* A, const real* h, const unsigned char* mask,
-                                 real* dA, real* P) {
+/* The update gate's backward, both variants in one: reset-before's z keeps the old
+ * state (h' = z h + (1 - z) n), the simplified GRU's u takes the new one (h' = u n +
+ * (1 - u) h). Fills the gate's and the candidate's slots of dA (at q_at, n_at in each
+ * row of G values) and P = dh k, the part of dh_{t-1} that bypasses W_hh (k: the kept
+ * fraction). `keeps` is a constant at each call (INLINE), so the loop has no branch. */
+static INLINE void NAME(gru_update_backward_rows)(long B, long H, long threads, const int keeps, long G,
+                                                  long q_at, long n_at, const real* g, const real* dy,
+                                                  const real* A, const real* h,
+                                                  const unsigned char* mask, real* dA, real* P) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
-        const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * 3 * H, *hb = h + b * H;
-        real *da = dA + b * 3 * H, *p = P + b * H;
+        const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * G, *hb = h + b * H;
+        real *da = dA + b * G, *p = P + b * H;
         if (mask && !mask[b]) {
-            NAME(gru_pass_through)(H, 3, gb, dyb, p, da);
+            NAME(gru_pass_through)(H, G / H, gb, dyb, p, da);
             continue;
         }
         SIMD
         for (long j = 0; j < H; j++) {
-            real d = gb[j] + dyb[j], z = a[H + j], n = a[2 * H + j];
-            da[H + j] = d * (hb[j] - n) * z * (1 - z);
-            da[2 * H + j] = d * (1 - z) * (1 - n * n);
-            p[j] = d * z;
+            real d = gb[j] + dyb[j], q = a[q_at + j], n = a[n_at + j];
+            real kept = keeps ? q : 1 - q, taken = keeps ? 1 - q : q;
+            da[q_at + j] = keeps ? d * (hb[j] - n) * q * (1 - q) : d * (n - hb[j]) * q * (1 - q);
+            da[n_at + j] = d * taken * (1 - n * n);
+            p[j] = d * kept;
         }
     }
+}
+
+static void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, const real* dy,
+                                        const real* A, const real* h, const unsigned char* mask,
+                                        real* dA, real* P) {
+    NAME(gru_update_backward_rows)(B, H, threads, 1, 3 * H, H, 2 * H, g, dy, A, h, mask, dA, P);
 }
 
 static void NAME(gru_rb_backward_reset)(long B, long H, long threads, const real* drh, const real* A,
@@ -109,23 +122,9 @@ static void NAME(gru_s_forward)(long B, long H, long threads, const real* xp, co
 }
 
 static void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const real* dy,
-                          const real* A, const real* h, const unsigned char* mask, real* dA, real* P) {
-    PARALLEL_ROWS(threads)
-    for (long b = 0; b < B; b++) {
-        const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * 2 * H, *hb = h + b * H;
-        real *da = dA + b * 2 * H, *p = P + b * H;
-        if (mask && !mask[b]) {
-            NAME(gru_pass_through)(H, 2, gb, dyb, p, da);
-            continue;
-        }
-        SIMD
-        for (long j = 0; j < H; j++) {
-            real d = gb[j] + dyb[j], u = a[j], n = a[H + j];
-            da[j] = d * (n - hb[j]) * u * (1 - u);
-            da[H + j] = d * u * (1 - n * n);
-            p[j] = d * (1 - u);
-        }
-    }
+                                 const real* A, const real* h, const unsigned char* mask, real* dA,
+                                 real* P) {
+    NAME(gru_update_backward_rows)(B, H, threads, 0, 2 * H, 0, H, g, dy, A, h, mask, dA, P);
 }
 
 /* The forward over a whole sequence in one call (like lstm_sequence): reset_before
