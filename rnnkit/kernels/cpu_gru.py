@@ -110,6 +110,15 @@ def _forward_reset_before(spec: GRUSpec, xp: Tensor, h0: Tensor, mask: Tensor | 
     return A, RH, Y
 
 
+def _carried(k: int, order: list[int], dy_, dh_, dh: Tensor, k_h: Tensor) -> Tensor:
+    """``dh_{t-1}`` before its GEMM term, for the ``k``-th step processed: the part of
+    ``dh`` carried past the gates (``dh * k_h``) plus the previous step's ``dy``, written
+    into that step's ``DH`` slot; for the last step, the gradient wrt ``h0``."""
+    if k + 1 < len(order):
+        return torch.addcmul(dy_[order[k + 1]], dh, k_h, out=dh_[order[k + 1]])
+    return dh * k_h
+
+
 def _backward_reset_before(spec: GRUSpec, A: Tensor, RH: Tensor, Y: Tensor, h0: Tensor,
                            mf: Tensor | None, dy: Tensor, dh_n: Tensor, w_hh: Tensor,
                            needs_w: bool) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -132,7 +141,6 @@ def _backward_reset_before(spec: GRUSpec, A: Tensor, RH: Tensor, Y: Tensor, h0: 
     kzn_, kr_, kh_, r_ = K_zn.unbind(0), K_r.unbind(0), K_h.unbind(0), r.unbind(0)
     order = step_order(T, spec.reverse)[::-1]
     torch.add(dy_[order[0]], dh_n, out=dh_[order[0]])
-    dh0 = None
     with ThreadSwitch() as threads:  # caller's threads for GEMMs, one for the rest
         for k, t in enumerate(order):
             dh = dh_[t]
@@ -142,13 +150,11 @@ def _backward_reset_before(spec: GRUSpec, A: Tensor, RH: Tensor, Y: Tensor, h0: 
             d_rh = torch.mm(dan_[t], w_n)
             threads.pointwise()
             torch.mul(d_rh, kr_[t], out=dar_[t])
-            if k + 1 < T:
-                dh_prev = torch.addcmul(dy_[order[k + 1]], dh, kh_[t], out=dh_[order[k + 1]])
-            else:
-                dh_prev = dh0 = dh * kh_[t]
+            dh_prev = _carried(k, order, dy_, dh_, dh, kh_[t])
             dh_prev.addcmul_(d_rh, r_[t])
             threads.gemm()
             dh_prev.addmm_(darz_[t], w_rz)
+    dh0 = dh_prev  # the last step processed: its "previous state" is h0
     dw = None
     if needs_w:
         dw = torch.cat([grad_weight_prev(dA[..., :2 * H], Y, h0, spec.reverse),
@@ -204,18 +210,15 @@ def _backward_simplified(spec: GRUSpec, A: Tensor, Y: Tensor, h0: Tensor, mf: Te
     k_, kh_ = K.unbind(0), K_h.unbind(0)
     order = step_order(T, spec.reverse)[::-1]
     torch.add(dy_[order[0]], dh_n, out=dh_[order[0]])
-    dh0 = None
     with ThreadSwitch() as threads:  # caller's threads for GEMMs, one for the rest
         for k, t in enumerate(order):
             dh = dh_[t]
             threads.pointwise()
             torch.mul(dh.unsqueeze(1), k_[t], out=da2_[t])
-            if k + 1 < T:
-                dh_prev = torch.addcmul(dy_[order[k + 1]], dh, kh_[t], out=dh_[order[k + 1]])
-            else:
-                dh_prev = dh0 = dh * kh_[t]
+            dh_prev = _carried(k, order, dy_, dh_, dh, kh_[t])
             threads.gemm()
             dh_prev.addmm_(da_[t], w)
+    dh0 = dh_prev  # the last step processed: its "previous state" is h0
     dw = grad_weight_prev(dA, Y, h0, spec.reverse).mul_(scale.unsqueeze(1)) if needs_w else None
     return dA, dh0, dw
 
