@@ -14,6 +14,31 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def random_cell(factory, input_size, hidden_size, dtype, seed=0):
+    """``factory(input_size, hidden_size, dtype=dtype)`` with random (not init) parameters,
+    so every term, layer-norm gains included, matters."""
+    torch.manual_seed(seed)
+    cell = factory(input_size, hidden_size, dtype=dtype)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.normal_(0, 0.5)
+    return cell
+
+
+def outputs_and_grads(run, cell, x, state, mask, reverse):
+    """Outputs, final states and grads of a fixed random projection of all of them
+    wrt x, the initial state and every parameter (the projection in float32, or in
+    float64 for float64 outputs)."""
+    y, final = run(cell, cell.own_params(), x, state, mask, reverse=reverse)
+    outs = (y, *final)
+    gen = torch.Generator().manual_seed(123)
+    loss = 0
+    for o in outs:
+        dtype = torch.promote_types(o.dtype, torch.float32)
+        loss = loss + (o.to(dtype) * torch.randn(o.shape, generator=gen, dtype=dtype)).sum()
+    return outs, torch.autograd.grad(loss, [x, *state, *cell.parameters()])
+
+
 def assert_parameter_grads_and_inference_match_scan(kernel, cell, x, state):
     """With no gradient wanted wrt ``x`` or the state, the kernel still gives every
     parameter the reference scan's gradient; under no_grad it gives the same outputs."""

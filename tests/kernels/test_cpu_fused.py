@@ -14,7 +14,8 @@ from rnnkit.kernels import (cpu_common, cpu_fused, cpu_gru, cpu_gru_native, cpu_
                             native)
 from rnnkit.nn.scan import scan
 from kernel_checks import (assert_layer_runs_kernel_and_matches_scan,  # noqa: F401 (one_thread: autouse fixture)
-                           assert_parameter_grads_and_inference_match_scan, one_thread)
+                           assert_parameter_grads_and_inference_match_scan, one_thread, outputs_and_grads,
+                           random_cell)
 
 CONFIGS = {
     "lstm_peephole": lambda i, h, **kw: LSTMCell(i, h, peephole=True, **kw),
@@ -46,13 +47,7 @@ def use_backend(backend, monkeypatch):
 
 
 def _cell(name, input_size, hidden_size, dtype, seed=0):
-    """A cell with random (not init) parameters, so every term, LN gains included, matters."""
-    torch.manual_seed(seed)
-    cell = CONFIGS[name](input_size, hidden_size, dtype=dtype)
-    with torch.no_grad():
-        for p in cell.parameters():
-            p.normal_(0, 0.5)
-    return cell
+    return random_cell(CONFIGS[name], input_size, hidden_size, dtype, seed)
 
 
 def _inputs(cell, T, B, dtype, masked, lengths):
@@ -62,18 +57,6 @@ def _inputs(cell, T, B, dtype, masked, lengths):
     if masked:
         mask = (torch.arange(T).unsqueeze(1) < torch.tensor(lengths).unsqueeze(0)).unsqueeze(-1)
     return x, state, mask
-
-
-def _outputs_and_grads(run, cell, x, state, mask, reverse):
-    """Outputs, final states and grads of a fixed random projection of all of them
-    wrt x, the initial state and every parameter."""
-    p = cell.own_params()
-    y, final = run(cell, p, x, state, mask, reverse=reverse)
-    outs = (y, *final)
-    gen = torch.Generator().manual_seed(123)
-    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
-    leaves = [x, *state, *cell.parameters()]
-    return outs, torch.autograd.grad(loss, leaves)
 
 
 def _expected_kernel(name, backend):
@@ -89,8 +72,8 @@ def test_float32_matches_reference_scan(name, reverse, masked, backend, monkeypa
     x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
     kernel = cpu_fused.match(cell, x, cell.own_params())
     assert kernel is _expected_kernel(name, backend)
-    ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, reverse)
-    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
+    ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, reverse)
+    outs, grads = outputs_and_grads(kernel, cell, x, state, mask, reverse)
     names = ["y", *cell.state_names]
     for n, a, b in zip(names, outs, ref_outs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"{n}: {m}")
@@ -298,8 +281,8 @@ def test_native_odd_shapes(name, T, B, H, monkeypatch):
     x, state, mask = _inputs(cell, T, B, torch.float32, True, lengths)
     kernel = cpu_fused.match(cell, x, cell.own_params())
     for reverse in (False, True):
-        ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, reverse)
-        outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
+        ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, reverse)
+        outs, grads = outputs_and_grads(kernel, cell, x, state, mask, reverse)
         for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -317,8 +300,8 @@ def test_native_passes_nan_and_inf_on_like_the_reference(name, bad, monkeypatch)
     x[1, 0, 2] = bad
     x.requires_grad_()
     kernel = cpu_fused.match(cell, x, cell.own_params())
-    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, False)
-    ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, False)
+    outs, grads = outputs_and_grads(kernel, cell, x, state, mask, False)
+    ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, False)
     for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
         assert torch.equal(torch.isfinite(a), torch.isfinite(b))
         torch.testing.assert_close(a[torch.isfinite(a)], b[torch.isfinite(b)], atol=1e-5, rtol=1e-5)

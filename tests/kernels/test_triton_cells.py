@@ -30,7 +30,7 @@ from rnnkit.kernels import find, triton_cells  # noqa: E402
 from rnnkit.nn.scan import scan  # noqa: E402
 from kernel_checks import (assert_layer_runs_kernel_and_matches_scan,  # noqa: E402
                            assert_parameter_grads_and_inference_match_scan,
-                           one_thread)  # noqa: F401 (the autouse fixture)
+                           one_thread, outputs_and_grads, random_cell)  # noqa: F401 (one_thread: autouse)
 
 _SUBPROCESS_FLAG = "RNNKIT_TRITON_TEST_SUBPROCESS"
 
@@ -128,13 +128,7 @@ LENGTHS = [5, 2, 4]
 
 
 def _cell(name, dtype=torch.float32, seed=0):
-    """A cell with random (not init) parameters, so every term, LN gains included, matters."""
-    torch.manual_seed(seed)
-    cell = ALL[name](I, H, dtype=dtype)
-    with torch.no_grad():
-        for p in cell.parameters():
-            p.normal_(0, 0.5)
-    return cell
+    return random_cell(ALL[name], I, H, dtype, seed)
 
 
 def _inputs(cell, dtype, masked):
@@ -142,16 +136,6 @@ def _inputs(cell, dtype, masked):
     state = tuple(torch.randn(B, n, dtype=dtype, requires_grad=True) for n in cell.state_sizes())
     mask = (torch.arange(T).unsqueeze(1) < torch.tensor(LENGTHS).unsqueeze(0)).unsqueeze(-1) if masked else None
     return x, state, mask
-
-
-def _outputs_and_grads(run, cell, x, state, mask, reverse):
-    """Outputs, final states and grads of a fixed random projection of all of them
-    wrt x, the initial state and every parameter."""
-    y, final = run(cell, cell.own_params(), x, state, mask, reverse=reverse)
-    outs = (y, *final)
-    gen = torch.Generator().manual_seed(123)
-    loss = sum((o.float() * torch.randn(o.shape, generator=gen)).sum() for o in outs)
-    return outs, torch.autograd.grad(loss, [x, *state, *cell.parameters()])
 
 
 def _names(cell):
@@ -171,8 +155,8 @@ def test_float32_matches_reference_scan(name, reverse, masked):
     x, state, mask = _inputs(cell, torch.float32, masked)
     kernel = triton_cells.match(cell, x, cell.own_params())
     assert kernel is not None
-    ref_outs, ref_grads = _outputs_and_grads(scan, cell, x, state, mask, reverse)
-    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, reverse)
+    ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, reverse)
+    outs, grads = outputs_and_grads(kernel, cell, x, state, mask, reverse)
     out_names, grad_names = _names(cell)
     _assert_all_close(out_names, outs, ref_outs, atol=1e-5, rtol=1e-5)
     _assert_all_close([f"d{n}" for n in grad_names], grads, ref_grads, atol=1e-5, rtol=1e-5)
@@ -189,13 +173,13 @@ def test_bfloat16_close_to_float32_reference(name):
     x, state, mask = _inputs(cell, torch.bfloat16, masked=True)
     kernel = triton_cells.match(cell, x, cell.own_params())
     assert kernel is not None
-    outs, grads = _outputs_and_grads(kernel, cell, x, state, mask, True)
+    outs, grads = outputs_and_grads(kernel, cell, x, state, mask, True)
     assert all(t.dtype == torch.bfloat16 for t in (*outs, *grads))
     ref_cell = _cell(name, torch.float32)
     ref_cell.load_state_dict({k: v.float() for k, v in cell.state_dict().items()})
     x32 = x.detach().float().requires_grad_()
     state32 = tuple(s.detach().float().requires_grad_() for s in state)
-    ref_outs, ref_grads = _outputs_and_grads(scan, ref_cell, x32, state32, mask, True)
+    ref_outs, ref_grads = outputs_and_grads(scan, ref_cell, x32, state32, mask, True)
     out_names, grad_names = _names(cell)
     _assert_all_close(out_names, [o.float() for o in outs], ref_outs, atol=2e-2, rtol=2e-2)
     _assert_all_close([f"d{n}" for n in grad_names], [g.float() for g in grads], ref_grads, atol=5e-2, rtol=5e-2)
