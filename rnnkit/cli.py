@@ -6,167 +6,178 @@ and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import re
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 from .errors import ConfigError, RnnkitError
-from .models.language_model import CELLS
 
-# flag -> (section, key, type, help): the CLI overrides of the config, all optional
-_OVERRIDES = {
-    "data": ("train", "data", str, "registered dataset (see `rnnkit data list`) or a text file/folder; "
-                                   "default: the embedded stdlib corpus"),
-    "data_dir": ("train", "data_dir", str, "where datasets are looked up (else $RNNKIT_DATA, else ~/.cache/rnnkit)"),
-    "level": ("train", "level", str, "char or word tokens (default: the dataset's)"),
-    "batch_size": ("train", "batch_size", int, "parallel streams per update (global, over all processes)"),
-    "bptt": ("train", "bptt", int, "k2: steps backpropagated through"),
-    "bptt_k1": ("train", "bptt_k1", int, "k1: steps per update (default: --bptt)"),
-    "epochs": ("train", "epochs", int, "passes over the training stream"),
-    "max_steps": ("train", "max_steps", int, "stop after this many updates"),
-    "max_minutes": ("train", "max_minutes", float, "stop after this much wall time"),
-    "optimizer": ("train", "optimizer", str, "sgd or adam"),
-    "lr": ("train", "lr", float, "learning rate"),
-    "clip_norm": ("train", "clip_norm", float, "clip the global gradient norm to this"),
-    "clip_value": ("train", "clip_value", float, "clip each gradient element to [-v, v]"),
-    "patience": ("train", "patience", int, "early stopping: epochs without a better validation loss"),
-    "seed": ("train", "seed", int, "random seed (a CPU run is bit-reproducible)"),
-    "device": ("train", "device", str, "cpu or cuda[:N]"),
-    "out": ("train", "out", str, "run folder: checkpoint, best weights, vocab, metrics.jsonl"),
-    "eval_every": ("train", "eval_every", int, "also evaluate every N updates"),
-    "cell": ("model", "cell", str, "one of " + ", ".join(CELLS)),
-    "input": ("model", "input", str, "embedding, onehot or hashing"),
-    "embedding_dim": ("model", "embedding_dim", int, "input embedding size"),
-    "hidden_size": ("model", "hidden_size", int, "recurrent state size"),
-    "num_layers": ("model", "num_layers", int, "stacked recurrent layers"),
-    "dropout": ("model", "dropout", float, "dropout on non-recurrent connections (Zaremba 2014)"),
-}
+
+def _option_sources():
+    """(section, dataclass, excluded fields) of every option ``rnnkit train`` accepts:
+    the loop's, every task's and every task model's, each declared once."""
+    from .models import MODELS
+    from .tasks import TASKS
+    from .train.config import TrainConfig
+
+    yield "train", TrainConfig, ()
+    for task in TASKS.values():
+        yield "train", task.Options, ()
+        yield "model", MODELS[task.model].config, tuple(task.model_placeholders)
+
+
+def _option_flags() -> dict[str, tuple[str, str, type, str]]:
+    """dest -> (section, key, type, help) for every option flag."""
+    from .options import option_help, option_types
+
+    flags: dict[str, tuple[str, str, type, str]] = {}
+    for section, cls, exclude in _option_sources():
+        for f in dataclasses.fields(cls):
+            if f.name in exclude or f.name in flags:
+                continue
+            typ = next(t for t in option_types(cls, f.name) if t is not type(None))
+            flags[f.name] = (section, f.name, typ, option_help(cls, f.name))
+    return flags
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a language model",
-                       description="Train a recurrent language model. Settings come from --preset, then "
-                                   "--config (TOML with [train] and [model] tables), then flags.")
+    p = sub.add_parser("train", help="train a model (a language model by default; --task adding ...)",
+                       description="Train a recurrent model on a task. Settings come from the task's defaults, "
+                                   "--preset, --config (TOML with [train] and [model] tables), then flags.")
     p.add_argument("--preset", help="char-small (the demo), ptb-small, ptb-medium, ptb-large, shakespeare-char")
     p.add_argument("--config", help="TOML file with [train] and [model] tables")
     p.add_argument("--text", help="a plain text file or folder of text files to train on (same as --data PATH)")
-    for flag, (_, _, typ, text) in _OVERRIDES.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, default=None, help=text)
-    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (CUDA)")
-    p.add_argument("--tie-weights", action="store_true", default=None, help="share the embedding and softmax weights")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-baseline", action="store_true", help="skip the Kneser-Ney n-gram baseline")
+    for dest, (_, _, typ, text) in _option_flags().items():
+        flag = "--" + dest.replace("_", "-")
+        if typ is bool:
+            p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT (its checkpoints, best weights "
+                                                             "and metrics) with a new one")
+    p.add_argument("--no-baseline", action="store_true", help="skip the task's baseline (LM: Kneser-Ney n-gram)")
     p.add_argument("--ngram-order", type=int, default=5, help="order of the Kneser-Ney baseline")
-    p.add_argument("--samples", type=int, default=2, help="samples to print per temperature at the end")
+    p.add_argument("--samples", type=int, default=2, help="LM: samples to print per temperature at the end")
     p.add_argument("--experiment", help="also write results/EXPERIMENT.json")
 
 
+def _overrides(args) -> dict[str, dict]:
+    """The flags given, as config overrides; a flag of another task is an error here."""
+    from .tasks import TASKS
+    from .train.config import TrainConfig
+
+    flags = _option_flags()
+    given = {dest: getattr(args, dest) for dest in flags if getattr(args, dest) is not None}
+    if args.text is not None:
+        given["data"] = args.text
+    task = given.get("task")
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"--task must be one of {sorted(TASKS)}, got {task!r}")
+    overrides: dict[str, dict] = {"train": {}, "model": {}}
+    for dest, value in given.items():
+        overrides[flags[dest][0]][dest] = value
+    if task is not None:  # name the flags that belong to another task (the config check names keys)
+        from .models import MODELS
+
+        cls = TASKS[task]
+        model_keys = {f.name for f in dataclasses.fields(MODELS[cls.model].config)}
+        ours = {f.name for f in dataclasses.fields(TrainConfig)} | cls.option_names() | model_keys
+        foreign = sorted(d for d in given if d not in ours)
+        if foreign:
+            raise ConfigError(f"--{foreign[0].replace('_', '-')} is not an option of task {task!r}")
+    return overrides
+
+
 def _run_train(args) -> int:
-    from .baselines.ngram import KneserNeyLM
-    from .results import REFERENCES, write_result
     from .train.config import build_config, load_toml
     from .train.distributed import init_from_env, shutdown
-    from .train.lm_data import prepare_lm_data
-    from .train.trainer import CHECKPOINT, LMTrainer
+    from .train.loop import Loop
 
-    overrides: dict[str, dict] = {"train": {}, "model": {}}
-    for flag, (section, key, _, _) in _OVERRIDES.items():
-        if getattr(args, flag) is not None:
-            overrides[section][key] = getattr(args, flag)
-    if args.text is not None:
-        overrides["train"]["data"] = args.text
-    if args.amp:
-        overrides["train"]["amp"] = True
-    if args.tie_weights:
-        overrides["model"]["tie_weights"] = True
-    if args.no_progress:
-        overrides["train"]["progress"] = False
     if args.experiment is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.experiment):
         raise ConfigError(f"--experiment must be a plain name (letters, digits, '.', '_', '-'), got {args.experiment!r}")
-    cfg = build_config(args.preset, load_toml(args.config) if args.config else None, overrides)
+    if args.ngram_order < 1 or args.samples < 0:
+        raise ConfigError("--ngram-order must be >= 1 and --samples >= 0")
+    cfg = build_config(args.preset, load_toml(args.config) if args.config else None, _overrides(args))
     ctx = init_from_env(cfg.train.device)
     say = print if ctx.is_main else (lambda *a, **k: None)
     t0 = time.perf_counter()
+    loop = None
     try:
-        data = prepare_lm_data(cfg.train)
-        say(f"corpus {data.name} ({data.level}): {len(data.train):,} train / {len(data.valid):,} valid / "
-            f"{len(data.test):,} test tokens, vocabulary {len(data.vocab):,}")
+        task = cfg.make_task()
+        task.prepare()
+        say(task.summary())
+        loop = Loop(cfg, task, ctx)
+        changed = loop.open(resume=args.resume, overwrite=args.overwrite)
+        if args.resume:
+            say(f"resumed from {loop.rundir.checkpoint} at step {loop.progress.step}")
+            for line in changed:
+                say(f"  changed on resume: {line}")
         baseline = None
         if not args.no_baseline and ctx.is_main:
-            kn = KneserNeyLM(order=args.ngram_order, vocab_size=len(data.vocab)).fit(data.train.numpy())
-            baseline = {"order": args.ngram_order, "valid": kn.evaluate(data.valid.numpy()),
-                        "test": kn.evaluate(data.test.numpy())}
-            say(f"{args.ngram_order}-gram Kneser-Ney baseline: valid {_describe(baseline['valid'], data.level)}")
-        trainer = LMTrainer(cfg, data, ctx)
-        if args.resume:
-            trainer.resume()
-            say(f"resumed from {trainer.out / CHECKPOINT} at step {trainer.progress.step}")
-        n_params = sum(p.numel() for p in trainer.model.parameters())
-        say(f"model: {cfg.model.cell} {cfg.model.num_layers}x{cfg.model.hidden_size}, {n_params:,} parameters, "
-            f"path={trainer.model.rnn.path}, {ctx.world_size} process(es)")
-        result = trainer.fit()
+            baseline = task.baseline(args.ngram_order)
+            if baseline is not None:
+                say(f"{baseline['name']} baseline: valid {task.describe(baseline['valid'])}")
+        n_params = sum(p.numel() for p in loop.model.parameters())
+        rnn = getattr(loop.model, "rnn", None)
+        say(f"model: {cfg.model.get('cell')} {cfg.model.get('num_layers')}x{cfg.model.get('hidden_size')}, "
+            f"{n_params:,} parameters, path={getattr(rnn, 'path', '?')}, {ctx.world_size} process(es)")
+        result = loop.fit()
     finally:
+        if loop is not None:
+            loop.close()
         shutdown(ctx)
     if not ctx.is_main:
         return 0
     wall = time.perf_counter() - t0
     say(f"\nstopped by {result['stopped_by']} after {result['steps']} updates ({result['train_seconds'] / 60:.1f} min)")
-    say(f"{'model':<28} valid {_describe(result['valid'], data.level)}   test {_describe(result['test'], data.level)}")
+    say(f"{'model':<28} valid {task.describe(result['valid'])}   test {task.describe(result['test'])}")
     if baseline is not None:
-        say(f"{str(args.ngram_order) + '-gram Kneser-Ney':<28} valid {_describe(baseline['valid'], data.level)}   "
-            f"test {_describe(baseline['test'], data.level)}")
-    out = Path(cfg.train.out)
-    if args.samples > 0:
-        _print_samples(out / "best.safetensors", args.samples, cfg.train.seed)
-    say(f"\ncheckpoint: {out / CHECKPOINT}   best weights: {out / 'best.safetensors'}")
-    say(f"continue with:  rnnkit sample {shlex.quote(str(out / 'best.safetensors'))} --length 300 --temperature 0.8")
+        say(f"{baseline['name']:<28} valid {task.describe(baseline['valid'])}   test {task.describe(baseline['test'])}")
+    out = loop.rundir.path
+    if args.samples > 0 and hasattr(task, "join"):
+        with loop.best_weights() as model:
+            _print_samples(model.eval(), task, args.samples, cfg.train.seed)
+    say(f"\ncheckpoint: {loop.rundir.checkpoint}   best weights: {loop.rundir.best}")
+    if hasattr(task, "join"):
+        say(f"continue with:  rnnkit sample {shlex.quote(str(loop.rundir.best))} --length 300 --temperature 0.8")
     if args.experiment:
-        metrics = {"valid": result["valid"], "test": result["test"], "steps": result["steps"],
-                   "epochs_completed": result["epochs_completed"], "stopped_by": result["stopped_by"],
-                   "train_seconds": result["train_seconds"], "ngram": baseline}
-        ref = None
-        if args.preset in REFERENCES:
-            what, key, value, source = REFERENCES[args.preset]
-            ref = {"what": what, "metric": key, "value": value, "source": source,
-                   "baseline_metric": "ngram." + key}
-        path = write_result(args.experiment, metrics, seed=cfg.train.seed, wall_seconds=wall,
-                            config=cfg.to_dict(), reference=ref)
-        say(f"wrote {path}")
+        _write_result(args, cfg, result, baseline, wall)
     return 0
 
 
-def _describe(m: dict, level: str) -> str:
-    if level == "char":
-        return f"{m['nll'] / math.log(2):.3f} bits/char"
-    return f"ppl {m['ppl']:.1f}"
+def _write_result(args, cfg, result: dict, baseline: dict | None, wall: float) -> None:
+    from .results import REFERENCES, write_result
+
+    metrics = {k: result[k] for k in ("valid", "test", "steps", "epochs_completed", "stopped_by", "train_seconds")}
+    metrics["baseline"] = baseline
+    ref = None
+    key = args.preset if args.preset in REFERENCES else args.experiment
+    if key in REFERENCES:
+        what, metric, value, source = REFERENCES[key]
+        ref = {"what": what, "metric": metric, "value": value, "source": source,
+               "baseline_metric": "baseline." + metric}
+    path = write_result(args.experiment, metrics, seed=cfg.train.seed, wall_seconds=wall,
+                        config=cfg.to_dict(), reference=ref)
+    print(f"wrote {path}")
 
 
-def _print_samples(path: Path, n: int, seed: int) -> None:
+def _print_samples(model, task, n: int, seed: int) -> None:
+    import torch
+
     from .generate import sample
-    from .train.trainer import load_model
 
-    model, vocab, state = load_model(path)
     g = torch.Generator().manual_seed(seed)
-    level = state.get("level", "char")
-    start = vocab.stoi.get("\n", vocab.eos_id) if level == "char" else vocab.eos_id
+    vocab, char = task.vocab, task.level == "char"
     for temperature in (0.5, 1.0):
         print(f"\n--- samples at temperature {temperature} ---")
-        seqs = sample(model, batch_size=n, max_new_tokens=300 if level == "char" else 60, start_id=start,
+        seqs = sample(model, batch_size=n, max_new_tokens=300 if char else 60, start_id=task.start_id(),
                       temperature=temperature, forbid=[vocab.unk_id, vocab.pad_id], generator=g)
         for s in seqs:
-            print(_join(vocab.decode(s), level).rstrip() + ("\n" if level == "char" else ""))
-
-
-def _join(tokens: list[str], level: str) -> str:
-    if level == "char":
-        return "".join(tokens)
-    return " ".join(t if t != "<eos>" else "\n" for t in tokens).replace(" \n ", "\n")
+            print(task.join(s).rstrip() + ("\n" if char else ""))
 
 
 def _sample_parser(sub) -> None:
@@ -185,54 +196,67 @@ def _sample_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
 
 
-def _run_sample(args) -> int:
-    from .data.tokenize import tokenize
-    from .generate import sample
-    from .train.trainer import load_model
+def _load_lm(path: str, device: str, overrides: dict | None = None):
+    from .train.config import check_device
+    from .train.saved import load_model
 
-    model, vocab, state = load_model(args.checkpoint, args.device)
-    level = state.get("level", "char")
-    prime = None
-    if args.prime:
-        prime = vocab.encode_tensor(tokenize(args.prime, level) if level == "char" else args.prime.split())
-        prime = prime.unsqueeze(0).to(args.device)
-    start = vocab.stoi.get("\n", vocab.eos_id) if level == "char" else vocab.eos_id
-    forbid = [vocab.pad_id] + ([] if args.allow_unk else [vocab.unk_id])
+    check_device(device)
+    loaded = load_model(path, device, overrides)
+    if loaded.task.name != "lm":
+        raise ConfigError(f"{path} is a model of task {loaded.task.name!r}; this command needs a language model")
+    return loaded
+
+
+def _run_sample(args) -> int:
+    import torch
+
+    from .generate import sample
+
+    loaded = _load_lm(args.checkpoint, args.device)
+    task, model = loaded.task, loaded.model
+    prime = task.encode_prime(args.prime).unsqueeze(0).to(args.device) if args.prime else None
+    forbid = [task.vocab.pad_id] + ([] if args.allow_unk else [task.vocab.unk_id])
     g = torch.Generator(device=args.device).manual_seed(args.seed)
-    seqs = sample(model, prime=prime, batch_size=args.num, max_new_tokens=args.length, start_id=start,
+    seqs = sample(model, prime=prime, batch_size=args.num, max_new_tokens=args.length, start_id=task.start_id(),
                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
-                  forbid=forbid, eos_id=vocab.eos_id if args.stop_at_eos else None, generator=g)
+                  forbid=forbid, eos_id=task.vocab.eos_id if args.stop_at_eos else None, generator=g)
     for s in seqs:
-        print((args.prime or "") + ("" if level == "char" else " ") + _join(vocab.decode(s), level))
+        print((args.prime or "") + ("" if task.level == "char" else " ") + task.join(s))
         if args.num > 1:
             print("-" * 40)
     return 0
 
 
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a trained model on a corpus split")
+    p = sub.add_parser("eval", help="evaluate a trained model on a split of its task's data")
     p.add_argument("checkpoint")
-    p.add_argument("--data", default=None, help="dataset name or text path (default: the default corpus)")
+    p.add_argument("--data", default=None, help="LM: dataset name or text path (default: the one it was trained on)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    p.add_argument("--bptt", type=int, default=64)
+    p.add_argument("--bptt", type=int, default=64, help="LM: window of the state-carrying evaluation")
     p.add_argument("--device", default="cpu")
 
 
 def _run_eval(args) -> int:
-    from .train.config import TrainConfig
-    from .train.lm_data import prepare_lm_data
-    from .train.trainer import LMTrainer, load_model
+    from .train.config import check_device
+    from .train.loop import evaluate
+    from .train.saved import load_model
 
-    model, vocab, state = load_model(args.checkpoint, args.device)
-    cfg = TrainConfig(data=args.data, data_dir=args.data_dir, level=state.get("level"), bptt=args.bptt,
-                      device=args.device, progress=False)
-    data = prepare_lm_data(cfg, vocab=vocab)
-    trainer = LMTrainer.__new__(LMTrainer)  # evaluation only: no optimizer, no streams
-    trainer.model, trainer.cfg, trainer.data, trainer.device = model, cfg, data, torch.device(args.device)
-    trainer._autocast = lambda: torch.autocast("cpu", enabled=False)
-    m = trainer.evaluate(getattr(data, args.split))
-    print(f"{data.name} {args.split}: {_describe(m, data.level)} (nll {m['nll']:.4f} nats/token over {m['tokens']:,} tokens)")
+    if args.bptt < 1:
+        raise ConfigError(f"--bptt must be >= 1, got {args.bptt}")
+    check_device(args.device)
+    overrides = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir)) if v is not None}
+    loaded = load_model(args.checkpoint, args.device, overrides)
+    task = loaded.task
+    if overrides and not set(overrides) <= task.option_names():
+        raise ConfigError(f"--data/--data-dir do not apply to task {task.name!r}")
+    if args.data is None and task.name == "lm":  # the default corpus unless told otherwise, as before
+        task.options = dataclasses.replace(task.options, data=None, data_dir=args.data_dir)
+    task.prepare()
+    m = evaluate(task, loaded.model, args.split, bptt=args.bptt, device=args.device)
+    name = getattr(getattr(task, "data", None), "name", task.name)
+    extra = f" (nll {m['nll']:.4f} nats/token over {m['tokens']:,} tokens)" if "nll" in m else ""
+    print(f"{name} {args.split}: {task.describe(m)}{extra}")
     return 0
 
 
@@ -245,17 +269,22 @@ def _ngram_parser(sub) -> None:
     p.add_argument("--discounts", default="modified", choices=["modified", "single"])
 
 
+def _describe_lm(m: dict, level: str) -> str:
+    return f"{m['bits_per_token']:.3f} bits/char" if level == "char" else f"ppl {m['ppl']:.1f}"
+
+
 def _run_ngram(args) -> int:
     from .baselines.ngram import KneserNeyLM
-    from .train.config import TrainConfig
-    from .train.lm_data import prepare_lm_data
+    from .tasks.lm import LMOptions, prepare_lm_data
 
-    data = prepare_lm_data(TrainConfig(data=args.data, data_dir=args.data_dir, level=args.level))
+    if args.order < 1:
+        raise ConfigError(f"--order must be >= 1, got {args.order}")
+    data = prepare_lm_data(LMOptions(data=args.data, data_dir=args.data_dir, level=args.level))
     t0 = time.perf_counter()
     kn = KneserNeyLM(order=args.order, vocab_size=len(data.vocab), discounts=args.discounts).fit(data.train.numpy())
     for split in ("valid", "test"):
         m = kn.evaluate(getattr(data, split).numpy())
-        print(f"{args.order}-gram KN ({args.discounts}) on {data.name} {split}: {_describe(m, data.level)} "
+        print(f"{args.order}-gram KN ({args.discounts}) on {data.name} {split}: {_describe_lm(m, data.level)} "
               f"(nll {m['nll']:.4f})")
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -273,6 +302,9 @@ def _run_data(args) -> int:
 
     root = data_dir(args.data_dir)
     names = args.names or sorted(DATASETS)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise ConfigError(f"unknown dataset {unknown[0]!r}; registered: {', '.join(sorted(DATASETS))}")
     if args.action == "list":
         print(f"data directory: {root}  (set RNNKIT_DATA or --data-dir)")
         for name in names:

@@ -17,3 +17,7 @@ class ConfigError(RnnkitError, ValueError):
 
 class CheckpointError(RnnkitError, ValueError):
     """A checkpoint is missing, truncated, or belongs to another architecture."""
+
+
+class TrainingDiverged(RnnkitError, ArithmeticError):
+    """The loss or the gradients became NaN or infinite; the weights were not updated."""

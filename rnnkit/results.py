@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .train.checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 #: literature figures the presets reproduce: preset -> (what, metric key path, value, source)
 REFERENCES: dict[str, tuple[str, str, float, str]] = {
@@ -25,6 +25,7 @@ REFERENCES: dict[str, tuple[str, str, float, str]] = {
     "ptb-medium": ("test perplexity", "test.ppl", 82.7, "Zaremba et al. 2014, medium"),
     "ptb-large": ("test perplexity", "test.ppl", 78.4, "Zaremba et al. 2014, large"),
     "shakespeare-char": ("valid nats/char", "valid.nll", 1.50, "issue target (char-rnn 2-layer LSTM)"),
+    "adding-t50": ("test MSE", "test.mse", 0.01, "issue target (< 0.01); Le et al. 2015 solve T=150+ with LSTMs"),
 }
 
 

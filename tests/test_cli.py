@@ -72,7 +72,7 @@ def test_checkpoint_from_other_architecture(tiny_corpus, tmp_path, capsys):
     assert main(base + ["--max-steps", "1"]) == 0
     capsys.readouterr()
     err = _error_line(capsys, base + ["--max-steps", "2", "--resume", "--hidden-size", "32"])
-    assert "different architecture" in err and "hidden_size" in err
+    assert "different configuration" in err and "[model] hidden_size: 16 -> 32" in err
 
 
 def test_truncated_checkpoint(tiny_corpus, tmp_path, capsys):

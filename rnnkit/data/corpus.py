@@ -23,60 +23,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import DataError
+from .default_corpus import default_corpus
 from .registry import DATASETS, WHOLE, get_spec, resolve
+from .text import SPLITS, Corpus, read_text_file  # defined below both corpus sources; still public here
 from .tokenize import LEVELS, Level
 
-SPLITS = ("train", "valid", "test")
-_SNIFF_BYTES = 8192
 _EVAL_FRACTION = 0.05
 _FOLDER_STRIDE = 20
-
-
-@dataclass
-class Corpus:
-    """Three text splits plus where they came from. ``repr`` omits the (large) texts."""
-
-    train: str = field(repr=False)
-    valid: str = field(repr=False)
-    test: str = field(repr=False)
-    name: str
-    level: Level
-
-    def split(self, which: str) -> str:
-        """The text of ``"train"``, ``"valid"`` or ``"test"``."""
-        if which not in SPLITS:
-            raise ValueError(f"Corpus.split: expected one of {SPLITS}, got {which!r}")
-        return getattr(self, which)
-
-    def sizes(self) -> dict[str, int]:
-        """Characters per split."""
-        return {s: len(self.split(s)) for s in SPLITS}
-
-
-def read_text_file(path: str | os.PathLike[str]) -> str:
-    """A file's text, UTF-8 (BOM dropped), newlines normalized.
-
-    Raises DataError if the file is missing, has a NUL byte in its first 8 KiB
-    (the usual binary sniff) or is not valid UTF-8; the message names the file.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"corpus file not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"expected a file, got a directory: {path}") from None
-    if b"\0" in data[:_SNIFF_BYTES]:
-        raise DataError(f"{path} looks binary (NUL byte in its first {_SNIFF_BYTES} bytes); give a text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); give a UTF-8 text file") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _split_sizes(n: int, what: str) -> tuple[int, int, int]:
@@ -201,8 +158,6 @@ def load_corpus(spec: str | os.PathLike[str] | None, data_dir: str | os.PathLike
     if level is not None:
         _check_level(level)
     if spec is None:
-        from .default_corpus import default_corpus  # local: default_corpus imports Corpus from here
-
         corpus = default_corpus()
     elif isinstance(spec, str) and spec in DATASETS:
         corpus = load_dataset(spec, data_dir)

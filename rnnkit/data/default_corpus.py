@@ -17,7 +17,7 @@ import sysconfig
 from pathlib import Path
 
 from ..errors import DataError
-from .corpus import Corpus, read_text_file
+from .text import Corpus, read_text_file
 
 #: Chosen to exist as plain ``.py`` files from 3.10 to 3.14 (nothing deprecated for
 #: removal, nothing that turned into a package such as ``pathlib`` or ``zipfile``),

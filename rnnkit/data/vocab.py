@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..errors import DataError
 
 PAD = "<pad>"
@@ -136,25 +136,9 @@ class Vocab:
         return cls(d["itos"])
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write JSON atomically: a reader sees the old file or the new one, never half of one.
-
-        The temporary file lives in the destination directory because ``os.replace``
-        is only atomic within one filesystem.
-        """
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        """Write JSON atomically (:mod:`rnnkit.atomic`): a reader sees the old file or
+        the new one, never half of one, and the file gets the usual umask permissions."""
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Vocab":

@@ -1,8 +1,10 @@
 """Fast paths for custom cells.
 
-A kernel is a callable with the signature of :func:`rnnkit.nn.scan.scan`
+A kernel is a callable with the signature of the reference loop
+:func:`rnnkit.kernels.reference.scan` (re-exported as :func:`rnnkit.nn.scan.scan`)
 ``(cell, p, x (T, B, I), state, mask, reverse) -> (y (T, B, O), final_state)``
-that computes exactly what the cell's reference step computes, only faster.
+that computes exactly what the cell's reference step computes, only faster; a
+kernel handed inputs it does not take calls the reference itself.
 Each kernel module exposes ``match(cell, x, p) -> Kernel | None``; :func:`find`
 is the seam the scan asks. Every kernel is tested against the reference step,
 forward and backward.

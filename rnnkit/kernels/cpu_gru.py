@@ -39,6 +39,7 @@ from ..cells.base import State
 from ..cells.gru import GRUCell
 from .cpu_common import (ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry, grad_weight_prev,
                          inputs_ok, sigmoid_backward, step_order, summed_bias, tanh_backward, with_prev)
+from .reference import scan
 
 #: the GRU variants with a kernel here ("reset_after" is torch.nn's own fused GRU).
 VARIANTS = ("reset_before", "simplified")
@@ -279,7 +280,6 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)`` -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
     if not inputs_ok(cell, x, state, mask):
-        from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     xp = scaled_projection(cell, p, x).contiguous()
     y, h = GRUScan.apply(GRUSpec(cell.variant, reverse), mask, xp, h0, p.weight_hh)

@@ -25,6 +25,7 @@ from ..cells.gru import GRUCell
 from . import native
 from .cpu_common import (byte_mask, float_mask, folded_projection, grad_weight_prev, inputs_ok, pointwise_threads,
                          ptr)
+from .reference import scan
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -125,7 +126,6 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
     if not inputs_ok(cell, x, state, mask):
-        from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     xp = folded_projection(cell, p, x).contiguous()
     store = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, h0, p.weight_hh))

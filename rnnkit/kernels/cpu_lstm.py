@@ -46,6 +46,7 @@ from ..cells.lstm import LSTMCell
 from .cpu_common import (LN_EPS, ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry,
                          grad_projection, grad_weight_prev, inputs_ok, peephole_grads, sigmoid_backward,
                          step_order, summed_bias, tanh_backward, with_prev)
+from .reference import scan
 
 #: the OpOverload, not the packet: ~3 us less per call, twice per step
 _ln_backward = torch.ops.aten.native_layer_norm_backward.default
@@ -421,7 +422,6 @@ def run_kernel(function, projection, cell: LSTMCell, p: SimpleNamespace, x: Tens
     *parameters)``."""
     h0, c0 = state
     if not inputs_ok(cell, x, state, mask):
-        from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
         return scan(cell, p, x, state, mask, reverse)
     params = [getattr(p, name, None) for name in PARAMETERS]
     params = [None if w is None else w.contiguous() for w in params]

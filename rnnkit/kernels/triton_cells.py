@@ -71,6 +71,7 @@ from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
 from . import cpu_gru, cpu_lstm
 from .cpu_common import inputs_ok, summed_bias, tensors_ok, tracing
+from .reference import scan
 
 #: dtypes the Triton kernels are written and tested for
 DTYPES = (torch.float32, torch.bfloat16)
@@ -127,11 +128,6 @@ def _folded(p: SimpleNamespace) -> SimpleNamespace:
     return SimpleNamespace(**{**vars(p), "bias_ih": summed_bias(p), "bias_hh": None})
 
 
-def _reference(cell, p, x, state, mask, reverse):
-    from ..nn.scan import scan  # deferred: rnnkit.nn.scan imports the kernels
-    return scan(cell, p, x, state, mask, reverse)
-
-
 def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
               mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
     """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
@@ -139,7 +135,7 @@ def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
     -> ``(y (T, B, H), (h_n, c_n))``."""
     h0, c0 = state
     if not inputs_ok(cell, x, state, mask):
-        return _reference(cell, p, x, state, mask, reverse)
+        return scan(cell, p, x, state, mask, reverse)
     impl = importlib.import_module(".triton_lstm", __package__)
     spec = cpu_lstm.LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=False, reverse=reverse)
     xp = cell.project_input(x, _folded(p)).contiguous()
@@ -157,7 +153,7 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)`` bool -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
     if not inputs_ok(cell, x, state, mask):
-        return _reference(cell, p, x, state, mask, reverse)
+        return scan(cell, p, x, state, mask, reverse)
     impl = importlib.import_module(".triton_gru", __package__)
     xp = cell.project_input(x, _folded(p)).contiguous()
     y, h = impl.TritonGRUScan.apply(cpu_gru.GRUSpec(cell.variant, reverse),

@@ -1,4 +1,8 @@
-"""Models built from rnnkit layers."""
-from .language_model import CELLS, LanguageModel, LMConfig
+"""Models built from rnnkit layers, and the registry tasks build them from."""
+from .cells import CELLS, recurrent_layer
+from .language_model import LanguageModel, LMConfig
+from .registry import MODELS, RegisteredModel
+from .regressor import RegressorConfig, SequenceRegressor
 
-__all__ = ["LanguageModel", "LMConfig", "CELLS"]
+__all__ = ["LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
+           "RegressorConfig", "SequenceRegressor"]

@@ -8,23 +8,10 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..nn import GRU, LSTM, RNN, MinGRU, MinLSTM
 from ..nn.hashing import HashEmbedding
-from ..nn.recurrent import Recurrent
+from ..options import option
+from .cells import CELLS, INITS, recurrent_layer
 
-#: cell name -> (layer class, extra constructor arguments)
-CELLS: dict[str, tuple[type[Recurrent], dict]] = {
-    "lstm": (LSTM, {}),
-    "lstm_peephole": (LSTM, {"peephole": True}),
-    "lstm_layer_norm": (LSTM, {"layer_norm": True}),
-    "gru": (GRU, {}),
-    "gru_reset_before": (GRU, {"variant": "reset_before"}),
-    "gru_simplified": (GRU, {"variant": "simplified"}),
-    "rnn_tanh": (RNN, {"nonlinearity": "tanh"}),
-    "rnn_relu": (RNN, {"nonlinearity": "relu"}),
-    "mingru": (MinGRU, {}),
-    "minlstm": (MinLSTM, {}),
-}
 INPUTS = ("embedding", "onehot", "hashing")
 
 
@@ -32,19 +19,19 @@ INPUTS = ("embedding", "onehot", "hashing")
 class LMConfig:
     """Architecture of a :class:`LanguageModel`. Plain data, saved with every checkpoint."""
 
-    vocab_size: int
-    cell: str = "lstm"
-    input: str = "embedding"          # "embedding", "onehot" or "hashing" (the hashing trick)
-    embedding_dim: int = 128          # ignored for one-hot input (then = vocab_size)
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0              # Zaremba et al. 2014: on non-recurrent connections only
-    tie_weights: bool = False         # Press & Wolf 2017 / Inan et al. 2017
-    init: str = "torch"
-    init_range: float | None = None   # U(-r, r) for every weight, as Zaremba (overrides init)
-    forget_bias: float | None = None
-    hash_buckets: int = 0             # hashing input: number of buckets (0 = vocab_size // 2)
-    num_hashes: int = 2
+    vocab_size: int                   # from the data's vocabulary, never a user option
+    cell: str = option("lstm", "recurrent cell: " + ", ".join(CELLS))
+    input: str = option("embedding", "input encoding: embedding, onehot or hashing (the hashing trick)")
+    embedding_dim: int = option(128, "input embedding size (ignored for one-hot input)")
+    hidden_size: int = option(256, "recurrent state size")
+    num_layers: int = option(2, "stacked recurrent layers")
+    dropout: float = option(0.0, "dropout on non-recurrent connections (Zaremba et al. 2014)")
+    tie_weights: bool = option(False, "share the embedding and softmax weights (Press & Wolf 2017)")
+    init: str = option("torch", "weight init: torch, orthogonal, identity or xavier")
+    init_range: float | None = option(None, "U(-r, r) for every weight, as Zaremba (overrides init)")
+    forget_bias: float | None = option(None, "initial LSTM forget-gate bias (Jozefowicz et al. 2015)")
+    hash_buckets: int = option(0, "hashing input: number of buckets (0 = vocab_size // 2)")
+    num_hashes: int = option(2, "hashing input: hash functions per token")
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -54,6 +41,11 @@ class LMConfig:
         need(self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
         need(self.input in INPUTS, f"input must be one of {INPUTS}, got {self.input!r}")
         need(self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0")
+        need(self.embedding_dim > 0, f"embedding_dim must be > 0, got {self.embedding_dim}")
+        need(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
+        need(self.init_range is None or self.init_range > 0, f"init_range must be > 0 or null, got {self.init_range}")
+        need(self.hash_buckets >= 0 and self.num_hashes > 0,
+             f"hash_buckets must be >= 0 and num_hashes > 0, got {self.hash_buckets} and {self.num_hashes}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         need(not self.tie_weights or self.input == "embedding",
              "tie_weights needs input='embedding' (the softmax reuses the embedding matrix)")
@@ -86,10 +78,8 @@ class LanguageModel(nn.Module):
         else:  # one-hot: the identity matrix as input, nothing learned
             self.encoder = None
             in_size = c.vocab_size
-        layer_cls, extras = CELLS[c.cell]
-        self.rnn = layer_cls(in_size, c.hidden_size, num_layers=c.num_layers, batch_first=True,
-                             dropout=c.dropout if c.num_layers > 1 else 0.0, init=c.init,
-                             forget_bias=c.forget_bias, **extras)
+        self.rnn = recurrent_layer(c.cell, in_size, c.hidden_size, c.num_layers, dropout=c.dropout,
+                                   init=c.init, forget_bias=c.forget_bias)
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         if c.init_range is not None:
@@ -111,10 +101,3 @@ class LanguageModel(nn.Module):
         x = self.drop(self.encode(tokens))
         out, state = self.rnn(x, state, lengths=lengths)
         return self.decoder(self.drop(out)), state
-
-    @staticmethod
-    def detach_state(state):
-        """Cut the graph at a batch boundary (truncated BPTT) keeping the values."""
-        if state is None:
-            return None
-        return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()

@@ -7,19 +7,36 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from torch import Tensor, _VF
+from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-if TYPE_CHECKING:
-    from .recurrent import Recurrent
 
 BACKENDS = ("auto", "torch", "scan")
 _VF_FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
-def choose_path(layer: "Recurrent") -> str:
+class Layer(Protocol):
+    """What choosing and running a path reads from a layer; :class:`rnnkit.nn.recurrent.Recurrent` is one.
+
+    A protocol, not the class: ``recurrent.py`` imports this module, so naming the
+    class here (even for type checking only) would make the two import each other.
+    """
+
+    cells: nn.ModuleList  # of RecurrentCell, one per layer
+    backend: str
+    bias: bool
+    num_layers: int
+    dropout: float
+    training: bool
+    bidirectional: bool
+
+    def has_kernel(self) -> bool: ...
+
+    def flat_weights(self) -> list[Tensor]: ...
+
+
+def choose_path(layer: Layer) -> str:
     """Which path ``layer`` runs: "torch", "kernel" or "scan" (see module doc)."""
     mode = layer.cells[0].torch_mode
     if layer.backend == "torch" and mode is None:
@@ -32,7 +49,7 @@ def choose_path(layer: "Recurrent") -> str:
     return "scan"
 
 
-def run_torch(layer: "Recurrent", x: Tensor, hx: tuple[Tensor, ...],
+def run_torch(layer: Layer, x: Tensor, hx: tuple[Tensor, ...],
               lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Fused torch.nn kernel on ``x (T, B, I)``; ``hx`` each ``(L*D, B, S)``.
 

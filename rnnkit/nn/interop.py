@@ -5,10 +5,8 @@ from torch import nn
 
 from .gru import GRU
 from .lstm import LSTM
-from .recurrent import Recurrent
+from .recurrent import TORCH_ARGS, Recurrent
 from .rnn import RNN
-
-_SHARED_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
 
 
 def from_torch(module: nn.RNNBase, **extras) -> Recurrent:
@@ -17,7 +15,7 @@ def from_torch(module: nn.RNNBase, **extras) -> Recurrent:
     options (e.g. ``backend="scan"``)."""
     if not isinstance(module, nn.RNNBase):
         raise TypeError(f"from_torch: expected torch.nn.RNN, LSTM or GRU, got {type(module).__name__}")
-    kwargs = {k: getattr(module, k) for k in _SHARED_ARGS}
+    kwargs = {k: getattr(module, k) for k in TORCH_ARGS}
     w = module.weight_ih_l0
     kwargs |= {"device": w.device, "dtype": w.dtype, **extras}
     if isinstance(module, nn.LSTM):
@@ -33,21 +31,7 @@ def from_torch(module: nn.RNNBase, **extras) -> Recurrent:
 
 
 def to_torch(layer: Recurrent) -> nn.RNNBase:
-    """The ``torch.nn`` module with a copy of ``layer``'s weights. Only torch.nn
-    configurations convert (no peepholes, layer norm, GRU variants or learned h0)."""
-    mode = layer.cells[0].torch_mode
-    if mode is None or layer.learn_initial_state:
-        raise ValueError(f"to_torch: {type(layer).__name__}({layer.extra_repr()}) has no torch.nn "
-                         "equivalent (custom cell or learned initial state)")
-    kwargs = {k: getattr(layer, k) for k in _SHARED_ARGS}
-    w = layer.weight_ih_l0
-    kwargs |= {"device": w.device, "dtype": w.dtype}
-    if mode == "LSTM":
-        module = nn.LSTM(proj_size=layer.cells[0].proj_size, **kwargs)
-    elif mode == "GRU":
-        module = nn.GRU(**kwargs)
-    else:
-        module = nn.RNN(nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kwargs)
-    module.load_state_dict(layer.state_dict())
-    return module
-
+    """The ``torch.nn`` module with a copy of ``layer``'s weights: :meth:`Recurrent.to_torch
+    <rnnkit.nn.recurrent.Recurrent.to_torch>`, as a function to pair with :func:`from_torch`.
+    Only torch.nn configurations convert (no peepholes, layer norm, GRU variants or learned h0)."""
+    return layer.to_torch()

@@ -16,6 +16,8 @@ from .scan import scan_layers
 from .. import kernels
 
 HiddenState = Tensor | tuple[Tensor, ...]
+#: constructor arguments shared with torch.nn.RNN/LSTM/GRU, same names and meaning
+TORCH_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
 
 
 class Recurrent(nn.Module):
@@ -203,9 +205,29 @@ class Recurrent(nn.Module):
         return out, (finals[0] if len(finals) == 1 else finals)
 
     def to_torch(self) -> nn.RNNBase:
-        """The equivalent ``torch.nn`` module (see :func:`rnnkit.nn.interop.to_torch`)."""
-        from .interop import to_torch
-        return to_torch(self)
+        """The ``torch.nn`` module with a copy of this layer's weights (also
+        :func:`rnnkit.nn.interop.to_torch`). Only torch.nn configurations convert (no
+        peepholes, layer norm, GRU variants or learned h0).
+
+        Defined here rather than in :mod:`~rnnkit.nn.interop`: it needs nothing but
+        this class and torch.nn, while interop imports the concrete layers, which
+        import this module.
+        """
+        mode = self.cells[0].torch_mode
+        if mode is None or self.learn_initial_state:
+            raise ValueError(f"to_torch: {type(self).__name__}({self.extra_repr()}) has no torch.nn "
+                             "equivalent (custom cell or learned initial state)")
+        kwargs = {k: getattr(self, k) for k in TORCH_ARGS}
+        w = self.weight_ih_l0
+        kwargs |= {"device": w.device, "dtype": w.dtype}
+        if mode == "LSTM":
+            module = nn.LSTM(proj_size=self.cells[0].proj_size, **kwargs)
+        elif mode == "GRU":
+            module = nn.GRU(**kwargs)
+        else:
+            module = nn.RNN(nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kwargs)
+        module.load_state_dict(self.state_dict())
+        return module
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -1,5 +1,9 @@
-"""The one generic loop: any cell over time, directions and layers, with exact
-length masking. Cells know nothing about time; this module knows nothing about gates.
+"""Any cell over directions and layers: each (layer, direction) runs a fused kernel
+(:mod:`rnnkit.kernels`) where one exists, else the reference loop :func:`scan`.
+
+:func:`scan` itself is defined in :mod:`rnnkit.kernels.reference`, next to the
+kernels that must match it and fall back to it; it is re-exported here, where
+the layers and tests have always found it.
 
 Tensors here are time-major: ``x (T, B, I)``.
 """
@@ -13,32 +17,9 @@ import torch.nn.functional as F
 
 from ..cells.base import RecurrentCell, State
 from .. import kernels
+from ..kernels.reference import scan
 
-
-def scan(cell: RecurrentCell, p: SimpleNamespace, x: Tensor, state: State,
-         mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
-    """Run ``cell`` over ``x (T, B, I)`` from ``state``.
-
-    ``mask (T, B, 1)`` marks real steps; at padded steps the state is carried
-    unchanged and the output is zero, so the final state of each sequence is its
-    state at its last real step (for ``reverse``, sequences start at their last
-    real step). Returns ``(y (T, B, O), final_state)``.
-    """
-    # one GEMM for all steps, hoisted out of the loop; unbind (not xp[t]) so that
-    # backward writes each step's gradient once instead of a full-size zero tensor per step
-    xps = cell.project_input(x, p).unbind(0)
-    masks = mask.unbind(0) if mask is not None else None
-    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
-    outputs: list[Tensor] = [None] * x.shape[0]  # type: ignore[list-item]
-    for t in steps:
-        y, new_state = cell.recur(xps[t], state, p)
-        if masks is not None:
-            m = masks[t]
-            new_state = tuple(torch.where(m, new, old) for new, old in zip(new_state, state))
-            y = y * m
-        outputs[t] = y
-        state = new_state
-    return torch.stack(outputs), state
+__all__ = ["scan", "scan_layers"]
 
 
 def scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]], x: Tensor,

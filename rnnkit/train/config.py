@@ -1,87 +1,130 @@
-"""Training configuration: plain frozen dataclasses, validated once at the edge
-(CLI flags or a TOML file), plus the named presets."""
+"""Run configuration: plain frozen dataclasses, validated once at the edge (CLI
+flags, a TOML file, a checkpoint), plus the named presets.
+
+A run has three parts, laid out as the TOML file is:
+
+* ``[train]``: the loop's options (:class:`TrainConfig`) and the task's own
+  (its ``Options`` dataclass, e.g. :class:`rnnkit.tasks.lm.LMOptions`), side by side;
+* ``[model]``: the options of the model the task trains, declared once by that
+  model's config dataclass (e.g. :class:`rnnkit.models.LMConfig`), minus the
+  fields the data decides (vocabulary size).
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
-from ..models.language_model import LMConfig
+from ..options import option, parse_options
+from .task import Task
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+MAX_SEED = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train a language model. Model fields live in :class:`ModelSpec`."""
+    """How the loop trains, whatever the task."""
 
-    data: str | None = None          # registered dataset, a text file/folder, or None = default corpus
-    data_dir: str | None = None
-    level: str | None = None         # "char" or "word"; default from the dataset
-    min_freq: int = 1
-    max_vocab: int | None = None
-    batch_size: int = 32             # global batch (number of parallel streams)
-    bptt: int = 64                   # k2: steps backpropagated through
-    bptt_k1: int | None = None       # k1: steps per update (default = bptt)
-    epochs: int = 10
-    max_steps: int | None = None     # stop after this many updates
-    max_minutes: float | None = None # stop after this much wall time (the demo's budget)
-    optimizer: str = "adam"          # "sgd" or "adam"
-    lr: float = 2e-3
-    lr_decay: float = 1.0            # multiply lr by this each epoch after lr_decay_start (Zaremba)
-    lr_decay_start: int = 0          # lr of epoch e (1-based) = lr * lr_decay ** max(0, e - lr_decay_start)
-    weight_decay: float = 0.0
-    clip_norm: float | None = 5.0    # clip the global gradient norm (None: off)
-    sum_over_time: bool = False      # Zaremba's objective: batch-mean loss summed over the k steps
-                                     # (= token mean * k), so lr 1 / clip 5 mean what the paper says
-    clip_value: float | None = None  # clip each gradient element to [-v, v]
-    eval_every: int | None = None    # evaluate every N updates as well as each epoch
-    patience: int | None = None      # early stopping: epochs without validation improvement
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = False                # bf16 autocast (CUDA only)
-    log_every: int = 50
-    out: str = "runs/lm"
-    progress: bool = True
+    task: str = option("lm", "what to learn: lm (language model) or adding (the adding problem)")
+    batch_size: int = option(32, "examples (or parallel streams) per update, global over all processes")
+    bptt: int = option(64, "truncated BPTT: steps backpropagated through (k2), for tasks that stream")
+    bptt_k1: int | None = option(None, "truncated BPTT: steps per update (k1, default: --bptt)")
+    epochs: int = option(10, "passes over the training data")
+    max_steps: int | None = option(None, "stop after this many updates")
+    max_minutes: float | None = option(None, "stop after this much wall time")
+    optimizer: str = option("adam", "sgd or adam")
+    lr: float = option(2e-3, "learning rate")
+    lr_decay: float = option(1.0, "multiply lr by this each epoch after lr_decay_start (Zaremba)")
+    lr_decay_start: int = option(0, "lr of epoch e (1-based) = lr * lr_decay ** max(0, e - lr_decay_start)")
+    weight_decay: float = option(0.0, "L2 penalty of the optimiser")
+    clip_norm: float | None = option(5.0, "clip the global gradient norm to this (null: off)")
+    clip_value: float | None = option(None, "clip each gradient element to [-v, v]")
+    eval_every: int | None = option(None, "also evaluate every N updates (as well as each epoch)")
+    patience: int | None = option(None, "early stopping: epochs without a better validation metric")
+    seed: int = option(0, "random seed (a CPU run is bit-reproducible)")
+    device: str = option("cpu", "cpu or cuda[:N]")
+    amp: bool = option(False, "bf16 autocast (CUDA only)")
+    log_every: int = option(50, "write a training line to metrics.jsonl every N updates")
+    out: str = option("runs/lm", "run folder: checkpoints, best weights, metrics.jsonl (one run per folder)")
+    progress: bool = option(True, "show a progress bar")
+    checkpoint_every: int | None = option(None, "also save a resumable checkpoint every N updates")
+    checkpoint_minutes: float | None = option(10.0, "also save a resumable checkpoint every M minutes")
+    on_nonfinite: str = option("stop", "a NaN/inf loss or gradient: stop (an error) or skip the batch")
+
+    def __post_init__(self) -> None:
+        positive_or_none = ("max_steps", "max_minutes", "eval_every", "patience", "checkpoint_every",
+                            "checkpoint_minutes", "clip_norm", "clip_value")
+        checks = [(getattr(self, k) is None or getattr(self, k) > 0, f"{k} must be > 0 or null, got {getattr(self, k)}")
+                  for k in positive_or_none]
+        checks += [
+            (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
+            (self.bptt > 0, f"bptt must be > 0, got {self.bptt}"),
+            (self.bptt_k1 is None or 0 < self.bptt_k1 <= self.bptt,
+             f"bptt_k1 must be in [1, bptt={self.bptt}], got {self.bptt_k1}"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}"),
+            (self.lr_decay_start >= 0, f"lr_decay_start must be >= 0, got {self.lr_decay_start}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], got {self.seed}"),
+            (self.log_every > 0, f"log_every must be > 0, got {self.log_every}"),
+            (self.out.strip() != "", "out must name a folder, got an empty string"),
+            (self.on_nonfinite in ("stop", "skip"), f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"config: [train] {msg}")
+        check_device(self.device)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """The architecture fields of :class:`LMConfig`, without the vocab size,
-    which only the data determines."""
-
-    cell: str = "lstm"
-    input: str = "embedding"
-    embedding_dim: int = 128
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0
-    tie_weights: bool = False
-    init: str = "torch"
-    init_range: float | None = None
-    forget_bias: float | None = None
-    hash_buckets: int = 0
-    num_hashes: int = 2
-
-    def build(self, vocab_size: int) -> LMConfig:
-        return LMConfig(vocab_size=vocab_size, **dataclasses.asdict(self))
+def check_device(device: str) -> None:
+    """A device string that names a device this machine has, or a ConfigError."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"config: [train] device {device!r} is not a device; use cpu or cuda[:N]") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config: [train] device {device!r}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"config: [train] device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"config: [train] device {device!r} is not supported; use cpu or cuda[:N]")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    train: TrainConfig = field(default_factory=TrainConfig)
-    model: ModelSpec = field(default_factory=ModelSpec)
+    """One run: the loop's options, the task's options and the model's options."""
 
-    def to_dict(self) -> dict:
-        return {"train": dataclasses.asdict(self.train), "model": dataclasses.asdict(self.model)}
+    train: TrainConfig
+    task: Any                   # the task's Options dataclass
+    model: dict[str, Any]       # options of the task's model (see Task.model)
+
+    @property
+    def task_cls(self) -> type[Task]:
+        from ..tasks import TASKS
+
+        return TASKS[self.train.task]
+
+    def make_task(self) -> Task:
+        return self.task_cls(self.task, self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML layout: ``{"train": {loop and task keys}, "model": {...}}``."""
+        return {"train": {**dataclasses.asdict(self.train), **dataclasses.asdict(self.task)},
+                "model": dict(self.model)}
 
 
 # Zaremba, Sutskever & Vinyals 2014, "Recurrent Neural Network Regularization", section 4.1:
@@ -121,76 +164,104 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _check_type(section: str, key: str, value: Any) -> Any:
-    """Value coerced to the field's type, or a ConfigError naming the key."""
-    hint = typing.get_type_hints(TrainConfig if section == "train" else ModelSpec)[key]
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for t in allowed:
-        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)):
-            return value
-    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-    raise ConfigError(f"config: [{section}] {key} must be {names}, got {type(value).__name__} {value!r}")
-
-
-def build_config(preset: str | None = None, file: dict | None = None,
-                 overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
-    """Preset, then config file, then CLI overrides; every key and type checked."""
+def _merge(preset: str | None, file: dict | None, overrides: dict | None) -> dict[str, dict[str, Any]]:
+    """Preset, then config file, then CLI overrides, as ``{"train": ..., "model": ...}``."""
     merged: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        for s, vals in PRESETS[preset].items():
-            merged[s].update(vals)
+        for section, vals in PRESETS[preset].items():
+            merged[section].update(vals)
     for layer in (file or {}), (overrides or {}):
+        if not isinstance(layer, dict):
+            raise ConfigError(f"config: expected tables [train] and [model], got {type(layer).__name__}")
         for section, vals in layer.items():
             if section not in merged:
                 raise ConfigError(f"config: unknown section [{section}]; expected [train] and [model]")
             if not isinstance(vals, dict):
                 raise ConfigError(f"config: [{section}] must be a table, got {type(vals).__name__}")
             merged[section].update(vals)
-    out = {}
-    for section, cls in (("train", TrainConfig), ("model", ModelSpec)):
-        known = {f.name for f in fields(cls)}
-        for key in merged[section]:
-            if key not in known:
-                raise ConfigError(f"config: unknown key {key!r} in [{section}]; known keys: {', '.join(sorted(known))}")
-        vals = {k: _check_type(section, k, v) for k, v in merged[section].items()}
-        out[section] = cls(**vals)
-    cfg = RunConfig(out["train"], out["model"])
-    validate(cfg)
-    return cfg
+    return merged
 
 
-def validate(cfg: RunConfig) -> None:
-    t = cfg.train
-    checks = [
-        (t.batch_size > 0, f"batch_size must be > 0, got {t.batch_size}"),
-        (t.bptt > 0, f"bptt must be > 0, got {t.bptt}"),
-        (t.bptt_k1 is None or 0 < t.bptt_k1 <= t.bptt, f"bptt_k1 must be in [1, bptt={t.bptt}], got {t.bptt_k1}"),
-        (t.epochs > 0, f"epochs must be > 0, got {t.epochs}"),
-        (t.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got {t.optimizer!r}"),
-        (t.lr > 0, f"lr must be > 0, got {t.lr}"),
-        (0 < t.lr_decay <= 1, f"lr_decay must be in (0, 1], got {t.lr_decay}"),
-        (t.clip_norm is None or t.clip_norm > 0, f"clip_norm must be > 0 or null, got {t.clip_norm}"),
-        (t.clip_value is None or t.clip_value > 0, f"clip_value must be > 0 or null, got {t.clip_value}"),
-        (t.level in (None, "char", "word"), f"level must be 'char' or 'word', got {t.level!r}"),
-        (t.log_every > 0, f"log_every must be > 0, got {t.log_every}"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(f"config: [train] {msg}")
-    cfg.model.build(vocab_size=1)  # model fields are checked by LMConfig itself
+def build_config(preset: str | None = None, file: dict | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """Task defaults, preset, config file, CLI overrides; every key and type checked."""
+    from ..tasks import TASKS
+
+    merged = _merge(preset, file, overrides)
+    task_name = merged["train"].get("task", "lm")
+    if task_name not in TASKS:
+        raise ConfigError(f"config: [train] task must be one of {sorted(TASKS)}, got {task_name!r}")
+    preset_task = PRESETS.get(preset or "", {}).get("train", {}).get("task", "lm")
+    if preset is not None and preset_task != task_name:
+        raise ConfigError(f"preset {preset!r} is for task {preset_task!r}, not {task_name!r}")
+    task_cls = TASKS[task_name]
+    train_vals = {**getattr(task_cls, "train_defaults", {}), **merged["train"]}
+    loop_keys = {f.name for f in fields(TrainConfig)}
+    task_keys = task_cls.option_names()
+    for key in train_vals:
+        if key not in loop_keys | task_keys:
+            raise ConfigError(f"config: unknown key {key!r} in [train] for task {task_name!r}; known keys: "
+                              f"{', '.join(sorted(loop_keys | task_keys))}")
+    loop = parse_options("train", TrainConfig, {k: v for k, v in train_vals.items() if k in loop_keys})
+    opts = parse_options("train", task_cls.Options, {k: v for k, v in train_vals.items() if k in task_keys})
+    model = model_options(task_cls, merged["model"])
+    return RunConfig(TrainConfig(**loop), task_cls.Options(**opts), model)
+
+
+def model_options(task_cls: type[Task], values: dict[str, Any]) -> dict[str, Any]:
+    """The ``[model]`` table checked against the task's model config (which runs its
+    own validation with placeholders for the fields only the data decides)."""
+    from ..models import MODELS
+
+    config_cls = MODELS[task_cls.model].config
+    derived = tuple(task_cls.model_placeholders)
+    vals = parse_options("model", config_cls, values, exclude=derived)
+    full = dataclasses.asdict(config_cls(**vals, **task_cls.model_placeholders))  # validates
+    return {k: v for k, v in full.items() if k not in derived}
+
+
+#: options a resumed run may change: budgets, schedules, logging, where it runs
+RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "patience", "eval_every", "log_every", "progress",
+                     "checkpoint_every", "checkpoint_minutes", "device", "amp", "out", "on_nonfinite", "lr",
+                     "lr_decay", "lr_decay_start", "clip_norm", "clip_value", "weight_decay"}
+
+
+def compare_runs(stored: dict[str, Any], new: RunConfig) -> tuple[list[str], list[str]]:
+    """``(incompatible, allowed)`` differences between a checkpoint's run config and
+    ``new``, each as ``"[section] key: old -> new"``. Keys the stored run does not
+    have (options added since) are not compared."""
+    incompatible, allowed = [], []
+    ours = new.to_dict()
+    for section in ("train", "model"):
+        theirs = stored.get(section) if isinstance(stored.get(section), dict) else {}
+        for key, value in ours[section].items():
+            if key not in theirs or _same(theirs[key], value):
+                continue
+            line = f"[{section}] {key}: {theirs[key]!r} -> {value!r}"
+            (allowed if section == "train" and key in RESUMABLE_CHANGES else incompatible).append(line)
+    return incompatible, allowed
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
 
 
 def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror}") from None

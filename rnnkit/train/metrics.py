@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes
+
 LN2 = math.log(2.0)
 
 
@@ -22,8 +24,6 @@ class MetricsLog:
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, **record: Any) -> None:
         if self.path is None:
@@ -36,3 +36,24 @@ class MetricsLog:
         if self.path is None or not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate(self, step: int) -> int:
+        """Keep what happened up to ``step`` (a resumed checkpoint's): later lines would be
+        logged again by the resumed run, and a "final" line no longer ends it. Also drops
+        a half-written last line. Returns the number of lines removed."""
+        if self.path is None or not self.path.exists():
+            return 0
+        kept, removed = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                removed += 1
+                continue
+            if record.get("split") == "final" or record.get("step", 0) > step:
+                removed += 1
+            else:
+                kept.append(line)
+        if removed:
+            atomic_write_bytes(self.path, "".join(k + "\n" for k in kept).encode())
+        return removed

@@ -20,7 +20,7 @@ def test_round_trip_nested_state(tmp_path):
 def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path):
     path = tmp_path / "c.safetensors"
     checkpoint.save(path, {"w": torch.zeros(4), "step": 1})
-    with mock.patch("rnnkit.train.checkpoint.os.replace", side_effect=KeyboardInterrupt):
+    with mock.patch("rnnkit.atomic.os.replace", side_effect=KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt):
             checkpoint.save(path, {"w": torch.ones(4), "step": 2})
     back = checkpoint.load(path)
@@ -31,7 +31,7 @@ def test_interrupted_save_leaves_previous_checkpoint_intact(tmp_path):
 def test_interrupted_write_leaves_previous_checkpoint_intact(tmp_path):
     path = tmp_path / "c.safetensors"
     checkpoint.save(path, {"step": 1})
-    with mock.patch("rnnkit.train.checkpoint.os.fsync", side_effect=OSError("disk full")):
+    with mock.patch("rnnkit.atomic.os.fsync", side_effect=OSError("disk full")):
         with pytest.raises(OSError):
             checkpoint.save(path, {"step": 2})
     assert checkpoint.load(path)["step"] == 1

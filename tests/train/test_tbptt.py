@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rnnkit.models import LanguageModel, LMConfig
-from rnnkit.train.trainer import tbptt_windows
+from rnnkit.train.tbptt import detach_state, tbptt_windows
 
 
 @pytest.mark.parametrize("length,k1,k2", [(101, 20, 20), (101, 7, 20), (50, 5, 5), (23, 4, 9), (10, 3, 3)])
@@ -24,6 +24,6 @@ def test_state_carried_across_batches_equals_one_long_forward(cell):
     state, chunks = None, []
     for start in range(0, 40, 7):
         logits, state = model(tokens[:, start:start + 7], state)
-        state = LanguageModel.detach_state(state)
+        state = detach_state(state)
         chunks.append(logits)
     torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-5, rtol=1e-5)

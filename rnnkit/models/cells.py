@@ -1,0 +1,31 @@
+"""The named recurrent cells a model config may ask for: one registry for every model."""
+from __future__ import annotations
+
+from ..nn import GRU, LSTM, RNN, MinGRU, MinLSTM
+from ..nn.init import INIT_SCHEMES as INITS
+from ..nn.recurrent import Recurrent
+
+#: cell name -> (layer class, extra constructor arguments)
+CELLS: dict[str, tuple[type[Recurrent], dict]] = {
+    "lstm": (LSTM, {}),
+    "lstm_peephole": (LSTM, {"peephole": True}),
+    "lstm_layer_norm": (LSTM, {"layer_norm": True}),
+    "gru": (GRU, {}),
+    "gru_reset_before": (GRU, {"variant": "reset_before"}),
+    "gru_simplified": (GRU, {"variant": "simplified"}),
+    "rnn_tanh": (RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (RNN, {"nonlinearity": "relu"}),
+    "mingru": (MinGRU, {}),
+    "minlstm": (MinLSTM, {}),
+}
+
+
+def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
+                    dropout: float = 0.0, init: str = "torch", forget_bias: float | None = None,
+                    bidirectional: bool = False) -> Recurrent:
+    """A batch-first stack of the named cell; dropout only between layers (as torch.nn)."""
+    layer_cls, extras = CELLS[cell]
+    kwargs = {"bidirectional": True} if bidirectional else {}
+    return layer_cls(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                     dropout=dropout if num_layers > 1 else 0.0, init=init, forget_bias=forget_bias,
+                     **extras, **kwargs)

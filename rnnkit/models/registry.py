@@ -1,0 +1,24 @@
+"""Every model a task can train, by name, with the config dataclass it owns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .language_model import LanguageModel, LMConfig
+from .regressor import RegressorConfig, SequenceRegressor
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    config: type
+    module: type[nn.Module]
+
+    def build(self, config) -> nn.Module:
+        return self.module(config)
+
+
+MODELS: dict[str, RegisteredModel] = {
+    "language_model": RegisteredModel(LMConfig, LanguageModel),
+    "sequence_regressor": RegisteredModel(RegressorConfig, SequenceRegressor),
+}

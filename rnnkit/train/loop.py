@@ -1,0 +1,402 @@
+"""The training loop: one for every task.
+
+The loop owns what does not depend on the problem: optimiser and learning-rate
+schedule, clipping, mixed precision, DDP through torchrun, stop conditions
+(epochs, updates, minutes, patience), signals, periodic resumable checkpoints,
+the metrics log, the progress bar and evaluation. Everything problem-specific is
+the :class:`~rnnkit.train.task.Task`'s. Recurrent state carried from one batch to
+the next (truncated BPTT) is the loop's too: a task with ``carries_state`` gets
+the previous batch's state, detached, and the checkpoint stores it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from . import checkpoint, saved
+from .config import RunConfig, compare_runs
+from .distributed import DistContext, all_reduce_mean, any_rank
+from .metrics import MetricsLog
+from .rundir import RunDir
+from .task import Plan, Task
+from .tbptt import detach_state
+
+MAX_CONSECUTIVE_SKIPS = 10
+
+
+@dataclass
+class Progress:
+    """Where training stands; all of it goes into the checkpoint."""
+
+    step: int = 0
+    epoch: int = 1
+    batch: int = 0                  # index of the next batch in this epoch
+    best: float | None = None       # best validation value of the task's selection metric
+    bad_epochs: int = 0
+    elapsed: float = 0.0            # training seconds so far, across resumes
+    skipped: int = 0                # batches skipped for a non-finite loss or gradient
+
+
+def _sum_into(sums: dict[str, float], stats: dict[str, float]) -> None:
+    for k, v in stats.items():
+        sums[k] = sums.get(k, 0.0) + v
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: nn.Module, split: str, *, bptt: int = 64, device: str | torch.device = "cpu",
+             amp: bool = False) -> dict[str, float]:
+    """The task's metrics of ``model`` on a whole split (state carried if the task streams)."""
+    device = torch.device(device)
+    model.eval()
+    sums: dict[str, float] = {}
+    state = None
+    for batch in task.batches(Plan(split=split, bptt=bptt, device=device)):
+        with _autocast(device, amp):
+            out = task.step(model, batch, state)
+        state = detach_state(out.state) if task.carries_state else None
+        _sum_into(sums, out.stats)
+    return task.metrics(sums)
+
+
+class Loop:
+    """Trains ``task``'s model as ``run`` says. Typical use::
+
+        task = run.make_task(); task.prepare()
+        loop = Loop(run, task)
+        loop.open(resume=False)        # claim the run folder (or continue its checkpoint)
+        result = loop.fit()            # final valid/test metrics of the best weights
+    """
+
+    def __init__(self, run: RunConfig, task: Task, ctx: DistContext = DistContext()) -> None:
+        self.run, self.cfg, self.task, self.ctx = run, run.train, task, ctx
+        self.device = torch.device(self.cfg.device)
+        if self.cfg.batch_size % ctx.world_size:
+            raise ConfigError(f"batch_size={self.cfg.batch_size} must be divisible by the "
+                              f"{ctx.world_size} processes")
+        torch.manual_seed(self.cfg.seed)
+        self.model = task.build_model().to(self.device)
+        self.net: nn.Module = self.model
+        if ctx.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[ctx.local_rank] if self.device.type == "cuda" else None)
+        self.optimizer = self._make_optimizer()
+        self.progress = Progress()
+        self.state: Any = None                       # recurrent state carried to the next batch
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.rundir = RunDir(self.cfg.out)
+        self.log = MetricsLog(None)
+        self._opened = False
+        self._stop = False
+        self._skips_in_a_row = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        """Zaremba et al.: constant for ``lr_decay_start`` epochs, then times ``lr_decay`` per epoch."""
+        return self.cfg.lr * self.cfg.lr_decay ** max(0, epoch - self.cfg.lr_decay_start)
+
+    def plan(self, split: str) -> Plan:
+        c = self.cfg
+        return Plan(split=split, epoch=self.progress.epoch, rank=self.ctx.rank, world_size=self.ctx.world_size,
+                    batch_size=c.batch_size, bptt=c.bptt, bptt_k1=c.bptt_k1, seed=c.seed, device=self.device)
+
+    # --- the run folder ---------------------------------------------------------------
+    def open(self, *, resume: bool = False, overwrite: bool = False) -> list[str]:
+        """Claim the run folder (main process only writes). With ``resume``, continue its
+        checkpoint and return the allowed option changes; incompatible ones are an error."""
+        if self.ctx.is_main:
+            self.rundir.open(resume=resume, overwrite=overwrite)
+            self.log = MetricsLog(self.rundir.metrics)
+        self._opened = True
+        changed = self.resume() if resume else []
+        if self.ctx.is_main and not resume:
+            self.task.export(self.rundir.path)
+        return changed
+
+    def close(self) -> None:
+        self.rundir.close()
+
+    # --- one update -------------------------------------------------------------------
+    def train_step(self, batch: Any) -> tuple[float, float, float] | None:
+        """One update; returns (mean loss, gradient norm before clipping, this process's
+        count of the task's unit, e.g. tokens), or None
+        when a non-finite batch was skipped (``on_nonfinite = "skip"``)."""
+        self.net.train()
+        with _autocast(self.device, self.cfg.amp):
+            out = self.task.step(self.net, batch, self.state if self.task.carries_state else None)
+        loss = self.task.metrics(out.stats)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        norm = self._clip()
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return self._non_finite(loss, norm)
+        self._skips_in_a_row = 0
+        self.optimizer.step()
+        if self.task.carries_state:
+            self.state = detach_state(out.state)
+        return loss, norm, out.stats.get(self.task.count_key, 0.0)
+
+    def _clip(self) -> float:
+        """Clip as configured; return the global gradient norm *before* clipping, so
+        explosions show in the log even when clipping hides them from the weights."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.clip_value is not None:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+            torch.nn.utils.clip_grad_value_(params, self.cfg.clip_value)
+            return float(norm)
+        max_norm = self.cfg.clip_norm if self.cfg.clip_norm is not None else math.inf
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def _non_finite(self, loss: float, norm: float) -> None:
+        """Never apply a NaN/inf update: stop with an error, or skip the batch."""
+        p = self.progress
+        step = p.step + 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.log.write(split="nonfinite", step=step, epoch=p.epoch, loss=loss, grad_norm=norm,
+                       action=self.cfg.on_nonfinite)
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+        if self.cfg.on_nonfinite == "skip":
+            p.skipped += 1
+            self._skips_in_a_row += 1
+            self.state = None  # a poisoned state would poison every batch after it
+            if self._skips_in_a_row < MAX_CONSECUTIVE_SKIPS:
+                return None
+            what = f"{what}, {MAX_CONSECUTIVE_SKIPS} batches in a row"
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise TrainingDiverged(
+            f"training diverged at step {step} (epoch {p.epoch}): {what}; this update was not applied and "
+            f"no weights of it were saved. Likely cause: the learning rate ({lr:g}) is too high or the "
+            f"gradients exploded: lower --lr, set --clip-norm, or pass --on-nonfinite skip")
+
+    # --- evaluation -------------------------------------------------------------------
+    def evaluate(self, split: str) -> dict[str, float]:
+        return evaluate(self.task, self.model, split, bptt=self.cfg.bptt, device=self.device, amp=self.cfg.amp)
+
+    def _better(self, value: float, than: float | None, or_equal: bool = False) -> bool:
+        if not math.isfinite(value):
+            return False   # a NaN or inf validation never becomes the best model
+        if than is None:
+            return True
+        minimise = self.task.select[1] == "min"
+        if or_equal and value == than:
+            return True
+        return value < than if minimise else value > than
+
+    def _validate(self) -> dict[str, float]:
+        """Evaluate on valid, log it, and keep the best weights (in memory and on disk)."""
+        m = self.evaluate("valid")
+        p = self.progress
+        self.log.write(split="valid", step=p.step, epoch=p.epoch, **m)
+        value = m[self.task.select[0]]
+        if self._better(value, p.best):
+            p.best = value
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.save_model(self.rundir.best)
+        return m
+
+    # --- the loop ---------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until the epochs, ``max_steps``, ``max_minutes`` or early stopping end it;
+        then evaluate the best weights on valid and test. Returns the final metrics."""
+        if not self._opened:
+            self.open()
+        cfg, p = self.cfg, self.progress
+        self._t_start = time.perf_counter() - p.elapsed
+        self._last_save = time.monotonic()
+        stopped = None
+        self._stop = False
+        try:
+            with _stop_on_signals(self):
+                while p.epoch <= cfg.epochs and stopped is None:
+                    stopped = self._run_epoch()
+                    if stopped is None:
+                        stopped = self._end_epoch()
+            self.save_checkpoint()
+            if stopped == "interrupted":  # Ctrl-C or a scheduler's SIGTERM: the work done is saved
+                raise KeyboardInterrupt(f"training interrupted at step {p.step}; checkpoint saved")
+            return self._final(stopped or "epochs")
+        finally:
+            self.close()  # the run is over (or failed): another process may take the folder
+
+    def _run_epoch(self) -> str | None:
+        cfg, p = self.cfg, self.progress
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_for_epoch(p.epoch)
+        batches = self.task.batches(self.plan("train"))
+        bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch}/{cfg.epochs}",
+                   disable=not (cfg.progress and self.ctx.is_main), dynamic_ncols=True, leave=False)
+        rate_key = f"{self.task.count_key}_per_s"
+        count, t0, loss_sum, n = 0.0, time.perf_counter(), 0.0, 0
+        with bar:
+            while p.batch < len(batches):
+                done = self.train_step(batches[p.batch])
+                p.batch += 1
+                p.step += 1
+                bar.update(1)
+                if done is not None:
+                    loss, norm, local_count = done
+                    loss = all_reduce_mean(loss, self.ctx, self.device)
+                    loss_sum, n = loss_sum + loss, n + 1
+                    count += local_count * self.ctx.world_size
+                    rate = count / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.4g}", **{rate_key.replace("_per_s", "/s"): f"{rate:,.0f}"})
+                    if p.step % cfg.log_every == 0:
+                        self.log.write(split="train", step=p.step, epoch=p.epoch, loss=loss, grad_norm=norm,
+                                       lr=self.optimizer.param_groups[0]["lr"], **{rate_key: rate},
+                                       mean_loss=loss_sum / n, time=time.perf_counter() - self._t_start)
+                        loss_sum, n = 0.0, 0
+                if cfg.eval_every and p.step % cfg.eval_every == 0:
+                    self._validate()
+                if any_rank(self._stop, self.ctx, self.device):
+                    return "interrupted"
+                if cfg.max_steps is not None and p.step >= cfg.max_steps:
+                    return "max_steps"
+                if cfg.max_minutes is not None and any_rank(
+                        time.perf_counter() - self._t_start > 60 * cfg.max_minutes, self.ctx, self.device):
+                    return "max_minutes"
+                self._periodic_checkpoint()
+        return None
+
+    def _periodic_checkpoint(self) -> None:
+        """A resumable checkpoint every ``checkpoint_every`` updates and/or minutes, so a
+        killed or preempted run loses at most that much."""
+        c = self.cfg
+        due = (c.checkpoint_every is not None and self.progress.step % c.checkpoint_every == 0) or \
+              (c.checkpoint_minutes is not None and time.monotonic() - self._last_save >= 60 * c.checkpoint_minutes)
+        if due:
+            self.save_checkpoint()
+
+    def _end_epoch(self) -> str | None:
+        p = self.progress
+        m = self._validate()
+        improved = self._better(m[self.task.select[0]], p.best, or_equal=True)
+        p.bad_epochs = 0 if improved else p.bad_epochs + 1
+        p.epoch, p.batch, self.state = p.epoch + 1, 0, None  # fresh state each epoch
+        self.save_checkpoint()
+        if self.cfg.patience is not None and p.bad_epochs >= self.cfg.patience:
+            return "early_stopping"
+        return None
+
+    def _final(self, reason: str) -> dict[str, Any]:
+        if self.best_state is None:
+            self._validate()
+        if self.best_state is None:
+            raise TrainingDiverged(f"no finite validation {self.task.select[0]} in {self.progress.step} updates: "
+                                   "there are no weights worth keeping (lower --lr or set --clip-norm)")
+        with self.best_weights():
+            results = {split: self.evaluate(split) for split in self.task.eval_splits}
+        p = self.progress
+        result = {"stopped_by": reason, "steps": p.step, "epochs_completed": p.epoch - 1,
+                  "train_seconds": p.elapsed, **results}
+        self.log.write(split="final", **result)
+        return result
+
+    @contextmanager
+    def best_weights(self) -> Iterator[nn.Module]:
+        """The model with the best validation weights loaded, restored afterwards."""
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.best_state)
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(current)
+
+    # --- persistence ------------------------------------------------------------------
+    def save_model(self, path) -> None:
+        """Weights and what rebuilds the model (task, configs, vocabulary)."""
+        if self.ctx.is_main:
+            checkpoint.save(path, saved.model_record(self.task, self.model, self.run.to_dict()))
+
+    def save_checkpoint(self, path=None) -> None:
+        """Everything needed to continue bit-exactly; atomic (see :mod:`checkpoint`)."""
+        if hasattr(self, "_t_start"):
+            self.progress.elapsed = time.perf_counter() - self._t_start
+        self._last_save = time.monotonic()
+        if not self.ctx.is_main:
+            return
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        record = saved.model_record(self.task, self.model, self.run.to_dict())
+        record.update(kind=saved.TRAIN, optimizer=self.optimizer.state_dict(),
+                      progress=dataclasses.asdict(self.progress), state=self.state, rng=rng)
+        checkpoint.save(path or self.rundir.checkpoint, record)
+
+    def resume(self, path=None) -> list[str]:
+        """Continue from a checkpoint written by :meth:`save_checkpoint` (or by the
+        pre-loop ``LMTrainer``). Returns the allowed option changes."""
+        path = path or self.rundir.checkpoint
+        state = saved.read(path, kinds=(saved.TRAIN,))
+        incompatible, allowed = compare_runs(state.get("run") or {}, self.run)
+        if incompatible:
+            raise ConfigError(f"cannot resume {path} with a different configuration: " + "; ".join(incompatible)
+                              + " (keep those options, or start a new run with another --out or --overwrite)")
+        if state["task_state"] != self.task.state_dict():
+            raise CheckpointError(f"{path} was trained on different {self.task.name} data: its "
+                                  f"{'/'.join(state['task_state'])} differ from what this data gives")
+        model = saved.build_model(self.task, state, path)
+        self.model.load_state_dict(model.state_dict())
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.progress = Progress(**state["progress"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: the optimiser or progress entry is malformed ({e})") from None
+        self.state = _to_device(state.get("state"), self.device)
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.rundir.best.is_file():
+            self.best_state = saved.read(self.rundir.best, kinds=(saved.MODEL,))["model"]
+        removed = self.log.truncate(self.progress.step)
+        self.log.write(split="resume", step=self.progress.step, changed=allowed, dropped_log_lines=removed)
+        return allowed
+
+
+def _to_device(state: Any, device: torch.device) -> Any:
+    if state is None:
+        return None
+    if isinstance(state, (tuple, list)):
+        return type(state)(_to_device(s, device) for s in state)
+    return state.to(device)
+
+
+@contextmanager
+def _stop_on_signals(loop: Loop):
+    """On Ctrl-C or SIGTERM (schedulers, ``kill``), finish the current update, save a
+    checkpoint and stop, so a resume is exact; a second Ctrl-C interrupts at once.
+    Only the main thread may install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        if loop._stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        loop._stop = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
