@@ -20,7 +20,7 @@ test: $(STAMP)
 
 # DEMO_ARGS: extra flags, e.g. DEMO_ARGS="--experiment char-small-demo" to write results/char-small-demo.json
 demo: $(STAMP)
-	$(BIN)/rnnkit train --preset char-small --out runs/demo $(DEMO_ARGS)
+	$(BIN)/rnnkit train --preset char-small --out runs/demo --overwrite $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/layers.py

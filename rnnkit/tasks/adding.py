@@ -80,6 +80,7 @@ class AddingTask(Task):
     model_placeholders = {"input_size": 2, "output_size": 1}
     select = ("mse", "min")
     count_key = "sequences"
+    train_defaults = {"out": "runs/adding", "eval_every": 500}
 
     def __init__(self, options: AddingOptions, model_options: dict[str, Any]) -> None:
         super().__init__(options, model_options)

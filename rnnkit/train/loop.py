@@ -151,7 +151,13 @@ class Loop:
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return self._non_finite(loss, norm)
         self._skips_in_a_row = 0
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as e:  # e.g. Adam's lr / bias correction overflows float32
+            if "overflow" not in str(e):
+                raise
+            raise TrainingDiverged(f"training diverged at step {self.progress.step + 1}: the optimiser's update "
+                                   f"overflowed ({e}); lower --lr") from None
         if self.task.carries_state:
             self.state = detach_state(out.state)
         return loss, norm, out.stats.get(self.task.count_key, 0.0)

@@ -67,6 +67,7 @@ class Task(ABC):
     carries_state: ClassVar[bool] = False       # TBPTT: each train batch continues the previous one
     count_key: ClassVar[str] = "examples"       # the statistic throughput is reported in
     eval_splits: ClassVar[tuple[str, ...]] = ("valid", "test")
+    train_defaults: ClassVar[dict[str, Any]] = {}        # the task's own defaults for [train] loop keys
 
     def __init__(self, options: Any, model_options: dict[str, Any]) -> None:
         self.options = options
