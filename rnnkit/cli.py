@@ -16,6 +16,18 @@ from pathlib import Path
 from .errors import ConfigError, RnnkitError
 
 
+#: one line per subcommand (``rnnkit --help``); each parser is built only when its command runs,
+#: so ``rnnkit data list`` does not import the models and kernels ``rnnkit train`` needs
+HELP = {
+    "train": "train a model (a language model by default; --task adding ...)",
+    "sample": "sample text from a trained model",
+    "eval": "evaluate a trained model on a split of its task's data",
+    "ngram": "Kneser-Ney n-gram baseline on a corpus",
+    "data": "list or check the registered datasets",
+    "bench": "time every layer against torch.nn.LSTM",
+}
+
+
 def _option_sources():
     """(section, dataclass, excluded fields) of every option ``rnnkit train`` accepts:
     the loop's, every task's and every task model's, each declared once."""
@@ -44,7 +56,7 @@ def _option_flags() -> dict[str, tuple[str, str, type, str]]:
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model (a language model by default; --task adding ...)",
+    p = sub.add_parser("train", help=HELP["train"],
                        description="Train a recurrent model on a task. Settings come from the task's defaults, "
                                    "--preset, --config (TOML with [train] and [model] tables), then flags.")
     p.add_argument("--preset", help="char-small (the demo), ptb-small, ptb-medium, ptb-large, shakespeare-char")
@@ -181,7 +193,7 @@ def _print_samples(model, task, n: int, seed: int) -> None:
 
 
 def _sample_parser(sub) -> None:
-    p = sub.add_parser("sample", help="sample text from a trained model")
+    p = sub.add_parser("sample", help=HELP["sample"])
     p.add_argument("checkpoint", help="best.safetensors or checkpoint.safetensors")
     p.add_argument("--prime", default=None, help="text to condition on")
     p.add_argument("--length", type=int, default=300, help="tokens to generate")
@@ -228,7 +240,7 @@ def _run_sample(args) -> int:
 
 
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a trained model on a split of its task's data")
+    p = sub.add_parser("eval", help=HELP["eval"])
     p.add_argument("checkpoint")
     p.add_argument("--data", default=None, help="LM: dataset name or text path (default: the one it was trained on)")
     p.add_argument("--data-dir", default=None)
@@ -261,7 +273,7 @@ def _run_eval(args) -> int:
 
 
 def _ngram_parser(sub) -> None:
-    p = sub.add_parser("ngram", help="Kneser-Ney n-gram baseline on a corpus")
+    p = sub.add_parser("ngram", help=HELP["ngram"])
     p.add_argument("--data", default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--level", default=None, choices=["char", "word"])
@@ -291,7 +303,7 @@ def _run_ngram(args) -> int:
 
 
 def _data_parser(sub) -> None:
-    p = sub.add_parser("data", help="list or check the registered datasets")
+    p = sub.add_parser("data", help=HELP["data"])
     p.add_argument("action", choices=["list", "check"])
     p.add_argument("names", nargs="*")
     p.add_argument("--data-dir", default=None)
@@ -322,7 +334,7 @@ def _run_data(args) -> int:
 def _bench_parser(sub) -> None:
     from .bench import add_arguments
 
-    p = sub.add_parser("bench", help="time every layer against torch.nn.LSTM",
+    p = sub.add_parser("bench", help=HELP["bench"],
                        description="Time of every layer/variant as a ratio to torch.nn.LSTM of the same size, "
                                    "measured in the same run, over a grid of sizes, modes and dtypes.")
     add_arguments(p)
@@ -340,17 +352,21 @@ COMMANDS = {"train": (_train_parser, _run_train), "sample": (_sample_parser, _ru
             "data": (_data_parser, _run_data), "bench": (_bench_parser, _run_bench)}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that subcommand's arguments are built."""
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent sequence models: train, sample, evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add, _ in COMMANDS.values():
-        add(sub)
+    for name, (add, _) in COMMANDS.items():
+        if command in (None, name):
+            add(sub)
+        else:
+            sub.add_parser(name, help=HELP[name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     args.command_line = "rnnkit " + shlex.join(argv)  # recorded with results and benchmarks
     try:

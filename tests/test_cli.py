@@ -95,3 +95,18 @@ def test_data_list(capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert "ptb" in out and "tinyshakespeare" in out
+
+
+def test_light_subcommands_do_not_import_the_layers():
+    """`rnnkit data list` (and help) must not pay for the kernel stack `rnnkit train` needs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rnnkit.cli import main; main(['data', 'list']); "
+            "print(sorted(m for m in sys.modules if m.startswith(('rnnkit.nn', 'rnnkit.kernels', 'rnnkit.models'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_data_list_unknown_name(capsys):
+    assert "unknown dataset 'nope'" in _error_line(capsys, ["data", "list", "nope"])
