@@ -189,7 +189,7 @@ def _print_samples(model, task, n: int, seed: int) -> None:
         seqs = sample(model, batch_size=n, max_new_tokens=300 if char else 60, start_id=task.start_id(),
                       temperature=temperature, forbid=[vocab.unk_id, vocab.pad_id], generator=g)
         for s in seqs:
-            print(task.join(s).rstrip() + ("\n" if char else ""))
+            print(printable(task.join(s).rstrip()) + ("\n" if char else ""))
 
 
 def _sample_parser(sub) -> None:
@@ -233,7 +233,7 @@ def _run_sample(args) -> int:
                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, greedy=args.greedy,
                   forbid=forbid, eos_id=task.vocab.eos_id if args.stop_at_eos else None, generator=g)
     for s in seqs:
-        print((args.prime or "") + ("" if task.level == "char" else " ") + task.join(s))
+        print(printable((args.prime or "") + ("" if task.level == "char" else " ") + task.join(s)))
         if args.num > 1:
             print("-" * 40)
     return 0
@@ -364,6 +364,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_CHARS = 600
+
+
+def _one_line(message: str) -> str:
+    """An error as one bounded, printable line: messages may quote untrusted files."""
+    message = printable(" ".join(message.split()), keep="")
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + f"... ({len(message):,} characters)"
+    return message
+
+
+def printable(text: str, keep: str = "\n\t") -> str:
+    """``text`` with control and format characters (terminal escape sequences, bidi
+    overrides) shown as ``\\xNN`` escapes, except those in ``keep``: a model's tokens
+    or a file's contents must not drive the user's terminal."""
+    import unicodedata
+
+    return "".join(c if c in keep or unicodedata.category(c) not in ("Cc", "Cf")
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
@@ -372,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][1](args)
     except RnnkitError as e:
-        print(f"rnnkit {args.command}: error: {e}", file=sys.stderr)
+        print(f"rnnkit {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted (a checkpoint was saved if training had started)", file=sys.stderr)

@@ -72,7 +72,7 @@ def _fmt(v) -> str:
 
 def render(directory: str | Path = "results") -> str:
     """The markdown results table, one row per results file."""
-    rows = ["| experiment | metric | ours | reference | source | n-gram baseline | epochs | train time | machine | command |",
+    rows = ["| experiment | metric | ours | reference | source | baseline | epochs | train time | machine | command |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(Path(directory).glob("*.json")):
         r = json.loads(path.read_text())

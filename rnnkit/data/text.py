@@ -9,6 +9,7 @@ module level without the default corpus importing ``corpus.py`` back.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,16 @@ from .tokenize import Level
 
 SPLITS = ("train", "valid", "test")
 _SNIFF_BYTES = 8192
+#: a corpus file larger than this is refused before it is read (override: $RNNKIT_MAX_TEXT_BYTES)
+MAX_TEXT_BYTES = 4 * 2**30
+
+
+def max_text_bytes() -> int:
+    value = os.environ.get("RNNKIT_MAX_TEXT_BYTES")
+    try:
+        return int(value) if value else MAX_TEXT_BYTES
+    except ValueError:
+        raise DataError(f"RNNKIT_MAX_TEXT_BYTES must be a number of bytes, got {value!r}") from None
 
 
 @dataclass
@@ -43,16 +54,30 @@ class Corpus:
 def read_text_file(path: str | os.PathLike[str]) -> str:
     """A file's text, UTF-8 (BOM dropped), newlines normalized.
 
-    Raises DataError if the file is missing, has a NUL byte in its first 8 KiB
-    (the usual binary sniff) or is not valid UTF-8; the message names the file.
+    Raises DataError if the file is missing, not a regular file (a device such as
+    /dev/zero or a pipe would be read forever), larger than :func:`max_text_bytes`,
+    has a NUL byte in its first 8 KiB (the usual binary sniff) or is not valid
+    UTF-8; the message names the file.
     """
     path = Path(path)
+    limit = max_text_bytes()
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise DataError(f"{path} is not a regular file (a device or pipe); give a text file")
+            if st.st_size > limit:
+                raise DataError(f"{path} is {st.st_size:,} bytes, more than the {limit:,} a corpus file may have "
+                                "(set RNNKIT_MAX_TEXT_BYTES to allow more)")
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise DataError(f"corpus file not found: {path}") from None
     except IsADirectoryError:
         raise DataError(f"expected a file, got a directory: {path}") from None
+    except PermissionError:
+        raise DataError(f"{path} cannot be read (permission denied)") from None
+    if len(data) > limit:  # it grew while we read it
+        raise DataError(f"{path} is more than the {limit:,} bytes a corpus file may have")
     if b"\0" in data[:_SNIFF_BYTES]:
         raise DataError(f"{path} looks binary (NUL byte in its first {_SNIFF_BYTES} bytes); give a text file")
     try:

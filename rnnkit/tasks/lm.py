@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import Vocab, batchify, load_corpus, shard_streams
+from ..data import EOS, PAD, UNK, Vocab, batchify, load_corpus, shard_streams
 from ..data.tokenize import tokenize
 from ..errors import CheckpointError, ConfigError, DataError
 from ..options import option
@@ -164,16 +164,25 @@ class LanguageModelTask(Task):
         return {"vocab": self.vocab.to_dict() if self.vocab is not None else None, "level": self.level}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The vocabulary and token level a checkpoint declares, checked against each other."""
         if not isinstance(state, dict) or not isinstance(state.get("vocab"), dict):
             raise CheckpointError("the checkpoint has no vocabulary for its language model")
         level = state.get("level")
         if level not in ("char", "word"):
-            raise CheckpointError(f"the checkpoint's level must be 'char' or 'word', got {level!r}")
+            raise CheckpointError(f"the checkpoint's level must be 'char' or 'word', got {str(level)[:40]!r}")
         try:
-            self.vocab = Vocab.from_dict(state["vocab"])
+            vocab = Vocab.from_dict(state["vocab"])
         except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"the checkpoint's vocabulary is malformed ({e})") from None
-        self.level = level
+            raise CheckpointError(f"the checkpoint's vocabulary is malformed ({str(e)[:200]})") from None
+        tokens = [t for t in vocab.itos if t not in (PAD, UNK, EOS)]
+        if not all(isinstance(t, str) and t for t in tokens):
+            raise CheckpointError("the checkpoint's vocabulary has empty or non-text tokens")
+        if level == "char" and any(len(t) != 1 for t in tokens):
+            raise CheckpointError("the checkpoint says level 'char' but its vocabulary has multi-character tokens")
+        if level == "word" and any(c.isspace() for t in tokens for c in t):
+            raise CheckpointError("the checkpoint says level 'word' but its vocabulary has whitespace tokens "
+                                  "(a character vocabulary?)")
+        self.vocab, self.level = vocab, level
 
     def export(self, directory) -> None:
         if self.vocab is not None:

@@ -17,6 +17,12 @@ from ..atomic import atomic_write_bytes
 from ..errors import CheckpointError
 
 FORMAT = "rnnkit-checkpoint-1"
+MAX_DEPTH = 64          # deeper metadata is refused (a crafted file would hit Python's recursion limit)
+MAX_HEADER = 100 * 2**20  # safetensors' own header limit; larger is refused before parsing
+
+
+class SaveError(CheckpointError, OSError):
+    """A checkpoint could not be written (disk full, permissions); the previous file is intact."""
 
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -36,18 +42,31 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
 
 
-def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__dict__" in obj:
-            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
-        if "__tuple__" in obj:
-            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
-        if "__list__" in obj:
-            return [_unflatten(v, tensors) for v in obj["__list__"]]
-        return {k: _unflatten(v, tensors) for k, v in obj.items()}
-    return obj
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], depth: int = 0) -> Any:
+    """Rebuild what :func:`_flatten` stored. The header is untrusted: a reference to a
+    missing tensor, a malformed node or absurd nesting is a ValueError (see :func:`load`)."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"metadata nested deeper than {MAX_DEPTH} levels")
+    if isinstance(obj, list):
+        raise ValueError("a bare list in the metadata (lists are stored as {'__list__': ...})")
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        name = obj["__tensor__"]
+        if not isinstance(name, str) or name not in tensors:
+            raise ValueError(f"the metadata refers to a tensor that is not in the file: {str(name)[:80]!r}")
+        return tensors[name]
+    if "__dict__" in obj:
+        items = obj["__dict__"]
+        if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 for i in items):
+            raise ValueError("a malformed '__dict__' node in the metadata")
+        return {k: _unflatten(v, tensors, depth + 1) for k, v in items}
+    for kind, make in (("__tuple__", tuple), ("__list__", list)):
+        if kind in obj:
+            if not isinstance(obj[kind], list):
+                raise ValueError(f"a malformed {kind!r} node in the metadata")
+            return make(_unflatten(v, tensors, depth + 1) for v in obj[kind])
+    return {k: _unflatten(v, tensors, depth + 1) for k, v in obj.items()}
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
@@ -57,7 +76,10 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
     # tied weights share storage; safetensors refuses shared tensors, so store copies
     tensors = {k: v.clone() for k, v in tensors.items()}
     header = {"format": FORMAT, "state": json.dumps(skeleton)}
-    atomic_write_bytes(path, st_save(tensors, metadata=header))
+    try:
+        atomic_write_bytes(path, st_save(tensors, metadata=header))
+    except OSError as e:
+        raise SaveError(f"cannot save {path}: {e.strerror or e} (the previous file there, if any, is intact)") from None
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -65,20 +87,36 @@ def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    data = path.read_bytes()
     try:
-        tensors = st_load(data)
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    try:
         meta = _read_metadata(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file ({e})") from None
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file ({_short(e)})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an rnnkit checkpoint "
-                              f"(format {meta.get('format')!r}, expected {FORMAT!r})")
-    return _unflatten(json.loads(meta["state"]), tensors)
+                              f"(format {_short(meta.get('format'))!r}, expected {FORMAT!r})")
+    try:
+        return _unflatten(json.loads(meta.get("state", "")), tensors)
+    except (ValueError, RecursionError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} has malformed metadata ({_short(e)})") from None
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """What an error may quote of untrusted content: at most ``limit`` characters."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 def _read_metadata(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
-    if n <= 0 or 8 + n > len(data):
+    if len(data) < 8 or n <= 0 or n > MAX_HEADER or 8 + n > len(data):
         raise ValueError("header length out of range")
-    return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
+    header = json.loads(data[8:8 + n])
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError("the header's __metadata__ is not a table of strings")
+    return meta

@@ -48,6 +48,20 @@ class Progress:
     elapsed: float = 0.0            # training seconds so far, across resumes
     skipped: int = 0                # batches skipped for a non-finite loss or gradient
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "Progress":
+        """From a checkpoint (untrusted): every field of its declared type, counters >= 0."""
+        if not isinstance(d, dict):
+            raise TypeError(f"progress must be a table, got {type(d).__name__}")
+        p = cls(**d)
+        ints = ("step", "epoch", "batch", "bad_epochs", "skipped")
+        if not all(isinstance(getattr(p, k), int) and not isinstance(getattr(p, k), bool) and getattr(p, k) >= 0
+                   for k in ints):
+            raise ValueError(f"progress counters must be integers >= 0: {dataclasses.asdict(p)}")
+        if not isinstance(p.elapsed, (int, float)) or not (p.best is None or isinstance(p.best, (int, float))):
+            raise ValueError("progress times and best value must be numbers")
+        return p
+
 
 def _sum_into(sums: dict[str, float], stats: dict[str, float]) -> None:
     for k, v in stats.items():
@@ -362,15 +376,16 @@ class Loop:
                                   f"{'/'.join(state['task_state'])} differ from what this data gives")
         model = saved.build_model(self.task, state, path)
         self.model.load_state_dict(model.state_dict())
-        try:
+        try:  # the rest is untrusted too: a malformed entry is one clear error, not a traceback
             self.optimizer.load_state_dict(state["optimizer"])
-            self.progress = Progress(**state["progress"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: the optimiser or progress entry is malformed ({e})") from None
-        self.state = _to_device(state.get("state"), self.device)
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            self.progress = Progress.from_dict(state["progress"])
+            self.state = _to_device(state.get("state"), self.device)
+            torch.set_rng_state(state["rng"]["torch"])
+            if "cuda" in state["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointError(f"{path}: the optimiser, progress, state or RNG entry is malformed "
+                                  f"({str(e)[:200]})") from None
         if self.rundir.best.is_file():
             self.best_state = saved.read(self.rundir.best, kinds=(saved.MODEL,))["model"]
         removed = self.log.truncate(self.progress.step)

@@ -85,6 +85,10 @@ def task_from_state(state: dict[str, Any], overrides: dict[str, Any] | None = No
         model_cfg = state["model_config"]
         if not isinstance(model_cfg, dict):
             raise ConfigError(f"model_config must be a table, got {type(model_cfg).__name__}")
+        from ..models import MODELS
+
+        # every stored field typed as its dataclass declares, the data-derived ones included
+        parse_options("model", MODELS[cls.model].config, model_cfg)
         task = cls(options, {k: v for k, v in model_cfg.items() if k not in cls.model_placeholders})
         task.load_state_dict(state["task_state"])
     except ConfigError as e:
@@ -119,6 +123,10 @@ def build_model(task: Task, state: dict[str, Any], path: Any = "") -> nn.Module:
             problems.append(f"{k} is not a tensor")
     if problems:
         raise CheckpointError(f"{path}: weights do not fit the stored architecture: " + "; ".join(problems[:5]))
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weights contain NaN or inf ({', '.join(bad[:3])}): the run that saved "
+                              "them diverged; use an earlier checkpoint")
     model = MODELS[task.model].build(config)
     model.load_state_dict(weights)
     return model
