@@ -43,7 +43,8 @@ class LMConfig:
         need(self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0")
         need(self.embedding_dim > 0, f"embedding_dim must be > 0, got {self.embedding_dim}")
         need(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
-        need(self.init_range is None or self.init_range > 0, f"init_range must be > 0 or null, got {self.init_range}")
+        need(self.init_range is None or 0 < self.init_range <= 1e3, f"init_range must be in (0, 1000] or null, got {self.init_range}")
+        need(self.forget_bias is None or abs(self.forget_bias) <= 1e3, f"forget_bias must be in [-1000, 1000], got {self.forget_bias}")
         need(self.hash_buckets >= 0 and self.num_hashes > 0,
              f"hash_buckets must be >= 0 and num_hashes > 0, got {self.hash_buckets} and {self.num_hashes}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")

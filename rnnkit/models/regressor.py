@@ -30,6 +30,7 @@ class RegressorConfig:
             (self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
+            (self.forget_bias is None or abs(self.forget_bias) <= 1e3, f"forget_bias must be in [-1000, 1000], got {self.forget_bias}"),
         ]
         for ok, msg in checks:
             if not ok:

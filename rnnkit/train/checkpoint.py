@@ -58,7 +58,8 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], depth: int = 0) -> An
         return tensors[name]
     if "__dict__" in obj:
         items = obj["__dict__"]
-        if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 for i in items):
+        if not isinstance(items, list) or not all(isinstance(i, list) and len(i) == 2 and isinstance(i[0], (str, int))
+                                                  and not isinstance(i[0], bool) for i in items):
             raise ValueError("a malformed '__dict__' node in the metadata")
         return {k: _unflatten(v, tensors, depth + 1) for k, v in items}
     for kind, make in (("__tuple__", tuple), ("__list__", list)):

@@ -34,6 +34,8 @@ from .task import Plan, Task
 from .tbptt import detach_state
 
 MAX_CONSECUTIVE_SKIPS = 10
+#: what each optimiser keeps per parameter (checked on resume)
+OPTIMIZER_STATE = {torch.optim.Adam: ("step", "exp_avg", "exp_avg_sq"), torch.optim.SGD: ()}
 
 
 @dataclass
@@ -104,7 +106,10 @@ class Loop:
             raise ConfigError(f"batch_size={self.cfg.batch_size} must be divisible by the "
                               f"{ctx.world_size} processes")
         torch.manual_seed(self.cfg.seed)
-        self.model = task.build_model().to(self.device)
+        try:
+            self.model = task.build_model().to(self.device)
+        except (RuntimeError, MemoryError, OverflowError) as e:  # sizes past what this machine holds
+            raise ConfigError(f"cannot build the {task.model} with these options: {str(e)[:200]}") from None
         self.net: nn.Module = self.model
         if ctx.enabled:
             self.net = nn.parallel.DistributedDataParallel(
@@ -377,7 +382,7 @@ class Loop:
         model = saved.build_model(self.task, state, path)
         self.model.load_state_dict(model.state_dict())
         try:  # the rest is untrusted too: a malformed entry is one clear error, not a traceback
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_optimizer(state["optimizer"])
             self.progress = Progress.from_dict(state["progress"])
             self.state = _to_device(state.get("state"), self.device)
             torch.set_rng_state(state["rng"]["torch"])
@@ -386,11 +391,65 @@ class Loop:
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise CheckpointError(f"{path}: the optimiser, progress, state or RNG entry is malformed "
                                   f"({str(e)[:200]})") from None
+        self._check_carried_state(path)
         if self.rundir.best.is_file():
             self.best_state = saved.read(self.rundir.best, kinds=(saved.MODEL,))["model"]
         removed = self.log.truncate(self.progress.step)
         self.log.write(split="resume", step=self.progress.step, changed=allowed, dropped_log_lines=removed)
         return allowed
+
+    def _check_carried_state(self, path) -> None:
+        """A resumed recurrent state must be tensors the model accepts for the next batch:
+        tried with one forward in eval mode (no dropout, so no random numbers are used)."""
+        if self.state is None:
+            return
+        tensors = self.state if isinstance(self.state, (tuple, list)) else (self.state,)
+        problem = None
+        if not self.task.carries_state or not all(isinstance(t, torch.Tensor) for t in tensors):
+            problem = "it is not a tensor or tuple of tensors of a task that carries state"
+        elif not all(t.is_floating_point() and torch.isfinite(t).all() for t in tensors):
+            problem = "it is not finite floating point"
+        else:
+            batches = self.task.batches(self.plan("train"))
+            try:
+                with torch.no_grad():
+                    self.model.eval()
+                    self.task.step(self.model, batches[self.progress.batch], self.state)
+            except (RuntimeError, TypeError, ValueError, IndexError) as e:
+                problem = f"the model refuses it ({str(e)[:150]})"
+        if problem:
+            raise CheckpointError(f"{path}: the carried recurrent state does not fit: {problem}")
+
+    def _load_optimizer(self, saved_state: dict) -> None:
+        """The optimiser's moments from a checkpoint; its hyper-parameters from this run's
+        config (a resume may change the weight decay, say). Every moment must match its
+        parameter's shape, or the first step would fail (or broadcast) far from the cause."""
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(saved_state)
+        for group, mine in zip(self.optimizer.param_groups, settings):
+            params = group["params"]
+            group.clear()
+            group.update(params=params, **mine)
+        required = OPTIMIZER_STATE.get(type(self.optimizer), ())
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                entry = self.optimizer.state.get(param)
+                if entry is None:
+                    continue
+                if not isinstance(entry, dict) or not all(k in entry for k in required) or \
+                        not all(isinstance(entry[k], torch.Tensor) for k in required if k != "step"):
+                    raise ValueError(f"optimiser state lacks tensors {required}")
+                step = entry.get("step", 0)
+                step = float(step) if isinstance(step, (torch.Tensor, int, float)) and not isinstance(step, bool) \
+                    and (not isinstance(step, torch.Tensor) or step.numel() == 1) else -1.0
+                if not (0 <= step <= 2**53 and step == int(step)):
+                    raise ValueError(f"optimiser step count must be a whole number >= 0, got {entry.get('step')!r}")
+                for key, value in entry.items():
+                    if key != "step" and isinstance(value, torch.Tensor) and value.shape != param.shape:
+                        raise ValueError(f"optimiser {key} of shape {tuple(value.shape)} for a parameter "
+                                         f"of shape {tuple(param.shape)}")
+                    if key != "step" and not isinstance(value, (torch.Tensor, type(None))):
+                        raise ValueError(f"optimiser {key} is not a tensor")
 
 
 def _to_device(state: Any, device: torch.device) -> Any:

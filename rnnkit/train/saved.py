@@ -54,10 +54,32 @@ def read(path: str | Path, kinds: tuple[str, ...] = (MODEL, TRAIN)) -> dict[str,
     state = upgrade(state)
     if state.get("kind") not in kinds:
         raise CheckpointError(f"{path} is not an rnnkit {' or '.join(kinds)} checkpoint (kind={state.get('kind')!r})")
-    for key in ("task", "model_config", "task_state", "model"):
-        if key not in state:
-            raise CheckpointError(f"{path} has no {key!r} entry")
+    problem = _layout_problem(state)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return state
+
+
+def _layout_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's layout (entries and their types), if anything:
+    its header is untrusted, and later code may then rely on the types."""
+    tables = ("model_config", "task_state", "model") + (("optimizer", "progress", "rng") if state["kind"] == TRAIN else ())
+    for key in ("task",) + tables:
+        if key not in state:
+            return f"it has no {key!r} entry"
+    if not isinstance(state["task"], str):
+        return "its 'task' entry is not a name"
+    for key in tables:
+        if not isinstance(state[key], dict):
+            return f"its {key!r} entry is not a table"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        return "its weights are not a table of named tensors"
+    run = state.get("run", {})
+    if not isinstance(run, dict) or not all(isinstance(run.get(s, {}), dict) for s in ("train", "model")):
+        return "its 'run' entry is not a table of [train] and [model] tables"
+    if state["kind"] == TRAIN and not isinstance(state["rng"].get("torch"), torch.Tensor):
+        return "its RNG state is missing"
+    return None
 
 
 @dataclass
@@ -78,8 +100,7 @@ def task_from_state(state: dict[str, Any], overrides: dict[str, Any] | None = No
     if name not in TASKS:
         raise CheckpointError(f"{path}: unknown task {name!r}; this rnnkit knows {sorted(TASKS)}")
     cls = TASKS[name]
-    run = state.get("run") if isinstance(state.get("run"), dict) else {}
-    stored = {k: v for k, v in (run.get("train") or {}).items() if k in cls.option_names()}
+    stored = {k: v for k, v in state.get("run", {}).get("train", {}).items() if k in cls.option_names()}
     try:
         options = cls.Options(**parse_options("train", cls.Options, {**stored, **(overrides or {})}))
         model_cfg = state["model_config"]
@@ -108,8 +129,8 @@ def build_model(task: Task, state: dict[str, Any], path: Any = "") -> nn.Module:
 
         with torch.device("meta"):
             expected = MODELS[task.model].build(config).state_dict()
-    except (ConfigError, TypeError) as e:
-        raise CheckpointError(f"{path}: the stored model config is invalid ({e})") from None
+    except (ConfigError, TypeError, RuntimeError, OverflowError, ValueError) as e:
+        raise CheckpointError(f"{path}: the stored model config is invalid ({str(e)[:200]})") from None
     weights = state["model"]
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: the weights entry is not a table of tensors")
@@ -127,7 +148,10 @@ def build_model(task: Task, state: dict[str, Any], path: Any = "") -> nn.Module:
     if bad:
         raise CheckpointError(f"{path}: weights contain NaN or inf ({', '.join(bad[:3])}): the run that saved "
                               "them diverged; use an earlier checkpoint")
-    model = MODELS[task.model].build(config)
+    try:
+        model = MODELS[task.model].build(config)
+    except (RuntimeError, OverflowError, ValueError) as e:  # values a meta-device build does not check
+        raise CheckpointError(f"{path}: the stored model config is invalid ({str(e)[:200]})") from None
     model.load_state_dict(weights)
     return model
 
