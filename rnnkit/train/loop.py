@@ -378,7 +378,7 @@ class Loop:
                               + " (keep those options, or start a new run with another --out or --overwrite)")
         if state["task_state"] != self.task.state_dict():
             raise CheckpointError(f"{path} was trained on different {self.task.name} data: its "
-                                  f"{'/'.join(state['task_state'])} differ from what this data gives")
+                                  f"{'/'.join(str(k)[:20] for k in state['task_state'])} differ from what this data gives")
         model = saved.build_model(self.task, state, path)
         self.model.load_state_dict(model.state_dict())
         try:  # the rest is untrusted too: a malformed entry is one clear error, not a traceback
