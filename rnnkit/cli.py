@@ -395,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     except RnnkitError as e:
         print(f"rnnkit {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine's, not ours: disk full, permissions, a vanished file
+        where = f" ({_one_line(str(e.filename))})" if e.filename else ""
+        print(f"rnnkit {args.command}: error: {_one_line(e.strerror or str(e))}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted (a checkpoint was saved if training had started)", file=sys.stderr)
         return 130

@@ -110,3 +110,67 @@ def test_light_subcommands_do_not_import_the_layers():
 
 def test_data_list_unknown_name(capsys):
     assert "unknown dataset 'nope'" in _error_line(capsys, ["data", "list", "nope"])
+
+
+def test_sample_escapes_terminal_control_sequences(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(tiny_corpus), *TINY, "--max-steps", "1", "--out", str(out), "--samples", "0",
+                 "--no-baseline"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out / "best.safetensors"), "--prime", "\x1b[2Jthe", "--length", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "\x1b" not in text and "\\x1b[2Jthe" in text
+
+
+@pytest.mark.parametrize("device,pattern", [("tpu", "not a device"), ("meta", "not supported"),
+                                            ("cuda:99", "CUDA")])
+def test_bad_devices_are_one_error(tiny_corpus, tmp_path, capsys, device, pattern):
+    assert pattern in _error_line(capsys, ["train", "--text", str(tiny_corpus), *TINY, "--device", device,
+                                           "--out", str(tmp_path / "o")])
+    assert pattern in _error_line(capsys, ["sample", str(tmp_path / "x.safetensors"), "--device", device])
+    assert pattern in _error_line(capsys, ["eval", str(tmp_path / "x.safetensors"), "--device", device])
+
+
+def test_endless_input_is_refused(tmp_path, capsys):
+    assert "not a regular file" in _error_line(capsys, ["train", "--text", "/dev/zero", *TINY,
+                                                        "--out", str(tmp_path / "o")])
+
+
+def test_disk_full_at_save_is_one_error_and_the_old_checkpoint_survives(tiny_corpus, tmp_path, capsys):
+    from unittest import mock
+
+    out = tmp_path / "run"
+    base = ["train", "--text", str(tiny_corpus), *TINY, "--out", str(out), "--samples", "0", "--no-baseline"]
+    assert main(base + ["--max-steps", "1"]) == 0
+    before = (out / "checkpoint.safetensors").read_bytes()
+    with mock.patch("rnnkit.train.checkpoint.atomic_write_bytes", side_effect=OSError(28, "No space left on device")):
+        err = _error_line(capsys, base + ["--max-steps", "2", "--resume"])
+    assert "No space left on device" in err and "intact" in err
+    with mock.patch("rnnkit.atomic.os.fsync", side_effect=OSError(28, "No space left on device")):
+        assert "No space left on device" in _error_line(capsys, base + ["--max-steps", "2", "--resume"])
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_read_only_out_is_one_error(tiny_corpus, tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    assert "cannot write" in _error_line(capsys, ["train", "--text", str(tiny_corpus), *TINY,
+                                                  "--out", str(ro / "run")])
+
+
+def test_config_file_not_utf8_or_a_directory(tmp_path, capsys):
+    bad = tmp_path / "c.toml"
+    bad.write_bytes(b"[train]\nlr = 0.1 # \xff\xfe\n")
+    assert "UTF-8" in _error_line(capsys, ["train", "--config", str(bad)])
+    assert "is a directory" in _error_line(capsys, ["train", "--config", str(tmp_path)])
+
+
+def test_huge_error_messages_are_bounded(tmp_path, capsys):
+    big = tmp_path / ("x" * 200)
+    err = _error_line(capsys, ["sample", str(big / ("y" * 200) / ("z" * 200) / "m.safetensors")])
+    assert len(err) < 800
