@@ -5,7 +5,9 @@ state)`` with ``tokens`` a LongTensor (B, T), ``logits`` (B, T, V) and
 ``state`` an opaque object (``None`` at the start) carried across calls.
 Generation feeds the prime once and then one token per step with the carried
 state, so each new token costs one O(1) recurrent step rather than a re-run of
-the whole prefix.
+the whole prefix. A model with the step-wise decoding contract
+(:mod:`rnnkit.models.feedback`: ``step(ids (B,), state) -> (logits (B, V), state)``)
+is stepped through it.
 """
 
 from __future__ import annotations
@@ -194,7 +196,7 @@ def sample(
                 break
             # Ended sequences keep being fed (the batch stays rectangular); their
             # outputs are ignored.
-            last, state = _step(model, nxt.unsqueeze(1), state)
+            last, state = model.step(nxt, state) if hasattr(model, "step") else _step(model, nxt.unsqueeze(1), state)
     finally:
         for m, mode in modes:
             m.training = mode  # per module: a blanket model.train(mode) would lose mixed modes

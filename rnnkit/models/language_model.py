@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..nn.hashing import HashEmbedding
 from ..options import option
 from .cells import CELLS, INITS, recurrent_layer
+from .feedback import Feedback, choose_tokens, unroll
 
 INPUTS = ("embedding", "onehot", "hashing")
 
@@ -95,10 +96,59 @@ class LanguageModel(nn.Module):
             return F.one_hot(tokens, self.config.vocab_size).to(self.decoder.weight.dtype)
         return self.encoder(tokens)
 
-    def forward(self, tokens: Tensor, state=None, lengths: Tensor | None = None):
-        if tokens.dim() != 2 or tokens.dtype != torch.long:
-            raise ValueError(f"LanguageModel: tokens must be a LongTensor (batch, seq), "
-                             f"got {tokens.dtype} of shape {tuple(tokens.shape)}")
-        x = self.drop(self.encode(tokens))
-        out, state = self.rnn(x, state, lengths=lengths)
+    def forward(self, tokens: Tensor, state=None, lengths: Tensor | None = None, feedback: Feedback | None = None):
+        """``tokens``: ids ``(B, T)``, or input vectors ``(B, T, E)`` (e.g. expected embeddings).
+        With ``feedback``, runs step by step feeding back its own outputs (see
+        :mod:`rnnkit.models.feedback`); without, one parallel pass (teacher forcing)."""
+        if feedback is not None:
+            if lengths is not None:
+                raise ValueError("LanguageModel: lengths= and feedback= cannot be combined")
+            return unroll(self, tokens, state, feedback)
+        if tokens.dim() == 3 and tokens.is_floating_point() and tokens.shape[-1] == self.input_size:
+            x = tokens
+        elif tokens.dim() == 2 and tokens.dtype == torch.long:
+            x = self.encode(tokens)
+        else:
+            raise ValueError(f"LanguageModel: tokens must be a LongTensor (batch, seq) or input vectors "
+                             f"(batch, seq, {self.input_size}), got {tokens.dtype} of shape {tuple(tokens.shape)}")
+        out, state = self.rnn(self.drop(x), state, lengths=lengths)
         return self.decoder(self.drop(out)), state
+
+    @property
+    def input_size(self) -> int:
+        return self.rnn.input_size
+
+    # --- the step-wise decoding contract (rnnkit.models.feedback) -------------------
+    def step(self, inputs: Tensor, state=None):
+        """One step: ids ``(B,)`` or input vectors ``(B, E)`` -> ``(logits (B, V), state)``."""
+        logits, state = self(inputs.unsqueeze(1), state)
+        return logits[:, 0], state
+
+    def feedback(self, logits: Tensor, feed: str = "argmax", grad: str = "stop",
+                 generator: torch.Generator | None = None) -> Tensor:
+        """How a step's logits become the next input: token ids ``(B,)`` when nothing
+        is differentiated through them, else input vectors ``(B, E)``."""
+        if feed != "soft" and grad == "stop":
+            return choose_tokens(logits, feed, generator)
+        probs = logits.float().softmax(-1).to(self.decoder.weight.dtype)
+        if feed != "soft":  # straight through: the hard token forward, the softmax's gradient back
+            hard = F.one_hot(choose_tokens(logits, feed, generator), self.config.vocab_size).to(probs.dtype)
+            probs = hard + probs - probs.detach()
+        elif grad == "stop":
+            probs = probs.detach()
+        return self.weights_to_inputs(probs)
+
+    def weights_to_inputs(self, weights: Tensor) -> Tensor:
+        """``(B, V)`` weights over the vocabulary -> the weighted input vector ``(B, E)``."""
+        if self.encoder is None:
+            return weights
+        if not isinstance(self.encoder, nn.Embedding):
+            raise ValueError("LanguageModel: soft or straight-through feedback needs input='embedding' or "
+                             "'onehot' (a hashed input has no embedding matrix to weight)")
+        return weights @ self.encoder.weight
+
+    def mix(self, teacher: Tensor, true_inputs: Tensor, fed: Tensor) -> Tensor:
+        """Per sequence, the true input (``teacher`` True) or the fed-back one."""
+        if fed.dtype == torch.long:
+            return torch.where(teacher, true_inputs, fed)
+        return torch.where(teacher.unsqueeze(-1), self.encode(true_inputs), fed)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ..data import EOS, PAD, UNK, Vocab, batchify, load_corpus, shard_streams
 from ..data.tokenize import tokenize
 from ..errors import CheckpointError, ConfigError, DataError
+from ..models.feedback import FEEDS, GRADS, REGIMES, Feedback, check_schedule, teacher_probability
 from ..options import option
 from ..train.metrics import loss_metrics
 from ..train.task import Plan, StepOutput, Task
@@ -32,9 +33,23 @@ class LMOptions:
     max_vocab: int | None = option(None, "vocabulary: keep at most this many tokens")
     sum_over_time: bool = option(False, "Zaremba's objective: batch-mean loss summed over the window's steps "
                                         "(so lr 1 / clip 5 mean what the paper says)")
+    regime: str = option("teacher", "training inputs: teacher (forcing), free (running) or scheduled (sampling)")
+    feed: str = option("argmax", "free/scheduled: how an output is fed back: argmax, sample or soft")
+    feed_grad: str = option("stop", "free/scheduled: gradient through the fed-back value: stop or straight_through")
+    schedule: str = option("inverse_sigmoid", "scheduled: decay of the teacher probability: linear, "
+                                              "exponential or inverse_sigmoid (Bengio et al. 2015)")
+    schedule_k: float = option(1000.0, "scheduled: k of the decay (see rnnkit.models.feedback)")
+    schedule_c: float = option(1e-4, "scheduled: slope c of the linear decay")
+    schedule_min: float = option(0.0, "scheduled: lowest teacher probability")
 
     def __post_init__(self) -> None:
-        checks = [(self.level in (None, "char", "word"), f"level must be 'char' or 'word', got {self.level!r}"),
+        checks = [
+            (self.regime in REGIMES, f"regime must be one of {REGIMES}, got {self.regime!r}"),
+            (self.feed in FEEDS, f"feed must be one of {FEEDS}, got {self.feed!r}"),
+            (self.feed_grad in GRADS, f"feed_grad must be one of {GRADS}, got {self.feed_grad!r}"),
+            (self.regime != "scheduled" or not check_schedule(self.schedule, self.schedule_k, self.schedule_c,
+                                                              self.schedule_min),
+             str(check_schedule(self.schedule, self.schedule_k, self.schedule_c, self.schedule_min))),(self.level in (None, "char", "word"), f"level must be 'char' or 'word', got {self.level!r}"),
                   (self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}"),
                   (self.max_vocab is None or self.max_vocab >= 1, f"max_vocab must be >= 1, got {self.max_vocab}"),
                   (self.data != "" and self.data_dir != "", "data and data_dir must not be empty strings")]
@@ -130,11 +145,15 @@ class LanguageModelTask(Task):
     # --- one window ---------------------------------------------------------------
     def step(self, model: nn.Module, batch: tuple[Window, Tensor, Tensor], state: Any = None) -> StepOutput:
         w, x, y = batch
+        feedback = self.feedback(x) if model.training else None
         carry = None
         if model.training and w.carry_at < x.shape[1]:  # k1 < k2: the next window starts k1 steps in
+            if feedback is not None:
+                raise ConfigError(f"regime {self.options.regime!r} needs bptt_k1 = bptt (windows that overlap "
+                                  "would be fed back twice)")
             with torch.no_grad():
                 _, carry = model(x[:, :w.carry_at], state)
-        logits, new_state = model(x, state)
+        logits, new_state = model(x, state, feedback=feedback)
         s = w.score_from - w.start
         scored = y[:, s:]
         flat = logits[:, s:].reshape(-1, logits.shape[-1]).float()
@@ -148,6 +167,18 @@ class LanguageModelTask(Task):
             loss = nll / scored.numel()
         return StepOutput(loss, {"nll": nll.item(), "tokens": scored.numel()},
                           carry if carry is not None else new_state)
+
+    def feedback(self, x: Tensor) -> Feedback | None:
+        """Which steps of this training window see their true input (None: all of them,
+        the parallel teacher-forced pass). Coin flips depend only on the clock."""
+        o = self.options
+        p = teacher_probability(o.regime, self.clock.step, o.schedule, o.schedule_k, o.schedule_c, o.schedule_min)
+        if p >= 1.0:
+            return None
+        g = self.clock.generator()
+        teacher = torch.rand(x.shape, generator=g) < p
+        sampler = self.clock.generator(x.device) if o.feed == "sample" else None
+        return Feedback(teacher.to(x.device), feed=o.feed, grad=o.feed_grad, generator=sampler)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         tokens = int(sums["tokens"])

@@ -30,7 +30,7 @@ from .config import RunConfig, compare_runs
 from .distributed import DistContext, all_reduce_mean, any_rank
 from .metrics import MetricsLog
 from .rundir import RunDir
-from .task import Plan, Task
+from .task import Clock, Plan, Task
 from .tbptt import detach_state
 
 MAX_CONSECUTIVE_SKIPS = 10
@@ -161,6 +161,7 @@ class Loop:
         count of the task's unit, e.g. tokens), or None
         when a non-finite batch was skipped (``on_nonfinite = "skip"``)."""
         self.net.train()
+        self.task.clock = Clock(self.progress.step, self.cfg.seed, self.ctx.rank)
         with _autocast(self.device, self.cfg.amp):
             out = self.task.step(self.net, batch, self.state if self.task.carries_state else None)
         loss = self.task.metrics(out.stats)["loss"]

@@ -42,6 +42,22 @@ class StepOutput:
 
 
 @dataclass(frozen=True)
+class Clock:
+    """Where training stands, for tasks whose behaviour follows a schedule (scheduled
+    sampling): the loop sets ``task.clock`` before each update. ``step`` counts the
+    updates already done; deterministic functions of it resume exactly."""
+
+    step: int = 0
+    seed: int = 0
+    rank: int = 0
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """Random numbers that depend only on (seed, step, rank): the same after a resume."""
+        return torch.Generator(device=device).manual_seed((self.seed * 2654435761 + self.step * 40503 + self.rank)
+                                                          % 2**63)
+
+
+@dataclass(frozen=True)
 class Plan:
     """How the loop wants a split cut: the task turns this into batches."""
 
@@ -72,6 +88,7 @@ class Task(ABC):
     def __init__(self, options: Any, model_options: dict[str, Any]) -> None:
         self.options = options
         self.model_options = dict(model_options)
+        self.clock = Clock()
 
     # --- data ---------------------------------------------------------------------
     @abstractmethod

@@ -1,0 +1,102 @@
+"""Models whose outputs feed back into their inputs, and how they are trained.
+
+**The step-wise decoding contract.** A model that feeds back implements
+
+* ``step(input_t, state) -> (output_t, state)``: one time step;
+* ``feedback(output_t, feed, grad, generator) -> input_{t+1}``: how an output becomes
+  the next input (``feed``: ``"argmax"`` token, ``"sample"``d token, ``"soft"``
+  expected embedding; the predicted value for regression);
+* ``mix(teacher (B,) bool, true_input_t, fed_input_t) -> input_t``: per-sequence choice.
+
+Sampling, free running and the training regimes below use only these, so a new
+feedback model (a seq2seq decoder, a forecaster) gets all of them.
+
+**Regimes** (which input each step sees while training):
+
+* ``teacher``: the true previous token (teacher forcing); steps decouple, so the whole
+  window runs in one parallel pass;
+* ``free``: the model's own previous output (free running);
+* ``scheduled``: per token, the true one with probability ``p_i`` and the model's own
+  otherwise, ``p_i`` decaying with the global update ``i`` (Bengio et al. 2015):
+  linear ``max(min, k - c i)``, exponential ``max(min, k^i)``, inverse sigmoid
+  ``k / (k + exp(i / k))``.
+
+The gradient through a fed-back value is stopped (``grad="stop"``: the fed token is a
+constant, as in Bengio et al.) or passed straight through (``grad="straight_through"``:
+forward uses the hard token's embedding, backward the softmax's; with ``feed="soft"``
+the expected embedding is differentiated exactly).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+FEEDS = ("argmax", "sample", "soft")
+GRADS = ("stop", "straight_through")
+REGIMES = ("teacher", "free", "scheduled")
+SCHEDULES = ("linear", "exponential", "inverse_sigmoid")
+
+
+def teacher_probability(regime: str, step: int, schedule: str = "inverse_sigmoid", k: float = 1000.0,
+                        c: float = 0.0, minimum: float = 0.0) -> float:
+    """Probability that a training step sees the true input, at global update ``step``."""
+    if regime == "teacher":
+        return 1.0
+    if regime == "free":
+        return 0.0
+    if schedule == "linear":
+        return max(minimum, min(1.0, k - c * step))
+    if schedule == "exponential":
+        return max(minimum, k ** step)
+    return max(minimum, k / (k + math.exp(min(step / k, 700.0))))
+
+
+def check_schedule(schedule: str, k: float, c: float, minimum: float) -> str | None:
+    """What is wrong with a schedule's constants, or None."""
+    if schedule not in SCHEDULES:
+        return f"schedule must be one of {SCHEDULES}, got {schedule!r}"
+    if not 0.0 <= minimum <= 1.0:
+        return f"schedule_min must be in [0, 1], got {minimum}"
+    if schedule == "linear" and not (0.0 <= k <= 1.0 and c >= 0.0):
+        return f"linear schedule: schedule_k must be in [0, 1] and the decay schedule_c >= 0, got {k} and {c}"
+    if schedule == "exponential" and not 0.0 < k <= 1.0:
+        return f"exponential schedule: schedule_k must be in (0, 1], got {k}"
+    if schedule == "inverse_sigmoid" and k < 1.0:
+        return f"inverse_sigmoid schedule: schedule_k must be >= 1, got {k}"
+    return None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One unrolled pass: ``teacher[b, t]`` True feeds the true input at step t, False
+    the model's own output of step t-1 (step 0 always sees the true input)."""
+
+    teacher: Tensor                       # (B, T) bool
+    feed: str = "argmax"
+    grad: str = "stop"
+    generator: torch.Generator | None = None
+
+
+def unroll(model, inputs: Tensor, state, fb: Feedback):
+    """Run ``model.step`` over ``inputs (B, T, ...)``, feeding back outputs where
+    ``fb.teacher`` says so. Returns ``(outputs (B, T, ...), state)``."""
+    outputs = []
+    for t in range(inputs.shape[1]):
+        x_t = inputs[:, t]
+        if t > 0 and not bool(fb.teacher[:, t].all()):
+            fed = model.feedback(outputs[-1], fb.feed, fb.grad, fb.generator)
+            x_t = model.mix(fb.teacher[:, t], x_t, fed)
+        y_t, state = model.step(x_t, state)
+        outputs.append(y_t)
+    return torch.stack(outputs, 1), state
+
+
+def choose_tokens(logits: Tensor, feed: str, generator: torch.Generator | None = None) -> Tensor:
+    """``(B, V)`` logits -> ``(B,)`` token ids, the most likely or a sample."""
+    if feed == "argmax":
+        return logits.argmax(-1)
+    probs = logits.detach().float().softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
