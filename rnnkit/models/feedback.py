@@ -19,7 +19,10 @@ feedback model (a seq2seq decoder, a forecaster) gets all of them.
 * ``scheduled``: per token, the true one with probability ``p_i`` and the model's own
   otherwise, ``p_i`` decaying with the global update ``i`` (Bengio et al. 2015):
   linear ``max(min, k - c i)``, exponential ``max(min, k^i)``, inverse sigmoid
-  ``k / (k + exp(i / k))``.
+  ``k / (k + exp(i / k))``;
+* ``professor`` (Lamb et al. 2016): teacher forcing plus a term that makes the
+  free-running hidden-state sequence indistinguishable, to a discriminator trained
+  alongside (:class:`BehaviourDiscriminator`), from the teacher-forced one.
 
 The gradient through a fed-back value is stopped (``grad="stop"``: the fed token is a
 constant, as in Bengio et al.) or passed straight through (``grad="straight_through"``:
@@ -36,14 +39,14 @@ from torch import Tensor
 
 FEEDS = ("argmax", "sample", "soft")
 GRADS = ("stop", "straight_through")
-REGIMES = ("teacher", "free", "scheduled")
+REGIMES = ("teacher", "free", "scheduled", "professor")
 SCHEDULES = ("linear", "exponential", "inverse_sigmoid")
 
 
 def teacher_probability(regime: str, step: int, schedule: str = "inverse_sigmoid", k: float = 1000.0,
                         c: float = 0.0, minimum: float = 0.0) -> float:
     """Probability that a training step sees the true input, at global update ``step``."""
-    if regime == "teacher":
+    if regime in ("teacher", "professor"):
         return 1.0
     if regime == "free":
         return 0.0
@@ -100,3 +103,37 @@ def choose_tokens(logits: Tensor, feed: str, generator: torch.Generator | None =
         return logits.argmax(-1)
     probs = logits.detach().float().softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+class BehaviourDiscriminator(torch.nn.Module):
+    """Professor forcing's discriminator (Lamb et al. 2016): a small bidirectional GRU
+    over a sequence of hidden states ``(B, T, H)`` -> the logit that the sequence came
+    from a teacher-forced run rather than a free-running one ``(B,)``."""
+
+    def __init__(self, hidden_size: int, width: int = 64) -> None:
+        super().__init__()
+        self.rnn = torch.nn.GRU(hidden_size, width, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Sequential(torch.nn.Linear(2 * width, width), torch.nn.ReLU(), torch.nn.Linear(width, 1))
+
+    def forward(self, behaviour: Tensor) -> Tensor:
+        out, _ = self.rnn(behaviour)
+        return self.head(out.mean(1)).squeeze(-1)
+
+
+class capture_outputs:
+    """Collects what ``module`` returns (its first output) on every call inside the
+    block, e.g. a language model's top-layer hidden states during an unrolled pass."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module, self.outputs = module, []
+
+    def __enter__(self) -> "capture_outputs":
+        self.handle = self.module.register_forward_hook(lambda m, args, out: self.outputs.append(out[0]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+    def sequence(self) -> Tensor:
+        """The captured ``(B, t, H)`` pieces joined over time."""
+        return torch.cat(self.outputs, 1)

@@ -114,7 +114,12 @@ class Loop:
         if ctx.enabled:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[ctx.local_rank] if self.device.type == "cuda" else None)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = self._make_optimizer(self.model.parameters())
+        self.aux = nn.ModuleDict(task.auxiliary(self.model)).to(self.device)
+        if len(self.aux) and ctx.enabled:
+            raise ConfigError(f"task {task.name!r} with auxiliary modules ({', '.join(self.aux)}) runs in one "
+                              "process only; drop torchrun")
+        self.aux_optimizers = {name: self._make_optimizer(m.parameters()) for name, m in self.aux.items()}
         self.progress = Progress()
         self.state: Any = None                       # recurrent state carried to the next batch
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -123,9 +128,9 @@ class Loop:
         self._opened = False
         self._stop = False
         self._skips_in_a_row = 0
+        self._last_stats: dict[str, float] = {}
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = self.model.parameters()
+    def _make_optimizer(self, params) -> torch.optim.Optimizer:
         if self.cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -166,10 +171,16 @@ class Loop:
             out = self.task.step(self.net, batch, self.state if self.task.carries_state else None)
         loss = self.task.metrics(out.stats)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        if out.aux_losses:
+            self._aux_backward(out)
+        else:
+            out.loss.backward()
         norm = self._clip()
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            return self._non_finite(loss, norm)
+        aux_finite = all(math.isfinite(float(v.detach())) for v in out.aux_losses.values())
+        if not (math.isfinite(loss) and math.isfinite(norm) and aux_finite):
+            return self._non_finite(loss if aux_finite else math.nan, norm)
+        for name, opt in self.aux_optimizers.items():
+            opt.step()
         self._skips_in_a_row = 0
         try:
             self.optimizer.step()
@@ -180,7 +191,20 @@ class Loop:
                                    f"overflowed ({e}); lower --lr") from None
         if self.task.carries_state:
             self.state = detach_state(out.state)
+        self._last_stats = out.stats
         return loss, norm, out.stats.get(self.task.count_key, 0.0)
+
+    def _aux_backward(self, out) -> None:
+        """Each loss into its own parameters only: the model's into the model, each
+        auxiliary module's into that module (``backward(inputs=...)``)."""
+        for opt in self.aux_optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        out.loss.backward(inputs=list(self.model.parameters()), retain_graph=True)
+        for name, aux_loss in out.aux_losses.items():
+            params = list(self.aux[name].parameters())
+            aux_loss.backward(inputs=params, retain_graph=True)
+            if self.cfg.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm)
 
     def _clip(self) -> float:
         """Clip as configured; return the global gradient norm *before* clipping, so
@@ -266,8 +290,9 @@ class Loop:
 
     def _run_epoch(self) -> str | None:
         cfg, p = self.cfg, self.progress
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_for_epoch(p.epoch)
+        for opt in (self.optimizer, *self.aux_optimizers.values()):
+            for group in opt.param_groups:
+                group["lr"] = self.lr_for_epoch(p.epoch)
         batches = self.task.batches(self.plan("train"))
         bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch}/{cfg.epochs}",
                    disable=not (cfg.progress and self.ctx.is_main), dynamic_ncols=True, leave=False)
@@ -289,7 +314,8 @@ class Loop:
                     if p.step % cfg.log_every == 0:
                         self.log.write(split="train", step=p.step, epoch=p.epoch, loss=loss, grad_norm=norm,
                                        lr=self.optimizer.param_groups[0]["lr"], **{rate_key: rate},
-                                       mean_loss=loss_sum / n, time=time.perf_counter() - self._t_start)
+                                       mean_loss=loss_sum / n, time=time.perf_counter() - self._t_start,
+                                       **self.task.train_log(self._last_stats))
                         loss_sum, n = 0.0, 0
                 if cfg.eval_every and p.step % cfg.eval_every == 0:
                     self._validate()
@@ -366,6 +392,9 @@ class Loop:
         record = saved.model_record(self.task, self.model, self.run.to_dict())
         record.update(kind=saved.TRAIN, optimizer=self.optimizer.state_dict(),
                       progress=dataclasses.asdict(self.progress), state=self.state, rng=rng)
+        if len(self.aux):
+            record["aux"] = {name: {"module": m.state_dict(), "optimizer": self.aux_optimizers[name].state_dict()}
+                             for name, m in self.aux.items()}
         checkpoint.save(path or self.rundir.checkpoint, record)
 
     def resume(self, path=None) -> list[str]:
@@ -383,7 +412,11 @@ class Loop:
         model = saved.build_model(self.task, state, path)
         self.model.load_state_dict(model.state_dict())
         try:  # the rest is untrusted too: a malformed entry is one clear error, not a traceback
-            self._load_optimizer(state["optimizer"])
+            self._load_optimizer(self.optimizer, state["optimizer"])
+            for name, module in self.aux.items():
+                saved_aux = state["aux"][name]
+                module.load_state_dict(saved_aux["module"])
+                self._load_optimizer(self.aux_optimizers[name], saved_aux["optimizer"])
             self.progress = Progress.from_dict(state["progress"])
             self.state = _to_device(state.get("state"), self.device)
             torch.set_rng_state(state["rng"]["torch"])
@@ -421,20 +454,20 @@ class Loop:
         if problem:
             raise CheckpointError(f"{path}: the carried recurrent state does not fit: {problem}")
 
-    def _load_optimizer(self, saved_state: dict) -> None:
+    def _load_optimizer(self, optimizer: torch.optim.Optimizer, saved_state: dict) -> None:
         """The optimiser's moments from a checkpoint; its hyper-parameters from this run's
         config (a resume may change the weight decay, say). Every moment must match its
         parameter's shape, or the first step would fail (or broadcast) far from the cause."""
-        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(saved_state)
-        for group, mine in zip(self.optimizer.param_groups, settings):
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        optimizer.load_state_dict(saved_state)
+        for group, mine in zip(optimizer.param_groups, settings):
             params = group["params"]
             group.clear()
             group.update(params=params, **mine)
-        required = OPTIMIZER_STATE.get(type(self.optimizer), ())
-        for group in self.optimizer.param_groups:
+        required = OPTIMIZER_STATE.get(type(optimizer), ())
+        for group in optimizer.param_groups:
             for param in group["params"]:
-                entry = self.optimizer.state.get(param)
+                entry = optimizer.state.get(param)
                 if entry is None:
                     continue
                 if not isinstance(entry, dict) or not all(k in entry for k in required) or \

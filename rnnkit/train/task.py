@@ -36,9 +36,10 @@ from torch import Tensor, nn
 class StepOutput:
     """What :meth:`Task.step` returns for one batch."""
 
-    loss: Tensor                   # scalar the loop back-propagates (already normalised)
+    loss: Tensor                   # scalar the loop back-propagates into the model (already normalised)
     stats: dict[str, float]        # additive sums for :meth:`Task.metrics`
     state: Any = None              # recurrent state for the next batch (tasks that carry state)
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)  # per auxiliary module, into it alone
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,18 @@ class Task(ABC):
         """One human-readable line for a split's metrics."""
         key = self.select[0]
         return f"{key} {metrics[key]:.4f}"
+
+    # --- optional capabilities ------------------------------------------------------
+    def auxiliary(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Optional: extra trainable modules with their own optimisers (a GAN-style
+        discriminator). The loop optimises each on its ``aux_losses`` entry only, the
+        model on ``loss`` only, and checkpoints both."""
+        return {}
+
+    def train_log(self, stats: dict[str, float]) -> dict[str, float]:
+        """Optional: extra figures for a training line of metrics.jsonl (e.g. a
+        discriminator's accuracy), from one batch's statistics."""
+        return {}
 
     def summary(self) -> str:
         """One line about the prepared data, printed when training starts."""
