@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import shlex
 import sys
@@ -247,6 +248,14 @@ def _eval_parser(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--bptt", type=int, default=64, help="LM: window of the state-carrying evaluation")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--free-running", action="store_true",
+                   help="LM: also run closed loop (exposure bias): samples scored by a Kneser-Ney model of the "
+                        "training split, by horizon, and their distinct-n diversity")
+    p.add_argument("--samples", type=int, default=64, help="--free-running: number of samples")
+    p.add_argument("--length", type=int, default=100, help="--free-running: tokens per sample")
+    p.add_argument("--seed", type=int, default=0, help="--free-running: sampling seed")
+    p.add_argument("--plot", default=None, help="--free-running: write the NLL-by-horizon curve as a PNG here")
+    p.add_argument("--json", default=None, help="also write the figures as JSON here")
 
 
 def _run_eval(args) -> int:
@@ -269,7 +278,30 @@ def _run_eval(args) -> int:
     name = getattr(getattr(task, "data", None), "name", task.name)
     extra = f" (nll {m['nll']:.4f} nats/token over {m['tokens']:,} tokens)" if "nll" in m else ""
     print(f"{name} {args.split}: {task.describe(m)}{extra}")
+    report: dict = {"split": args.split, "teacher_forced": m}
+    if args.free_running:
+        report["free_running"] = _free_running(args, task, loaded.model)
+    if args.json:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0
+
+
+def _free_running(args, task, model) -> dict:
+    from .exposure_bias import DEFAULT_HORIZONS, plot_horizon, text_free_running
+
+    if task.name != "lm":
+        raise ConfigError(f"--free-running is implemented for language models, not task {task.name!r}")
+    if args.samples < 1 or args.length < max(DEFAULT_HORIZONS):
+        raise ConfigError(f"--samples must be >= 1 and --length >= {max(DEFAULT_HORIZONS)}")
+    fr = text_free_running(task, model, samples=args.samples, length=args.length, seed=args.seed)
+    at = ", ".join(f"h={h}: {v:.3f}" for h, v in fr["reference_nll_at"].items())
+    print(f"free running ({fr['samples']} samples x {fr['length']} tokens): reference NLL {fr['reference_nll']:.3f} "
+          f"nats/token ({at}); distinct-2 {fr['distinct_2']:.3f}")
+    if args.plot:
+        print(f"wrote {plot_horizon({Path(args.checkpoint).name: fr['reference_nll_curve']}, args.plot)}")
+    return fr
 
 
 def _ngram_parser(sub) -> None:

@@ -235,22 +235,29 @@ class KneserNeyLM:
             ``{"nll": mean nats per token, "ppl": exp(nll),
             "bits_per_token": nll / ln 2, "tokens": N}``.
         """
-        vocab = self._require_fitted()
-        x = self._as_ids(ids, "ids", vocab=vocab)
+        x = self._as_ids(ids, "ids", vocab=self._require_fitted())
         if x.size == 0:
             raise DataError("cannot evaluate on an empty token stream")
-        padded = np.concatenate([np.full(self.order - 1, -1, dtype=np.int64), x])
+        nll = -float(self.token_logprobs(x, show_progress=show_progress).sum()) / x.size
+        return {"nll": nll, "ppl": math.exp(nll), "bits_per_token": nll / math.log(2), "tokens": int(x.size)}
+
+    def token_logprobs(self, ids: Sequence[int] | np.ndarray, context: Sequence[int] = (), *,
+                       show_progress: bool = False) -> np.ndarray:
+        """``(N,)`` natural-log probability of each token of ``ids`` given the ones before
+        it (and ``context``, which precedes the stream and is not scored)."""
+        vocab = self._require_fitted()
+        x = self._as_ids(ids, "ids", vocab=vocab)
+        ctx = self._as_ids(context, "context", vocab=vocab)[-(self.order - 1):] if self.order > 1 else x[:0]
+        pad = np.full(self.order - 1 - ctx.size, -1, dtype=np.int64)
+        padded = np.concatenate([pad, ctx, x])
         windows = np.lib.stride_tricks.sliding_window_view(padded, self.order)  # (N, order) view
         starts = range(0, x.size, _EVAL_CHUNK)
         if show_progress:
             from tqdm.auto import tqdm  # imported lazily: only needed for the bar
 
             starts = tqdm(starts, desc=f"KN{self.order} eval", unit="chunk")
-        total = 0.0
-        for s in starts:
-            total += float(self._window_logprobs(np.ascontiguousarray(windows[s : s + _EVAL_CHUNK])).sum())
-        nll = -total / x.size
-        return {"nll": nll, "ppl": math.exp(nll), "bits_per_token": nll / math.log(2), "tokens": int(x.size)}
+        parts = [self._window_logprobs(np.ascontiguousarray(windows[s: s + _EVAL_CHUNK])) for s in starts]
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     @property
     def discount_values(self) -> list[tuple[float, float, float]]:
