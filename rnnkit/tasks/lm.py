@@ -15,18 +15,18 @@ from torch import Tensor, nn
 from ..data import EOS, PAD, UNK, Vocab, batchify, load_corpus, shard_streams
 from ..data.tokenize import tokenize
 from ..errors import CheckpointError, ConfigError, DataError
-from ..models.feedback import (FEEDS, GRADS, REGIMES, BehaviourDiscriminator, Feedback, capture_outputs,
-                               check_schedule, teacher_probability)
+from ..models.feedback import capture_outputs
 from ..options import option
 from ..train.metrics import loss_metrics
-from ..train.task import Plan, StepOutput, Task
+from ..train.task import Plan, StepOutput
+from .feedback import FeedbackOptions, FeedbackTask, unwrap
 from ..train.tbptt import Window, tbptt_windows
 
 EVAL_STREAMS = 10   # evaluation batch: streams carried in parallel (state flows through each)
 
 
 @dataclass(frozen=True)
-class LMOptions:
+class LMOptions(FeedbackOptions):
     data: str | None = option(None, "registered dataset (see `rnnkit data list`) or a text file/folder; "
                                     "default: the embedded stdlib corpus")
     data_dir: str | None = option(None, "where datasets are looked up (else $RNNKIT_DATA, else ~/.cache/rnnkit)")
@@ -35,33 +35,17 @@ class LMOptions:
     max_vocab: int | None = option(None, "vocabulary: keep at most this many tokens")
     sum_over_time: bool = option(False, "Zaremba's objective: batch-mean loss summed over the window's steps "
                                         "(so lr 1 / clip 5 mean what the paper says)")
-    regime: str = option("teacher", "training inputs: teacher (forcing), free (running) or scheduled (sampling)")
-    feed: str = option("argmax", "free/scheduled: how an output is fed back: argmax, sample or soft")
-    feed_grad: str = option("stop", "free/scheduled: gradient through the fed-back value: stop or straight_through")
-    schedule: str = option("inverse_sigmoid", "scheduled: decay of the teacher probability: linear, "
-                                              "exponential or inverse_sigmoid (Bengio et al. 2015)")
-    schedule_k: float = option(1000.0, "scheduled: k of the decay (see rnnkit.models.feedback)")
-    schedule_c: float = option(1e-4, "scheduled: slope c of the linear decay")
-    schedule_min: float = option(0.0, "scheduled: lowest teacher probability")
-    professor_weight: float = option(1.0, "professor: weight of the adversarial term next to the NLL")
-    discriminator_width: int = option(64, "professor: hidden size of the behaviour discriminator")
 
     def __post_init__(self) -> None:
         checks = [
-            (self.regime in REGIMES, f"regime must be one of {REGIMES}, got {self.regime!r}"),
-            (self.feed in FEEDS, f"feed must be one of {FEEDS}, got {self.feed!r}"),
-            (self.feed_grad in GRADS, f"feed_grad must be one of {GRADS}, got {self.feed_grad!r}"),
-            (self.professor_weight >= 0, f"professor_weight must be >= 0, got {self.professor_weight}"),
-            (self.discriminator_width >= 1, f"discriminator_width must be >= 1, got {self.discriminator_width}"),
-            (self.regime != "scheduled" or not check_schedule(self.schedule, self.schedule_k, self.schedule_c,
-                                                              self.schedule_min),
-             str(check_schedule(self.schedule, self.schedule_k, self.schedule_c, self.schedule_min))),(self.level in (None, "char", "word"), f"level must be 'char' or 'word', got {self.level!r}"),
+(self.level in (None, "char", "word"), f"level must be 'char' or 'word', got {self.level!r}"),
                   (self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}"),
                   (self.max_vocab is None or self.max_vocab >= 1, f"max_vocab must be >= 1, got {self.max_vocab}"),
                   (self.data != "" and self.data_dir != "", "data and data_dir must not be empty strings")]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"config: [train] {msg}")
+        super().__post_init__()
 
 
 @dataclass
@@ -91,11 +75,6 @@ def prepare_lm_data(options: LMOptions, vocab: Vocab | None = None) -> LMData:
     return LMData(corpus.name, corpus.level, vocab, ids["train"], ids["valid"], ids["test"])
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
-
-
 class StreamWindows(Sequence):
     """The TBPTT windows of ``(B, L)`` streams: item ``i`` is ``(window, x, y)``."""
 
@@ -110,7 +89,7 @@ class StreamWindows(Sequence):
         return w, self.streams[:, w.start:w.end], self.streams[:, w.start + 1:w.end + 1]
 
 
-class LanguageModelTask(Task):
+class LanguageModelTask(FeedbackTask):
     """Next-token prediction on a corpus; the state is carried across windows."""
 
     name = "lm"
@@ -165,7 +144,7 @@ class LanguageModelTask(Task):
             with torch.no_grad():
                 _, carry = model(x[:, :w.carry_at], state)
         professor = model.training and self.options.regime == "professor"
-        with capture_outputs(_unwrap(model).rnn) if professor else nullcontext() as taught:
+        with capture_outputs(unwrap(model).rnn) if professor else nullcontext() as taught:
             logits, new_state = model(x, state, feedback=feedback)
         s = w.score_from - w.start
         scored = y[:, s:]
@@ -180,54 +159,8 @@ class LanguageModelTask(Task):
             loss = nll / scored.numel()
         out = StepOutput(loss, {"nll": nll.item(), "tokens": scored.numel()}, carry if carry is not None else new_state)
         if professor:
-            self._professor(model, x, state, taught.sequence(), out)
+            self.professor(model, x, state, taught.sequence(), out)
         return out
-
-    def _professor(self, model: nn.Module, x: Tensor, state: Any, taught: Tensor, out: StepOutput) -> None:
-        """Lamb et al. 2016: run the window free as well; the discriminator learns to tell
-        the two hidden-state sequences apart (its loss reaches only it), the model to make
-        its free-running sequence look taught (its loss reaches only the model)."""
-        o = self.options
-        free_inputs = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
-        sampler = self.clock.generator(x.device) if o.feed == "sample" else None
-        with capture_outputs(_unwrap(model).rnn) as free:
-            model(x, state, feedback=Feedback(free_inputs, feed=o.feed, grad=o.feed_grad, generator=sampler))
-        free_h = free.sequence()
-        d = self.discriminator
-        real, fake = d(taught.detach()), d(free_h.detach())
-        ones, zeros = torch.ones_like(real), torch.zeros_like(real)
-        d_loss = F.binary_cross_entropy_with_logits(real, ones) + F.binary_cross_entropy_with_logits(fake, zeros)
-        adversarial = F.binary_cross_entropy_with_logits(d(free_h), ones)
-        out.loss = out.loss + o.professor_weight * adversarial
-        out.aux_losses["discriminator"] = d_loss
-        n = real.shape[0]
-        out.stats.update(d_loss=d_loss.item() * n, adversarial=adversarial.item() * n, sequences=n,
-                         d_correct=float((real > 0).sum() + (fake <= 0).sum()), d_seen=2 * n)
-
-    def auxiliary(self, model: nn.Module) -> dict[str, nn.Module]:
-        if self.options.regime != "professor":
-            return {}
-        self.discriminator = BehaviourDiscriminator(model.config.hidden_size, self.options.discriminator_width)
-        return {"discriminator": self.discriminator}
-
-    def train_log(self, stats: dict[str, float]) -> dict[str, float]:
-        if "d_seen" not in stats:
-            return {}
-        n = stats["sequences"]
-        return {"d_loss": stats["d_loss"] / n, "adversarial": stats["adversarial"] / n,
-                "d_accuracy": stats["d_correct"] / stats["d_seen"]}
-
-    def feedback(self, x: Tensor) -> Feedback | None:
-        """Which steps of this training window see their true input (None: all of them,
-        the parallel teacher-forced pass). Coin flips depend only on the clock."""
-        o = self.options
-        p = teacher_probability(o.regime, self.clock.step, o.schedule, o.schedule_k, o.schedule_c, o.schedule_min)
-        if p >= 1.0:
-            return None
-        g = self.clock.generator()
-        teacher = torch.rand(x.shape, generator=g) < p
-        sampler = self.clock.generator(x.device) if o.feed == "sample" else None
-        return Feedback(teacher.to(x.device), feed=o.feed, grad=o.feed_grad, generator=sampler)
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         tokens = int(sums["tokens"])

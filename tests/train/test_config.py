@@ -37,7 +37,7 @@ from rnnkit.train.config import TrainConfig, build_config, compare_runs
     ({"train": {"task": "adding"}, "model": {"embedding_dim": 8}}, "unknown key 'embedding_dim' in \\[model\\]"),
     ({"model": {"embedding_dim": 0}}, "embedding_dim must be > 0"),
     ({"model": {"init": "he"}}, "init must be one of"),
-    ({"model": {"init_range": -0.1}}, "init_range must be > 0"),
+    ({"model": {"init_range": -0.1}}, "init_range must be in \\(0, 1000\\]"),
     ({"model": {"forget_bias": float("inf")}}, "forget_bias must be a finite number"),
     ({"train": {"min_freq": 0}}, "min_freq must be >= 1"),
 ])
