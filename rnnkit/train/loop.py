@@ -108,7 +108,7 @@ class Loop:
         torch.manual_seed(self.cfg.seed)
         try:
             self.model = task.build_model().to(self.device)
-        except (RuntimeError, MemoryError, OverflowError) as e:  # sizes past what this machine holds
+        except (RuntimeError, MemoryError, OverflowError, TypeError, ValueError) as e:  # sizes past what fits
             raise ConfigError(f"cannot build the {task.model} with these options: {str(e)[:200]}") from None
         self.net: nn.Module = self.model
         if ctx.enabled:
