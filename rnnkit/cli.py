@@ -289,18 +289,26 @@ def _run_eval(args) -> int:
 
 
 def _free_running(args, task, model) -> dict:
-    from .exposure_bias import DEFAULT_HORIZONS, plot_horizon, text_free_running
+    from .exposure_bias import DEFAULT_HORIZONS, plot_horizon, series_free_running, text_free_running
 
-    if task.name != "lm":
-        raise ConfigError(f"--free-running is implemented for language models, not task {task.name!r}")
+    if task.name not in ("lm", "forecast"):
+        raise ConfigError(f"--free-running needs a task whose model feeds back (lm, forecast), not {task.name!r}")
     if args.samples < 1 or args.length < max(DEFAULT_HORIZONS):
         raise ConfigError(f"--samples must be >= 1 and --length >= {max(DEFAULT_HORIZONS)}")
-    fr = text_free_running(task, model, samples=args.samples, length=args.length, seed=args.seed)
-    at = ", ".join(f"h={h}: {v:.3f}" for h, v in fr["reference_nll_at"].items())
-    print(f"free running ({fr['samples']} samples x {fr['length']} tokens): reference NLL {fr['reference_nll']:.3f} "
-          f"nats/token ({at}); distinct-2 {fr['distinct_2']:.3f}")
+    label = Path(args.checkpoint).name
+    if task.name == "forecast":
+        fr = series_free_running(task, model, split=args.split, starts=args.samples)
+        at = ", ".join(f"h={h}: {v:.4g}" for h, v in fr["mse_at"].items())
+        print(f"free running ({fr['starts']} start points, {fr['warmup']} true values read): MSE by horizon {at}")
+        curve, ylabel = fr["mse_curve"], "squared error (standardised)"
+    else:
+        fr = text_free_running(task, model, samples=args.samples, length=args.length, seed=args.seed)
+        at = ", ".join(f"h={h}: {v:.3f}" for h, v in fr["reference_nll_at"].items())
+        print(f"free running ({fr['samples']} samples x {fr['length']} tokens): reference NLL "
+              f"{fr['reference_nll']:.3f} nats/token ({at}); distinct-2 {fr['distinct_2']:.3f}")
+        curve, ylabel = fr["reference_nll_curve"], "reference NLL (nats)"
     if args.plot:
-        print(f"wrote {plot_horizon({Path(args.checkpoint).name: fr['reference_nll_curve']}, args.plot)}")
+        print(f"wrote {plot_horizon({label: curve}, args.plot, ylabel=ylabel)}")
     return fr
 
 

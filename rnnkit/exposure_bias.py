@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import DataError
+
 DEFAULT_HORIZONS = (1, 10, 50)
 
 
@@ -37,7 +39,7 @@ def text_free_running(task, model: torch.nn.Module, *, samples: int = 64, length
     from .generate import sample
 
     if length < max(horizons):
-        raise ValueError(f"length={length} is shorter than the largest horizon {max(horizons)}")
+        raise DataError(f"length={length} is shorter than the largest horizon {max(horizons)}")
     reference = KneserNeyLM(order=order, vocab_size=len(task.vocab)).fit(task.data.train.numpy())
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     start = task.start_id()
@@ -70,3 +72,26 @@ def plot_horizon(curves: dict[str, Sequence[float]], path: str | Path, *, ylabel
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def series_free_running(task, model: torch.nn.Module, *, split: str = "test",
+                        horizons: Sequence[int] = DEFAULT_HORIZONS, starts: int = 64) -> dict[str, Any]:
+    """Closed-loop multi-step forecasts from ``starts`` evenly spaced points of ``split``:
+    each reads ``task.options.warmup`` true values, then predicts ``max(horizons)`` steps
+    from its own predictions. Returns the squared error at each horizon (standardised
+    units, mean over start points) and the whole curve."""
+    series = task.splits[split]
+    warmup, horizon = task.options.warmup, max(horizons)
+    last_start = len(series) - horizon
+    if last_start <= warmup:
+        raise DataError(f"the {split} split ({len(series)} values) is too short for warmup {warmup} "
+                         f"and horizon {horizon}")
+    points = torch.linspace(warmup, last_start, steps=min(starts, last_start - warmup + 1)).long()
+    device = next(model.parameters()).device
+    context = torch.stack([series[p - warmup:p] for p in points]).unsqueeze(-1).to(device)
+    target = torch.stack([series[p:p + horizon] for p in points]).unsqueeze(-1).to(device)
+    model.eval()
+    error = (model.forecast(context, horizon) - target).pow(2).mean(dim=(0, 2))   # (horizon,)
+    curve = error.cpu().tolist()
+    return {"starts": len(points), "warmup": warmup, "mse_at": {str(h): curve[h - 1] for h in horizons},
+            "mse_curve": curve}

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .forecaster import ForecasterConfig, SequenceForecaster
 from .language_model import LanguageModel, LMConfig
 from .regressor import RegressorConfig, SequenceRegressor
 
@@ -21,4 +22,5 @@ class RegisteredModel:
 MODELS: dict[str, RegisteredModel] = {
     "language_model": RegisteredModel(LMConfig, LanguageModel),
     "sequence_regressor": RegisteredModel(RegressorConfig, SequenceRegressor),
+    "sequence_forecaster": RegisteredModel(ForecasterConfig, SequenceForecaster),
 }

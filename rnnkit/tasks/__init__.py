@@ -2,8 +2,9 @@
 trained by the one loop in :mod:`rnnkit.train.loop`; ``rnnkit train --task NAME``."""
 from ..train.task import Task
 from .adding import AddingTask
+from .forecast import ForecastTask
 from .lm import LanguageModelTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask)}
 
-__all__ = ["TASKS", "AddingTask", "LanguageModelTask"]
+__all__ = ["TASKS", "AddingTask", "ForecastTask", "LanguageModelTask"]
