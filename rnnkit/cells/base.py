@@ -15,15 +15,51 @@ Every step is split in two so the scan can hoist work out of the time loop:
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from types import SimpleNamespace
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from ..errors import ArgumentTypeError, DeviceError, DtypeError, ShapeError
+
 State = tuple[Tensor, ...]
+
+#: the public class a cell is being built for (a layer builds its cells inside
+#: :func:`built_for`), so a cell's constructor errors name ``RNN``, not ``ElmanCell``
+_BUILT_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("rnnkit_cell_built_for", default=None)
+
+
+@contextlib.contextmanager
+def built_for(name: str) -> Iterator[None]:
+    """Cells constructed inside this block name ``name`` in their errors."""
+    token = _BUILT_FOR.set(name)
+    try:
+        yield
+    finally:
+        _BUILT_FOR.reset(token)
+
+
+def owner_name(cls: type) -> str:
+    """The name a constructor error shows: the layer being built, else the cell class."""
+    return _BUILT_FOR.get() or cls.__name__
+
+
+def check_bool(owner: str, arg: str, value) -> None:
+    """A boolean option, checked as torch.nn checks ``bias``: a real ``bool`` or TypeError
+    (``"False"`` is truthy and ``0``/``1`` are ints: both used to be taken silently)."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{owner}: {arg} should be of type bool, got: {type(value).__name__}")
+
+
+def check_int(owner: str, arg: str, value) -> None:
+    """An integer option (as torch.nn, ``bool`` counts as ``int``), else TypeError."""
+    if not isinstance(value, int):
+        raise ArgumentTypeError(f"{owner}: {arg} should be of type int, got: {type(value).__name__}")
 
 
 class RecurrentCell(nn.Module):
@@ -53,10 +89,12 @@ class RecurrentCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  *, own_parameters: bool = True) -> None:
         super().__init__()
-        if not isinstance(input_size, int) or input_size <= 0:
-            raise ValueError(f"{type(self).__name__}: input_size must be a positive int, got {input_size!r}")
-        if not isinstance(hidden_size, int) or hidden_size <= 0:
-            raise ValueError(f"{type(self).__name__}: hidden_size must be a positive int, got {hidden_size!r}")
+        name = owner_name(type(self))
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            check_int(name, arg, value)
+            if value < 0:  # 0 is allowed, as in torch.nn.LSTMCell (empty state, empty output)
+                raise ShapeError(f"{name}: {arg} must be >= 0, got {value}")
+        check_bool(name, "bias", bias)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -112,18 +150,67 @@ class RecurrentCell(nn.Module):
             raise RuntimeError(f"{type(self).__name__} was built without parameters; pass p=")
         return params_namespace(self.parameter_shapes(), dict(self.named_parameters(recurse=False)))
 
-    def forward(self, x: Tensor, state: Tensor | Sequence[Tensor] | None = None):
-        """Standalone use like ``torch.nn.LSTMCell``: ``x (B, I)``; returns the state
-        (a tensor for one-state cells, a tuple otherwise)."""
-        if x.dim() != 2 or x.shape[-1] != self.input_size:
-            raise ValueError(f"{type(self).__name__}: input has shape {tuple(x.shape)}, "
-                             f"expected (batch, input_size) = (B, {self.input_size})")
-        if state is None:
-            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        elif isinstance(state, Tensor):
-            state = (state,)
-        _, new_state = self.step(x, tuple(state))
+    def forward(self, input: Tensor, hx: Tensor | Sequence[Tensor] | None = None):
+        """Standalone use like ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell``: ``input (B, I)``
+        or unbatched ``(I,)``; ``hx`` the state, ``(B, S)``/``(S,)`` per state tensor (a
+        tensor for one-state cells, a tuple such as ``(h, c)`` otherwise; zeros if omitted).
+        Returns the new state, shaped like the input (a tensor for one-state cells, a tuple
+        otherwise). Wrong shapes raise :class:`~rnnkit.errors.ShapeError` (a RuntimeError and
+        a ValueError, as torch.nn raises one or the other), never broadcast."""
+        p = self.own_params()
+        state = self._checked_state(input, hx, p.weight_ih)
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        _, new_state = self.step(x, state, p)
+        if not batched:
+            new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state
+
+    def _checked_state(self, input: Tensor, hx, weight: Tensor) -> State:
+        """``hx`` as a tuple of ``(B, S)`` tensors after torch.nn's checks (and the same
+        messages, prefixed with the class name), or zeros."""
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ShapeError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead "
+                             f"(input of shape {tuple(input.shape)}; expected (batch, input_size) "
+                             f"= (B, {self.input_size}) or unbatched (input_size,) = ({self.input_size},))")
+        names, sizes = self.state_names, self.state_sizes()
+        states: tuple | None = None
+        if hx is not None:
+            states = (hx,) if isinstance(hx, Tensor) else tuple(hx)
+            if len(states) != len(sizes):
+                raise ShapeError(f"{name}: hx must hold {len(sizes)} tensors "
+                                 f"({', '.join(n + '0' for n in names)}), got {len(states)}")
+            for i, s in enumerate(states):
+                label = "hidden" if len(sizes) == 1 else f"hx[{i}]"
+                if not isinstance(s, Tensor):
+                    raise TypeError(f"{name}: {label} must be a Tensor, got {type(s).__name__}")
+                if s.dim() not in (1, 2):
+                    raise ShapeError(f"{name}: Expected {label} to be 1D or 2D, got {s.dim()}D instead")
+                if s.dim() != input.dim():
+                    kind = "batched 2-D" if input.dim() == 2 else "unbatched 1-D"
+                    raise ShapeError(f"{name}: for {kind} input, {label} should also be "
+                                     f"{input.dim()}-D but got {s.dim()}-D tensor of shape {tuple(s.shape)}")
+        x = input if input.dim() == 2 else input.unsqueeze(0)
+        if x.shape[1] != self.input_size:
+            raise ShapeError(f"{name}: input has inconsistent input_size: got {x.shape[1]} expected "
+                             f"{self.input_size} (input of shape {tuple(input.shape)}; expected "
+                             f"(batch, input_size) = (B, {self.input_size}) or (input_size,))")
+        check_tensor(name, "input", input, weight, floating=True)
+        if states is None:
+            return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        states = tuple(s if input.dim() == 2 else s.unsqueeze(0) for s in states)
+        for i, (s, n) in enumerate(zip(states, sizes)):
+            if s.shape[0] != x.shape[0]:
+                raise ShapeError(f"{name}: Input batch size {x.shape[0]} doesn't match hidden{i} "
+                                 f"batch size {s.shape[0]} ({names[i]}0 never broadcasts over the batch)")
+            if s.shape[1] != n:
+                raise ShapeError(f"{name}: hidden{i} has inconsistent hidden_size: got {s.shape[1]}, "
+                                 f"expected {n} ({names[i]}0 of shape {tuple(s.shape)})")
+            check_tensor(name, f"{names[i]}0", s, weight)
+        return states
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
@@ -143,8 +230,20 @@ def reset_parameter(cell: RecurrentCell, name: str, param: Tensor) -> None:
         elif name.startswith("ln_"):
             param.zero_()
         else:
-            bound = 1.0 / math.sqrt(cell.hidden_size)
+            bound = 1.0 / math.sqrt(cell.hidden_size) if cell.hidden_size > 0 else 0.0  # as torch.nn
             param.uniform_(-bound, bound)
+
+
+def check_tensor(name: str, arg: str, t: Tensor, param: Tensor, floating: bool = False) -> None:
+    """``t`` has ``param``'s dtype (skipped under autocast, as torch.nn does) and device."""
+    if floating and not t.is_floating_point():
+        raise DtypeError(f"{name}: {arg} must be floating point, got dtype {t.dtype}")
+    if t.dtype != param.dtype and not torch._C._is_any_autocast_enabled():
+        raise DtypeError(f"{name}: {arg} dtype {t.dtype} does not match weight dtype {param.dtype}. "
+                         f"Convert {arg}: {arg}.to({param.dtype}), or convert model: model.to({t.dtype})")
+    if t.device != param.device:
+        raise DeviceError(f"{name}: {arg} is on {t.device} but the parameters are on {param.device}; "
+                          f"move one with .to(device)")
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:

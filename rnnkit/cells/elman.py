@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import RecurrentCell, State
+from ..errors import ArgumentError
+from .base import RecurrentCell, State, owner_name
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu}
 
@@ -26,11 +27,12 @@ class ElmanCell(RecurrentCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", *, own_parameters: bool = True,
-                 device=None, dtype=None) -> None:
+                 nonlinearity: str = "tanh", device=None, dtype=None, *,
+                 own_parameters: bool = True) -> None:
         super().__init__(input_size, hidden_size, bias, own_parameters=own_parameters)
-        if nonlinearity not in _ACTIVATIONS:
-            raise ValueError(f"ElmanCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        if nonlinearity not in _ACTIVATIONS:  # torch.nn.RNN's check and message (RNNCell waits for forward)
+            raise ArgumentError(f"{owner_name(type(self))}: Unknown nonlinearity {nonlinearity!r}. "
+                                "Select from 'tanh' or 'relu'.")
         self.nonlinearity = nonlinearity
         self.torch_mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         self._finish_init(device, dtype)

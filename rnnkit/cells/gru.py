@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import RecurrentCell, State
+from ..errors import ArgumentError
+from .base import RecurrentCell, State, owner_name
 
 GRU_VARIANTS = ("reset_after", "reset_before", "simplified")
 
@@ -43,12 +44,11 @@ class GRUCell(RecurrentCell):
     with ``G = 3`` (``2`` for simplified). State: ``(h (B, H),)``. Output: ``h_t``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
-                 variant: str = "reset_after", own_parameters: bool = True,
-                 device=None, dtype=None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
+                 variant: str = "reset_after", own_parameters: bool = True) -> None:
         super().__init__(input_size, hidden_size, bias, own_parameters=own_parameters)
         if variant not in GRU_VARIANTS:
-            raise ValueError(f"GRUCell: variant must be one of {GRU_VARIANTS}, got {variant!r}")
+            raise ArgumentError(f"{owner_name(type(self))}: variant must be one of {GRU_VARIANTS}, got {variant!r}")
         self.variant = variant
         self.num_gates = 2 if variant == "simplified" else 3
         self.torch_mode = "GRU" if variant == "reset_after" else None

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import RecurrentCell, State
+from ..errors import ArgumentError, ShapeError
+from .base import RecurrentCell, State, check_int, owner_name
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid, "identity": lambda v: v}
 
@@ -37,10 +38,15 @@ class JordanCell(RecurrentCell):
                  output_activation: str = "identity", own_parameters: bool = True,
                  device=None, dtype=None) -> None:
         super().__init__(input_size, hidden_size, bias, own_parameters=own_parameters)
+        owner = owner_name(type(self))
         for name, value in (("nonlinearity", nonlinearity), ("output_activation", output_activation)):
             if value not in _ACTIVATIONS:
-                raise ValueError(f"JordanCell: {name} must be one of {sorted(_ACTIVATIONS)}, got {value!r}")
-        self.jordan_output_size = output_size or hidden_size
+                raise ArgumentError(f"{owner}: {name} must be one of {sorted(_ACTIVATIONS)}, got {value!r}")
+        if output_size is not None:
+            check_int(owner, "output_size", output_size)
+            if output_size < 0:
+                raise ShapeError(f"{owner}: output_size must be >= 0, got {output_size}")
+        self.jordan_output_size = hidden_size if output_size is None else output_size
         self.nonlinearity = nonlinearity
         self.output_activation = output_activation
         self._finish_init(device, dtype)

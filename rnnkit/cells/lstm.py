@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import RecurrentCell, State, layer_norm
+from ..errors import ArgumentError
+from .base import RecurrentCell, State, check_bool, check_int, layer_norm, owner_name
 
 
 class LSTMCell(RecurrentCell):
@@ -42,12 +43,20 @@ class LSTMCell(RecurrentCell):
     num_gates = 4
     forget_gate = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  proj_size: int = 0, peephole: bool = False, layer_norm: bool = False,
-                 own_parameters: bool = True, device=None, dtype=None) -> None:
+                 own_parameters: bool = True) -> None:
         super().__init__(input_size, hidden_size, bias, own_parameters=own_parameters)
-        if proj_size < 0 or proj_size >= hidden_size and proj_size != 0:
-            raise ValueError(f"LSTMCell: proj_size must be in [0, hidden_size={hidden_size}), got {proj_size}")
+        name = owner_name(type(self))
+        check_int(name, "proj_size", proj_size)
+        if proj_size < 0:  # torch.nn.LSTM's messages
+            raise ArgumentError(f"{name}: proj_size should be a positive integer or zero to disable "
+                                f"projections, got {proj_size}")
+        if proj_size != 0 and proj_size >= hidden_size:
+            raise ArgumentError(f"{name}: proj_size has to be smaller than hidden_size "
+                                f"(proj_size must be in [0, hidden_size={hidden_size})), got {proj_size}")
+        check_bool(name, "peephole", peephole)
+        check_bool(name, "layer_norm", layer_norm)
         self.proj_size = proj_size
         self.peephole = peephole
         self.layer_norm = layer_norm

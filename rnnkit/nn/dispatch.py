@@ -4,16 +4,30 @@
   kernel (cuDNN on GPU, oneDNN/ATen on CPU) on the layer's own parameters.
 * ``"kernel"`` — a custom cell with a fused fast path in :mod:`rnnkit.kernels`.
 * ``"scan"`` — the reference loop in :mod:`rnnkit.nn.scan`.
+
+The Triton kernels (:mod:`rnnkit.kernels.triton_cells`) are only chosen on request:
+``backend="triton"``, or ``RNNKIT_TRITON=1`` in the environment (or Triton's own CPU
+interpreter, ``TRITON_INTERPRET=1``, which the kernel tests use). They have not yet
+passed a parity run on a GPU, so on CUDA a custom cell runs the reference scan
+(torch ops, autograd) unless asked otherwise; :func:`triton_requested` is the switch.
 """
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
 from typing import Protocol
 
 from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-BACKENDS = ("auto", "torch", "scan")
+from .. import kernels
+from ..errors import ArgumentError
+from ..kernels import triton_cells
+
+BACKENDS = ("auto", "torch", "scan", "triton")
 _VF_FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+#: environment switch that lets ``backend="auto"`` layers run the Triton kernels
+TRITON_ENV = "RNNKIT_TRITON"
 
 
 class Layer(Protocol):
@@ -35,16 +49,60 @@ class Layer(Protocol):
 
     def flat_weights(self) -> list[Tensor]: ...
 
+    def extra_repr(self) -> str: ...
+
+
+def check_backend(layer: Layer) -> None:
+    """At construction: the requested backend can run this layer's cell (a wrong choice
+    is an error now, not at the first forward)."""
+    cell, name = layer.cells[0], type(layer).__name__
+    if layer.backend == "torch" and cell.torch_mode is None:
+        raise ArgumentError(f"{name}: backend='torch' needs a torch.nn configuration; "
+                            f"{name}({layer.extra_repr()}) is custom (torch.nn has no kernel for it)")
+    if layer.backend == "triton" and not (triton_cells.lstm_supported(cell) or triton_cells.gru_supported(cell)):
+        raise ArgumentError(f"{name}: backend='triton' needs a cell with a Triton kernel (an LSTM with "
+                            f"peephole and/or layer_norm and no proj_size, or a GRU with variant "
+                            f"'reset_before' or 'simplified'); {name}({layer.extra_repr()}) has none")
+
+
+def triton_requested(layer: Layer) -> bool:
+    """Whether ``layer`` may run the Triton kernels: ``backend="triton"``, ``RNNKIT_TRITON=1``,
+    or Triton's CPU interpreter (``TRITON_INTERPRET=1``, itself an explicit request)."""
+    flag = os.environ.get(TRITON_ENV, "").strip().lower() in ("1", "true", "yes", "on", "y")
+    return layer.backend == "triton" or flag or triton_cells.interpreting()
+
+
+def _is_triton(kernel) -> bool:
+    return kernel is not None and kernel in (triton_cells.lstm_scan, triton_cells.gru_scan)
+
+
+def use_kernels(layer: Layer, x: Tensor, p: SimpleNamespace) -> bool:
+    """Whether the scan over ``x (T, B, I)`` may use rnnkit's fused kernels: backend
+    ``"auto"``/``"triton"``, and a Triton kernel only on request (:func:`triton_requested`;
+    refused, the reference scan runs: on CUDA no other kernel applies to those cells)."""
+    if layer.backend not in ("auto", "triton"):
+        return False
+    return not (_is_triton(kernels.find(layer.cells[0], x, p)) and not triton_requested(layer))
+
+
+def kernel_for(layer: Layer, x: Tensor, p: SimpleNamespace):
+    """The fused kernel the scan would run on ``x`` for the first layer, or None."""
+    return kernels.find(layer.cells[0], x, p) if use_kernels(layer, x, p) else None
+
+
+def runs_torch(layer: Layer) -> bool:
+    """Whether ``layer`` runs PyTorch's fused kernel (a torch.nn configuration, backend auto/torch)."""
+    return layer.backend in ("auto", "torch") and layer.cells[0].torch_mode is not None
+
 
 def choose_path(layer: Layer) -> str:
     """Which path ``layer`` runs: "torch", "kernel" or "scan" (see module doc)."""
-    mode = layer.cells[0].torch_mode
-    if layer.backend == "torch" and mode is None:
-        raise ValueError(f"{type(layer).__name__}: backend='torch' needs a torch.nn configuration; "
-                         f"{type(layer.cells[0]).__name__}({layer.cells[0].extra_repr()}) is custom")
-    if layer.backend in ("auto", "torch") and mode is not None:
+    if layer.backend == "torch" and layer.cells[0].torch_mode is None:  # refused at construction too
+        raise ArgumentError(f"{type(layer).__name__}: backend='torch' needs a torch.nn configuration; "
+                            f"{type(layer).__name__}({layer.extra_repr()}) is custom")
+    if runs_torch(layer):
         return "torch"
-    if layer.backend == "auto" and layer.has_kernel():
+    if layer.has_kernel():
         return "kernel"
     return "scan"
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..cells.gru import GRUCell
-from .recurrent import Recurrent
+from .recurrent import Recurrent, _no_projection
 
 
 class GRU(Recurrent):
@@ -22,6 +22,7 @@ class GRU(Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, variant: str = "reset_after", **extras) -> None:
+        _no_projection(type(self).__name__, extras)
         self.mode, self.variant = "GRU", variant
         super().__init__(GRUCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype, variant=variant, **extras)

@@ -25,10 +25,10 @@ class LSTM(Recurrent):
                  proj_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
                  layer_norm: bool = False, **extras) -> None:
         self.proj_size, self.mode = proj_size, "LSTM"
+        self.peephole, self.layer_norm = peephole, layer_norm
         super().__init__(LSTMCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype, proj_size=proj_size,
                          peephole=peephole, layer_norm=layer_norm, **extras)
-        self.peephole, self.layer_norm = peephole, layer_norm
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

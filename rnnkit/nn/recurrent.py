@@ -2,6 +2,8 @@
 torch.nn's interface, parameter names and state_dict."""
 from __future__ import annotations
 
+import numbers
+import re
 from types import SimpleNamespace
 from typing import Callable
 
@@ -9,11 +11,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells.base import RecurrentCell, params_namespace
+from ..cells.base import RecurrentCell, built_for, check_bool, params_namespace
+from ..errors import ArgumentError, ArgumentTypeError
 from . import checks, dispatch
 from .init import INIT_SCHEMES, init_cell_parameters
 from .scan import scan_layers
-from .. import kernels
 
 HiddenState = Tensor | tuple[Tensor, ...]
 #: constructor arguments shared with torch.nn.RNN/LSTM/GRU, same names and meaning
@@ -34,8 +36,10 @@ class Recurrent(nn.Module):
             when no ``hx`` is given; stored as ``initial_h (L*D, S)`` etc.
         backend: ``"auto"`` (torch.nn's fused kernel when the configuration allows,
             else a fused rnnkit kernel when one exists, else the reference scan),
-            ``"torch"`` (require the fused torch kernel) or ``"scan"`` (force the
-            reference loop). :attr:`path` says which runs.
+            ``"torch"`` (require the fused torch kernel; a custom cell is refused here),
+            ``"scan"`` (force the reference loop) or ``"triton"`` (as ``"auto"``, plus the
+            Triton kernels on CUDA, which ``"auto"`` runs only with ``RNNKIT_TRITON=1``;
+            only for cells that have one). :attr:`path` says which runs.
         **cell_kwargs: forwarded to the cell (``nonlinearity=``, ``peephole=``, ...).
 
     Inputs: ``input, hx=None, lengths=None``
@@ -53,7 +57,12 @@ class Recurrent(nn.Module):
 
     Parameters follow torch.nn: ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
     ``bias_hh_l{k}``, ``weight_hr_l{k}``, suffixed ``_reverse`` for the backward direction,
-    plus the cell's extras under the same scheme (e.g. ``weight_ci_l0``).
+    plus the cell's extras under the same scheme (e.g. ``weight_ci_l0``); ``all_weights``,
+    ``_flat_weights``, ``_flat_weights_names`` and :meth:`flatten_parameters` as torch.nn's.
+
+    Errors: constructor arguments are checked as ``torch.nn.RNNBase`` checks them (same
+    exception types, torch's message after the layer's name), boolean options included;
+    wrong inputs raise :mod:`rnnkit.errors` types that subclass what torch.nn raises.
     """
 
     def __init__(self, cell: type[RecurrentCell] | Callable[..., RecurrentCell], input_size: int,
@@ -64,14 +73,17 @@ class Recurrent(nn.Module):
                  device=None, dtype=None, **cell_kwargs) -> None:
         super().__init__()
         name = type(self).__name__
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"{name}: num_layers must be a positive int, got {num_layers!r}")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
-            raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
+        checks.check_layer_args(name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                                bidirectional)
         if init not in INIT_SCHEMES:
-            raise ValueError(f"{name}: init must be one of {INIT_SCHEMES}, got {init!r}")
+            raise ArgumentError(f"{name}: init must be one of {INIT_SCHEMES}, got {init!r}")
+        for arg, value, optional in (("init_gain", init_gain, False), ("forget_bias", forget_bias, True)):
+            if not (optional and value is None) and (not isinstance(value, numbers.Real) or isinstance(value, bool)):
+                raise ArgumentTypeError(f"{name}: {arg} should be a real number{' or None' if optional else ''}, "
+                                        f"got: {type(value).__name__}")
+        check_bool(name, "learn_initial_state", learn_initial_state)
         if backend not in dispatch.BACKENDS:
-            raise ValueError(f"{name}: backend must be one of {dispatch.BACKENDS}, got {backend!r}")
+            raise ArgumentError(f"{name}: backend must be one of {dispatch.BACKENDS}, got {backend!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
         self.dropout, self.backend = float(dropout), backend
@@ -81,10 +93,17 @@ class Recurrent(nn.Module):
 
         cells, size = [], input_size
         for _ in range(num_layers):
-            c = cell(size, hidden_size, bias=bias, own_parameters=False, **cell_kwargs)
+            c = _build_cell(name, cell, size, hidden_size, bias, cell_kwargs)
             cells.append(c)
             size = c.output_size * self.num_directions
         self.cells = nn.ModuleList(cells)  # parameterless: they hold the equations
+        #: as torch.nn.LSTM's (0 = no projection); torch.nn.RNN and GRU have it too
+        self.proj_size = getattr(self.cells[0], "proj_size", 0)
+        dispatch.check_backend(self)
+        if forget_bias is not None and self.cells[0].forget_gate is None:
+            raise ArgumentError(f"{name}: forget_bias needs a cell with a forget gate; {name} has none")
+        if forget_bias is not None and not bias:
+            raise ArgumentError(f"{name}: forget_bias needs bias=True")
         self._param_names: list[list[dict[str, str]]] = []
         for k, c in enumerate(self.cells):
             per_dir = []
@@ -102,6 +121,7 @@ class Recurrent(nn.Module):
             import warnings
             warnings.warn(f"{name}: dropout={dropout} acts between layers and num_layers=1, so it does nothing")
         self.reset_parameters()
+        self.flatten_parameters()
 
     # --- parameters ----------------------------------------------------------------
     def reset_parameters(self) -> None:
@@ -116,17 +136,63 @@ class Recurrent(nn.Module):
 
     def flat_weights(self) -> list[Tensor]:
         """Parameters in torch.nn's ``_flat_weights`` order (layer, direction, name)."""
-        return [getattr(self, n) for per_dir in self._param_names for names in per_dir for n in names.values()]
+        return [getattr(self, n) for n in self._flat_weights_names]
+
+    # torch.nn.RNNBase's weight attributes. Code written for torch.nn reads them (weight
+    # norm checks, weight copies, quantisation, ONNX export...). Derived from the parameter
+    # names on every access, so they follow .to(), weight_norm's plain-tensor weights,
+    # parametrizations and functional_call, and old pickles need nothing new.
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return [n for per_dir in self._param_names for names in per_dir for n in names.values()]
+
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        return [list(names.values()) for per_dir in self._param_names for names in per_dir]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return self.flat_weights()
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """As torch.nn: per (layer, direction), that direction's weights in order
+        (``[w_ih, w_hh, b_ih, b_hh, w_hr]``, then the cell's extras)."""
+        return [[getattr(self, n) for n in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """As torch.nn: on CUDA with cuDNN, lay a torch.nn configuration's weights out in one
+        contiguous buffer (cuDNN's layout; torch warns on every call otherwise). A no-op on
+        CPU and for custom cells, which no cuDNN kernel runs. Runs torch.nn's own code."""
+        mode = self.cells[0].torch_mode
+        if mode is None:
+            return
+        view = SimpleNamespace(_flat_weights=self._flat_weights, _flat_weights_names=self._flat_weights_names,
+                               mode=mode, **{k: getattr(self, k) for k in (*TORCH_ARGS, "proj_size")})
+        nn.RNNBase.flatten_parameters(view)  # type: ignore[arg-type]
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "proj_size" not in self.__dict__:  # pickled before layers had torch.nn's proj_size
+            self.proj_size = getattr(self.cells[0], "proj_size", 0)
+
+    def _apply(self, fn, recurse=True):
+        """As torch.nn: after ``.to()``/``.cuda()``/``.double()``..., re-flatten the weights."""
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
 
     def _state_sizes(self) -> tuple[int, ...]:
         return self.cells[-1].state_sizes()
 
     # --- dispatch ------------------------------------------------------------------
     def has_kernel(self) -> bool:
-        """Whether a fused rnnkit kernel exists for this cell (the ``"kernel"`` path)."""
+        """Whether a fused rnnkit kernel runs this cell on the parameters' device and dtype
+        (the ``"kernel"`` path): one exists, the backend allows it, and a Triton kernel
+        only on request (``backend="triton"`` or ``RNNKIT_TRITON=1``; see :mod:`.dispatch`)."""
         p = self._params(0, 0)
         probe = torch.empty(1, 1, self.input_size, device=p.weight_ih.device, dtype=p.weight_ih.dtype)
-        return kernels.find(self.cells[0], probe, p) is not None
+        return dispatch.kernel_for(self, probe, p) is not None
 
     @property
     def path(self) -> str:
@@ -146,8 +212,8 @@ class Recurrent(nn.Module):
         packed = input if isinstance(input, PackedSequence) else None
         if packed is not None:
             if lengths is not None:
-                raise ValueError(f"{name}: pass lengths= only with a padded tensor, not a PackedSequence")
-            checks.check_input(name, packed.data.unsqueeze(0), self.input_size, False, weight)
+                raise ArgumentError(f"{name}: pass lengths= only with a padded tensor, not a PackedSequence")
+            checks.check_input(name, packed.data.unsqueeze(0), self.input_size, False, weight, packed=True)
             x, lengths = pad_packed_sequence(packed)
             batched = True
         else:
@@ -159,8 +225,9 @@ class Recurrent(nn.Module):
         T, B = x.shape[0], x.shape[1]
         if lengths is not None and packed is None:
             lengths = checks.check_lengths(name, lengths, B, T)
+            lengths = None if B == 0 else lengths  # an empty batch has nothing to mask (or pack)
         h0 = self._initial_state(hx, B, batched, x)
-        if self.path == "torch":
+        if dispatch.runs_torch(self):
             out, finals = dispatch.run_torch(self, x, h0, lengths)
         else:
             out, finals = self._run_scan(x, h0, lengths)
@@ -183,8 +250,8 @@ class Recurrent(nn.Module):
         D = self.num_directions
         params = [[self._params(k, d) for d in range(D)] for k in range(self.num_layers)]
         states = [[tuple(s[k * D + d] for s in h0) for d in range(D)] for k in range(self.num_layers)]
-        out, finals = scan_layers(list(self.cells), params, x, states, lengths,
-                                  self.dropout, self.training, use_kernels=self.backend == "auto")
+        out, finals = scan_layers(list(self.cells), params, x, states, lengths, self.dropout, self.training,
+                                  use_kernels=dispatch.use_kernels(self, x, params[0][0]))
         flat = [state for layer in finals for state in layer]
         return out, tuple(torch.stack([st[i] for st in flat]) for i in range(len(h0)))
 
@@ -215,7 +282,7 @@ class Recurrent(nn.Module):
         """
         mode = self.cells[0].torch_mode
         if mode is None or self.learn_initial_state:
-            raise ValueError(f"to_torch: {type(self).__name__}({self.extra_repr()}) has no torch.nn "
+            raise ArgumentError(f"to_torch: {type(self).__name__}({self.extra_repr()}) has no torch.nn "
                              "equivalent (custom cell or learned initial state)")
         kwargs = {k: getattr(self, k) for k in TORCH_ARGS}
         w = self.weight_ih_l0
@@ -237,3 +304,21 @@ class Recurrent(nn.Module):
             if getattr(self, key) != default:
                 s += f", {key}={getattr(self, key)!r}"
         return s
+
+
+def _build_cell(name: str, cell, input_size: int, hidden_size: int, bias: bool, kwargs: dict) -> RecurrentCell:
+    """One parameterless cell of layer ``name``; its constructor errors name the layer."""
+    try:
+        with built_for(name):
+            return cell(input_size, hidden_size, bias=bias, own_parameters=False, **kwargs)
+    except TypeError as e:  # a misspelt option: say which layer, not which internal cell class
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if m is None:
+            raise
+        raise TypeError(f"{name}.__init__() got an unexpected keyword argument {m.group(1)!r}") from e
+
+
+def _no_projection(name: str, extras: dict) -> None:
+    """torch.nn.RNN and GRU refuse ``proj_size`` with this ValueError; so do these."""
+    if "proj_size" in extras:
+        raise ArgumentError(f"{name}: proj_size argument is only supported for LSTM, not RNN or GRU")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..cells.elman import ElmanCell
-from .recurrent import Recurrent
+from .recurrent import Recurrent, _no_projection
 
 
 class RNN(Recurrent):
@@ -23,6 +23,7 @@ class RNN(Recurrent):
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
                  **extras) -> None:
+        _no_projection(type(self).__name__, extras)
         self.nonlinearity = nonlinearity
         super().__init__(ElmanCell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype, nonlinearity=nonlinearity, **extras)

@@ -177,6 +177,6 @@ def test_cell_rejects_bad_arguments():
     with pytest.raises(ValueError, match="proj_size"):
         LSTMCell(I, H, proj_size=H)
     with pytest.raises(ValueError, match="hidden_size"):
-        ElmanCell(I, 0)
+        ElmanCell(I, -1)  # hidden_size=0 is allowed, as in torch.nn.RNNCell
     with pytest.raises(ValueError, match=r"expected \(batch, input_size\)"):
         LSTMCell(I, H)(torch.randn(B, I + 1))
