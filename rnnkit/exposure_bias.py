@@ -29,7 +29,7 @@ def distinct_n(samples: Sequence[Sequence[int]], n: int = 2) -> float:
 
 def text_free_running(task, model: torch.nn.Module, *, samples: int = 64, length: int = 100,
                       horizons: Sequence[int] = DEFAULT_HORIZONS, order: int = 5, seed: int = 0,
-                      temperature: float = 1.0) -> dict[str, Any]:
+                      temperature: float = 1.0, reference=None) -> dict[str, Any]:
     """Closed-loop quality of a language model: ``samples`` sequences of ``length``
     tokens from its start token, scored by a ``order``-gram Kneser-Ney model of the
     task's training split. Returns the mean reference NLL per token, the NLL at each
@@ -40,14 +40,15 @@ def text_free_running(task, model: torch.nn.Module, *, samples: int = 64, length
 
     if length < max(horizons):
         raise DataError(f"length={length} is shorter than the largest horizon {max(horizons)}")
-    reference = KneserNeyLM(order=order, vocab_size=len(task.vocab)).fit(task.data.train.numpy())
+    if reference is None:  # pass one in to score several models against the same reference
+        reference = KneserNeyLM(order=order, vocab_size=len(task.vocab)).fit(task.data.train.numpy())
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     start = task.start_id()
     seqs = sample(model, batch_size=samples, max_new_tokens=length, start_id=start, temperature=temperature,
                   forbid=[task.vocab.pad_id, task.vocab.unk_id], generator=g)
     nll = np.stack([-reference.token_logprobs(s, context=[start]) for s in seqs])  # (samples, length)
     curve = nll.mean(0)
-    return {"samples": samples, "length": length, "reference": f"{order}-gram Kneser-Ney (train split)",
+    return {"samples": samples, "length": length, "reference": f"{reference.order}-gram Kneser-Ney (train split)",
             "reference_nll": float(nll.mean()), "reference_nll_at": {str(h): float(curve[h - 1]) for h in horizons},
             "reference_nll_curve": curve.tolist(), "distinct_1": distinct_n(seqs, 1), "distinct_2": distinct_n(seqs, 2)}
 

@@ -1,9 +1,10 @@
 """Models built from rnnkit layers, and the registry tasks build them from."""
 from .cells import CELLS, recurrent_layer
 from .forecaster import ForecasterConfig, SequenceForecaster
+from .jordan import JordanConfig, JordanRNN
 from .language_model import LanguageModel, LMConfig
 from .registry import MODELS, RegisteredModel
 from .regressor import RegressorConfig, SequenceRegressor
 
 __all__ = ["LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
-           "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster"]
+           "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster", "JordanConfig", "JordanRNN"]

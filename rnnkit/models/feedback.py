@@ -87,8 +87,8 @@ def unroll(model, inputs: Tensor, state, fb: Feedback):
     """Run ``model.step`` over ``inputs (B, T, ...)``, feeding back outputs where
     ``fb.teacher`` says so. Returns ``(outputs (B, T, ...), state)``."""
     outputs = []
-    for t in range(inputs.shape[1]):
-        x_t = inputs[:, t]
+    for t, x_t in enumerate(inputs.unbind(1)):  # unbind: slicing inside the loop would make each
+        # step's backward write a whole (B, T, ...) gradient of zeros when the inputs need one
         if t > 0 and not bool(fb.teacher[:, t].all()):
             fed = model.feedback(outputs[-1], fb.feed, fb.grad, fb.generator)
             x_t = model.mix(fb.teacher[:, t], x_t, fed)
