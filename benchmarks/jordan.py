@@ -29,7 +29,6 @@ import os
 import shlex
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnkit.atomic import atomic_write_text
-from rnnkit.bench import environment
+from rnnkit.bench import environment, interleaved
 from rnnkit.models.jordan import JordanConfig, JordanRNN
 
 PARALLEL = "parallel"
@@ -107,13 +106,7 @@ def time_variants(batch: int, steps: int, input_size: int, hidden: int, output_s
     targets = torch.randn(batch, steps, output_size)
     fns = _variants(model, x, targets)
     names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+    times = interleaved(fns, repeats, warmup)
     par = statistics.median(times[PARALLEL])
     rows = []
     for name in names:

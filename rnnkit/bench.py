@@ -114,6 +114,25 @@ def _prepare(name: str, case: Case, dev: torch.device) -> tuple[Callable[[], Non
     return _step_fn(module, x, case.mode), getattr(module, "path", "torch")
 
 
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2,
+                device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Seconds per call of each function, ``repeats`` rounds after ``warmup``, all
+    functions every round in a rotating order: drifts in machine load hit every one
+    alike and no function always runs right after the same other."""
+    device = torch.device(device)
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def time_case(case: Case, variants: list[str], device: str = "cpu", repeats: int = 7,
               warmup: int = 2) -> list[Row]:
     """Median wall time of each variant on one case, interleaved with the reference
@@ -121,16 +140,7 @@ def time_case(case: Case, variants: list[str], device: str = "cpu", repeats: int
     dev = torch.device(device)
     names = [REFERENCE] + [v for v in variants if v != REFERENCE]
     fns = {name: _prepare(name, case, dev) for name in names}
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(warmup + repeats):
-        # rotate the order each round: no variant always runs right after the same one
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            sync(dev)
-            t0 = time.perf_counter()
-            fns[name][0]()
-            sync(dev)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
+    times = interleaved({name: fn for name, (fn, _) in fns.items()}, repeats, warmup, dev)
     ref = statistics.median(times[REFERENCE])
     rows = []
     for name in names:
