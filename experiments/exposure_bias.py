@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from rnnkit.baselines.ngram import KneserNeyLM  # noqa: E402
 from rnnkit.exposure_bias import plot_horizon, series_free_running, text_free_running  # noqa: E402
@@ -64,7 +65,11 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=64, help="text: samples scored per run")
     ap.add_argument("--runs", default="runs/exposure-bias")
     ap.add_argument("--experiment", default="exposure-bias")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads: these models are small and fed back step by step, where a second thread "
+                         "only adds synchronisation (and stalls badly when another process holds a core)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     runs: list[dict] = []
     curves: dict[str, dict[str, list[np.ndarray]]] = {"series": {}, "text": {}}
