@@ -145,3 +145,21 @@ def test_sigkill_loses_at_most_the_interval_and_resume_logs_no_step_twice(tiny_c
     steps = _steps(out)
     assert steps == list(range(1, saved + 8))  # no step twice, none missing
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_unwritable_out_is_one_error_before_training(tiny_corpus, tmp_path, capsys):
+    """A read-only file system or folder: refused when the run folder is claimed (root
+    ignores permission bits, so the refusal is simulated where the folder is created)."""
+    from unittest import mock
+
+    with mock.patch("pathlib.Path.mkdir", side_effect=PermissionError(13, "Read-only file system")):
+        err = _one_error(capsys, ["train", "--text", str(tiny_corpus), *TINY, "--out", str(tmp_path / "ro")])
+    assert "cannot write to --out" in err and "Read-only file system" in err
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "checkpoint.safetensors", "best.safetensors"])
+def test_run_file_names_taken_by_folders_are_refused_before_training(tiny_corpus, tmp_path, capsys, name):
+    out = tmp_path / "run"
+    (out / name).mkdir(parents=True)
+    err = _one_error(capsys, ["train", "--text", str(tiny_corpus), *TINY, "--out", str(out), "--overwrite"])
+    assert f"{name} is a folder" in err
