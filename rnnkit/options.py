@@ -56,3 +56,10 @@ def parse_options(section: str, cls: type, values: dict[str, Any], exclude: tupl
         if key not in known:
             raise ConfigError(f"config: unknown key {key!r} in [{section}]; known keys: {', '.join(sorted(known))}")
     return {k: coerce(section, cls, k, v) for k, v in values.items()}
+
+
+def require(checks: list[tuple[bool, str]], where: str) -> None:
+    """Raise a ConfigError ``"{where} {message}"`` for the first failed ``(ok, message)``."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where} {message}")

@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..options import option
+from ..options import option, require
 from .cells import CELLS, INITS, recurrent_layer
 from .feedback import Feedback, unroll
 
@@ -32,9 +31,7 @@ class ForecasterConfig:
                   (self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0"),
                   (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
                   (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"model config: {msg}")
+        require(checks, "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -5,8 +5,7 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..options import option
+from ..options import option, require
 from .cells import CELLS, INITS, recurrent_layer
 
 
@@ -32,9 +31,7 @@ class RegressorConfig:
             (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (self.forget_bias is None or abs(self.forget_bias) <= 1e3, f"forget_bias must be in [-1000, 1000], got {self.forget_bias}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"model config: {msg}")
+        require(checks, "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
 from ..models.feedback import (FEEDS, GRADS, REGIMES, BehaviourDiscriminator, Feedback, capture_outputs,
                                check_schedule, teacher_probability)
-from ..options import option
+from ..options import option, require
 from ..train.task import StepOutput, Task
 
 
@@ -48,9 +47,7 @@ class FeedbackOptions:
             (self.discriminator_width >= 1, f"discriminator_width must be >= 1, got {self.discriminator_width}"),
             (self.regime != "scheduled" or problem is None, str(problem)),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"config: [train] {msg}")
+        require(checks, "config: [train]")
 
 
 class FeedbackTask(Task):

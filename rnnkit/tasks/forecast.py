@@ -21,7 +21,7 @@ from ..data import batchify, shard_streams
 from ..data.series import mackey_glass
 from ..errors import CheckpointError, ConfigError
 from ..models.feedback import capture_outputs
-from ..options import option
+from ..options import option, require
 from ..train.task import Plan, StepOutput
 from ..train.tbptt import Window, tbptt_windows
 from .feedback import FeedbackOptions, FeedbackTask, unwrap
@@ -43,9 +43,7 @@ class ForecastOptions(FeedbackOptions):
                   (self.length >= 200, f"length must be >= 200, got {self.length}"),
                   (self.tau > 0, f"tau must be > 0, got {self.tau}"),
                   (self.warmup >= 1, f"warmup must be >= 1, got {self.warmup}")]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"config: [train] {msg}")
+        require(checks, "config: [train]")
         super().__post_init__()
 
 

@@ -16,7 +16,7 @@ from ..data import EOS, PAD, UNK, Vocab, batchify, load_corpus, shard_streams
 from ..data.tokenize import tokenize
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.feedback import capture_outputs
-from ..options import option
+from ..options import option, require
 from ..train.metrics import loss_metrics
 from ..train.task import Plan, StepOutput
 from .feedback import FeedbackOptions, FeedbackTask, unwrap
@@ -42,9 +42,7 @@ class LMOptions(FeedbackOptions):
                   (self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}"),
                   (self.max_vocab is None or self.max_vocab >= 1, f"max_vocab must be >= 1, got {self.max_vocab}"),
                   (self.data != "" and self.data_dir != "", "data and data_dir must not be empty strings")]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"config: [train] {msg}")
+        require(checks, "config: [train]")
         super().__post_init__()
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..options import option, parse_options
+from ..options import option, parse_options, require
 from .task import Task
 
 if sys.version_info >= (3, 11):
@@ -83,9 +83,7 @@ class TrainConfig:
             (self.out.strip() != "", "out must name a folder, got an empty string"),
             (self.on_nonfinite in ("stop", "skip"), f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"config: [train] {msg}")
+        require(checks, "config: [train]")
         check_device(self.device)
 
 

@@ -37,11 +37,8 @@ def test_step_contract_and_closed_loop_forecast():
     model = _model()
     x = torch.randn(3, 12, 1)
     full, _ = model(x)
-    state, steps = None, []
-    for t in range(12):
-        y, state = model.step(x[:, t], state)
-        steps.append(y)
-    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-6, rtol=1e-6)
+    stepped, _ = model(x, feedback=Feedback(torch.ones(3, 12, dtype=torch.bool)))  # model.step at every t
+    torch.testing.assert_close(stepped, full, atol=1e-6, rtol=1e-6)
     pred = model.forecast(x, 5)
     y, state = model(x)
     manual, last = [], y[:, -1]
