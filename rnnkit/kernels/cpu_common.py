@@ -10,6 +10,12 @@ Conventions, time-major throughout:
 * Padded steps (``mask[t, b] == False``) carry the state: ``Y[t] = where(m, new, prev)``.
   The backward folds the mask into the per-step coefficients (see the kernels), so
   masking costs at most one extra elementwise op per step there.
+* The mask is applied by selection, never as a product (``NaN * 0`` is NaN): the
+  kernels zero the padded input steps before their projection
+  (:func:`~rnnkit.kernels.reference.zero_padding`), and set the padded rows of the
+  outputs, of the incoming output gradients and of the coefficients with
+  :func:`fill_rows_` (an ``index_fill_`` over the padded ``(t, b)`` rows only, which
+  :func:`padded_rows` lists once: far cheaper on CPU than a broadcast ``masked_fill_``).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..cells.base import layer_norm
+from . import reference
 
 #: epsilon of the cells' layer norm (kept in sync with :func:`rnnkit.cells.base.layer_norm`).
 LN_EPS: float = inspect.signature(layer_norm).parameters["eps"].default
@@ -49,11 +56,11 @@ def folded_projection(cell, p: SimpleNamespace, x: Tensor) -> Tensor:
     return cell.project_input(x, SimpleNamespace(**(vars(p) | {"bias_ih": summed_bias(p)})))
 
 
-def grad_projection(DH: Tensor, M: Tensor, mf: Tensor | None) -> Tensor:
+def grad_projection(DH: Tensor, M: Tensor, rows: Tensor | None) -> Tensor:
     r"""``dW_hr = \sum_t (m_t DH_t)^T M_t`` for ``y = W_hr M``: ``DH (T, B, R)`` the gradient
-    wrt the projected states, ``M (T, B, H)`` their inputs; padded steps (mask 0) carried
-    the previous state, so they give ``W_hr`` nothing."""
-    DH = DH if mf is None else DH * mf
+    wrt the projected states (ours: its padded ``rows`` are zeroed in place), ``M (T, B, H)``
+    their inputs; padded steps carried the previous state, so they give ``W_hr`` nothing."""
+    DH = fill_rows_(DH, rows, 0.0)
     return DH.reshape(-1, DH.shape[-1]).t() @ M.reshape(-1, M.shape[-1])
 
 
@@ -123,20 +130,45 @@ def sum_tb(x: Tensor) -> Tensor:
     return x.sum(dim=(0, 1))
 
 
-def float_mask(mask: Tensor | None, like: Tensor) -> Tensor | None:
-    """``mask (T, B, 1)`` of bools as 0/1 in ``like``'s dtype (None stays None)."""
-    return None if mask is None else mask.to(like.dtype)
+def padded_rows(mask: Tensor | None) -> Tensor | None:
+    """The padded steps of ``mask (T, B, 1)`` (on CPU: the kernels' inputs) as flat row
+    indices ``t * B + b`` into a ``(T * B, ...)`` view; None without a mask or when no
+    step is padded."""
+    rows = None if mask is None else reference.padded_rows(mask)
+    return rows if rows is not None and rows.numel() else None
 
 
-def fold_mask(k: Tensor, mf: Tensor | None) -> Tensor:
-    """A coefficient that only acts on real steps: ``k * m`` (in place, ``k`` is ours)."""
-    return k if mf is None else k.mul_(mf.unsqueeze(-1) if k.dim() == mf.dim() + 1 else mf)
+def fill_rows_(k: Tensor, rows: Tensor | None, value: float) -> Tensor:
+    """``k (T, B, ...)`` (ours) with the padded ``rows`` (:func:`padded_rows`) set to
+    ``value``, in place: a selection, so whatever they held (NaN, inf) is gone."""
+    if rows is None:
+        return k
+    T, B = k.shape[:2]
+    if k.stride(0) == k.stride(1) * B:  # time and batch merge into one dim: a view
+        k.flatten(0, 1).index_fill_(0, rows, value)
+    else:
+        pad = torch.zeros(T * B, dtype=torch.bool, device=k.device).index_fill_(0, rows, True)
+        k.masked_fill_(pad.view(T, B, *(1,) * (k.dim() - 2)), value)
+    return k
 
 
-def fold_mask_carry(k: Tensor, mf: Tensor | None) -> Tensor:
+def masked_copy(t: Tensor, rows: Tensor | None) -> Tensor:
+    """``t (T, B, ...)`` with the padded ``rows`` 0: a new contiguous tensor, or ``t``
+    itself when nothing is padded (outputs, and the gradients arriving at them)."""
+    if rows is None:
+        return t
+    return fill_rows_(t.clone(memory_format=torch.contiguous_format), rows, 0.0)
+
+
+def fold_mask(k: Tensor, rows: Tensor | None) -> Tensor:
+    """A coefficient that only acts on real steps: 0 at padded ones (in place, ``k`` is ours)."""
+    return fill_rows_(k, rows, 0.0)
+
+
+def fold_mask_carry(k: Tensor, rows: Tensor | None) -> Tensor:
     """A carry coefficient ``d s_{t-1} / d s_t``: ``k`` on real steps, 1 on padded
-    ones (the state passes through): ``k * m + (1 - m)`` (in place)."""
-    return k if mf is None else k.mul_(mf).sub_(mf).add_(1.0)
+    ones (the state passes through) (in place)."""
+    return fill_rows_(k, rows, 1.0)
 
 
 def tensors_ok(x: Tensor, tensors) -> bool:

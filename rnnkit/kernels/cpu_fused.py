@@ -11,9 +11,14 @@ Each runs the whole sequence as one ``torch.autograd.Function`` with a hand-deri
 backward (no per-step autograd graph): the input projection for all steps as one
 GEMM, the time loop (in C, or per step a torch GEMM plus a handful of in-place
 elementwise ops in the fallback), and the weight gradients as a few large GEMMs after
-the backward loop. Anything else (other devices and dtypes, tracing or compiling,
-autocast, subclasses of the cells, ``GRUCell("reset_after")`` and the plain LSTM,
-which torch.nn runs) gets None here, so the reference :func:`rnnkit.nn.scan.scan` runs.
+the backward loop. That backward is first-order; a backward that builds a graph
+(``create_graph=True``: double backward) differentiates the reference scan instead
+(:mod:`rnnkit.kernels.higher_order`). Padded steps are selected away, never
+multiplied by the mask (see :mod:`rnnkit.kernels.cpu_common`).
+
+Anything else (other devices and dtypes, tracing or compiling, autocast, subclasses
+of the cells, ``GRUCell("reset_after")`` and the plain LSTM, which torch.nn runs)
+gets None here, so the reference :func:`rnnkit.nn.scan.scan` runs.
 
 Why C and not ``torch.compile`` for the pointwise part, measured on the 2-core
 CPU box: 35 s to compile on the first call (it needs gcc), and the compiled LSTM

@@ -33,13 +33,14 @@ from types import SimpleNamespace
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.base import State
 from ..cells.gru import GRUCell
-from .cpu_common import (ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry, grad_weight_prev,
-                         inputs_ok, sigmoid_backward, step_order, summed_bias, tanh_backward, with_prev)
-from .reference import scan
+from .cpu_common import (ThreadSwitch, affine, fold_mask, fold_mask_carry, grad_weight_prev, inputs_ok,
+                         masked_copy, padded_rows, sigmoid_backward, step_order, summed_bias, tanh_backward,
+                         with_prev)
+from .higher_order import Rebuild
+from .reference import scan, zero_padding
 
 #: the GRU variants with a kernel here ("reset_after" is torch.nn's own fused GRU).
 VARIANTS = ("reset_before", "simplified")
@@ -121,7 +122,7 @@ def _carried(k: int, order: list[int], dy_, dh_, dh: Tensor, k_h: Tensor) -> Ten
 
 
 def _backward_reset_before(spec: GRUSpec, A: Tensor, RH: Tensor, Y: Tensor, h0: Tensor,
-                           mf: Tensor | None, dy: Tensor, dh_n: Tensor, w_hh: Tensor,
+                           rows: Tensor | None, dy: Tensor, dh_n: Tensor, w_hh: Tensor,
                            needs_w: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """BPTT (module docstring) wrt the scaled pre-activations. Returns ``dA (T, B, 3H)``,
     ``dh0 (B, H)``, ``dW_hh (3H, H)``."""
@@ -132,9 +133,9 @@ def _backward_reset_before(spec: GRUSpec, A: Tensor, RH: Tensor, Y: Tensor, h0: 
     kz = with_prev(_sub_from, K_zn[:, :, 0], Y, h0, n, reverse=spec.reverse)  # h_prev - n
     sigmoid_backward.grad_input(kz, z, grad_input=kz)
     tanh_backward.grad_input(affine(z, -0.5, 0.5), n, grad_input=K_zn[:, :, 1])  # (1 - z)(1 - n^2) / 2
-    fold_mask(K_zn, mf)
+    fold_mask(K_zn, rows)
     K_r = with_prev(_sigmoid_bwd_prev, torch.empty_like(r), Y, h0, r, reverse=spec.reverse)
-    K_h = z if mf is None else fold_mask_carry(z.clone(), mf)  # d(rh) is 0 on padded steps already
+    K_h = z if rows is None else fold_mask_carry(z.clone(), rows)  # d(rh) is 0 on padded steps already
     w_rz, w_n = w_hh[:2 * H], 2.0 * w_hh[2 * H:]
     dA, DH = torch.empty_like(A), torch.empty_like(Y)
     darz_, dar_, dan_ = dA[..., :2 * H].unbind(0), dA[..., :H].unbind(0), dA[..., 2 * H:].unbind(0)
@@ -190,7 +191,7 @@ def _forward_simplified(spec: GRUSpec, xp: Tensor, h0: Tensor, mask: Tensor | No
     return A, Y
 
 
-def _backward_simplified(spec: GRUSpec, A: Tensor, Y: Tensor, h0: Tensor, mf: Tensor | None,
+def _backward_simplified(spec: GRUSpec, A: Tensor, Y: Tensor, h0: Tensor, rows: Tensor | None,
                          dy: Tensor, dh_n: Tensor, w_hh: Tensor,
                          needs_w: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """BPTT (module docstring) wrt the scaled pre-activations. Returns ``dA (T, B, 2H)``,
@@ -202,8 +203,8 @@ def _backward_simplified(spec: GRUSpec, A: Tensor, Y: Tensor, h0: Tensor, mf: Te
     ku = with_prev(_sub_prev, K[:, :, 0], Y, h0, n, reverse=spec.reverse)  # n - h_prev
     sigmoid_backward.grad_input(ku, u, grad_input=ku)
     tanh_backward.grad_input(u * 0.5, n, grad_input=K[:, :, 1])  # u (1 - n^2) / 2
-    fold_mask(K, mf)
-    K_h = fold_mask_carry(affine(u, -1.0, 1.0), mf)
+    fold_mask(K, rows)
+    K_h = fold_mask_carry(affine(u, -1.0, 1.0), rows)
     scale = gate_scale("simplified", H, A)
     w = w_hh * scale.unsqueeze(1)
     dA, DH = torch.empty_like(A), torch.empty_like(Y)
@@ -227,35 +228,38 @@ def _backward_simplified(spec: GRUSpec, A: Tensor, Y: Tensor, h0: Tensor, mf: Te
 # --- the autograd Function and the kernel -------------------------------------------
 
 class GRUScan(torch.autograd.Function):
-    """``(spec, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H), h_n (B, H))``;
-    ``xp`` is the scaled input projection (:func:`gate_scale`), ``w_hh`` the cell's own."""
+    """``(rebuild, spec, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H), h_n (B, H))``;
+    ``xp`` is the scaled input projection (:func:`gate_scale`), ``w_hh`` the cell's own.
+    ``rebuild`` (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that
+    builds a graph (double backward): the reference's autograd instead of the hand-written BPTT."""
 
     @staticmethod
-    def forward(ctx, spec: GRUSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, w_hh: Tensor):
+    def forward(ctx, rebuild: Rebuild, spec: GRUSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, w_hh: Tensor):
         if spec.variant == "reset_before":
             A, RH, Y = _forward_reset_before(spec, xp, h0, mask, w_hh)
         else:
             (A, Y), RH = _forward_simplified(spec, xp, h0, mask, w_hh), None
-        ctx.spec = spec
-        ctx.save_for_backward(mask, h0, w_hh, A, RH, Y)
+        ctx.spec, ctx.rebuild = spec, rebuild
+        ctx.save_for_backward(mask, h0, w_hh, A, RH, Y, *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
-        mf = float_mask(mask, xp)
-        return (Y if mf is None else Y * mf), Y[last].clone()
+        return masked_copy(Y, padded_rows(mask)), Y[last].clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor):
         spec: GRUSpec = ctx.spec
-        mask, h0, w_hh, A, RH, Y = ctx.saved_tensors
-        mf = float_mask(mask, A)
-        dy = dy if mf is None else dy * mf  # y = m * Y
-        needs_w = ctx.needs_input_grad[4]
+        mask, h0, w_hh, A, RH, Y, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
+            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), ctx.needs_input_grad[3:], mask, (dy, dh_n))
+            return (None, None, None, *grads)
+        rows = padded_rows(mask)
+        dy = masked_copy(dy, rows)  # y = m * Y: the padded outputs' gradients go nowhere
+        needs_w = ctx.needs_input_grad[5]
         if spec.variant == "reset_before":
-            dA, dh0, dw = _backward_reset_before(spec, A, RH, Y, h0, mf, dy, dh_n, w_hh, needs_w)
+            dA, dh0, dw = _backward_reset_before(spec, A, RH, Y, h0, rows, dy, dh_n, w_hh, needs_w)
         else:
-            dA, dh0, dw = _backward_simplified(spec, A, Y, h0, mf, dy, dh_n, w_hh, needs_w)
-        return (None, None, dA if ctx.needs_input_grad[2] else None,
-                dh0 if ctx.needs_input_grad[3] else None, dw)
+            dA, dh0, dw = _backward_simplified(spec, A, Y, h0, rows, dy, dh_n, w_hh, needs_w)
+        return (None, None, None, dA if ctx.needs_input_grad[3] else None,
+                dh0 if ctx.needs_input_grad[4] else None, dw)
 
 
 def supports(cell: GRUCell) -> bool:
@@ -281,6 +285,9 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     (h0,) = state
     if not inputs_ok(cell, x, state, mask):
         return scan(cell, p, x, state, mask, reverse)
+    x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
     xp = scaled_projection(cell, p, x).contiguous()
-    y, h = GRUScan.apply(GRUSpec(cell.variant, reverse), mask, xp, h0, p.weight_hh)
+    rebuild = Rebuild(cell, p, x, scaled_projection, ("weight_hh",), reverse,
+                      gate_scale(cell.variant, cell.hidden_size, x))
+    y, h = GRUScan.apply(rebuild, GRUSpec(cell.variant, reverse), mask, xp, h0, p.weight_hh)
     return y, (h,)

@@ -18,14 +18,14 @@ from types import SimpleNamespace
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.base import State
 from ..cells.gru import GRUCell
 from . import native
-from .cpu_common import (byte_mask, float_mask, folded_projection, grad_weight_prev, inputs_ok, pointwise_threads,
-                         ptr)
-from .reference import scan
+from .cpu_common import (byte_mask, folded_projection, grad_weight_prev, inputs_ok, masked_copy, padded_rows,
+                         pointwise_threads, ptr)
+from .higher_order import Rebuild
+from .reference import scan, zero_padding
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -90,33 +90,35 @@ def _weight_grad(variant: str, reverse: bool, dA: Tensor, RH: Tensor | None, Y: 
 
 
 class NativeGRUScan(torch.autograd.Function):
-    """``(variant, reverse, store, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H),
-    h_n (B, H))``; ``xp`` is the input projection with both biases folded in, ``store``
-    whether a backward may follow."""
+    """``(rebuild, variant, reverse, store, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H))
+    -> (y (T, B, H), h_n (B, H))``; ``xp`` is the input projection with both biases folded
+    in, ``store`` whether a backward may follow. ``rebuild``
+    (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
+    (double backward): the reference's autograd instead of the C BPTT."""
 
     @staticmethod
-    def forward(ctx, variant: str, reverse: bool, store: bool, mask: Tensor | None, xp: Tensor, h0: Tensor,
-                w_hh: Tensor):
-        h0, w_hh = h0.contiguous(), w_hh.contiguous()
-        f = _forward(_fns(xp.dtype), variant, reverse, store, xp, h0, mask, w_hh)
-        if store:
-            ctx.save_for_backward(mask, h0, w_hh, f.A, f.RH, f.Y)
-        ctx.variant, ctx.reverse, ctx.store = variant, reverse, store
+    def forward(ctx, rebuild, variant: str, reverse: bool, store: bool, mask: Tensor | None, xp: Tensor,
+                h0: Tensor, w_hh: Tensor):
+        f = _forward(_fns(xp.dtype), variant, reverse, store, xp, h0.contiguous(), mask, w_hh.contiguous())
+        if store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
+            ctx.save_for_backward(mask, h0, w_hh, f.A, f.RH, f.Y, *rebuild.take_tensors())
+        ctx.variant, ctx.reverse, ctx.store, ctx.rebuild = variant, reverse, store, rebuild
         Y = f.Y
-        mf = float_mask(mask, xp)
-        return (Y if mf is None else Y * mf), Y[0 if reverse else -1].clone()
+        return masked_copy(Y, padded_rows(mask)), Y[0 if reverse else -1].clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor):
         assert ctx.store, "forward kept no buffers: it ran without any input requiring grad"
-        mask, h0, w_hh, A, RH, Y = ctx.saved_tensors
-        mf = float_mask(mask, A)
-        dy = (dy if mf is None else dy * mf).contiguous()  # y = m * Y
-        dA, dh0 = _backward(_fns(A.dtype), ctx.variant, ctx.reverse, A, Y, h0, mask, dy, dh_n, w_hh)
+        mask, h0, w_hh, A, RH, Y, *saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0) if needs[6] else None
-        return None, None, None, None, dA if needs[4] else None, dh0 if needs[5] else None, dw
+        if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
+            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), needs[5:], mask, (dy, dh_n))
+            return (None, None, None, None, None, *grads)
+        h0, w_hh = h0.contiguous(), w_hh.contiguous()
+        dy = masked_copy(dy, padded_rows(mask)).contiguous()  # y = m * Y: padded outputs' gradients go nowhere
+        dA, dh0 = _backward(_fns(A.dtype), ctx.variant, ctx.reverse, A, Y, h0, mask, dy, dh_n, w_hh)
+        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0) if needs[7] else None
+        return None, None, None, None, None, dA if needs[5] else None, dh0 if needs[6] else None, dw
 
 
 def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
@@ -127,7 +129,9 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     (h0,) = state
     if not inputs_ok(cell, x, state, mask):
         return scan(cell, p, x, state, mask, reverse)
+    x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
     xp = folded_projection(cell, p, x).contiguous()
     store = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, h0, p.weight_hh))
-    y, h = NativeGRUScan.apply(cell.variant, reverse, store, mask, xp, h0, p.weight_hh)
+    rebuild = Rebuild(cell, p, x, folded_projection, ("weight_hh",), reverse)
+    y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, store, mask, xp, h0, p.weight_hh)
     return y, (h,)

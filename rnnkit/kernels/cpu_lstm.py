@@ -39,14 +39,14 @@ from types import SimpleNamespace
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
-from .cpu_common import (LN_EPS, ThreadSwitch, affine, float_mask, fold_mask, fold_mask_carry,
-                         grad_projection, grad_weight_prev, inputs_ok, peephole_grads, sigmoid_backward,
+from .cpu_common import (LN_EPS, ThreadSwitch, affine, fold_mask, fold_mask_carry, grad_projection,
+                         grad_weight_prev, inputs_ok, masked_copy, padded_rows, peephole_grads, sigmoid_backward,
                          step_order, summed_bias, tanh_backward, with_prev)
-from .reference import scan
+from .higher_order import Rebuild
+from .reference import scan, zero_padding
 
 #: the OpOverload, not the packet: ~3 us less per call, twice per step
 _ln_backward = torch.ops.aten.native_layer_norm_backward.default
@@ -212,7 +212,7 @@ def _stack_stats(stats: list[tuple[Tensor, Tensor]], reverse: bool) -> tuple[Ten
     return torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats])
 
 
-def _coefficients(spec: LSTMSpec, f: _Forward, c0: Tensor, mf: Tensor | None,
+def _coefficients(spec: LSTMSpec, f: _Forward, c0: Tensor, rows: Tensor | None,
                   peep: tuple[Tensor, ...] | None) -> SimpleNamespace:
     """The per-step Jacobian diagonals of the module docstring for all steps at once,
     mask folded in, ``K_ifg``'s ``g`` slot divided by the gate scale (the loop then
@@ -232,20 +232,20 @@ def _coefficients(spec: LSTMSpec, f: _Forward, c0: Tensor, mf: Tensor | None,
         w_ci, w_cf, w_co = peep
         K.cc = torch.addcmul(fg, K.ifg[:, :, 0], w_ci).addcmul_(K.ifg[:, :, 1], w_cf)
     else:
-        K.cc = fg if mf is None else fg.clone()  # f itself unless the mask must be folded in
-    fold_mask(K.o, mf)
+        K.cc = fg if rows is None else fg.clone()  # f itself unless the mask must be folded in
+    fold_mask(K.o, rows)
     if spec.layer_norm:
-        fold_mask(K.n, mf)
+        fold_mask(K.n, rows)
         K.ow = K.o * peep[2] if spec.peephole else None
     else:  # without LN_c, d\hat c feeds dc' directly: fold it into one coefficient
-        K.c = fold_mask(K.n.addcmul_(K.o, peep[2]) if spec.peephole else K.n, mf)
-    fold_mask(K.ifg, mf)
-    fold_mask_carry(K.cc, mf)
+        K.c = fold_mask(K.n.addcmul_(K.o, peep[2]) if spec.peephole else K.n, rows)
+    fold_mask(K.ifg, rows)
+    fold_mask_carry(K.cc, rows)
     return K
 
 
 def _backward_views(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, dA: Tensor, DH: Tensor,
-                    dy: Tensor, mf: Tensor | None) -> SimpleNamespace:
+                    dy: Tensor, mask: Tensor | None) -> SimpleNamespace:
     r"""Per-step views (tuples indexed by time, made once in C++) of what the backward
     loop reads and writes; with layer norm, the norms' per-step statistics in the
     unscaled domain (``c = -\tilde c / 2``: mean times -1/2, rstd times 2)."""
@@ -254,7 +254,7 @@ def _backward_views(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, dA: Tensor,
     v = SimpleNamespace(da=dA.unbind(0), da_o=dA4[:, :, 3].unbind(0), da_ifg=dA4[:, :, :3].unbind(0),
                         dh=DH.unbind(0), dy=dy.unbind(0), k_o=K.o.unbind(0), k_ifg=K.ifg.unbind(0),
                         k_cc=K.cc.unbind(0), k_c=K.c.unbind(0) if K.c is not None else None,
-                        not_m=(1.0 - mf).unbind(0) if mf is not None else None)
+                        not_m=(~mask).to(dy.dtype).unbind(0) if mask is not None else None)
     if spec.layer_norm:
         v.k_n, v.c = K.n.unbind(0), K.c_true.unbind(0)
         v.k_ow = K.ow.unbind(0) if K.ow is not None else None
@@ -264,7 +264,7 @@ def _backward_views(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, dA: Tensor,
 
 
 def _backward_loop(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, dy: Tensor, dh_n: Tensor,
-                   dc_n: Tensor, mf: Tensor | None, w_hh: Tensor, w_hr: Tensor | None,
+                   dc_n: Tensor, mask: Tensor | None, w_hh: Tensor, w_hr: Tensor | None,
                    ln: tuple[Tensor, ...] | None, needs: dict[str, bool]) -> SimpleNamespace:
     """BPTT through the recurrence, in the scaled pre-activations (``w_hh`` and ``ln``
     are the scaled ones the forward used). Returns ``dA (T, B, 4H)`` (= grad wrt ``xp``),
@@ -274,7 +274,7 @@ def _backward_loop(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, dy: Tensor, 
     T, B, G = f.A.shape
     H = G // 4
     dA, DH = torch.empty_like(f.A), torch.empty_like(f.Y)
-    v = _backward_views(spec, f, K, dA, DH, dy, mf)
+    v = _backward_views(spec, f, K, dA, DH, dy, mask)
     if spec.layer_norm:
         mask_h, mask_c = [True, needs["ln_hh_w"], False], [True, needs["ln_c_w"], needs["ln_c_b"]]
     dhp_steps, d_ln = [None] * T, {"ln_hh_w": [], "ln_c_w": [], "ln_c_b": []}
@@ -313,7 +313,7 @@ def _backward_loop(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, dy: Tensor, 
                 dh_prev = torch.addmm(v.dy[order[k + 1]], src, w_hh, out=v.dh[order[k + 1]])
             else:
                 dh_prev = dh0 = torch.mm(src, w_hh)
-            if v.not_m is not None:  # padded step: its state was the previous one
+            if v.not_m is not None:  # padded step: its state was the previous one (dh: a finite gradient)
                 dh_prev.addcmul_(dh, v.not_m[t])
     g = SimpleNamespace(dA=dA, DH=DH, dh0=dh0, dc0=dc, dHP=None, d_ln={})
     if spec.layer_norm:
@@ -323,7 +323,7 @@ def _backward_loop(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, dy: Tensor, 
 
 
 def _weight_grads(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, g: SimpleNamespace, h0: Tensor,
-                  c0: Tensor, mf: Tensor | None, scale: Tensor,
+                  c0: Tensor, rows: Tensor | None, scale: Tensor,
                   needs: dict[str, bool]) -> dict[str, Tensor | None]:
     """Parameter gradients as a few big GEMMs/reductions over all steps:
     ``dW_hh = sum_t dHP_t^T h_{t-1}`` (``dA`` for ``dHP`` without LN_h), ``dw_ci = sum
@@ -341,7 +341,7 @@ def _weight_grads(spec: LSTMSpec, f: _Forward, K: SimpleNamespace, g: SimpleName
         if "ln_hh_w" in out:
             out["ln_hh_w"] = out["ln_hh_w"] * scale
     if spec.proj and needs["w_hr"]:
-        out["w_hr"] = grad_projection(g.DH, f.M, mf)
+        out["w_hr"] = grad_projection(g.DH, f.M, rows)
     return out
 
 
@@ -349,42 +349,46 @@ _INPUTS = ("xp", "h0", "c0", "w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w"
 
 
 class LSTMScan(torch.autograd.Function):
-    """``(spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+    """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
     -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the *scaled* input projection
-    (:func:`gate_scale`), the weights are the cell's own; absent parameters are None."""
+    (:func:`gate_scale`), the weights are the cell's own; absent parameters are None.
+    ``rebuild`` (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that
+    builds a graph (double backward): the reference's autograd instead of the hand-written BPTT."""
 
     @staticmethod
-    def forward(ctx, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
+    def forward(ctx, rebuild: Rebuild, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
                 w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
         f = _forward(spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
-        mf = float_mask(mask, xp)
         last = 0 if spec.reverse else xp.shape[0] - 1
-        ctx.spec = spec
+        ctx.spec, ctx.rebuild = spec, rebuild
         ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-                              *f.tensors())
-        return (f.Y if mf is None else f.Y * mf), f.Y[last].clone(), f.C[last] * -0.5
+                              *f.tensors(), *rebuild.take_tensors())
+        return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), f.C[last] * -0.5
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
         mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, *saved = ctx.saved_tensors
-        f = _Forward.from_tensors(*saved)
-        needs = dict(zip(_INPUTS, ctx.needs_input_grad[2:]))
+        needs = dict(zip(_INPUTS, ctx.needs_input_grad[3:]))
+        if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
+            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+            grads = ctx.rebuild.grads(saved[10:], inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
+            return (None, None, None, *grads)
+        f = _Forward.from_tensors(*saved[:10])
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         scale = gate_scale(f.C.shape[-1], f.A)
-        mf = float_mask(mask, f.A)
-        dy = dy if mf is None else dy * mf  # y = m * Y
-        K = _coefficients(spec, f, c0, mf, peep)
+        rows = padded_rows(mask)
+        dy = masked_copy(dy, rows)  # y = m * Y: the padded outputs' gradients go nowhere
+        K = _coefficients(spec, f, c0, rows, peep)
         if spec.layer_norm:  # W_hh unscaled, LN_h's gain scaled (as in the forward)
             w_fwd, ln = w_hh, (ln_hh_w * scale, ln_c_w, ln_c_b)
         else:
             w_fwd, ln = w_hh * scale.unsqueeze(1), None
-        g = _backward_loop(spec, f, K, dy, dh_n, dc_n, mf, w_fwd, w_hr, ln, needs)
-        w = _weight_grads(spec, f, K, g, h0, c0, mf, scale, needs)
-        return (None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
+        g = _backward_loop(spec, f, K, dy, dh_n, dc_n, mask, w_fwd, w_hr, ln, needs)
+        w = _weight_grads(spec, f, K, g, h0, c0, rows, scale, needs)
+        return (None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
 
 
@@ -416,20 +420,23 @@ PARAMETERS = ("weight_hh", "weight_ci", "weight_cf", "weight_co", "ln_hh_weight"
 
 
 def run_kernel(function, projection, cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
-               mask: Tensor | None, reverse: bool) -> tuple[Tensor, State]:
+               mask: Tensor | None, reverse: bool, scale: Tensor | None = None) -> tuple[Tensor, State]:
     """Shared body of the LSTM kernels' ``lstm_scan``: the reference scan for tensors the
-    kernel does not take, else ``function.apply(spec, mask, projection(cell, p, x), h0, c0,
-    *parameters)``."""
+    kernel does not take, else ``function.apply(rebuild, spec, mask, projection(cell, p, x),
+    h0, c0, *parameters)`` with the padded steps of ``x`` zeroed first; ``scale``: the
+    projection's (:class:`~rnnkit.kernels.higher_order.Rebuild`)."""
     h0, c0 = state
     if not inputs_ok(cell, x, state, mask):
         return scan(cell, p, x, state, mask, reverse)
+    x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
     params = [getattr(p, name, None) for name in PARAMETERS]
     params = [None if w is None else w.contiguous() for w in params]
     xp = projection(cell, p, x).contiguous()
     store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xp, h0, c0, *params))
     spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
                     reverse=reverse, store=store)
-    y, h, c = function.apply(spec, mask, xp, h0, c0, *params)
+    rebuild = Rebuild(cell, p, x, projection, PARAMETERS, reverse, scale)
+    y, h, c = function.apply(rebuild, spec, mask, xp, h0, c0, *params)
     return y, (h, c)
 
 
@@ -438,4 +445,5 @@ def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
     """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
     ``x (T, B, I)``, ``state = (h (B, R), c (B, H))``, ``mask (T, B, 1)``
     -> ``(y (T, B, R), (h_n, c_n))``."""
-    return run_kernel(LSTMScan, scaled_projection, cell, p, x, state, mask, reverse)
+    return run_kernel(LSTMScan, scaled_projection, cell, p, x, state, mask, reverse,
+                      scale=gate_scale(cell.hidden_size, x))

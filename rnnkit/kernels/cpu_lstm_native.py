@@ -19,13 +19,12 @@ from types import SimpleNamespace
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from . import native
-from .cpu_common import (byte_mask, float_mask, folded_projection, grad_projection, grad_weight_prev,
-                         peephole_grads, pointwise_threads, ptr)
+from .cpu_common import (byte_mask, folded_projection, grad_projection, grad_weight_prev, masked_copy,
+                         padded_rows, peephole_grads, pointwise_threads, ptr)
 from .cpu_lstm import _INPUTS, LSTMSpec, run_kernel
 
 # the flags of native/steps.c
@@ -102,13 +101,13 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
                  grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr())
     if mask is not None:  # the first step padded: h0 passed straight through it
         first = T - 1 if spec.reverse else 0
-        grad.addcmul_(g.DH[first], (~mask[first]).to(grad.dtype))
+        grad.add_(torch.where(mask[first], 0.0, g.DH[first]))
     g.dh0 = grad
     g.d_ln = sums.sum(0) if spec.layer_norm else None
     return g
 
 
-def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, mf: Tensor | None,
+def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, rows: Tensor | None,
                   needs: dict[str, bool]) -> dict[str, Tensor | None]:
     """Parameter gradients as a few big GEMMs/reductions over all steps (see
     :func:`rnnkit.kernels.cpu_lstm._weight_grads`, here without the gate scale)."""
@@ -122,47 +121,52 @@ def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, mf: Tensor | Non
         H = G // 4
         out |= {"ln_hh_w": g.d_ln[0], "ln_c_w": g.d_ln[1, :H], "ln_c_b": g.d_ln[2, :H]}
     if spec.proj and needs["w_hr"]:
-        out["w_hr"] = grad_projection(g.DH, f.M, mf)
+        out["w_hr"] = grad_projection(g.DH, f.M, rows)
     return out
 
 
 class NativeLSTMScan(torch.autograd.Function):
-    """``(spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+    """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
     -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the input projection with every
-    additive bias folded in, absent parameters are None."""
+    additive bias folded in, absent parameters are None. ``rebuild``
+    (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
+    (double backward): the reference's autograd instead of the C BPTT."""
 
     @staticmethod
-    def forward(ctx, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
+    def forward(ctx, rebuild, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
                 w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
         fns = steps_fns(xp.dtype)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
-        h0, c0 = h0.contiguous(), c0.contiguous()
-        f = _forward(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr)
-        ctx.spec = spec
-        if spec.store:
+        f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr)
+        ctx.spec, ctx.rebuild = spec, rebuild
+        if spec.store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
             ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats)
-        mf = float_mask(mask, xp)
+                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats,
+                                  *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
-        return (f.Y if mf is None else f.Y * mf), f.Y[last].clone(), f.C[last].clone()
+        return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), f.C[last].clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
         assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
         (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-         A, C, U, Y, M, HP, stats) = ctx.saved_tensors
+         A, C, U, Y, M, HP, stats, *saved) = ctx.saved_tensors
+        needs = dict(zip(_INPUTS, ctx.needs_input_grad[3:]))
+        if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
+            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+            grads = ctx.rebuild.grads(saved, inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
+            return (None, None, None, *grads)
+        h0, c0 = h0.contiguous(), c0.contiguous()
         f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats)
-        needs = dict(zip(_INPUTS, ctx.needs_input_grad[2:]))
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
-        mf = float_mask(mask, A)
-        dy = (dy if mf is None else dy * mf).contiguous()  # y = m * Y
+        rows = padded_rows(mask)
+        dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
         g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, w_hh, peep, ln, w_hr)
-        w = _weight_grads(spec, f, g, h0, c0, mf, needs)
-        return (None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
+        w = _weight_grads(spec, f, g, h0, c0, rows, needs)
+        return (None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
 
 

@@ -35,8 +35,21 @@ formulations, both exact reorderings of the same sums:
 them) costs several times the rest of the layer, and the log form is slower than
 even the sequential step there; the chunked loop's couple of hundred small ops are
 cheap (see ``benchmarks/min_rnn.py``). Both forms are tested against the sequential
-step (on CPU; on a GPU the same torch ops run). The linear form gives first-order
-gradients only (``once_differentiable``); the log form is plain autograd.
+step (on CPU; on a GPU the same torch ops run).
+
+Padding: the padded input steps are zeroed before the projection
+(:func:`~rnnkit.kernels.reference.zero_padding`) and the mask is applied by selection
+(``a = 1, b = 0`` at padded steps, padded outputs exactly 0), never as a product.
+
+Higher-order gradients: the linear form's backward is written out (first order);
+when a graph of the gradient is wanted (``create_graph=True``) it differentiates
+the sequential recurrence instead (see :mod:`rnnkit.kernels.higher_order`), so
+double backward is exact. The log form is plain autograd, and autograd's second
+derivative of ``logcumsumexp`` is wrong wherever the gradient reaching it is exactly
+0 (NaN wrt that gradient: padded steps, the chunks' padding, any unused output),
+so a double backward through it raises
+:class:`~rnnkit.kernels.higher_order.DoubleBackwardError` instead of returning a
+wrong number.
 
 Precision: the log form computes :math:`a^*_t` and cancels it again, so its
 relative error grows with :math:`|a^*_t|` (the float32 spacing at ``|a*|``).
@@ -50,11 +63,12 @@ from types import SimpleNamespace
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 
 from ..cells.base import RecurrentCell, State
 from ..cells.min_rnn import MinGRUCell, MinLSTMCell, MinRNNCell
+from .higher_order import differentiate, first_order_only
+from .reference import padded_rows, zero_padding
 
 METHODS = ("log", "linear")
 #: steps per chunk of the log-space scan (bounds |a*|, hence its float32 error).
@@ -80,34 +94,43 @@ def parallel_scan(cell: MinRNNCell, p: SimpleNamespace, x: Tensor, state: State,
     ``state = (h0 (B, H),)``, ``mask (T, B, 1)`` bool or None.
 
     Returns ``(y (T, B, H), (h_n (B, H),))``; ``y`` is zero at padded steps, where
-    the state is carried unchanged. ``method`` overrides :func:`choose_method`.
+    the state is carried unchanged (whatever ``x`` holds there). ``method`` overrides
+    :func:`choose_method`.
     """
     method = method or choose_method(cell, x.device)
     if method not in METHODS:
         raise ValueError(f"parallel_scan: method must be one of {METHODS}, got {method!r}")
-    xp = cell.project_input(x, p)  # every gate of every step: one GEMM
+    xp = cell.project_input(zero_padding(x, mask), p)  # every gate of every step: one GEMM
     h0, dtype = state[0], xp.dtype
     # half precision would lose the scan (and the logs) entirely: work in float32
     work = torch.float32 if xp.dtype in (torch.float16, torch.bfloat16) else xp.dtype
     xp, h0 = xp.to(work), h0.to(work)
     if method == "log":
-        h = log_space_scan(*cell.log_coefficients(xp), h0, mask, reverse)
+        log_a, log_b, h0 = first_order_only(_log_space_refusal(cell), *cell.log_coefficients(xp), h0)
+        h = log_space_scan(log_a, log_b, h0, mask, reverse)
     else:
         h = _linear(cell, xp, h0, mask, reverse)
     h = h.to(dtype)
     final = h[0] if reverse else h[-1]  # the last step in scan order
-    y = h if mask is None else h * mask
-    return y, (final,)
+    return zero_padding(h, mask), (final,)
+
+
+def _log_space_refusal(cell: MinRNNCell) -> str:
+    """The error a double backward through the log-space scan raises."""
+    layer = type(cell).__name__.removesuffix("Cell")
+    return (f"{layer}: double backward (a gradient of a gradient, create_graph=True) through the log-space "
+            "parallel scan is not supported: torch.logcumsumexp's second derivative is wrong (NaN) wherever "
+            "the gradient reaching it is 0, e.g. at padded steps or unused outputs. Use backend='scan' for "
+            "this layer (the same function, one step at a time, differentiable to any order), or the "
+            "linear-space scan (rnnkit.kernels.parallel_scan.parallel_scan(..., method='linear')).")
 
 
 def _linear(cell: MinRNNCell, xp: Tensor, h0: Tensor, mask: Tensor | None, reverse: bool) -> Tensor:
     """The linear-space scan: fused for minGRU/minLSTM themselves (a subclass may
     change the equations), the general form from ``cell.coefficients`` otherwise."""
-    gates = _FUSED.get(type(cell))
-    if gates is None:
+    if type(cell) not in _FUSED:
         return linear_scan(*cell.coefficients(xp), h0, mask, reverse)
-    return _MinScan.apply(xp, h0.expand(xp.shape[1], cell.hidden_size), gates, cell.positive,
-                          reverse, mask)
+    return _MinScan.apply(xp, h0.expand(xp.shape[1], cell.hidden_size), cell, reverse, mask)
 
 
 # --- log space (Heinsen 2023) ---------------------------------------------------------
@@ -182,27 +205,45 @@ class _LinearScan(torch.autograd.Function):
     the incoming gradient, the adjoint is the same recurrence run the other way,
     :math:`\delta_t = \bar h_t + (1 - w_{t+1}) \delta_{t+1}`;
     then :math:`\partial L/\partial b_t = \delta_t`, :math:`\partial L/\partial w_t = -\delta_t h_{t-1}`,
-    :math:`\partial L/\partial h_0 = (1 - w_0) \delta_0`.
+    :math:`\partial L/\partial h_0 = (1 - w_0) \delta_0`. When building a graph
+    (double backward): autograd through the sequential recurrence (:func:`_sequential`).
     """
 
     @staticmethod
     def forward(ctx, w: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
-        w, b, h0 = w.contiguous(), b.contiguous(), h0.contiguous()
-        h = torch.empty_like(b)
-        _scan_into(h, w, b, h0, reverse, lerp=False)
-        ctx.save_for_backward(w, h, h0)
+        h = torch.empty_like(b, memory_format=torch.contiguous_format)
+        _scan_into(h, w.contiguous(), b.contiguous(), h0.contiguous(), reverse, lerp=False)
+        ctx.save_for_backward(w, b, h, h0)  # the inputs themselves: a double backward differentiates them
         ctx.reverse = reverse
         return h
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
-        w, h, h0 = ctx.saved_tensors
+        w, b, h, h0 = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the sequential recurrence
+            with torch.enable_grad():
+                h_ref = _sequential(lambda t: (torch.rsub(w[t], 1.0), b[t]), h0, w.shape[0], ctx.reverse)
+                return (*differentiate([h_ref], [w, b, h0], ctx.needs_input_grad[:3], [grad]), None)
+        w, h0 = w.contiguous(), h0.contiguous()
         delta = _adjoint(grad.contiguous(), w, ctx.reverse)
         grad_w = None
         if ctx.needs_input_grad[0]:
             grad_w = _previous(h, h0, slice(None), ctx.reverse).mul_(delta).neg_()
         return grad_w, delta, _initial_grad(delta, w, ctx.reverse), None
+
+
+def _sequential(coefficients, h0: Tensor, steps: int, reverse: bool, mask: Tensor | None = None) -> Tensor:
+    r""":math:`h_t = a_t h_{t-1} + b_t` one step after another, ``(a_t, b_t) =
+    coefficients(t)``, the state carried where ``mask[t]`` is False: the reference the
+    scans are exact reorderings of, differentiable to any order by autograd. ``(T, *S)``."""
+    out: list[Tensor] = [None] * steps  # type: ignore[list-item]
+    h = h0
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        a, b = coefficients(t)
+        new = torch.addcmul(b, a, h)
+        h = new if mask is None else torch.where(mask[t], new, h)
+        out[t] = h
+    return torch.stack(out)
 
 
 class _MinScan(torch.autograd.Function):
@@ -214,35 +255,52 @@ class _MinScan(torch.autograd.Function):
     block over time (:func:`_blocks`, blocks that stay in cache), forward and
     backward, and the scan reads the gates once more. The backward is written out
     (:func:`_MinGRUGates.backward` and co.) and tested against autograd through the
-    sequential step.
+    sequential step; when it must build a graph (double backward) it is autograd
+    through the cell's own step, :func:`_sequential` over ``cell.coefficients``.
     """
 
     @staticmethod
-    def forward(ctx, xp: Tensor, h0: Tensor, gates: type, positive: bool, reverse: bool,
-                mask: Tensor | None) -> Tensor:
-        xp, h0 = xp.contiguous(), h0.contiguous()
+    def forward(ctx, xp: Tensor, h0: Tensor, cell: MinRNNCell, reverse: bool, mask: Tensor | None) -> Tensor:
+        gates = _FUSED[type(cell)]
+        xp_c, h0_c = xp.contiguous(), h0.contiguous()
         w = xp.new_empty(xp.shape[0], *h0.shape)
         g = torch.empty_like(w)
-        for blk in _blocks(xp):
-            gates.forward(xp[blk], w[blk], g[blk], positive)
-        if mask is not None:
-            w.mul_(mask)  # w = 0: a = 1, b = 0, the state is carried; the gradients follow
+        for blk in _blocks(xp_c):
+            gates.forward(xp_c[blk], w[blk], g[blk], cell.positive)
+        if mask is not None:  # w = 0: a = 1, b = 0, the state is carried; the gradients follow
+            _zero_padded_(w, mask)
         h = torch.empty_like(w)
-        _scan_into(h, w, g, h0, reverse, lerp=True)
-        ctx.save_for_backward(xp, h0, w, g, h)
-        ctx.gates, ctx.positive, ctx.reverse = gates, positive, reverse
+        _scan_into(h, w, g, h0_c, reverse, lerp=True)
+        # the inputs themselves (not contiguous copies): a double backward differentiates them
+        ctx.save_for_backward(xp, h0, w, g, h, mask)
+        ctx.cell, ctx.reverse = cell, reverse
         return h
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
-        xp, h0, w, g, h = ctx.saved_tensors
+        xp, h0, w, g, h, mask = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the sequential recurrence
+            with torch.enable_grad():
+                h_ref = _sequential(lambda t: ctx.cell.coefficients(xp[t]), h0, xp.shape[0], ctx.reverse, mask)
+                return (*differentiate([h_ref], [xp, h0], ctx.needs_input_grad[:2], [grad]), None, None, None)
+        xp, h0 = xp.contiguous(), h0.contiguous()
+        gates = _FUSED[type(ctx.cell)]
         delta = _adjoint(grad.contiguous(), w, ctx.reverse)
         grad_xp = torch.empty_like(xp)
         for blk in _blocks(xp):
             h_prev = _previous(h, h0, blk, ctx.reverse)
-            ctx.gates.backward(xp[blk], w[blk], g[blk], h_prev, delta[blk], grad_xp[blk], ctx.positive)
-        return grad_xp, _initial_grad(delta, w, ctx.reverse), None, None, None, None
+            gates.backward(xp[blk], w[blk], g[blk], h_prev, delta[blk], grad_xp[blk], ctx.cell.positive)
+        return grad_xp, _initial_grad(delta, w, ctx.reverse), None, None, None
+
+
+def _zero_padded_(w: Tensor, mask: Tensor) -> None:
+    """``w (T, B, H)`` (contiguous, ours) 0 at the padded steps, in place, by selection
+    (an ``index_fill_`` of the padded rows on CPU: see :func:`~rnnkit.kernels.reference.zero_padding`)."""
+    rows = padded_rows(mask)
+    if rows is None:
+        w.masked_fill_(~mask, 0.0)
+    elif rows.numel():
+        w.flatten(0, 1).index_fill_(0, rows, 0.0)
 
 
 def _adjoint(grad: Tensor, w: Tensor, reverse: bool) -> Tensor:

@@ -71,7 +71,8 @@ from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
 from . import cpu_gru, cpu_lstm
 from .cpu_common import inputs_ok, summed_bias, tensors_ok, tracing
-from .reference import scan
+from .higher_order import Rebuild
+from .reference import scan, zero_padding
 
 #: dtypes the Triton kernels are written and tested for
 DTYPES = (torch.float32, torch.bfloat16)
@@ -128,6 +129,11 @@ def _folded(p: SimpleNamespace) -> SimpleNamespace:
     return SimpleNamespace(**{**vars(p), "bias_ih": summed_bias(p), "bias_hh": None})
 
 
+def _projection(cell: RecurrentCell, p: SimpleNamespace, x: Tensor) -> Tensor:
+    """The kernels' input projection: the cell's own, ``b_hh`` folded in."""
+    return cell.project_input(x, _folded(p))
+
+
 def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
               mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
     """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
@@ -138,13 +144,18 @@ def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
         return scan(cell, p, x, state, mask, reverse)
     impl = importlib.import_module(".triton_lstm", __package__)
     spec = cpu_lstm.LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=False, reverse=reverse)
-    xp = cell.project_input(x, _folded(p)).contiguous()
+    x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
+    xp = _projection(cell, p, x).contiguous()
     opt = (lambda name: getattr(p, name, None))
+    rebuild = Rebuild(cell, p, x, _projection, _LSTM_PARAMETERS, reverse)
     y, h, c = impl.TritonLSTMScan.apply(
-        spec, None if mask is None else mask.contiguous(), xp, h0.contiguous(), c0, p.weight_hh,
-        opt("weight_ci"), opt("weight_cf"), opt("weight_co"),
-        opt("ln_hh_weight"), opt("ln_c_weight"), opt("ln_c_bias"))
+        rebuild, spec, None if mask is None else mask.contiguous(), xp, h0.contiguous(), c0,
+        *(opt(name) for name in _LSTM_PARAMETERS))
     return y, (h, c)
+
+
+#: the LSTM parameters the Triton kernel takes, in its argument order (absent ones -> None)
+_LSTM_PARAMETERS = ("weight_hh", "weight_ci", "weight_cf", "weight_co", "ln_hh_weight", "ln_c_weight", "ln_c_bias")
 
 
 def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
@@ -155,8 +166,10 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     if not inputs_ok(cell, x, state, mask):
         return scan(cell, p, x, state, mask, reverse)
     impl = importlib.import_module(".triton_gru", __package__)
-    xp = cell.project_input(x, _folded(p)).contiguous()
-    y, h = impl.TritonGRUScan.apply(cpu_gru.GRUSpec(cell.variant, reverse),
+    x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
+    xp = _projection(cell, p, x).contiguous()
+    rebuild = Rebuild(cell, p, x, _projection, ("weight_hh",), reverse)
+    y, h = impl.TritonGRUScan.apply(rebuild, cpu_gru.GRUSpec(cell.variant, reverse),
                                     None if mask is None else mask.contiguous(), xp, h0.contiguous(),
                                     p.weight_hh)
     return y, (h,)

@@ -69,6 +69,16 @@ def load_mask(m_ptr, b):
 
 
 @triton.jit
+def on_real_rows(x, other, m_ptr, b, MASK: tl.constexpr):
+    """``x`` on a real row, ``other`` on a padded one (``MASK``: row ``b`` of the step mask
+    ``m_ptr``). A select, never a product with the mask: whatever ``x`` holds on a
+    padded row (NaN, inf) does not get through."""
+    if MASK:
+        x = tl.where(load_mask(m_ptr, b) != 0.0, x, other)
+    return x
+
+
+@triton.jit
 def norm_stats(x, valid, n, eps):
     """``(xhat, mean, rstd)`` of a row block ``x`` (0 on invalid lanes), biased variance
     as :func:`torch.nn.functional.layer_norm`; ``xhat`` is 0 on invalid lanes."""

@@ -13,7 +13,7 @@ one buffer. ``m`` = the row's mask (1 without one); padded steps carry the state
 Simplified (gate order ``u, n``), one GEMM and one kernel per step each way::
 
     fwd  P = h W_hh^T;  u = s(xp_u + P_u);  n = tanh(xp_n + P_n);  h' = h + u (n - h)
-    bwd  dH = m dy + dhg + carry;  dh' = m dH
+    bwd  dH = m dy + dhg + carry;  dh' = m dH     (selections, not products, on padded rows)
          dA_u = dh' (n - h) u (1 - u);  dA_n = dh' u (1 - n^2);  carry = dH - dh' u
          dhg = dA W_hh
 
@@ -22,7 +22,7 @@ step is GEMM, kernel, GEMM, kernel in both directions (two launches, not one)::
 
     fwd  P = h W_rz^T;  r, z = s(xp_rz + P);  RH = r h          (_gru_rb_gates)
          N = RH W_n^T;  n = tanh(xp_n + N);  h' = n + z (h - n)  (_gru_rb_update)
-    bwd  dH = m dy + dhg + carry;  dh' = m dH
+    bwd  dH = m dy + dhg + carry;  dh' = m dH     (selections, not products, on padded rows)
          dA_z = dh' (h - n) z (1 - z);  dA_n = dh' (1 - z)(1 - n^2)
          carry = dH - dh' (1 - z)                                (_gru_rb_backward_zn)
          d(rh) = dA_n W_n;  dA_r = d(rh) h r (1 - r);  carry += d(rh) r   (_gru_rb_backward_r)
@@ -37,20 +37,18 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .cpu_common import grad_weight_prev, step_order
 from .cpu_gru import GRUSpec
-from .triton_common import ACC, as_acc, launch_config, load_f32, load_mask, prev_of, store, tanh
+from .higher_order import Rebuild
+from .triton_common import ACC, as_acc, launch_config, load_f32, on_real_rows, prev_of, store, tanh
 
 
 @triton.jit
 def _select_state(h_new, h_prev, m_ptr, b, MASK: tl.constexpr):
     """The state after the step: ``h_new``, or ``h_prev`` on a padded step (a select, so
     the carried state is bit-exact)."""
-    if MASK:
-        h_new = tl.where(load_mask(m_ptr, b) != 0.0, h_new, h_prev)
-    return h_new
+    return on_real_rows(h_new, h_prev, m_ptr, b, MASK)
 
 
 @triton.jit
@@ -66,10 +64,9 @@ def _backward_in(dy_ptr, dhg_ptr, carry_ptr, m_ptr, b, row, valid, MASK: tl.cons
     """``(dH, dh')``: the grad wrt the state after the step and its part the cell sees."""
     dy = load_f32(dy_ptr + row, valid)
     s = load_f32(dhg_ptr + row, valid) + load_f32(carry_ptr + row, valid)
-    if MASK:  # y = m Y: the output's grad counts on real steps only
-        m = load_mask(m_ptr, b)
-        dH = m * dy + s
-        dh = m * dH
+    if MASK:  # y = m Y: the output's grad counts on real steps only (selected: dy may be anything there)
+        dH = on_real_rows(dy + s, s, m_ptr, b, MASK)
+        dh = on_real_rows(dH, 0.0, m_ptr, b, MASK)
     else:
         dH = dy + s
         dh = dH
@@ -111,9 +108,10 @@ def _gru_simplified_backward_step(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs
     u = load_f32(act_ptr + gate, valid)
     n = load_f32(act_ptr + gate + H, valid)
     h = load_f32(hs_prev_ptr + row, valid)
-    store(da_ptr + gate, dh * (n - h) * u * (1.0 - u), valid)
-    store(da_ptr + gate + H, dh * u * (1.0 - n * n), valid)
-    store(carry_ptr + row, dH - dh * u, valid)
+    # padded rows: no gate saw the step, dH passes through (selected: their u, n may be anything)
+    store(da_ptr + gate, on_real_rows(dh * (n - h) * u * (1.0 - u), 0.0, m_ptr, b, MASK), valid)
+    store(da_ptr + gate + H, on_real_rows(dh * u * (1.0 - n * n), 0.0, m_ptr, b, MASK), valid)
+    store(carry_ptr + row, on_real_rows(dH - dh * u, dH, m_ptr, b, MASK), valid)
 
 
 # --- reset before ---------------------------------------------------------------------
@@ -165,15 +163,17 @@ def _gru_rb_backward_zn(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs_prev_ptr,
     z = load_f32(act_ptr + gate + H, valid)
     n = load_f32(act_ptr + gate + 2 * H, valid)
     h = load_f32(hs_prev_ptr + row, valid)
-    store(da_ptr + gate + H, dh * (h - n) * z * (1.0 - z), valid)
-    store(da_ptr + gate + 2 * H, dh * (1.0 - z) * (1.0 - n * n), valid)
-    store(carry_ptr + row, dH - dh * (1.0 - z), valid)
+    # padded rows: no gate saw the step, dH passes through (selected: their z, n may be anything)
+    store(da_ptr + gate + H, on_real_rows(dh * (h - n) * z * (1.0 - z), 0.0, m_ptr, b, MASK), valid)
+    store(da_ptr + gate + 2 * H, on_real_rows(dh * (1.0 - z) * (1.0 - n * n), 0.0, m_ptr, b, MASK), valid)
+    store(carry_ptr + row, on_real_rows(dH - dh * (1.0 - z), dH, m_ptr, b, MASK), valid)
 
 
 @triton.jit
-def _gru_rb_backward_r(drh_ptr, act_ptr, hs_prev_ptr, carry_ptr, da_ptr, H, BLOCK_H: tl.constexpr):
+def _gru_rb_backward_r(drh_ptr, act_ptr, hs_prev_ptr, m_ptr, carry_ptr, da_ptr, H,
+                       MASK: tl.constexpr, BLOCK_H: tl.constexpr):
     """Row ``b``, second half: ``d(rh) (B, H)`` = ``dA_n W_n`` -> ``dA_r`` into ``da``;
-    ``carry += d(rh) r`` (in place)."""
+    ``carry += d(rh) r`` (in place). Padded rows: ``dA_r = 0``, ``carry`` unchanged."""
     b = tl.program_id(0).to(tl.int64)
     k = tl.arange(0, BLOCK_H)
     valid = k < H
@@ -181,8 +181,10 @@ def _gru_rb_backward_r(drh_ptr, act_ptr, hs_prev_ptr, carry_ptr, da_ptr, H, BLOC
     row = b * H + k
     drh = load_f32(drh_ptr + row, valid)
     r = load_f32(act_ptr + gate, valid)
-    store(da_ptr + gate, drh * load_f32(hs_prev_ptr + row, valid) * r * (1.0 - r), valid)
-    store(carry_ptr + row, load_f32(carry_ptr + row, valid) + drh * r, valid)
+    carry = load_f32(carry_ptr + row, valid)
+    store(da_ptr + gate, on_real_rows(drh * load_f32(hs_prev_ptr + row, valid) * r * (1.0 - r), 0.0, m_ptr, b,
+                                      MASK), valid)
+    store(carry_ptr + row, on_real_rows(carry + drh * r, carry, m_ptr, b, MASK), valid)
 
 
 # --- the loops --------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def _backward(spec: GRUSpec, A: Tensor, HS: Tensor, Y: Tensor, RH: Tensor | None
             h_prev = prev_of(hs_, h0f, t, spec.reverse)
             _gru_rb_backward_zn[(B,)](dy_[t], dhg, carry, m_[t], a_[t], h_prev, da_[t], H, **flags)
             torch.mm(da_[t][:, 2 * H:], w_n, out=drh)
-            _gru_rb_backward_r[(B,)](drh, a_[t], h_prev, carry, da_[t], H, **launch)
+            _gru_rb_backward_r[(B,)](drh, a_[t], h_prev, m_[t], carry, da_[t], H, **flags)
             torch.mm(da_[t][:, :2 * H], w_rz, out=dhg)
         dw = None
         if needs_w:
@@ -269,23 +271,27 @@ def _backward(spec: GRUSpec, A: Tensor, HS: Tensor, Y: Tensor, RH: Tensor | None
 
 
 class TritonGRUScan(torch.autograd.Function):
-    """``(spec, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H), h_n (B, H))``;
-    ``xp`` the input projection with ``b_hh`` folded in, ``w_hh`` the cell's own."""
+    """``(rebuild, spec, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H), h_n (B, H))``;
+    ``xp`` the input projection with ``b_hh`` folded in, ``w_hh`` the cell's own. ``rebuild``
+    (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
+    (double backward): the reference's autograd instead of the Triton BPTT."""
 
     @staticmethod
-    def forward(ctx, spec: GRUSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, w_hh: Tensor):
+    def forward(ctx, rebuild: Rebuild, spec: GRUSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, w_hh: Tensor):
         A, HS, Y, RH = _forward(spec, xp, h0, mask, w_hh)
-        ctx.spec = spec
-        ctx.save_for_backward(mask, h0, w_hh, A, HS if HS is not Y else None, Y, RH)
+        ctx.spec, ctx.rebuild = spec, rebuild
+        ctx.save_for_backward(mask, h0, w_hh, A, HS if HS is not Y else None, Y, RH, *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
-        y = Y if mask is None else Y * mask  # padded steps output 0
+        y = Y if mask is None else torch.where(mask, Y, 0.0)  # padded steps output 0
         return y, Y[last].clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor):
-        mask, h0, w_hh, A, HS, Y, RH = ctx.saved_tensors
+        mask, h0, w_hh, A, HS, Y, RH, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
+            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), ctx.needs_input_grad[3:], mask, (dy, dh_n))
+            return (None, None, None, *grads)
         dA, dh0, dw = _backward(ctx.spec, A, Y if HS is None else HS, Y, RH, h0, mask, w_hh,
-                                dy.contiguous(), dh_n, ctx.needs_input_grad[4])
-        return (None, None, dA if ctx.needs_input_grad[2] else None,
-                dh0 if ctx.needs_input_grad[3] else None, None if dw is None else dw.to(w_hh.dtype))
+                                dy.contiguous(), dh_n, ctx.needs_input_grad[5])
+        return (None, None, None, dA if ctx.needs_input_grad[3] else None,
+                dh0 if ctx.needs_input_grad[4] else None, None if dw is None else dw.to(w_hh.dtype))

@@ -24,12 +24,16 @@ Backward, step ``t`` in reverse processing order, :func:`_lstm_backward_step`
 (``u = tanh(\hat c)``, recomputed from ``c_t`` and the saved statistics)::
 
     dH   = m dy_t + dhg + carry         grad wrt the state h_t (dhg: last GEMM's output)
-    dh'  = m dH;  dc' = m dC;  carry = (1 - m) dH
+    dh'  = m dH;  dc' = m dC;  carry = (1 - m) dH   (selections, not products: see below)
     dA_o = dh' u o (1 - o);  d\hat c = dh' o (1 - u^2)
     dc*  = dc' + (LN_c^T(d\hat c) or d\hat c) + dA_o w_co
     dA_i, dA_f, dA_g = dc* g i (1 - i), dc* c_{t-1} f (1 - f), dc* i (1 - g^2)
     dC_{t-1} = dc* f + dA_i w_ci + dA_f w_cf + (1 - m) dC
     dS   = dA, or LN_h^T(dA) with layer norm
+
+On a padded row (``m = 0``) every gradient the step writes is selected, not multiplied
+by ``m``: ``dA = dS = d\hat c = 0``, ``carry = dH - m dy``, ``dC_{t-1} = dC``, whatever
+``dy`` or the row's saved activations hold there (``NaN * 0`` is NaN).
 
 then ``dhg = dS W_hh`` by torch.mm. ``dA`` is the gradient wrt ``xp``; the weight
 gradients are GEMMs/reductions over all steps after the loop (:func:`_weight_grads`).
@@ -42,12 +46,12 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .cpu_common import grad_weight_prev, step_order, sum_prev_products, sum_tb
 from .cpu_lstm import LSTMSpec
-from .triton_common import (ACC, as_acc, launch_config, load_f32, load_mask, norm_input_grad,
-                            norm_stats, prev_of, store, tanh)
+from .higher_order import Rebuild
+from .triton_common import (ACC, as_acc, launch_config, load_f32, load_mask, norm_input_grad, norm_stats,
+                            on_real_rows, prev_of, store, tanh)
 
 
 @triton.jit
@@ -170,12 +174,11 @@ def _lstm_backward_step(dy_ptr, dhg_ptr, carry_ptr, dc_ptr, m_ptr,
     row = b * H + k
     dy = load_f32(dy_ptr + row, valid)
     dc = load_f32(dc_ptr + row, valid)
-    if MASK:  # the cell sees m * grad; padded steps hand the rest to the previous state
-        m = load_mask(m_ptr, b)
+    if MASK:  # the cell sees the grads on real rows; padded rows hand them to the previous state
         s = load_f32(dhg_ptr + row, valid) + load_f32(carry_ptr + row, valid)
-        dh = m * (dy + s)
-        store(carry_ptr + row, (1.0 - m) * s, valid)
-        dc_cell = m * dc
+        dh = on_real_rows(dy + s, 0.0, m_ptr, b, MASK)
+        store(carry_ptr + row, on_real_rows(tl.zeros_like(s), s, m_ptr, b, MASK), valid)
+        dc_cell = on_real_rows(dc, 0.0, m_ptr, b, MASK)
     else:
         dh = dy + load_f32(dhg_ptr + row, valid)
         dc_cell = dc
@@ -193,7 +196,7 @@ def _lstm_backward_step(dy_ptr, dhg_ptr, carry_ptr, dc_ptr, m_ptr,
     dch = dh * o * (1.0 - u * u)
     if LN:
         dc_cell += norm_input_grad(dch * g_c, xc, rstd_c, H)
-        store(dch_ptr + row, dch, valid)
+        store(dch_ptr + row, on_real_rows(dch, 0.0, m_ptr, b, MASK), valid)
     else:
         dc_cell += dch
     if PEEP:
@@ -204,8 +207,12 @@ def _lstm_backward_step(dy_ptr, dhg_ptr, carry_ptr, dc_ptr, m_ptr,
     dc_prev = dc_cell * f
     if PEEP:
         dc_prev += da_i * load_f32(w_ci_ptr + k, valid) + da_f * load_f32(w_cf_ptr + k, valid)
-    if MASK:
-        dc_prev += (1.0 - m) * dc
+    if MASK:  # padded rows: dC passes through, no gate saw the step
+        dc_prev = on_real_rows(dc_prev, dc, m_ptr, b, MASK)
+        da_i = on_real_rows(da_i, 0.0, m_ptr, b, MASK)
+        da_f = on_real_rows(da_f, 0.0, m_ptr, b, MASK)
+        da_g = on_real_rows(da_g, 0.0, m_ptr, b, MASK)
+        da_o = on_real_rows(da_o, 0.0, m_ptr, b, MASK)
     store(dc_ptr + row, dc_prev, valid)
     _store4(da_ptr, gate, H, da_i, da_f, da_g, da_o, valid)
     if LN:  # back through a = xp + LN_h(hp) to hp, with xhat_h recomputed from hp
@@ -219,6 +226,11 @@ def _lstm_backward_step(dy_ptr, dhg_ptr, carry_ptr, dc_ptr, m_ptr,
         g_i, g_f, g_g, g_o = _load4(g_h_ptr, k, H, valid)
         d_i, d_f, d_g, d_o = _norm4_input_grad(da_i * g_i, da_f * g_f, da_g * g_g, da_o * g_o,
                                                x_i, x_f, x_g, x_o, rstd_h, 4 * H)
+        if MASK:  # padded rows: da is 0 there, and so is its norm's input grad, exactly
+            d_i = on_real_rows(d_i, 0.0, m_ptr, b, MASK)
+            d_f = on_real_rows(d_f, 0.0, m_ptr, b, MASK)
+            d_g = on_real_rows(d_g, 0.0, m_ptr, b, MASK)
+            d_o = on_real_rows(d_o, 0.0, m_ptr, b, MASK)
         _store4(dhp_ptr, gate, H, d_i, d_f, d_g, d_o, valid)
 
 
@@ -337,31 +349,37 @@ _INPUTS = ("xp", "h0", "c0", "w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w"
 
 
 class TritonLSTMScan(torch.autograd.Function):
-    """``(spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b)
+    """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b)
     -> (y (T, B, H), h_n (B, H), c_n (B, H))``; ``xp (T, B, 4H)`` the input projection
-    with ``b_hh`` folded in, the weights the cell's own, absent ones None."""
+    with ``b_hh`` folded in, the weights the cell's own, absent ones None. ``rebuild``
+    (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
+    (double backward): the reference's autograd instead of the Triton BPTT."""
 
     @staticmethod
-    def forward(ctx, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
+    def forward(ctx, rebuild: Rebuild, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
                 w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b):
         f = _forward(spec, xp, h0, c0, mask, w_hh, (w_ci, w_cf, w_co), (ln_hh_w, ln_c_w, ln_c_b))
-        ctx.spec = spec
-        ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, *f.tensors())
+        ctx.spec, ctx.rebuild = spec, rebuild
+        ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, *f.tensors(),
+                              *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
-        y = f.Y if mask is None else f.Y * mask  # padded steps output 0
+        y = f.Y if mask is None else torch.where(mask, f.Y, 0.0)  # padded steps output 0
         return y, f.Y[last].clone(), f.C[last].to(xp.dtype, copy=True)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
         mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, *saved = ctx.saved_tensors
-        f = _Forward(*saved)
-        needs = dict(zip(_INPUTS, ctx.needs_input_grad[2:]))
+        needs = dict(zip(_INPUTS, ctx.needs_input_grad[3:]))
+        if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
+            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b)
+            grads = ctx.rebuild.grads(saved[5:], inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
+            return (None, None, None, *grads)
+        f = _Forward(*saved[:5])
         peep, ln = (w_ci, w_cf, w_co), (ln_hh_w, ln_c_w, ln_c_b)
         g = _backward_loop(spec, f, c0, mask, w_hh, peep, ln, dy.contiguous(), dh_n, dc_n)
         w = _weight_grads(spec, f, g, h0, needs)
         params = dict(zip(_INPUTS[3:], (w_hh, *peep, *ln)))
         grads = [None if w.get(n) is None else w[n].to(params[n].dtype) for n in _INPUTS[3:]]
-        return (None, None, g["dA"] if needs["xp"] else None, g["dh0"] if needs["h0"] else None,
+        return (None, None, None, g["dA"] if needs["xp"] else None, g["dh0"] if needs["h0"] else None,
                 g["dc0"].to(c0.dtype) if needs["c0"] else None, *grads)

@@ -1,7 +1,9 @@
 """The Triton kernels (rnnkit.kernels.triton_cells) against the reference scan, on CPU
 tensors through the Triton interpreter: outputs, final states and the gradients wrt
 the input, the initial state and every parameter, in float32 (1e-5), with and without
-a length mask, forward and reverse; bfloat16 against a float32 reference; dispatch.
+a length mask, forward and reverse; bfloat16 against a float32 reference; dispatch;
+padding that never leaks (NaN/inf/garbage in the padded steps, a property test) and
+second derivatives (double backward) equal to the reference scan's (issue 11).
 
 When TRITON_INTERPRET is read: Triton (3.9 here) decides compiled vs interpreted in
 each ``@triton.jit`` decorator, and ``triton.language``'s own jitted helpers
@@ -14,6 +16,7 @@ on ``tl.sigmoid`` itself), every test here is skipped and
 ``TRITON_INTERPRET=1``, where they run.
 """
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 pytest.importorskip("triton")
 
@@ -84,8 +88,9 @@ def test_kernels_compile_for_nvidia_targets(tmp_path, monkeypatch):
     kernels = [(triton_lstm._lstm_forward_step, flags), (triton_lstm._lstm_backward_step, flags)]
     kernels += [(k, [dict(MASK=m) for m in (False, True)])
                 for k in (triton_gru._gru_simplified_forward_step, triton_gru._gru_rb_update,
-                          triton_gru._gru_simplified_backward_step, triton_gru._gru_rb_backward_zn)]
-    kernels += [(k, [{}]) for k in (triton_gru._gru_rb_gates, triton_gru._gru_rb_backward_r)]
+                          triton_gru._gru_simplified_backward_step, triton_gru._gru_rb_backward_zn,
+                          triton_gru._gru_rb_backward_r)]
+    kernels += [(k, [{}]) for k in (triton_gru._gru_rb_gates,)]
     for (kernel, variants), io, cc in itertools.product(kernels, ["*fp32", "*bf16"], [80, 90]):
         assert isinstance(kernel, JITFunction), kernel
         for consts in variants:
@@ -253,3 +258,100 @@ LAYERS = {
 def test_layer_runs_triton_kernel_and_matches_scan(name):
     """Two layers, bidirectional, ragged lengths: through the layer's dispatch."""
     assert_layer_runs_kernel_and_matches_scan(LAYERS[name], torch.randn(3, 4, 3), torch.tensor([4, 1, 3]))
+
+
+# --- issue 11: padding never leaks; double backward ---------------------------------------
+
+def examples(n: int) -> int:
+    """Hypothesis examples per test: ``n``, or ``10 n`` with ``RNNKIT_FUZZ`` set."""
+    return n * (10 if os.environ.get("RNNKIT_FUZZ") else 1)
+
+
+GARBAGE = (math.nan, math.inf, -math.inf, 3e38, -3e38)
+
+
+def _kernel_run(kernel, cell, x, state, mask, reverse, grads):
+    """Outputs, final states and the gradients of ``<outputs, grads>`` wrt x, the state
+    and every parameter."""
+    x = x.detach().clone().requires_grad_()
+    state = tuple(s.detach().clone().requires_grad_() for s in state)
+    y, final = kernel(cell, cell.own_params(), x, state, mask, reverse=reverse)
+    outs = (y, *final)
+    inputs = [x, *state, *cell.parameters()]
+    return outs, torch.autograd.grad(outs, inputs, grads)
+
+
+@in_interpreter
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@settings(max_examples=examples(4), deadline=None)
+@given(data=st.data())
+def test_padding_never_leaks(name, data):
+    """NaN / inf / huge garbage in the padded steps of x and in the gradient arriving at
+    the padded outputs: padded outputs exactly 0, x.grad 0 there, everything finite and
+    exactly what zero padding gives, and that equal to the reference scan."""
+    steps = data.draw(st.integers(2, 4), label="T")
+    batch = data.draw(st.integers(2, 3), label="B")
+    lengths = data.draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch), label="lengths")
+    full = data.draw(st.integers(0, batch - 1), label="full row")
+    lengths[full] = steps
+    lengths[(full + 1) % batch] = data.draw(st.integers(1, steps - 1), label="a padded row")
+    reverse = data.draw(st.booleans(), label="reverse")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    cell = _cell(name, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    pad = torch.arange(steps)[:, None] >= torch.tensor(lengths)[None, :]  # (T, B)
+    mask = ~pad.unsqueeze(-1)
+    x = torch.randn(steps, batch, I, generator=gen).masked_fill(pad[..., None], 0.0)
+    state = tuple(torch.randn(batch, n, generator=gen) for n in cell.state_sizes())
+    grads = [torch.randn(steps, batch, H, generator=gen).masked_fill(pad[..., None], 0.0),
+             *(torch.randn(batch, n, generator=gen) for n in cell.state_sizes())]
+
+    def dirty(t):
+        fill = torch.tensor(GARBAGE)[torch.randint(len(GARBAGE), t.shape, generator=gen)]
+        return torch.where(pad[..., None], fill, t)
+
+    kernel = triton_cells.match(cell, x, cell.own_params())
+    assert kernel is not None
+    clean = _kernel_run(kernel, cell, x, state, mask, reverse, grads)
+    got = _kernel_run(kernel, cell, dirty(x), state, mask, reverse, [dirty(grads[0]), *grads[1:]])
+    ref = _kernel_run(scan, cell, x, state, mask, reverse, grads)
+    y = got[0][0]
+    assert torch.equal(y[pad], torch.zeros_like(y[pad])), "padded outputs are not exactly 0"
+    assert all(torch.isfinite(t).all() for t in (*got[0], *got[1])), "non-finite output or gradient"
+    assert torch.equal(got[1][0][pad], torch.zeros_like(got[1][0][pad])), "x.grad at padded steps"
+    out_names, grad_names = _names(cell)
+    _assert_all_close(out_names, got[0], clean[0], atol=0, rtol=0)
+    _assert_all_close([f"d{n}" for n in grad_names], got[1], clean[1], atol=0, rtol=0)
+    _assert_all_close(out_names, clean[0], ref[0], atol=1e-5, rtol=1e-5)
+    _assert_all_close([f"d{n}" for n in grad_names], clean[1], ref[1], atol=1e-5, rtol=1e-5)
+
+
+def _second_order(kernel, cell, x, state, mask, reverse):
+    """First-order gradients of a random weighting of the outputs, taken with
+    create_graph=True, and the gradients of a random weighting of those."""
+    x = x.detach().clone().requires_grad_()
+    state = tuple(s.detach().clone().requires_grad_() for s in state)
+    inputs = [x, *state, *cell.parameters()]
+    y, final = kernel(cell, cell.own_params(), x, state, mask, reverse=reverse)
+    gen = torch.Generator().manual_seed(11)
+    loss = sum((o * torch.randn(o.shape, generator=gen)).sum() for o in (y, *final))
+    first = torch.autograd.grad(loss, inputs, create_graph=True)
+    penalty = sum((g * torch.randn(g.shape, generator=gen)).sum() for g in first)
+    second = torch.autograd.grad(penalty, inputs, allow_unused=True, materialize_grads=True)
+    return first, second
+
+
+@in_interpreter
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_double_backward_equals_reference_scan(name):
+    """create_graph=True through the Triton kernels: the first- and second-order gradients
+    (a gradient penalty's) equal the reference scan's (masked, reverse; float32, so by
+    comparison rather than gradgradcheck, which needs float64)."""
+    cell = _cell(name)
+    x, state, mask = _inputs(cell, torch.float32, masked=True)
+    kernel = triton_cells.match(cell, x, cell.own_params())
+    assert kernel is not None
+    got, want = _second_order(kernel, cell, x, state, mask, True), _second_order(scan, cell, x, state, mask, True)
+    _, grad_names = _names(cell)
+    for order, a, b in zip(("first", "second"), got, want):
+        _assert_all_close([f"{order}-order d{n}" for n in grad_names], a, b, atol=1e-4, rtol=1e-4)
