@@ -40,6 +40,9 @@ from rnnkit.train.config import TrainConfig, build_config, compare_runs
     ({"model": {"init_range": -0.1}}, "init_range must be in \\(0, 1000\\]"),
     ({"model": {"forget_bias": float("inf")}}, "forget_bias must be a finite number"),
     ({"train": {"min_freq": 0}}, "min_freq must be >= 1"),
+    ({"train": {"max_vocab": 0}}, "max_vocab must be >= 1"),
+    ({"model": {"hash_buckets": -3}}, "hash_buckets must be >= 0"),
+    ({"model": {"num_hashes": 0}}, "num_hashes > 0"),
 ])
 def test_config_errors(file, pattern):
     with pytest.raises(ConfigError, match=pattern):

@@ -1,10 +1,14 @@
 """Model files: everything a checkpoint declares must agree with its tensors and with
 each other, checked before anything large is built."""
+import json
+import struct
 import time
 import tracemalloc
 
 import pytest
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from rnnkit.data import Vocab
 from rnnkit.errors import CheckpointError
@@ -98,4 +102,18 @@ def test_non_finite_weights(tmp_path):
     state["model"]["decoder.bias"][0] = float("nan")
     checkpoint.save(path, state)
     with pytest.raises(CheckpointError, match="NaN or inf"):
+        load_model(path)
+
+
+def test_metadata_naming_a_tensor_the_file_lacks(tmp_path):
+    path = _model_file(tmp_path / "m.safetensors")
+    state = checkpoint.load(path)
+    state["task_state"]["extra"] = torch.zeros(1)  # stored as a reference to tensor "s.task_state.extra"
+    checkpoint.save(path, state)
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    meta = json.loads(data[8:8 + n])["__metadata__"]
+    tensors = {k: v for k, v in st_load(data).items() if k != "s.task_state.extra"}
+    path.write_bytes(st_save(tensors, metadata=meta))
+    with pytest.raises(CheckpointError, match="refers to a tensor that is not in the file"):
         load_model(path)
