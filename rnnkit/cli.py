@@ -24,6 +24,7 @@ HELP = {
     "sample": "sample text from a trained model",
     "eval": "evaluate a trained model on a split of its task's data",
     "ngram": "Kneser-Ney n-gram baseline on a corpus",
+    "diagnose": "gradient diagnostics of a trained recurrent model (vanishing/exploding gradients)",
     "data": "list or check the registered datasets",
     "bench": "time every layer against torch.nn.LSTM",
 }
@@ -312,6 +313,54 @@ def _free_running(args, task, model) -> dict:
     return fr
 
 
+def _diagnose_parser(sub) -> None:
+    p = sub.add_parser("diagnose", help=HELP["diagnose"],
+                       description="Gradient norm through time, Jacobian norms, spectral radius and singular values "
+                                   "per gate, hidden-state saturation, on the first batch of a split.")
+    p.add_argument("checkpoint", help="best.safetensors or checkpoint.safetensors of any task")
+    p.add_argument("--data", default=None, help="LM: dataset name or text path (default: the one it was trained on)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    p.add_argument("--steps", type=int, default=100, help="time steps to follow back (LM/forecast window)")
+    p.add_argument("--rows", type=int, default=8, help="sequences of the batch to use")
+    p.add_argument("--plot-dir", default=None, help="write gradient_through_time.png, singular_values.png, "
+                                                    "saturation.png here")
+    p.add_argument("--json", default=None, help="write the whole report as JSON here")
+
+
+def _run_diagnose(args) -> int:
+    from .diagnostics import diagnose, plot
+    from .train.saved import load_model
+    from .train.task import Plan
+    from .train.tbptt import Window
+
+    if args.steps < 1 or args.rows < 1:
+        raise ConfigError("--steps and --rows must be >= 1")
+    overrides = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir)) if v is not None}
+    loaded = load_model(args.checkpoint, "cpu", overrides)
+    loaded.task.prepare()
+    batch = loaded.task.batches(Plan(split=args.split, bptt=args.steps, batch_size=args.rows))[0]
+    x = batch[1] if isinstance(batch[0], Window) else batch[0]
+    report = diagnose(loaded.model, x[:args.rows])
+    g = report["gradient_through_time"]
+    print(f"gradient through time (L = sum of h_T), {len(g)} steps: ||dL/dh_T|| {g[-1]:.3g}, "
+          + ", ".join(f"{k} back {g[-1 - k]:.3g}" for k in (1, 10, 50, len(g) - 1) if k < len(g)))
+    for row in report["spectral"]:
+        radius = "" if row["spectral_radius"] is None else f"radius {row['spectral_radius']:.3f}, "
+        print(f"  {row['matrix']} gate {row['gate']}/{row['gates']}: {radius}singular values "
+              + ", ".join(f"{v:.3f}" for v in row["singular_values"]))
+    sat = report["saturation"]
+    print(f"hidden states: {100 * sat['saturated_fraction']:.1f}% with |h| > {sat['threshold']}")
+    if args.plot_dir:
+        for path in plot(report, args.plot_dir, Path(args.checkpoint).name):
+            print(f"wrote {path}")
+    if args.json:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def _ngram_parser(sub) -> None:
     p = sub.add_parser("ngram", help=HELP["ngram"])
     p.add_argument("--data", default=None)
@@ -388,7 +437,8 @@ def _run_bench(args) -> int:
 
 
 COMMANDS = {"train": (_train_parser, _run_train), "sample": (_sample_parser, _run_sample),
-            "eval": (_eval_parser, _run_eval), "ngram": (_ngram_parser, _run_ngram),
+            "eval": (_eval_parser, _run_eval), "diagnose": (_diagnose_parser, _run_diagnose),
+            "ngram": (_ngram_parser, _run_ngram),
             "data": (_data_parser, _run_data), "bench": (_bench_parser, _run_bench)}
 
 

@@ -1,0 +1,183 @@
+"""See why a recurrent network does or does not learn long-range dependencies.
+
+For a model whose recurrent stack is ``model.rnn`` (every rnnkit model):
+
+* :func:`gradient_through_time`: ``||dL/dh_t||`` for each step t of a sequence, with L a
+  loss on the last step only, so the curve shows how the gradient decays (or explodes)
+  as it flows back through time: the product of Jacobians ``dh_{t+1}/dh_t``;
+* :func:`jacobian_norms`: ``||dh_T/dh_t||_F`` (Hutchinson estimate with random probes);
+* :func:`spectral_report`: spectral radius and largest singular values of every
+  recurrent matrix, per gate block (the seeds' "largest singular value of W" argument);
+* :func:`saturation`: how often hidden units sit near the ends of their range.
+
+The layer is stepped one time step at a time (its own ``forward`` on ``(B, 1, I)``), so
+every ``h_t`` is a node of the graph whatever kernel the layer uses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+
+def recurrent_layer_of(model: nn.Module) -> nn.Module:
+    """The model's recurrent stack (``model.rnn``), or a clear error."""
+    rnn = getattr(model, "rnn", None)
+    if rnn is None or not any(name.startswith("weight_hh") for name, _ in rnn.named_parameters()):
+        raise ConfigError(f"{type(model).__name__} has no recurrent layer (model.rnn with weight_hh_*) to diagnose")
+    return rnn
+
+
+def layer_inputs(model: nn.Module, inputs: Tensor) -> Tensor:
+    """What the recurrent stack reads: the embedded tokens of a language model, else the inputs."""
+    encode = getattr(model, "encode", None)
+    return encode(inputs) if encode is not None and not inputs.is_floating_point() else inputs
+
+
+def _hidden(state: Any) -> Tensor:
+    return state[0] if isinstance(state, tuple) else state
+
+
+def _step_states(rnn: nn.Module, x: Tensor) -> list[Tensor]:
+    """``h_t`` (all layers, ``(L*D, B, H)``) after each step of ``x (B, T, I)``, graph kept."""
+    states, state = [], None
+    for x_t in x.unbind(1):
+        _, state = rnn(x_t.unsqueeze(1), state)
+        h = _hidden(state)
+        h.retain_grad()
+        states.append(h)
+    return states
+
+
+def gradient_through_time(model: nn.Module, inputs: Tensor) -> list[float]:
+    """``||dL/dh_t||`` for t = 1..T with ``L = sum(h_T)`` (all layers and units): entry
+    ``T - k`` is the gradient that reached ``k`` steps back. ``inputs``: ``(B, T)`` token
+    ids or ``(B, T, I)`` values."""
+    rnn = recurrent_layer_of(model)
+    mode = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = layer_inputs(model, inputs).detach()
+            states = _step_states(rnn, x)
+            states[-1].sum().backward()
+        return [float(h.grad.norm()) if h.grad is not None else 0.0 for h in states]
+    finally:
+        model.train(mode)
+        model.zero_grad(set_to_none=True)
+
+
+def jacobian_norms(model: nn.Module, inputs: Tensor, probes: int = 8, seed: int = 0) -> list[float]:
+    """Estimated ``||dh_T/dh_t||_F`` for t = 1..T: ``E||v^T J||^2 = ||J||_F^2`` for
+    ``v ~ N(0, I)`` (Hutchinson), averaged over ``probes`` random vectors."""
+    rnn = recurrent_layer_of(model)
+    g = torch.Generator().manual_seed(seed)
+    mode = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = layer_inputs(model, inputs).detach()
+            states = _step_states(rnn, x)
+            total = torch.zeros(len(states))
+            for _ in range(probes):
+                v = torch.randn(states[-1].shape, generator=g).to(states[-1])
+                grads = torch.autograd.grad(states[-1], states, grad_outputs=v, retain_graph=True, allow_unused=True)
+                total += torch.tensor([0.0 if gr is None else float(gr.pow(2).sum()) for gr in grads])
+        return (total / probes).sqrt().tolist()
+    finally:
+        model.train(mode)
+
+
+def spectral_report(model: nn.Module, top: int = 3) -> list[dict[str, Any]]:
+    """Per recurrent matrix and gate block: spectral radius (largest |eigenvalue|) and the
+    ``top`` largest singular values. A radius well above 1 invites exploding gradients,
+    well below 1 vanishing ones (for the linearised recurrence)."""
+    rnn = recurrent_layer_of(model)
+    rows = []
+    for name, w in rnn.named_parameters():
+        if not name.startswith("weight_hh"):
+            continue
+        w = w.detach().double().cpu()
+        cols = w.shape[1]
+        blocks = w.shape[0] // cols if w.shape[0] % cols == 0 else 1
+        for g, block in enumerate(w.split(cols) if blocks > 1 else [w]):
+            square = block if block.shape[0] == block.shape[1] else None
+            radius = float(torch.linalg.eigvals(square).abs().max()) if square is not None else None
+            sv = torch.linalg.svdvals(block)[:top].tolist()
+            rows.append({"matrix": name, "gate": g, "gates": blocks, "spectral_radius": radius,
+                         "singular_values": sv})
+    return rows
+
+
+def saturation(model: nn.Module, inputs: Tensor, threshold: float = 0.95, bins: int = 20) -> dict[str, Any]:
+    """How the hidden states are distributed: the fraction with ``|h| > threshold`` (tanh
+    units stuck near +-1 pass almost no gradient) and a histogram of all values."""
+    rnn = recurrent_layer_of(model)
+    with torch.no_grad():
+        out, _ = rnn(layer_inputs(model, inputs))
+    values = out.detach().float().flatten().cpu()
+    lo, hi = float(values.min()), float(values.max())
+    hist = torch.histc(values, bins=bins, min=lo, max=hi if hi > lo else lo + 1.0)
+    return {"saturated_fraction": float((values.abs() > threshold).float().mean()), "threshold": threshold,
+            "histogram": hist.tolist(), "range": [lo, hi]}
+
+
+def diagnose(model: nn.Module, inputs: Tensor) -> dict[str, Any]:
+    """Everything above on one batch of inputs."""
+    return {"gradient_through_time": gradient_through_time(model, inputs),
+            "jacobian_norms": jacobian_norms(model, inputs), "spectral": spectral_report(model),
+            "saturation": saturation(model, inputs)}
+
+
+def plot(report: dict[str, Any], directory: str | Path, label: str = "model") -> list[Path]:
+    """PNGs: gradient norm against distance in time (log scale), singular values per gate,
+    the hidden-state histogram."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    g = report["gradient_through_time"]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.semilogy(range(len(g)), [max(v, 1e-30) for v in reversed(g)], label=f"{label}: ||dL/dh_(T-k)||")
+    ax.semilogy(range(len(g)), [max(v, 1e-30) for v in reversed(report["jacobian_norms"])], "--",
+                label=f"{label}: ||dh_T/dh_(T-k)||_F")
+    ax.set(xlabel="distance in time k (steps back from the last)", ylabel="norm", title="gradient through time")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(directory / "gradient_through_time.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for i, row in enumerate(report["spectral"]):
+        sv = row["singular_values"]
+        ax.scatter([i] * len(sv), sv, s=12)
+    ax.set_xticks(range(len(report["spectral"])),
+                  [f"{r['matrix'].removeprefix('weight_hh_')}:{r['gate']}" for r in report["spectral"]],
+                  rotation=60, fontsize=7)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set(ylabel="largest singular values", title="recurrent matrices, per gate")
+    fig.tight_layout()
+    paths.append(directory / "singular_values.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    s = report["saturation"]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    lo, hi = s["range"]
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1.0, len(s["histogram"]) + 1)
+    ax.bar(edges[:-1].tolist(), s["histogram"], width=float(edges[1] - edges[0]), align="edge")
+    ax.set(xlabel="hidden-state value", ylabel="count",
+           title=f"hidden states: {100 * s['saturated_fraction']:.1f}% with |h| > {s['threshold']}")
+    fig.tight_layout()
+    paths.append(directory / "saturation.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    return paths
