@@ -329,10 +329,9 @@ def _diagnose_parser(sub) -> None:
 
 
 def _run_diagnose(args) -> int:
-    from .diagnostics import diagnose, plot
+    from .diagnostics import batch_inputs, diagnose, plot
     from .train.saved import load_model
     from .train.task import Plan
-    from .train.tbptt import Window
 
     if args.steps < 1 or args.rows < 1:
         raise ConfigError("--steps and --rows must be >= 1")
@@ -340,8 +339,7 @@ def _run_diagnose(args) -> int:
     loaded = load_model(args.checkpoint, "cpu", overrides)
     loaded.task.prepare()
     batch = loaded.task.batches(Plan(split=args.split, bptt=args.steps, batch_size=args.rows))[0]
-    x = batch[1] if isinstance(batch[0], Window) else batch[0]
-    report = diagnose(loaded.model, x[:args.rows])
+    report = diagnose(loaded.model, batch_inputs(batch)[:args.rows])
     g = report["gradient_through_time"]
     print(f"gradient through time (L = sum of h_T), {len(g)} steps: ||dL/dh_T|| {g[-1]:.3g}, "
           + ", ".join(f"{k} back {g[-1 - k]:.3g}" for k in (1, 10, 50, len(g) - 1) if k < len(g)))

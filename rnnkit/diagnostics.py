@@ -126,6 +126,23 @@ def saturation(model: nn.Module, inputs: Tensor, threshold: float = 0.95, bins: 
             "histogram": hist.tolist(), "range": [lo, hi]}
 
 
+def batch_inputs(batch: Any) -> Tensor:
+    """The input tensor of a task's batch: ``(window, x, y)`` of the streaming tasks or ``(x, y)``."""
+    from .train.tbptt import Window
+
+    return batch[1] if isinstance(batch[0], Window) else batch[0]
+
+
+def training_snapshot(model: nn.Module, inputs: Tensor, points: int = 12) -> dict[str, Any]:
+    """The few numbers worth logging during training: the gradient-through-time curve at
+    up to ``points`` distances (steps back from the last) and each matrix's spectral radius."""
+    g = gradient_through_time(model, inputs)
+    back = sorted({round(k) for k in torch.logspace(0, torch.log10(torch.tensor(float(len(g)))), points).tolist()}
+                  | {0})
+    return {"grad_back": {str(k): g[-1 - k] for k in back if k < len(g)},
+            "spectral_radius": {f"{r['matrix']}:{r['gate']}": r["spectral_radius"] for r in spectral_report(model)}}
+
+
 def diagnose(model: nn.Module, inputs: Tensor) -> dict[str, Any]:
     """Everything above on one batch of inputs."""
     return {"gradient_through_time": gradient_through_time(model, inputs),

@@ -78,3 +78,27 @@ def test_cli_diagnose(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "gradient through time" in text and "weight_hh_l0 gate 3/4" in text
     assert (tmp_path / "p" / "gradient_through_time.png").exists() and (tmp_path / "d.json").exists()
+
+
+def test_diagnose_every_logs_and_leaves_training_unchanged(tiny_corpus, tmp_path):
+    import json
+
+    from rnnkit.train.config import build_config
+    from rnnkit.train.loop import Loop
+
+    def fit(out, **extra):
+        cfg = build_config(None, {"train": {"data": str(tiny_corpus), "level": "char", "batch_size": 4, "bptt": 10,
+                                            "max_steps": 6, "progress": False, "out": str(out), **extra},
+                                  "model": {"embedding_dim": 6, "hidden_size": 8, "num_layers": 1, "dropout": 0.2}})
+        task = cfg.make_task()
+        task.prepare()
+        loop = Loop(cfg, task)
+        loop.fit()
+        return loop.model.state_dict()
+
+    plain, watched = fit(tmp_path / "a"), fit(tmp_path / "b", diagnose_every=2)
+    assert all(torch.equal(plain[k], watched[k]) for k in plain)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    diag = [r for r in rows if r["split"] == "diagnose"]
+    assert [r["step"] for r in diag] == [2, 4, 6]
+    assert "0" in diag[0]["grad_back"] and "weight_hh_l0:0" in diag[0]["spectral_radius"]

@@ -61,10 +61,12 @@ class TrainConfig:
     checkpoint_every: int | None = option(None, "also save a resumable checkpoint every N updates")
     checkpoint_minutes: float | None = option(10.0, "also save a resumable checkpoint every M minutes")
     on_nonfinite: str = option("stop", "a NaN/inf loss or gradient: stop (an error) or skip the batch")
+    diagnose_every: int | None = option(None, "log gradient-through-time norms and spectral radii to "
+                                              "metrics.jsonl every N updates (rnnkit.diagnostics)")
 
     def __post_init__(self) -> None:
         positive_or_none = ("max_steps", "max_minutes", "eval_every", "patience", "checkpoint_every",
-                            "checkpoint_minutes", "clip_norm", "clip_value")
+                            "checkpoint_minutes", "clip_norm", "clip_value", "diagnose_every")
         checks = [(getattr(self, k) is None or getattr(self, k) > 0, f"{k} must be > 0 or null, got {getattr(self, k)}")
                   for k in positive_or_none]
         checks += [
@@ -223,7 +225,7 @@ def model_options(task_cls: type[Task], values: dict[str, Any]) -> dict[str, Any
 #: options a resumed run may change: budgets, schedules, logging, where it runs
 RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "patience", "eval_every", "log_every", "progress",
                      "checkpoint_every", "checkpoint_minutes", "device", "amp", "out", "on_nonfinite", "lr",
-                     "lr_decay", "lr_decay_start", "clip_norm", "clip_value", "weight_decay"}
+                     "lr_decay", "lr_decay_start", "clip_norm", "clip_value", "weight_decay", "diagnose_every"}
 
 
 def compare_runs(stored: dict[str, Any], new: RunConfig) -> tuple[list[str], list[str]]:

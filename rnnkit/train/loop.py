@@ -300,6 +300,8 @@ class Loop:
         count, t0, loss_sum, n = 0.0, time.perf_counter(), 0.0, 0
         with bar:
             while p.batch < len(batches):
+                if cfg.diagnose_every and (p.step + 1) % cfg.diagnose_every == 0 and self.ctx.is_main:
+                    self._diagnose(batches[p.batch])
                 done = self.train_step(batches[p.batch])
                 p.batch += 1
                 p.step += 1
@@ -328,6 +330,14 @@ class Loop:
                     return "max_minutes"
                 self._periodic_checkpoint()
         return None
+
+    def _diagnose(self, batch: Any) -> None:
+        """Gradient through time and spectral radii before this update, logged (no RNG
+        is drawn and the model's mode is restored, so training is unchanged)."""
+        from ..diagnostics import batch_inputs, training_snapshot
+
+        snapshot = training_snapshot(self.model, batch_inputs(batch))
+        self.log.write(split="diagnose", step=self.progress.step + 1, epoch=self.progress.epoch, **snapshot)
 
     def _periodic_checkpoint(self) -> None:
         """A resumable checkpoint every ``checkpoint_every`` updates and/or minutes, so a
