@@ -4,7 +4,8 @@ from ..train.task import Task
 from .adding import AddingTask
 from .forecast import ForecastTask
 from .lm import LanguageModelTask
+from .seq_digits import SeqDigitsTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask)}
 
-__all__ = ["TASKS", "AddingTask", "ForecastTask", "LanguageModelTask"]
+__all__ = ["TASKS", "AddingTask", "ForecastTask", "LanguageModelTask", "SeqDigitsTask"]
