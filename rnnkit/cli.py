@@ -277,7 +277,7 @@ def _run_eval(args) -> int:
     task.prepare()
     m = evaluate(task, loaded.model, args.split, bptt=args.bptt, device=args.device)
     name = getattr(getattr(task, "data", None), "name", task.name)
-    extra = f" (nll {m['nll']:.4f} nats/token over {m['tokens']:,} tokens)" if "nll" in m else ""
+    extra = f" (nll {m['nll']:.4f} nats/token over {m['tokens']:,} tokens)" if "tokens" in m and "nll" in m else ""
     print(f"{name} {args.split}: {task.describe(m)}{extra}")
     report: dict = {"split": args.split, "teacher_forced": m}
     if args.free_running:

@@ -2,10 +2,14 @@
 trained by the one loop in :mod:`rnnkit.train.loop`; ``rnnkit train --task NAME``."""
 from ..train.task import Task
 from .adding import AddingTask
+from .copy_memory import CopyMemoryTask
 from .forecast import ForecastTask
 from .lm import LanguageModelTask
+from .reber import ReberTask
 from .seq_digits import SeqDigitsTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask,
+                                                     CopyMemoryTask, ReberTask)}
 
-__all__ = ["TASKS", "AddingTask", "ForecastTask", "LanguageModelTask", "SeqDigitsTask"]
+__all__ = ["TASKS", "AddingTask", "CopyMemoryTask", "ForecastTask", "LanguageModelTask", "ReberTask",
+           "SeqDigitsTask"]

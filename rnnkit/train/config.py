@@ -36,8 +36,8 @@ MAX_SEED = 2**63 - 1
 class TrainConfig:
     """How the loop trains, whatever the task."""
 
-    task: str = option("lm", "what to learn: lm (language model), adding (the adding problem), forecast or "
-                             "seq_digits")
+    task: str = option("lm", "what to learn: lm (language model), adding (the adding problem), forecast, "
+                             "seq_digits, copy_memory or reber (embedded Reber grammar)")
     batch_size: int = option(32, "examples (or parallel streams) per update, global over all processes")
     bptt: int = option(64, "truncated BPTT: steps backpropagated through (k2), for tasks that stream")
     bptt_k1: int | None = option(None, "truncated BPTT: steps per update (k1, default: --bptt)")
