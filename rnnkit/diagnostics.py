@@ -15,6 +15,8 @@ every ``h_t`` is a node of the graph whatever kernel the layer uses.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,43 +55,42 @@ def _step_states(rnn: nn.Module, x: Tensor) -> list[Tensor]:
     return states
 
 
-def gradient_through_time(model: nn.Module, inputs: Tensor) -> list[float]:
-    """``||dL/dh_t||`` for t = 1..T with ``L = sum(h_T)`` (all layers and units): entry
-    ``T - k`` is the gradient that reached ``k`` steps back. ``inputs``: ``(B, T)`` token
-    ids or ``(B, T, I)`` values."""
+@contextmanager
+def _stepped(model: nn.Module, inputs: Tensor) -> Iterator[list[Tensor]]:
+    """The per-step states of the model's recurrent stack on ``inputs``, in eval mode
+    (no dropout, no random numbers drawn), graph kept; the mode and gradients are
+    restored afterwards."""
     rnn = recurrent_layer_of(model)
     mode = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            x = layer_inputs(model, inputs).detach()
-            states = _step_states(rnn, x)
-            states[-1].sum().backward()
-        return [float(h.grad.norm()) if h.grad is not None else 0.0 for h in states]
+            yield _step_states(rnn, layer_inputs(model, inputs).detach())
     finally:
         model.train(mode)
         model.zero_grad(set_to_none=True)
 
 
+def gradient_through_time(model: nn.Module, inputs: Tensor) -> list[float]:
+    """``||dL/dh_t||`` for t = 1..T with ``L = sum(h_T)`` (all layers and units): entry
+    ``T - k`` is the gradient that reached ``k`` steps back. ``inputs``: ``(B, T)`` token
+    ids or ``(B, T, I)`` values."""
+    with _stepped(model, inputs) as states:
+        states[-1].sum().backward()
+        return [float(h.grad.norm()) if h.grad is not None else 0.0 for h in states]
+
+
 def jacobian_norms(model: nn.Module, inputs: Tensor, probes: int = 8, seed: int = 0) -> list[float]:
     """Estimated ``||dh_T/dh_t||_F`` for t = 1..T: ``E||v^T J||^2 = ||J||_F^2`` for
     ``v ~ N(0, I)`` (Hutchinson), averaged over ``probes`` random vectors."""
-    rnn = recurrent_layer_of(model)
     g = torch.Generator().manual_seed(seed)
-    mode = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            x = layer_inputs(model, inputs).detach()
-            states = _step_states(rnn, x)
-            total = torch.zeros(len(states))
-            for _ in range(probes):
-                v = torch.randn(states[-1].shape, generator=g).to(states[-1])
-                grads = torch.autograd.grad(states[-1], states, grad_outputs=v, retain_graph=True, allow_unused=True)
-                total += torch.tensor([0.0 if gr is None else float(gr.pow(2).sum()) for gr in grads])
-        return (total / probes).sqrt().tolist()
-    finally:
-        model.train(mode)
+    with _stepped(model, inputs) as states:
+        total = torch.zeros(len(states))
+        for _ in range(probes):
+            v = torch.randn(states[-1].shape, generator=g).to(states[-1])
+            grads = torch.autograd.grad(states[-1], states, grad_outputs=v, retain_graph=True, allow_unused=True)
+            total += torch.tensor([0.0 if gr is None else float(gr.pow(2).sum()) for gr in grads])
+    return (total / probes).sqrt().tolist()
 
 
 def spectral_report(model: nn.Module, top: int = 3) -> list[dict[str, Any]]:

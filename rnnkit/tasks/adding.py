@@ -10,7 +10,6 @@ Generated from a seed, no files: the same ``data_seed`` gives the same splits.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +18,9 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..options import option
-from ..train.task import Plan, StepOutput, Task
+from ..train.task import StepOutput
+from .examples import ExampleTask
 
-SPLIT_OFFSET = {"train": 0, "valid": 1, "test": 2}
 EVAL_BATCH = 1000
 
 
@@ -55,23 +54,7 @@ def adding_problem(n: int, seq_len: int, generator: torch.Generator) -> tuple[Te
     return torch.stack([values, marker], dim=-1), target
 
 
-class IndexBatches(Sequence):
-    """Batches of ``(x, y)`` taken from tensors by lists of row indices."""
-
-    def __init__(self, x: Tensor, y: Tensor, index: Tensor, batch_size: int, device: torch.device) -> None:
-        self.x, self.y, self.index, self.batch_size, self.device = x, y, index, batch_size, device
-
-    def __len__(self) -> int:
-        return -(-len(self.index) // self.batch_size)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        rows = self.index[i * self.batch_size:(i + 1) * self.batch_size]
-        return self.x[rows].to(self.device), self.y[rows].to(self.device)
-
-
-class AddingTask(Task):
+class AddingTask(ExampleTask):
     """Many-to-one regression of the sum of two marked values; MSE."""
 
     name = "adding"
@@ -80,33 +63,12 @@ class AddingTask(Task):
     model_placeholders = {"input_size": 2, "output_size": 1}
     select = ("mse", "min")
     count_key = "sequences"
+    eval_batch = EVAL_BATCH
     train_defaults = {"out": "runs/adding", "eval_every": 500}
-
-    def __init__(self, options: AddingOptions, model_options: dict[str, Any]) -> None:
-        super().__init__(options, model_options)
-        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def prepare(self) -> None:
         o = self.options
-        sizes = {"train": o.train_size, "valid": o.valid_size, "test": o.test_size}
-        for split, n in sizes.items():
-            g = torch.Generator().manual_seed(o.data_seed * 3 + SPLIT_OFFSET[split])
-            self.splits[split] = adding_problem(n, o.seq_len, g)
-
-    def model_fields(self) -> dict[str, Any]:
-        return dict(self.model_placeholders)
-
-    def batches(self, plan: Plan) -> IndexBatches:
-        x, y = self.splits[plan.split]
-        if plan.split != "train":
-            return IndexBatches(x, y, torch.arange(len(x)), EVAL_BATCH, plan.device)
-        # a fresh order each epoch, the same in every process; each takes its slice of a global batch
-        g = torch.Generator().manual_seed(plan.seed * 1_000_003 + plan.epoch)
-        order = torch.randperm(len(x), generator=g)
-        usable = len(order) - len(order) % plan.batch_size  # whole global batches only
-        local = plan.batch_size // plan.world_size
-        order = order[:usable].view(-1, plan.batch_size)[:, plan.rank * local:(plan.rank + 1) * local]
-        return IndexBatches(x, y, order.reshape(-1), local, plan.device)
+        self.generate_splits(lambda n, g: adding_problem(n, o.seq_len, g))
 
     def step(self, model: nn.Module, batch: tuple[Tensor, Tensor], state: Any = None) -> StepOutput:
         x, y = batch

@@ -25,13 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..options import option, require
-from ..train.task import Plan, StepOutput, Task
-from .adding import IndexBatches
+from ..train.task import StepOutput
+from .examples import ExampleTask
 
 BLANK, DELIMITER = 0, 9
 NUM_DATA = 8           # data symbols 1..8
 VOCAB = NUM_DATA + 2   # blank, 8 data symbols, delimiter
-SPLIT_OFFSET = {"train": 0, "valid": 1, "test": 2}
 EVAL_BATCH = 500
 
 
@@ -71,7 +70,7 @@ def memoryless_nll(seq_len: int, copy_len: int = 10) -> float:
     return copy_len * math.log(NUM_DATA) / (seq_len + 2 * copy_len)
 
 
-class CopyMemoryTask(Task):
+class CopyMemoryTask(ExampleTask):
     """Recall 10 symbols after a delay of T steps; cross-entropy at every step."""
 
     name = "copy_memory"
@@ -83,33 +82,15 @@ class CopyMemoryTask(Task):
     # and it is the figure Arjovsky et al. report.
     select = ("loss", "min")
     count_key = "sequences"
+    eval_batch = EVAL_BATCH
     train_defaults = {"out": "runs/copy_memory", "eval_every": 500}
-
-    def __init__(self, options: CopyMemoryOptions, model_options: dict[str, Any]) -> None:
-        super().__init__(options, model_options)
-        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def prepare(self) -> None:
         o = self.options
-        sizes = {"train": o.train_size, "valid": o.valid_size, "test": o.test_size}
-        for split, n in sizes.items():
-            g = torch.Generator().manual_seed(o.data_seed * 3 + SPLIT_OFFSET[split])
-            self.splits[split] = copy_memory(n, o.seq_len, g, o.copy_len)
+        self.generate_splits(lambda n, g: copy_memory(n, o.seq_len, g, o.copy_len))
 
     def model_fields(self) -> dict[str, Any]:
         return {"vocab_size": VOCAB}
-
-    def batches(self, plan: Plan) -> IndexBatches:
-        x, y = self.splits[plan.split]
-        if plan.split != "train":
-            return IndexBatches(x, y, torch.arange(len(x)), EVAL_BATCH, plan.device)
-        # a fresh order each epoch, the same in every process; each takes its slice of a global batch
-        g = torch.Generator().manual_seed(plan.seed * 1_000_003 + plan.epoch)
-        order = torch.randperm(len(x), generator=g)
-        usable = len(order) - len(order) % plan.batch_size  # whole global batches only
-        local = plan.batch_size // plan.world_size
-        order = order[:usable].view(-1, plan.batch_size)[:, plan.rank * local:(plan.rank + 1) * local]
-        return IndexBatches(x, y, order.reshape(-1), local, plan.device)
 
     def step(self, model: nn.Module, batch: tuple[Tensor, Tensor], state: Any = None) -> StepOutput:
         x, y = (t.long() for t in batch)

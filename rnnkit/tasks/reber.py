@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..options import option, require
 from ..train.task import Plan, StepOutput, Task
+from .examples import example_order
 
 SYMBOLS = "BTPSXVE"
 PAD = len(SYMBOLS)        # padding id, ignored by the loss
@@ -197,15 +198,8 @@ class ReberTask(Task):
 
     def batches(self, plan: Plan) -> StringBatches:
         data = self.splits[plan.split]
-        n = len(data.lengths)
-        if plan.split != "train":
-            return StringBatches(data, torch.arange(n), EVAL_BATCH, plan.device)
-        g = torch.Generator().manual_seed(plan.seed * 1_000_003 + plan.epoch)
-        order = torch.randperm(n, generator=g)
-        usable = n - n % plan.batch_size  # whole global batches only
-        local = plan.batch_size // plan.world_size
-        order = order[:usable].view(-1, plan.batch_size)[:, plan.rank * local:(plan.rank + 1) * local]
-        return StringBatches(data, order.reshape(-1), local, plan.device)
+        index, size = example_order(len(data.lengths), plan, EVAL_BATCH)
+        return StringBatches(data, index, size, plan.device)
 
     def step(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], state: Any = None) -> StepOutput:
         x, y, legal = batch

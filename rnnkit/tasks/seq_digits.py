@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from ..errors import DataError
 from ..options import option, require
-from ..train.task import Plan, StepOutput, Task
-from .adding import IndexBatches
+from ..train.task import StepOutput
+from .examples import ExampleTask
 
 SPLITS = {"test": 360, "valid": 180}   # the rest (1,257) trains
 EVAL_BATCH = 500
@@ -45,18 +45,18 @@ def load_digits_sequences() -> tuple[Tensor, Tensor]:
     return x.unsqueeze(-1), torch.tensor(digits.target, dtype=torch.long)
 
 
-class SeqDigitsTask(Task):
+class SeqDigitsTask(ExampleTask):
     name = "seq_digits"
     Options = SeqDigitsOptions
     model = "sequence_regressor"         # many-to-one: a linear head on the last state, here 10 logits
     model_placeholders = {"input_size": 1, "output_size": 10}
     select = ("accuracy", "max")
     count_key = "sequences"
+    eval_batch = EVAL_BATCH
     train_defaults = {"out": "runs/seq-digits", "batch_size": 32, "epochs": 30, "lr": 3e-3, "clip_norm": 1.0}
 
     def __init__(self, options: SeqDigitsOptions, model_options: dict[str, Any]) -> None:
         super().__init__(options, model_options)
-        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.permutation: Tensor | None = None
 
     def prepare(self) -> None:
@@ -68,20 +68,6 @@ class SeqDigitsTask(Task):
         test, valid = order[:SPLITS["test"]], order[SPLITS["test"]:SPLITS["test"] + SPLITS["valid"]]
         train = order[SPLITS["test"] + SPLITS["valid"]:]
         self.splits = {"train": (x[train], y[train]), "valid": (x[valid], y[valid]), "test": (x[test], y[test])}
-
-    def model_fields(self) -> dict[str, Any]:
-        return dict(self.model_placeholders)
-
-    def batches(self, plan: Plan) -> IndexBatches:
-        x, y = self.splits[plan.split]
-        if plan.split != "train":
-            return IndexBatches(x, y, torch.arange(len(y)), EVAL_BATCH, plan.device)
-        g = torch.Generator().manual_seed(plan.seed * 1_000_003 + plan.epoch)
-        order = torch.randperm(len(y), generator=g)
-        usable = len(order) - len(order) % plan.batch_size
-        local = plan.batch_size // plan.world_size
-        order = order[:usable].view(-1, plan.batch_size)[:, plan.rank * local:(plan.rank + 1) * local]
-        return IndexBatches(x, y, order.reshape(-1), local, plan.device)
 
     def step(self, model: nn.Module, batch: tuple[Tensor, Tensor], state: Any = None) -> StepOutput:
         x, y = batch

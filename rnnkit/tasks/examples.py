@@ -1,0 +1,68 @@
+"""Batches of independent examples (the synthetic and classification tasks): the row
+order of a split for one process, and batches taken from tensors by it."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..train.task import Plan, Task
+
+
+def example_order(n: int, plan: Plan, eval_batch: int) -> tuple[Tensor, int]:
+    """``(row indices for this process, its batch size)``. Evaluation: every row in order.
+    Training: a fresh shuffle each epoch (from the run's seed, the same in every
+    process), whole global batches only, each process taking its slice of each."""
+    if plan.split != "train":
+        return torch.arange(n), eval_batch
+    g = torch.Generator().manual_seed(plan.seed * 1_000_003 + plan.epoch)
+    order = torch.randperm(n, generator=g)
+    usable = n - n % plan.batch_size
+    local = plan.batch_size // plan.world_size
+    order = order[:usable].view(-1, plan.batch_size)[:, plan.rank * local:(plan.rank + 1) * local]
+    return order.reshape(-1), local
+
+
+class IndexBatches(Sequence):
+    """Batches of ``(x, y)`` taken from tensors by lists of row indices."""
+
+    def __init__(self, x: Tensor, y: Tensor, index: Tensor, batch_size: int, device: torch.device) -> None:
+        self.x, self.y, self.index, self.batch_size, self.device = x, y, index, batch_size, device
+
+    def __len__(self) -> int:
+        return -(-len(self.index) // self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rows = self.index[i * self.batch_size:(i + 1) * self.batch_size]
+        return self.x[rows].to(self.device), self.y[rows].to(self.device)
+
+
+class ExampleTask(Task):
+    """A task of independent ``(x, y)`` examples held in ``self.splits[split]``: batches
+    by :func:`example_order`; model fields are the declared sizes (nothing data-derived)."""
+
+    eval_batch = 1000
+
+    def __init__(self, options: Any, model_options: dict[str, Any]) -> None:
+        super().__init__(options, model_options)
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def generate_splits(self, make: Callable[[int, torch.Generator], tuple[Tensor, Tensor]]) -> None:
+        """Each split from its own generator seeded by the ``data_seed`` option, sized by
+        ``train_size`` / ``valid_size`` / ``test_size``: the same seed, the same data."""
+        o = self.options
+        for offset, split in enumerate(("train", "valid", "test")):
+            g = torch.Generator().manual_seed(o.data_seed * 3 + offset)
+            self.splits[split] = make(getattr(o, f"{split}_size"), g)
+
+    def model_fields(self) -> dict:
+        return dict(self.model_placeholders)
+
+    def batches(self, plan: Plan) -> IndexBatches:
+        x, y = self.splits[plan.split]
+        index, size = example_order(len(y), plan, self.eval_batch)
+        return IndexBatches(x, y, index, size, plan.device)
