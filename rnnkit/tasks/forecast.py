@@ -17,15 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import batchify, shard_streams
 from ..data.series import mackey_glass
 from ..errors import CheckpointError, ConfigError
 from ..models.feedback import capture_outputs
 from ..options import option, require
 from ..train.task import Plan, StepOutput
-from ..train.tbptt import Window, tbptt_windows
+from ..train.tbptt import StreamWindows, Window, stream_windows
 from .feedback import FeedbackOptions, FeedbackTask, unwrap
-from .lm import StreamWindows
 
 SERIES = ("mackey_glass",)
 EVAL_STREAMS = 4
@@ -76,14 +74,8 @@ class ForecastTask(FeedbackTask):
         return {"channels": 1}
 
     def batches(self, plan: Plan) -> StreamWindows:
-        series = self.splits[plan.split]
-        if plan.split == "train":
-            streams = shard_streams(batchify(series, plan.batch_size), plan.rank, plan.world_size)
-            windows = tbptt_windows(streams.shape[1], plan.bptt_k1 or plan.bptt, plan.bptt)
-        else:
-            streams = batchify(series, EVAL_STREAMS)
-            windows = tbptt_windows(streams.shape[1], plan.bptt, plan.bptt)
-        return StreamWindows(streams.unsqueeze(-1).to(plan.device), windows)
+        streams, windows = stream_windows(self.splits[plan.split], plan, EVAL_STREAMS)
+        return StreamWindows(streams.unsqueeze(-1).to(plan.device), windows)  # (B, L, 1): one channel
 
     def step(self, model: nn.Module, batch: tuple[Window, Tensor, Tensor], state: Any = None) -> StepOutput:
         w, x, y = batch

@@ -3,7 +3,6 @@ with truncated BPTT, reported as perplexity (words) or bits per character."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import EOS, PAD, UNK, Vocab, batchify, load_corpus, shard_streams
+from ..data import EOS, PAD, UNK, Vocab, load_corpus
 from ..data.tokenize import tokenize
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.feedback import capture_outputs
@@ -20,7 +19,7 @@ from ..options import option, require
 from ..train.metrics import loss_metrics
 from ..train.task import Plan, StepOutput
 from .feedback import FeedbackOptions, FeedbackTask, unwrap
-from ..train.tbptt import Window, tbptt_windows
+from ..train.tbptt import StreamWindows, Window, stream_windows
 
 EVAL_STREAMS = 10   # evaluation batch: streams carried in parallel (state flows through each)
 
@@ -73,20 +72,6 @@ def prepare_lm_data(options: LMOptions, vocab: Vocab | None = None) -> LMData:
     return LMData(corpus.name, corpus.level, vocab, ids["train"], ids["valid"], ids["test"])
 
 
-class StreamWindows(Sequence):
-    """The TBPTT windows of ``(B, L)`` streams: item ``i`` is ``(window, x, y)``."""
-
-    def __init__(self, streams: Tensor, windows: list[Window]) -> None:
-        self.streams, self.windows = streams, windows
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, i: int) -> tuple[Window, Tensor, Tensor]:
-        w = self.windows[i]
-        return w, self.streams[:, w.start:w.end], self.streams[:, w.start + 1:w.end + 1]
-
-
 class LanguageModelTask(FeedbackTask):
     """Next-token prediction on a corpus; the state is carried across windows."""
 
@@ -116,13 +101,7 @@ class LanguageModelTask(FeedbackTask):
         return getattr(self.data, split)
 
     def batches(self, plan: Plan) -> StreamWindows:
-        ids = self.split_ids(plan.split)
-        if plan.split == "train":
-            streams = shard_streams(batchify(ids, plan.batch_size), plan.rank, plan.world_size)
-            windows = tbptt_windows(streams.shape[1], plan.bptt_k1 or plan.bptt, plan.bptt)
-        else:  # every process evaluates the whole split, state carried through each stream
-            streams = batchify(ids, max(1, min(EVAL_STREAMS, len(ids) // 2)))
-            windows = tbptt_windows(streams.shape[1], plan.bptt, plan.bptt)
+        streams, windows = stream_windows(self.split_ids(plan.split), plan, EVAL_STREAMS)
         return StreamWindows(streams.to(plan.device), windows)
 
     def model_fields(self) -> dict[str, Any]:

@@ -5,8 +5,13 @@ carries the recurrent state from one window to the next (see
 :attr:`rnnkit.train.task.Task.carries_state`)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from torch import Tensor
+
+from ..data.batching import batchify, shard_streams
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,32 @@ def tbptt_windows(length: int, k1: int, k2: int) -> list[Window]:
             return windows
         windows.append(Window(start, end, score_from, min(k1, end - start)))
         j += 1
+
+
+class StreamWindows(Sequence):
+    """The TBPTT windows of ``(B, L, ...)`` streams: item ``i`` is ``(window, x, y)``."""
+
+    def __init__(self, streams: Tensor, windows: list[Window]) -> None:
+        self.streams, self.windows = streams, windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[Window, Tensor, Tensor]:
+        w = self.windows[i]
+        return w, self.streams[:, w.start:w.end], self.streams[:, w.start + 1:w.end + 1]
+
+
+def stream_windows(values: Tensor, plan, eval_streams: int) -> tuple[Tensor, list[Window]]:
+    """A split's ``(N,)`` stream cut for ``plan`` (a :class:`~rnnkit.train.task.Plan`):
+    training, ``plan.batch_size`` parallel streams sharded over the processes in
+    TBPTT(k1, k2) windows; evaluation, up to ``eval_streams`` streams (every process
+    evaluates the whole split) in consecutive ``plan.bptt`` windows."""
+    if plan.split == "train":
+        streams = shard_streams(batchify(values, plan.batch_size), plan.rank, plan.world_size)
+        return streams, tbptt_windows(streams.shape[1], plan.bptt_k1 or plan.bptt, plan.bptt)
+    streams = batchify(values, max(1, min(eval_streams, len(values) // 2)))
+    return streams, tbptt_windows(streams.shape[1], plan.bptt, plan.bptt)
 
 
 def detach_state(state: Any) -> Any:
