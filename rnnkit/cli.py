@@ -241,12 +241,25 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _add_data_arguments(p, data_default: str, split_default: str) -> None:
+    """The data a saved model is run on (``eval``, ``diagnose``)."""
+    p.add_argument("--data", default=None, help=f"LM: dataset name or text path (default: {data_default})")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default=split_default, choices=["train", "valid", "test"])
+
+
+def _load_with_data(args, device: str):
+    """The saved model, its task's options overridden by --data/--data-dir where given."""
+    from .train.saved import load_model
+
+    overrides = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir)) if v is not None}
+    return load_model(args.checkpoint, device, overrides)
+
+
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help=HELP["eval"])
     p.add_argument("checkpoint")
-    p.add_argument("--data", default=None, help="LM: dataset name or text path (default: the one it was trained on)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    _add_data_arguments(p, data_default="the embedded default corpus", split_default="test")
     p.add_argument("--bptt", type=int, default=64, help="LM: window of the state-carrying evaluation")
     p.add_argument("--device", default="cpu")
     p.add_argument("--free-running", action="store_true",
@@ -262,16 +275,12 @@ def _eval_parser(sub) -> None:
 def _run_eval(args) -> int:
     from .train.config import check_device
     from .train.loop import evaluate
-    from .train.saved import load_model
 
     if args.bptt < 1:
         raise ConfigError(f"--bptt must be >= 1, got {args.bptt}")
     check_device(args.device)
-    overrides = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir)) if v is not None}
-    loaded = load_model(args.checkpoint, args.device, overrides)
+    loaded = _load_with_data(args, args.device)
     task = loaded.task
-    if overrides and not set(overrides) <= task.option_names():
-        raise ConfigError(f"--data/--data-dir do not apply to task {task.name!r}")
     if args.data is None and task.name == "lm":  # the default corpus unless told otherwise, as before
         task.options = dataclasses.replace(task.options, data=None, data_dir=args.data_dir)
     task.prepare()
@@ -318,9 +327,7 @@ def _diagnose_parser(sub) -> None:
                        description="Gradient norm through time, Jacobian norms, spectral radius and singular values "
                                    "per gate, hidden-state saturation, on the first batch of a split.")
     p.add_argument("checkpoint", help="best.safetensors or checkpoint.safetensors of any task")
-    p.add_argument("--data", default=None, help="LM: dataset name or text path (default: the one it was trained on)")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    _add_data_arguments(p, data_default="the one it was trained on", split_default="valid")
     p.add_argument("--steps", type=int, default=100, help="time steps to follow back (LM/forecast window)")
     p.add_argument("--rows", type=int, default=8, help="sequences of the batch to use")
     p.add_argument("--plot-dir", default=None, help="write gradient_through_time.png, singular_values.png, "
@@ -330,13 +337,11 @@ def _diagnose_parser(sub) -> None:
 
 def _run_diagnose(args) -> int:
     from .diagnostics import batch_inputs, diagnose, plot
-    from .train.saved import load_model
     from .train.task import Plan
 
     if args.steps < 1 or args.rows < 1:
         raise ConfigError("--steps and --rows must be >= 1")
-    overrides = {k: v for k, v in (("data", args.data), ("data_dir", args.data_dir)) if v is not None}
-    loaded = load_model(args.checkpoint, "cpu", overrides)
+    loaded = _load_with_data(args, "cpu")
     loaded.task.prepare()
     batch = loaded.task.batches(Plan(split=args.split, bptt=args.steps, batch_size=args.rows))[0]
     report = diagnose(loaded.model, batch_inputs(batch)[:args.rows])

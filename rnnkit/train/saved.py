@@ -101,6 +101,9 @@ def task_from_state(state: dict[str, Any], overrides: dict[str, Any] | None = No
         raise CheckpointError(f"{path}: unknown task {name!r}; this rnnkit knows {sorted(TASKS)}")
     cls = TASKS[name]
     stored = {k: v for k, v in state.get("run", {}).get("train", {}).items() if k in cls.option_names()}
+    foreign = sorted(set(overrides or {}) - cls.option_names())
+    if foreign:  # e.g. --data for a task that generates its data
+        raise ConfigError(", ".join("--" + k.replace("_", "-") for k in foreign) + f" {'does' if len(foreign) == 1 else 'do'} not apply to task {name!r}")
     try:
         options = cls.Options(**parse_options("train", cls.Options, {**stored, **(overrides or {})}))
         model_cfg = state["model_config"]

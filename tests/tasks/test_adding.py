@@ -74,6 +74,8 @@ def test_cli_task_flags(tmp_path, capsys):
     assert "adding problem, T=6" in text and "always predict 1" in text and "MSE" in text
     assert main(["eval", str(out / "best.safetensors"), "--split", "valid"]) == 0
     assert "MSE" in capsys.readouterr().out
+    assert main(["eval", str(out / "best.safetensors"), "--data", "ptb"]) == 2  # the data is generated
+    assert "--data does not apply to task 'adding'" in capsys.readouterr().err
     rc = main(["train", "--task", "adding", "--level", "char", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "--level is not an option of task 'adding'" in err
