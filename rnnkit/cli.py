@@ -135,10 +135,7 @@ def _run_train(args) -> int:
             baseline = task.baseline(args.ngram_order)
             if baseline is not None:
                 say(f"{baseline['name']} baseline: valid {task.describe(baseline['valid'])}")
-        n_params = sum(p.numel() for p in loop.model.parameters())
-        rnn = getattr(loop.model, "rnn", None)
-        say(f"model: {cfg.model.get('cell')} {cfg.model.get('num_layers')}x{cfg.model.get('hidden_size')}, "
-            f"{n_params:,} parameters, path={getattr(rnn, 'path', '?')}, {ctx.world_size} process(es)")
+        say(f"{_describe_model(task, cfg.model, loop.model)}, {ctx.world_size} process(es)")
         result = loop.fit()
     finally:
         if loop is not None:
@@ -256,6 +253,16 @@ def _load_with_data(args, device: str):
     return load_model(args.checkpoint, device, overrides)
 
 
+def _describe_model(task, options: dict, model) -> str:
+    n_params = sum(p.numel() for p in model.parameters())
+    rnn = getattr(model, "rnn", None)
+    if rnn is None:   # not a recurrent stack (an echo state network, a tree network)
+        fields = ", ".join(f"{k}={v}" for k, v in options.items())
+        return f"model: {task.model} ({fields}), {n_params:,} trained parameters"
+    return (f"model: {options.get('cell')} {options.get('num_layers')}x{options.get('hidden_size')}, "
+            f"{n_params:,} parameters, path={getattr(rnn, 'path', '?')}")
+
+
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help=HELP["eval"])
     p.add_argument("checkpoint")
@@ -326,21 +333,31 @@ def _diagnose_parser(sub) -> None:
     p = sub.add_parser("diagnose", help=HELP["diagnose"],
                        description="Gradient norm through time, Jacobian norms, spectral radius and singular values "
                                    "per gate, hidden-state saturation, on the first batch of a split.")
-    p.add_argument("checkpoint", help="best.safetensors or checkpoint.safetensors of any task")
+    p.add_argument("checkpoint", help="a run folder (its best weights, and the snapshots --diagnose-every logged "
+                                      "during training), or best.safetensors / checkpoint.safetensors of any task")
     _add_data_arguments(p, data_default="the one it was trained on", split_default="valid")
     p.add_argument("--steps", type=int, default=100, help="time steps to follow back (LM/forecast window)")
     p.add_argument("--rows", type=int, default=8, help="sequences of the batch to use")
     p.add_argument("--plot-dir", default=None, help="write gradient_through_time.png, singular_values.png, "
-                                                    "saturation.png here")
+                                                    "saturation.png here (and, for a run folder trained with "
+                                                    "--diagnose-every, gradient_over_training.png and "
+                                                    "spectral_radius_over_training.png)")
     p.add_argument("--json", default=None, help="write the whole report as JSON here")
 
 
 def _run_diagnose(args) -> int:
-    from .diagnostics import batch_inputs, diagnose, plot
+    from .diagnostics import batch_inputs, diagnose, plot, plot_training
+    from .train.metrics import MetricsLog
+    from .train.rundir import RunDir
     from .train.task import Plan
 
     if args.steps < 1 or args.rows < 1:
         raise ConfigError("--steps and --rows must be >= 1")
+    run = RunDir(args.checkpoint) if Path(args.checkpoint).is_dir() else None
+    if run is not None:
+        if not run.best.exists():
+            raise ConfigError(f"{args.checkpoint}: a folder, but not a run (no {run.best.name} in it)")
+        args.checkpoint = str(run.best)
     loaded = _load_with_data(args, "cpu")
     loaded.task.prepare()
     batch = loaded.task.batches(Plan(split=args.split, bptt=args.steps, batch_size=args.rows))[0]
@@ -357,6 +374,10 @@ def _run_diagnose(args) -> int:
     if args.plot_dir:
         for path in plot(report, args.plot_dir, Path(args.checkpoint).name):
             print(f"wrote {path}")
+        logged = MetricsLog(run.metrics).read() if run is not None else []
+        if any(r.get("split") == "diagnose" for r in logged):
+            for path in plot_training(logged, args.plot_dir, run.path.name):
+                print(f"wrote {path}")
     if args.json:
         from .atomic import atomic_write_text
 

@@ -203,8 +203,13 @@ class EchoStateNetwork(nn.Module):
         elif kwargs:
             raise TypeError("EchoStateNetwork: pass either a config or keyword arguments, not both")
         self.config = c = config
-        gen = torch.Generator().manual_seed(c.seed)
         n = c.reservoir_size
+        if torch.empty(0).is_meta:   # a shape-only copy (a checkpoint's check): nothing to draw or solve
+            self._register(*(torch.empty(shape, dtype=_DTYPE) for shape in
+                             ((n, c.input_size), (n,), (n, n), (n, c.output_size if c.output_feedback else 0))))
+            self.effective_spectral_radius = math.nan
+            return
+        gen = torch.Generator().manual_seed(c.seed)
         w_in = _uniform((n, c.input_size), c.input_scaling, gen)
         bias = _uniform((n,), c.bias_scaling, gen)
         w, eigs = None, None
@@ -221,15 +226,19 @@ class EchoStateNetwork(nn.Module):
                               "drawn recurrent matrix had spectral radius 0; raise density or reservoir_size")
         w_fb = _uniform((n, c.output_size), c.feedback_scaling, gen) if c.output_feedback \
             else torch.zeros(n, 0, dtype=_DTYPE)
+        self._register(w_in, bias, w, w_fb)
+        #: largest |eigenvalue| of (1 - a) I + a W, the linearised state map
+        self.effective_spectral_radius = float(((1 - c.leak_rate) + c.leak_rate * eigs).abs().max())
+        self._warn_echo_state()
+
+    def _register(self, w_in: Tensor, bias: Tensor, w: Tensor, w_fb: Tensor) -> None:
+        c = self.config
         self.register_buffer("W_in", w_in)
         self.register_buffer("W", w)
         self.register_buffer("bias", bias)
         self.register_buffer("W_fb", w_fb)
         self.register_buffer("W_out", torch.zeros(c.output_size, c.n_features, dtype=_DTYPE))
         self.register_buffer("fitted", torch.tensor(False))
-        #: largest |eigenvalue| of (1 - a) I + a W, the linearised state map
-        self.effective_spectral_radius = float(((1 - c.leak_rate) + c.leak_rate * eigs).abs().max())
-        self._warn_echo_state()
 
     # -- checks ------------------------------------------------------------------
     def _warn_echo_state(self) -> None:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.diagnostics import gradient_through_time, jacobian_norms, plot, saturation, spectral_report
+from rnnkit.diagnostics import gradient_through_time, jacobian_norms, plot, plot_training, saturation, spectral_report
 from rnnkit.errors import ConfigError
 from rnnkit.models import LanguageModel, LMConfig, RegressorConfig, SequenceRegressor
 
@@ -71,13 +71,27 @@ def test_cli_diagnose(tmp_path, capsys):
 
     out = tmp_path / "run"
     assert main(["train", "--task", "adding", "--seq-len", "12", "--train-size", "100", "--valid-size", "20",
-                 "--test-size", "20", "--epochs", "1", "--hidden-size", "8", "--out", str(out), "--no-progress"]) == 0
+                 "--test-size", "20", "--epochs", "1", "--hidden-size", "8", "--out", str(out), "--no-progress",
+                 "--diagnose-every", "1"]) == 0
     capsys.readouterr()
     assert main(["diagnose", str(out / "best.safetensors"), "--plot-dir", str(tmp_path / "p"),
                  "--json", str(tmp_path / "d.json")]) == 0
     text = capsys.readouterr().out
     assert "gradient through time" in text and "weight_hh_l0 gate 3/4" in text
     assert (tmp_path / "p" / "gradient_through_time.png").exists() and (tmp_path / "d.json").exists()
+    assert not (tmp_path / "p" / "gradient_over_training.png").exists()   # a file has no training history
+    # A run folder: its best weights, and the snapshots logged during training drawn over training.
+    assert main(["diagnose", str(out), "--plot-dir", str(tmp_path / "q")]) == 0
+    for name in ("gradient_through_time", "gradient_over_training", "spectral_radius_over_training"):
+        assert (tmp_path / "q" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "empty").mkdir()
+    assert main(["diagnose", str(tmp_path / "empty")]) == 2
+    assert "not a run (no best.safetensors" in capsys.readouterr().err
+
+
+def test_plot_training_needs_logged_snapshots(tmp_path):
+    with pytest.raises(ValueError, match="--diagnose-every"):
+        plot_training([{"split": "train", "step": 1}], tmp_path)
 
 
 def test_diagnose_every_logs_and_leaves_training_unchanged(tiny_corpus, tmp_path):

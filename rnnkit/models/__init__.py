@@ -1,5 +1,6 @@
 """Models built from rnnkit layers, and the registry tasks build them from."""
 from .cells import CELLS, recurrent_layer
+from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .jordan import JordanConfig, JordanRNN
 from .language_model import LanguageModel, LMConfig
@@ -7,4 +8,5 @@ from .registry import MODELS, RegisteredModel
 from .regressor import RegressorConfig, SequenceRegressor
 
 __all__ = ["LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
-           "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster", "JordanConfig", "JordanRNN"]
+           "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster", "JordanConfig", "JordanRNN",
+           "EchoStateConfig", "EchoStateForecaster"]

@@ -97,6 +97,19 @@ def unroll(model, inputs: Tensor, state, fb: Feedback):
     return torch.stack(outputs, 1), state
 
 
+@torch.no_grad()
+def closed_loop(model, context: Tensor, horizon: int) -> Tensor:
+    """Free running of a one-step-ahead model (the step contract): read ``context
+    (B, T0, C)``, then predict ``horizon`` steps, each from the previous prediction ->
+    ``(B, horizon, C)``."""
+    y, state = model(context)
+    preds, last = [], y[:, -1]
+    for _ in range(horizon):
+        preds.append(last)
+        last, state = model.step(last, state)
+    return torch.stack(preds, 1)
+
+
 def choose_tokens(logits: Tensor, feed: str, generator: torch.Generator | None = None) -> Tensor:
     """``(B, V)`` logits -> ``(B,)`` token ids, the most likely or a sample."""
     if feed == "argmax":

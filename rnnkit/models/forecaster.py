@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..options import option, require
 from .cells import CELLS, INITS, recurrent_layer
-from .feedback import Feedback, unroll
+from .feedback import Feedback, closed_loop, unroll
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,7 @@ class SequenceForecaster(nn.Module):
     def mix(self, teacher: Tensor, true_x: Tensor, fed: Tensor) -> Tensor:
         return torch.where(teacher.unsqueeze(-1), true_x, fed)
 
-    @torch.no_grad()
     def forecast(self, context: Tensor, horizon: int) -> Tensor:
         """Closed loop: read ``context (B, T0, C)``, then predict ``horizon`` steps, each
         from the previous prediction -> ``(B, horizon, C)``."""
-        y, state = self(context)
-        preds, last = [], y[:, -1]
-        for _ in range(horizon):
-            preds.append(last)
-            last, state = self.step(last, state)
-        return torch.stack(preds, 1)
+        return closed_loop(self, context, horizon)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .language_model import LanguageModel, LMConfig
 from .regressor import RegressorConfig, SequenceRegressor
@@ -23,4 +24,5 @@ MODELS: dict[str, RegisteredModel] = {
     "language_model": RegisteredModel(LMConfig, LanguageModel),
     "sequence_regressor": RegisteredModel(RegressorConfig, SequenceRegressor),
     "sequence_forecaster": RegisteredModel(ForecasterConfig, SequenceForecaster),
+    "echo_state_forecaster": RegisteredModel(EchoStateConfig, EchoStateForecaster),
 }

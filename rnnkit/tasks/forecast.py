@@ -53,6 +53,7 @@ class ForecastTask(FeedbackTask):
     select = ("mse", "min")
     carries_state = True
     count_key = "values"
+    eval_streams = EVAL_STREAMS
     train_defaults = {"out": "runs/forecast", "bptt": 50, "lr": 3e-3, "epochs": 20}
 
     def __init__(self, options: ForecastOptions, model_options: dict[str, Any]) -> None:
@@ -74,7 +75,7 @@ class ForecastTask(FeedbackTask):
         return {"channels": 1}
 
     def batches(self, plan: Plan) -> StreamWindows:
-        streams, windows = stream_windows(self.splits[plan.split], plan, EVAL_STREAMS)
+        streams, windows = stream_windows(self.splits[plan.split], plan, self.eval_streams)
         return StreamWindows(streams.unsqueeze(-1).to(plan.device), windows)  # (B, L, 1): one channel
 
     def step(self, model: nn.Module, batch: tuple[Window, Tensor, Tensor], state: Any = None) -> StepOutput:

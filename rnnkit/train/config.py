@@ -53,6 +53,8 @@ class TrainConfig:
     clip_value: float | None = option(None, "clip each gradient element to [-v, v]")
     eval_every: int | None = option(None, "also evaluate every N updates (as well as each epoch)")
     patience: int | None = option(None, "early stopping: epochs without a better validation metric")
+    target: float | None = option(None, "stop once a validation reaches this value of the task's selection "
+                                        "metric (e.g. adding MSE 0.01): the run's `steps` is then steps to solve")
     seed: int = option(0, "random seed (a CPU run is bit-reproducible)")
     device: str = option("cpu", "cpu or cuda[:N]")
     amp: bool = option(False, "bf16 autocast (CUDA only)")
@@ -84,6 +86,7 @@ class TrainConfig:
             (0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**63 - 1], got {self.seed}"),
             (self.log_every > 0, f"log_every must be > 0, got {self.log_every}"),
             (self.out.strip() != "", "out must name a folder, got an empty string"),
+            (self.target is None or math.isfinite(self.target), f"target must be a finite number or null, got {self.target}"),
             (self.on_nonfinite in ("stop", "skip"), f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}"),
         ]
         require(checks, "config: [train]")

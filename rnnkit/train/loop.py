@@ -2,7 +2,7 @@
 
 The loop owns what does not depend on the problem: optimiser and learning-rate
 schedule, clipping, mixed precision, DDP through torchrun, stop conditions
-(epochs, updates, minutes, patience), signals, periodic resumable checkpoints,
+(epochs, updates, minutes, patience, a target metric), signals, periodic resumable checkpoints,
 the metrics log, the progress bar and evaluation. Everything problem-specific is
 the :class:`~rnnkit.train.task.Task`'s. Recurrent state carried from one batch to
 the next (truncated BPTT) is the loop's too: a task with ``carries_state`` gets
@@ -114,6 +114,9 @@ class Loop:
         if ctx.enabled:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[ctx.local_rank] if self.device.type == "cuda" else None)
+        self.closed_form = bool(getattr(self.model, "closed_form", False))
+        if self.closed_form and ctx.enabled:
+            raise ConfigError(f"the {task.model} is fitted in closed form in one process; drop torchrun")
         self.optimizer = self._make_optimizer(self.model.parameters())
         self.aux = nn.ModuleDict(task.auxiliary(self.model)).to(self.device)
         if len(self.aux) and ctx.enabled:
@@ -131,9 +134,10 @@ class Loop:
         self._last_stats: dict[str, float] = {}
 
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
+        groups = [{"params": list(params)}]   # a group, so a closed-form model (no parameters) gets an empty one
         if self.cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        return torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+            return torch.optim.SGD(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     def lr_for_epoch(self, epoch: int) -> float:
         """Zaremba et al.: constant for ``lr_decay_start`` epochs, then times ``lr_decay`` per epoch."""
@@ -252,6 +256,11 @@ class Loop:
             return True
         return value < than if minimise else value > than
 
+    def _reached(self, m: dict[str, float]) -> bool:
+        """Whether a validation met ``--target`` (the selection metric at or past it)."""
+        target = self.cfg.target
+        return target is not None and self._better(m[self.task.select[0]], target, or_equal=True)
+
     def _validate(self) -> dict[str, float]:
         """Evaluate on valid, log it, and keep the best weights (in memory and on disk)."""
         m = self.evaluate("valid")
@@ -276,6 +285,8 @@ class Loop:
         stopped = None
         self._stop = False
         try:
+            if self.closed_form:
+                return self._fit_closed_form()
             with _stop_on_signals(self):
                 while p.epoch <= cfg.epochs and stopped is None:
                     stopped = self._run_epoch()
@@ -287,6 +298,24 @@ class Loop:
             return self._final(stopped or "epochs")
         finally:
             self.close()  # the run is over (or failed): another process may take the folder
+
+    def _fit_closed_form(self) -> dict[str, Any]:
+        """A closed-form model: one pass over the training batches accumulates its
+        statistics, one solve replaces the optimiser's updates; then validation, best
+        weights, checkpoint and final metrics as for any run."""
+        p = self.progress
+        batches = self.task.batches(self.plan("train"))
+        self.model.begin_fit()
+        state = None
+        for i in tqdm(range(len(batches)), desc="closed-form fit", leave=False,
+                      disable=not (self.cfg.progress and self.ctx.is_main), dynamic_ncols=True):
+            state = self.task.closed_form_step(self.model, batches[i], state)
+        self.model.solve()
+        p.step, p.batch = 1, 0   # one solve: one update
+        self._validate()
+        p.epoch += 1
+        self.save_checkpoint()
+        return self._final("closed_form")
 
     def _run_epoch(self) -> str | None:
         cfg, p = self.cfg, self.progress
@@ -319,8 +348,8 @@ class Loop:
                                        mean_loss=loss_sum / n, time=time.perf_counter() - self._t_start,
                                        **self.task.train_log(self._last_stats))
                         loss_sum, n = 0.0, 0
-                if cfg.eval_every and p.step % cfg.eval_every == 0:
-                    self._validate()
+                if cfg.eval_every and p.step % cfg.eval_every == 0 and self._reached(self._validate()):
+                    return "target"
                 if any_rank(self._stop, self.ctx, self.device):
                     return "interrupted"
                 if cfg.max_steps is not None and p.step >= cfg.max_steps:
@@ -355,6 +384,8 @@ class Loop:
         p.bad_epochs = 0 if improved else p.bad_epochs + 1
         p.epoch, p.batch, self.state = p.epoch + 1, 0, None  # fresh state each epoch
         self.save_checkpoint()
+        if self._reached(m):
+            return "target"
         if self.cfg.patience is not None and p.bad_epochs >= self.cfg.patience:
             return "early_stopping"
         return None

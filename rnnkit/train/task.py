@@ -14,7 +14,13 @@ is specific to a problem:
 ``metrics()``          statistics summed over batches -> metrics
 ``select``             which metric picks the best model, and its direction
 ``state_dict()``       what it learned from data (vocabulary, scaler), as JSON
+``closed_form_step()`` optional: feed one batch to a model fitted in closed form
 =====================  =====================================================
+
+A model with ``closed_form = True`` (an echo state network's ridge readout) is not
+trained by an optimiser: the loop calls its ``begin_fit()``, the task's
+:meth:`Task.closed_form_step` on every training batch, then its ``solve()``, and
+evaluates, saves and reports it like any other run.
 
 Statistics are sums (nll, token counts, squared error, correct...) so they add
 across batches and processes; only :meth:`Task.metrics` divides. This is
@@ -143,6 +149,13 @@ class Task(ABC):
         """Optional: extra figures for a training line of metrics.jsonl (e.g. a
         discriminator's accuracy), from one batch's statistics."""
         return {}
+
+    def closed_form_step(self, model: nn.Module, batch: Any, state: Any = None) -> Any:
+        """Optional: add one training batch to a closed-form model's statistics (its
+        ``accumulate``); returns the state carried to the next batch."""
+        from ..errors import ConfigError
+
+        raise ConfigError(f"task {self.name!r} cannot fit a model in closed form")
 
     def summary(self) -> str:
         """One line about the prepared data, printed when training starts."""

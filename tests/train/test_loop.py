@@ -12,6 +12,7 @@ import torch
 from rnnkit.errors import ConfigError
 from rnnkit.train.config import PRESETS, build_config
 from rnnkit.train.loop import Loop
+from rnnkit.train.metrics import MetricsLog
 from rnnkit.train.saved import load_model
 
 from curve_cases import CASES, run_case
@@ -123,6 +124,18 @@ def test_early_stopping(tiny_corpus, tmp_path):
     cfg = _config(tiny_corpus, tmp_path / "run", epochs=50, lr=50.0, optimizer="sgd", patience=1, clip_norm=None)
     result = _loop(cfg).fit()
     assert result["stopped_by"] == "early_stopping" and result["epochs_completed"] < 50
+
+
+def test_target_stops_at_the_first_validation_that_reaches_it(tiny_corpus, tmp_path):
+    free = _loop(_config(tiny_corpus, tmp_path / "free", epochs=3, lr=1e-2, eval_every=2)).fit()
+    curve = [r["nll"] for r in MetricsLog(tmp_path / "free" / "metrics.jsonl").read() if r["split"] == "valid"]
+    steps = [r["step"] for r in MetricsLog(tmp_path / "free" / "metrics.jsonl").read() if r["split"] == "valid"]
+    target = curve[len(curve) // 2]   # reached mid-run (or earlier, if the curve is not monotone)
+    first = next(i for i, v in enumerate(curve) if v <= target)
+    result = _loop(_config(tiny_corpus, tmp_path / "run", epochs=3, lr=1e-2, eval_every=2, target=target)).fit()
+    assert result["stopped_by"] == "target" and result["steps"] == steps[first] < free["steps"]
+    with pytest.raises(ConfigError, match="target"):
+        _config(tiny_corpus, tmp_path / "bad", target=float("nan"))
 
 
 def test_zaremba_presets_exact():
