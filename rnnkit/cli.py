@@ -24,6 +24,7 @@ HELP = {
     "sample": "sample text from a trained model",
     "eval": "evaluate a trained model on a split of its task's data",
     "ngram": "Kneser-Ney n-gram baseline on a corpus",
+    "tag": "tag raw text (one sentence per line) with a trained tagger: NER or POS",
     "diagnose": "gradient diagnostics of a trained recurrent model (vanishing/exploding gradients)",
     "data": "list or check the registered datasets",
     "bench": "time every layer against torch.nn.LSTM",
@@ -329,6 +330,31 @@ def _free_running(args, task, model) -> dict:
     return fr
 
 
+def _tag_parser(sub) -> None:
+    p = sub.add_parser("tag", help=HELP["tag"],
+                       description="Reads one sentence per line (words separated by spaces) and prints CoNLL "
+                                   "columns: a word and its tag per line, a blank line after each sentence.")
+    p.add_argument("checkpoint", help="best.safetensors of a run of --task tag")
+    p.add_argument("input", nargs="?", default="-", help="a text file (default: standard input)")
+    p.add_argument("--device", default="cpu")
+
+
+def _run_tag(args) -> int:
+    from .data.text import read_text_file
+    from .train.config import check_device
+    from .train.saved import load_model
+
+    check_device(args.device)
+    loaded = load_model(args.checkpoint, args.device)
+    if loaded.task.name != "tag":
+        raise ConfigError(f"{args.checkpoint} is a {loaded.task.name!r} model, not a tagger (train with --task tag)")
+    text = sys.stdin.read() if args.input == "-" else read_text_file(args.input)
+    sentences = [line.split() for line in text.splitlines() if line.strip()]
+    for words, tags in zip(sentences, loaded.task.tag(loaded.model, sentences)):
+        print("\n".join(f"{w} {t}" for w, t in zip(words, tags)) + "\n")
+    return 0
+
+
 def _diagnose_parser(sub) -> None:
     p = sub.add_parser("diagnose", help=HELP["diagnose"],
                        description="Gradient norm through time, Jacobian norms, spectral radius and singular values "
@@ -462,6 +488,7 @@ def _run_bench(args) -> int:
 
 COMMANDS = {"train": (_train_parser, _run_train), "sample": (_sample_parser, _run_sample),
             "eval": (_eval_parser, _run_eval), "diagnose": (_diagnose_parser, _run_diagnose),
+            "tag": (_tag_parser, _run_tag),
             "ngram": (_ngram_parser, _run_ngram),
             "data": (_data_parser, _run_data), "bench": (_bench_parser, _run_bench)}
 

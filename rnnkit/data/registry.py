@@ -102,6 +102,45 @@ DATASETS: dict[str, DatasetSpec] = {
         description="WikiText-2 v1 (tokenized). INCOMPLETE: train file unavailable, checksum unknown.",
         complete=False,
     ),
+    "sst": DatasetSpec(
+        name="sst",
+        level="word",
+        splits={
+            "train": FileSpec("sst/train.txt", "e2f3f41b0b1e6d4dddc0effe3bfc2d27ed8928079aa9a03d652311614fc5feb7",
+                              2160058),
+            "valid": FileSpec("sst/dev.txt", "0e9336aed6e4730e19f58d00a77b3f0297efdb755f7b5e598c98a05e3f97ea40",
+                              280825),
+            "test": FileSpec("sst/test.txt", "6e54806dee95cf80cd918e7dfb3f6770f6df24bf826f289a4d1f709e1c8f6761",
+                             559614),
+        },
+        description="Stanford Sentiment Treebank: PTB-bracketed trees, a 0-4 label on every node (8544/1101/2210).",
+    ),
+    "conll2003": DatasetSpec(
+        name="conll2003",
+        level="word",
+        splits={
+            "train": FileSpec("conll2003/train.txt",
+                              "bed631399cb0e859c4b446438ce57dfe0208792ca6106ef11620877355494c3a", 3281526),
+            "valid": FileSpec("conll2003/valid.txt",
+                              "aa83a45b88e4952998156583e2ff5a8be7c1f04fb9efa3a29cd87fac2c883807", 827010),
+            "test": FileSpec("conll2003/test.txt",
+                             "443914daf51328868558859b28252a28caee2fd02b65e77987977d6489246c5f", 748093),
+        },
+        description="CoNLL-2003 English NER (eng.train/testa/testb): word POS chunk NER columns, IOB1 tags.",
+    ),
+    "ud-ewt": DatasetSpec(
+        name="ud-ewt",
+        level="word",
+        splits={
+            "train": FileSpec("ud_english_ewt/en_ewt-ud-train.conllu",
+                              "3fb78e2b55482c8ee00caa653af436c88c9e5bc9a73ce26e4ae3ddc79d2b7e7b", 14203025),
+            "valid": FileSpec("ud_english_ewt/en_ewt-ud-dev.conllu",
+                              "531a54ff90d6ab12201c5a50c3e78e6ddac4de69abc4bce5d275d3cd29efe2b6", 1805545),
+            "test": FileSpec("ud_english_ewt/en_ewt-ud-test.conllu",
+                             "e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd", 1804515),
+        },
+        description="Universal Dependencies English-EWT (CoNLL-U): UPOS/XPOS tagging (12544/2001/2077 sentences).",
+    ),
 }
 
 

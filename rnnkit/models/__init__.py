@@ -1,12 +1,16 @@
 """Models built from rnnkit layers, and the registry tasks build them from."""
 from .cells import CELLS, recurrent_layer
+from .classifier import ClassifierConfig, SequenceClassifier
 from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .jordan import JordanConfig, JordanRNN
 from .language_model import LanguageModel, LMConfig
 from .registry import MODELS, RegisteredModel
 from .regressor import RegressorConfig, SequenceRegressor
+from .tagger import SequenceTagger, TaggerConfig
 
 __all__ = ["LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
            "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster", "JordanConfig", "JordanRNN",
-           "EchoStateConfig", "EchoStateForecaster"]
+           "EchoStateConfig", "EchoStateForecaster",
+           "ClassifierConfig", "SequenceClassifier",
+           "TaggerConfig", "SequenceTagger"]

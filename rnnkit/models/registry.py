@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .classifier import ClassifierConfig, SequenceClassifier
 from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .language_model import LanguageModel, LMConfig
 from .regressor import RegressorConfig, SequenceRegressor
+from .tagger import SequenceTagger, TaggerConfig
 
 
 @dataclass(frozen=True)
@@ -24,5 +26,7 @@ MODELS: dict[str, RegisteredModel] = {
     "language_model": RegisteredModel(LMConfig, LanguageModel),
     "sequence_regressor": RegisteredModel(RegressorConfig, SequenceRegressor),
     "sequence_forecaster": RegisteredModel(ForecasterConfig, SequenceForecaster),
+    "sequence_classifier": RegisteredModel(ClassifierConfig, SequenceClassifier),
+    "sequence_tagger": RegisteredModel(TaggerConfig, SequenceTagger),
     "echo_state_forecaster": RegisteredModel(EchoStateConfig, EchoStateForecaster),
 }

@@ -2,15 +2,18 @@
 trained by the one loop in :mod:`rnnkit.train.loop`; ``rnnkit train --task NAME``."""
 from ..train.task import Task
 from .adding import AddingTask
+from .classify import ClassifyTask
 from .copy_memory import CopyMemoryTask
 from .esn_forecast import EchoStateForecastTask
 from .forecast import ForecastTask
 from .lm import LanguageModelTask
 from .reber import ReberTask
 from .seq_digits import SeqDigitsTask
+from .tag import TagTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask,
-                                                     CopyMemoryTask, ReberTask, EchoStateForecastTask)}
+                                                     CopyMemoryTask, ReberTask, EchoStateForecastTask,
+                                                     ClassifyTask, TagTask)}
 
-__all__ = ["TASKS", "AddingTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask", "LanguageModelTask", "ReberTask",
-           "SeqDigitsTask"]
+__all__ = ["TASKS", "AddingTask", "ClassifyTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask", "LanguageModelTask", "ReberTask",
+           "SeqDigitsTask", "TagTask"]

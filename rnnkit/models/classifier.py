@@ -1,0 +1,126 @@
+r"""Many-to-one classification: read a whole sequence, predict one label (sentiment, a
+DNA motif, any symbolic sequence).
+
+``forward(x, lengths) -> logits (B, C)``: ``x`` is token ids ``(B, T)`` (learned or
+hashed embeddings, or one-hot) or feature vectors ``(B, T, I)``; a recurrent stack
+(any rnnkit cell, uni- or bidirectional, deep) reads it; a pooling turns the per-step
+outputs ``o_t (B, T, D)`` into one vector:
+
+* ``last``: the final state of each direction at the sequence's own last real step
+  (the backward direction's state after reading back to the first step);
+* ``mean`` / ``max``: over the real steps only;
+* ``attention``: :math:`a_t = \mathrm{softmax}_t(v^\top \tanh(W o_t))`, :math:`\sum_t a_t o_t`
+  (Bahdanau-style additive attention pooling, as in Yang et al. 2016), padding masked.
+
+Padding never reaches the result: the recurrent layer stops at each length and every
+pooling masks the padded steps.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ShapeError
+from ..options import option, require
+from .cells import CELLS, INITS, recurrent_layer
+from .inputs import TOKEN_INPUTS, TokenEncoder
+
+POOLINGS = ("last", "mean", "max", "attention")
+INPUTS = TOKEN_INPUTS + ("features",)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    num_classes: int                  # from the data
+    vocab_size: int = 0               # from the data: token/character ids (0 for feature input)
+    input_size: int = 0               # from the data: feature width (0 for ids)
+    input: str = option("embedding", "input encoding: embedding, hashing, onehot (ids) or features (vectors)")
+    embedding_dim: int = option(100, "embedding size (embedding and hashing input)")
+    hash_buckets: int = option(0, "hashing input: number of buckets (0 = vocab_size // 2)")
+    num_hashes: int = option(2, "hashing input: hash functions per token")
+    cell: str = option("lstm", "recurrent cell: " + ", ".join(CELLS))
+    hidden_size: int = option(128, "recurrent state size (per direction)")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(True, "read the sequence both ways")
+    pooling: str = option("last", "how the outputs become one vector: " + ", ".join(POOLINGS))
+    dropout: float = option(0.0, "dropout on the embeddings, between layers and before the head")
+    init: str = option("torch", "weight init: torch, orthogonal, identity or xavier")
+
+    def __post_init__(self) -> None:
+        ids = self.input in TOKEN_INPUTS
+        checks = [
+            (self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}"),
+            (self.input in INPUTS, f"input must be one of {INPUTS}, got {self.input!r}"),
+            (not ids or self.vocab_size > 0, f"input {self.input!r} needs vocab_size > 0"),
+            (ids or self.input_size > 0, "input 'features' needs input_size > 0"),
+            (self.embedding_dim > 0 and self.num_hashes > 0 and self.hash_buckets >= 0,
+             "embedding_dim and num_hashes must be > 0, hash_buckets >= 0"),
+            (self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"),
+            (self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0"),
+            (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
+        ]
+        require(checks, "model config:")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SequenceClassifier(nn.Module):
+    """``forward(x (B, T) ids or (B, T, I) features, lengths (B,) = None) -> logits (B, C)``."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.encoder = TokenEncoder(c.input, c.vocab_size, c.embedding_dim, c.hash_buckets, c.num_hashes) \
+            if c.input in TOKEN_INPUTS else None
+        in_size = self.encoder.size if self.encoder is not None else c.input_size
+        self.rnn = recurrent_layer(c.cell, in_size, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init,
+                                   bidirectional=c.bidirectional)
+        width = c.hidden_size * (2 if c.bidirectional else 1)
+        self.drop = nn.Dropout(c.dropout)
+        if c.pooling == "attention":
+            self.attention = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1, bias=False))
+        self.head = nn.Linear(width, c.num_classes)
+
+    def _inputs(self, x: Tensor) -> Tensor:
+        c = self.config
+        if self.encoder is not None:
+            if x.dim() != 2 or x.dtype != torch.long:
+                raise ShapeError(f"SequenceClassifier: input {c.input!r} takes token ids, a LongTensor "
+                                 f"(batch, seq); got {x.dtype} of shape {tuple(x.shape)}")
+            return self.encoder(x)
+        if x.dim() != 3 or x.shape[-1] != c.input_size or not x.is_floating_point():
+            raise ShapeError(f"SequenceClassifier: feature input must be float (batch, seq, {c.input_size}), "
+                             f"got {x.dtype} of shape {tuple(x.shape)}")
+        return x
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        inputs = self.drop(self._inputs(x))
+        b, t = inputs.shape[:2]
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long)
+        lengths = lengths.to("cpu", torch.long)
+        if lengths.shape != (b,) or int(lengths.min()) < 1 or int(lengths.max()) > t:
+            raise ShapeError(f"SequenceClassifier: lengths must be (batch={b},) in [1, {t}], got "
+                             f"{tuple(lengths.shape)} with range [{int(lengths.min())}, {int(lengths.max())}]")
+        out, state = self.rnn(inputs, lengths=lengths)              # out (B, T, D)
+        mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).to(out.device)   # (B, T) real steps
+        return self.head(self.drop(self.pool(out, state, mask)))
+
+    def pool(self, out: Tensor, state, mask: Tensor) -> Tensor:
+        """``(B, T, D)`` outputs -> ``(B, D)``, ignoring padded steps."""
+        how = self.config.pooling
+        if how == "last":
+            h = state[0] if isinstance(state, tuple) else state     # (L * dirs, B, H), at each last real step
+            return torch.cat([h[-2], h[-1]], dim=-1) if self.config.bidirectional else h[-1]
+        m = mask.unsqueeze(-1)
+        if how == "mean":
+            return (out * m).sum(1) / m.sum(1)
+        if how == "max":
+            return out.masked_fill(~m, float("-inf")).max(1).values
+        scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))   # (B, T)
+        return (torch.softmax(scores, dim=1).unsqueeze(-1) * out).sum(1)

@@ -1,0 +1,196 @@
+"""Sequence classification (many-to-one): a label per sequence, cross-entropy, accuracy.
+
+Datasets (``--dataset``):
+
+* ``dna_motif`` (generated, no files): random A/C/G/T sequences, half with a planted
+  motif at a random position; the others are checked to contain it nowhere. A model
+  reading raw symbols must find it wherever it is.
+* ``sst`` (Stanford Sentiment Treebank, ``$RNNKIT_DATA/sst``): each tree's sentence
+  and its root label; ``--granularity sst5`` (very negative .. very positive) or
+  ``sst2`` (negative / positive, neutral sentences dropped, as is standard).
+
+Batches hold sequences of similar length (bucketed, shuffled per epoch from the run's
+seed), padded, with their lengths: the model stops at each length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.batching import bucket_indices, pad_batch
+from ..data.registry import resolve
+from ..data.vocab import Vocab
+from ..errors import CheckpointError
+from ..options import option, require
+from ..train.task import Plan, StepOutput, Task
+
+DATASETS = ("dna_motif", "sst")
+BASES = "ACGT"
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    dataset: str = option("dna_motif", "what to classify: " + ", ".join(DATASETS))
+    data_dir: str | None = option(None, "folder holding the dataset files (default $RNNKIT_DATA)")
+    granularity: str = option("sst2", "sst: sst5 (five classes) or sst2 (binary, neutral dropped)")
+    lowercase: bool = option(True, "sst: lowercase the words")
+    min_freq: int = option(1, "sst: keep words seen at least this often in training (others -> <unk>)")
+    seq_len: int = option(100, "dna_motif: sequence length")
+    motif: str = option("TATAATGC", "dna_motif: the planted motif (A/C/G/T)")
+    train_size: int = option(8_000, "dna_motif: training sequences")
+    valid_size: int = option(1_000, "dna_motif: validation sequences")
+    test_size: int = option(2_000, "dna_motif: test sequences")
+    data_seed: int = option(1234, "dna_motif: seed of the generated splits")
+
+    def __post_init__(self) -> None:
+        checks = [(self.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {self.dataset!r}"),
+                  (self.granularity in ("sst2", "sst5"), f"granularity must be sst2 or sst5, got {self.granularity!r}"),
+                  (self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}"),
+                  (self.motif != "" and set(self.motif) <= set(BASES), f"motif must be A/C/G/T letters, got {self.motif!r}"),
+                  (len(self.motif) <= self.seq_len, f"motif ({len(self.motif)}) longer than seq_len {self.seq_len}")]
+        checks += [(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
+                   for k in ("seq_len", "train_size", "valid_size", "test_size")]
+        require(checks, "config: [train]")
+
+
+def dna_motif(n: int, seq_len: int, motif: str, generator: torch.Generator) -> tuple[list[list[int]], list[int]]:
+    """``n`` sequences of base ids (A=0 C=1 G=2 T=3) and labels: 1 = the motif planted at a
+    uniformly random position, 0 = the motif nowhere (rows that hold it by chance are redrawn)."""
+    m = torch.tensor([BASES.index(b) for b in motif])
+    x = torch.randint(0, 4, (n, seq_len), generator=generator)
+    y = torch.arange(n) % 2
+    y = y[torch.randperm(n, generator=generator)]
+    windows = x.unfold(1, len(motif), 1)                                   # (n, positions, k)
+    while True:                                                            # negatives: redraw chance hits
+        hit = (windows == m).all(-1).any(-1) & (y == 0)
+        if not hit.any():
+            break
+        x[hit] = torch.randint(0, 4, (int(hit.sum()), seq_len), generator=generator)
+        windows = x.unfold(1, len(motif), 1)
+    pos = torch.randint(0, seq_len - len(motif) + 1, (n,), generator=generator)
+    for i in torch.nonzero(y).flatten().tolist():
+        x[i, pos[i]:pos[i] + len(motif)] = m
+    return x.tolist(), y.tolist()
+
+
+class ClassifyTask(Task):
+    """One label per sequence; batches ``(ids (B, T), lengths (B,), labels (B,))``."""
+
+    name = "classify"
+    Options = ClassifyOptions
+    model = "sequence_classifier"
+    model_placeholders = {"num_classes": 2, "vocab_size": 4}
+    select = ("accuracy", "max")
+    count_key = "sequences"
+    train_defaults = {"out": "runs/classify", "lr": 2e-3, "epochs": 10}
+    eval_batch = 256
+
+    def __init__(self, options: ClassifyOptions, model_options: dict[str, Any]) -> None:
+        super().__init__(options, model_options)
+        self.vocab: Vocab | None = None
+        self.labels: list[str] = []
+        self.splits: dict[str, tuple[list[list[int]], list[int]]] = {}
+
+    # --- data ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        o = self.options
+        if o.dataset == "dna_motif":
+            self.labels = ["no motif", "motif"]
+            for offset, split in enumerate(("train", "valid", "test")):
+                g = torch.Generator().manual_seed(o.data_seed * 3 + offset)
+                self.splits[split] = dna_motif(getattr(o, f"{split}_size"), o.seq_len, o.motif, g)
+            return
+        self._prepare_sst()
+
+    def _prepare_sst(self) -> None:
+        from ..data.trees import leaves, read_trees, sst2_label
+
+        o = self.options
+        files = resolve("sst", o.data_dir)
+        self.labels = ["negative", "positive"] if o.granularity == "sst2" else \
+            ["very negative", "negative", "neutral", "positive", "very positive"]
+        sentences: dict[str, tuple[list[list[str]], list[int]]] = {}
+        for split, path in files.items():
+            words, labels = [], []
+            for tree in read_trees(path):
+                label = sst2_label(tree.label) if o.granularity == "sst2" else tree.label
+                if label is None:
+                    continue
+                words.append([w.lower() if o.lowercase else w for w in leaves(tree)])
+                labels.append(label)
+            sentences[split] = (words, labels)
+        if self.vocab is None:
+            self.vocab = Vocab.build((w for s in sentences["train"][0] for w in s), min_freq=o.min_freq)
+        self.splits = {split: ([self.vocab.encode(s) for s in words], labels)
+                       for split, (words, labels) in sentences.items()}
+
+    def model_fields(self) -> dict[str, Any]:
+        vocab = len(self.vocab) if self.vocab is not None else len(BASES)
+        return {"num_classes": len(self.labels) or 2, "vocab_size": vocab}
+
+    def batches(self, plan: Plan) -> list[tuple[Tensor, Tensor, Tensor]]:
+        ids, labels = self.splits[plan.split]
+        lengths = [len(s) for s in ids]
+        if plan.split == "train":   # similar lengths together, a fresh shuffle each epoch; whole batches only
+            groups = [g for g in bucket_indices(lengths, plan.batch_size, True, plan.seed * 1_000_003 + plan.epoch)
+                      if len(g) == plan.batch_size]
+            local = plan.batch_size // plan.world_size
+            groups = [g[plan.rank * local:(plan.rank + 1) * local] for g in groups]
+        else:
+            groups = bucket_indices(lengths, self.eval_batch, False)
+        pad = self.vocab.pad_id if self.vocab is not None else 0
+        out = []
+        for g in groups:
+            x, n = pad_batch([ids[i] for i in g], pad)
+            out.append((x.to(plan.device), n, torch.tensor([labels[i] for i in g], device=plan.device)))
+        return out
+
+    # --- one batch ----------------------------------------------------------------
+    def step(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], state: Any = None) -> StepOutput:
+        x, lengths, y = batch
+        logits = model(x, lengths).float()
+        nll = F.cross_entropy(logits, y, reduction="sum")
+        correct = int((logits.argmax(-1) == y).sum())
+        return StepOutput(nll / len(y), {"nll": nll.item(), "correct": correct, "sequences": len(y)})
+
+    def metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        n = sums["sequences"]
+        return {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n, "sequences": int(n)}
+
+    def describe(self, m: dict[str, float]) -> str:
+        return f"accuracy {m['accuracy']:.2%} (loss {m['loss']:.4f})"
+
+    def summary(self) -> str:
+        n = {k: len(v[1]) for k, v in self.splits.items()}
+        what = self.options.dataset + (f" ({self.options.granularity})" if self.options.dataset == "sst" else "")
+        vocab = f", vocabulary {len(self.vocab):,}" if self.vocab is not None else ""
+        return (f"classify {what}: {n['train']:,} train / {n['valid']:,} valid / {n['test']:,} test sequences, "
+                f"{len(self.labels)} classes{vocab}")
+
+    def baseline(self, order: int = 5) -> dict[str, Any]:
+        """The majority class of the training split."""
+        train = self.splits["train"][1]
+        major = max(set(train), key=train.count)
+
+        def majority(split: str) -> dict[str, float]:
+            y = self.splits[split][1]
+            return self.metrics({"nll": float("nan"), "correct": sum(v == major for v in y), "sequences": len(y)})
+        return {"name": f"majority class ({self.labels[major]})", "valid": majority("valid"), "test": majority("test")}
+
+    # --- what the task learned from data -----------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"vocab": self.vocab.to_dict() if self.vocab is not None else None, "labels": list(self.labels)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or not isinstance(state.get("labels"), list):
+            raise CheckpointError("the checkpoint has no label list for its classifier")
+        self.labels = [str(v) for v in state["labels"]]
+        self.vocab = Vocab.from_dict(state["vocab"]) if state.get("vocab") is not None else None
+
+    def export(self, directory) -> None:
+        if self.vocab is not None:
+            self.vocab.save(directory / "vocab.json")

@@ -1,0 +1,107 @@
+"""Many-to-one classification: the generated DNA-motif data, every pooling with padding
+that never leaks, and training through the one loop."""
+import pytest
+import torch
+
+from rnnkit.errors import ConfigError, ShapeError
+from rnnkit.models import ClassifierConfig, SequenceClassifier
+from rnnkit.tasks.classify import BASES, dna_motif
+from rnnkit.train.config import build_config
+from rnnkit.train.loop import Loop
+from rnnkit.train.saved import load_model
+
+from shared_data import needs
+
+
+def _contains(seq: list[int], motif: str) -> bool:
+    return motif in "".join(BASES[i] for i in seq)
+
+
+def test_dna_motif_planted_in_positives_and_absent_from_negatives():
+    x, y = dna_motif(400, 40, "ACGTAC", torch.Generator().manual_seed(0))
+    assert len(x) == 400 and all(len(s) == 40 for s in x) and 150 < sum(y) < 250
+    assert all(_contains(s, "ACGTAC") == bool(label) for s, label in zip(x, y))
+    again = dna_motif(400, 40, "ACGTAC", torch.Generator().manual_seed(0))
+    assert again == (x, y)
+
+
+def _model(pooling, bidirectional=True, input="embedding", cell="lstm"):
+    torch.manual_seed(0)
+    return SequenceClassifier(ClassifierConfig(num_classes=3, vocab_size=7, input_size=5 if input == "features" else 0,
+                                               input=input, embedding_dim=6, hidden_size=8, cell=cell,
+                                               bidirectional=bidirectional, pooling=pooling)).eval()
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("input", ["embedding", "hashing", "onehot", "features"])
+def test_padding_never_reaches_the_result(pooling, bidirectional, input):
+    model = _model(pooling, bidirectional, input, cell="gru" if input == "hashing" else "lstm")
+    g = torch.Generator().manual_seed(1)
+    if input == "features":
+        x = torch.randn(3, 9, 5, generator=g)
+        garbage = x.clone()
+        garbage[0, 4:] = 1e3
+    else:
+        x = torch.randint(1, 7, (3, 9), generator=g)
+        garbage = x.clone()
+        garbage[0, 4:] = 6
+    lengths = torch.tensor([4, 9, 7])
+    padded = model(garbage, lengths)
+    torch.testing.assert_close(padded, model(x, lengths))
+    alone = model(x[:1, :4], torch.tensor([4]))
+    torch.testing.assert_close(padded[:1], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_and_max_pooling_match_their_definitions():
+    out = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    mean, mx = _model("mean"), _model("max")
+    torch.testing.assert_close(mean.pool(out, None, mask)[0], out[0, :2].mean(0))
+    torch.testing.assert_close(mx.pool(out, None, mask)[0], out[0, :2].max(0).values)
+
+
+def test_last_pooling_reads_both_directions_at_the_right_ends():
+    model = _model("last")
+    x = torch.randint(1, 7, (1, 6))
+    out, _ = model.rnn(model.encoder(x))
+    h = model.hidden_size if hasattr(model, "hidden_size") else 8
+    want = torch.cat([out[0, -1, :h], out[0, 0, h:]])          # forward at T, backward at 1
+    got = model.pool(out, model.rnn(model.encoder(x))[1], torch.ones(1, 6, dtype=torch.bool))[0]
+    torch.testing.assert_close(got, want)
+
+
+def test_bad_input():
+    model = _model("mean")
+    with pytest.raises(ShapeError, match="token ids"):
+        model(torch.randn(2, 3))
+    with pytest.raises(ShapeError, match="lengths"):
+        model(torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 3]))
+    with pytest.raises(ConfigError, match="pooling"):
+        ClassifierConfig(num_classes=2, vocab_size=4, pooling="sum")
+    with pytest.raises(ConfigError, match="motif"):
+        build_config(None, {"train": {"task": "classify", "motif": "ACGU"}})
+
+
+def test_dna_motif_learned_through_the_loop(tmp_path):
+    cfg = build_config(None, {"train": {"task": "classify", "seq_len": 24, "motif": "GATTC", "train_size": 1200,
+                                        "valid_size": 200, "test_size": 200, "epochs": 6, "batch_size": 32,
+                                        "lr": 1e-2, "progress": False, "out": str(tmp_path / "run")},
+                              "model": {"input": "onehot", "hidden_size": 16, "pooling": "max"}})
+    task = cfg.make_task()
+    task.prepare()
+    result = Loop(cfg, task).fit()
+    assert result["test"]["accuracy"] > 0.9
+    loaded = load_model(tmp_path / "run" / "best.safetensors")
+    assert loaded.task.labels == ["no motif", "motif"] and loaded.model.config.input == "onehot"
+
+
+@needs("sst/train.txt", "sst/dev.txt", "sst/test.txt")
+def test_sst_sentences_and_binary_labels():
+    from shared_data import DATA
+
+    cfg = build_config(None, {"train": {"task": "classify", "dataset": "sst", "data_dir": str(DATA)}})
+    task = cfg.make_task()
+    task.prepare()
+    assert [len(task.splits[s][1]) for s in ("train", "valid", "test")] == [6920, 872, 1821]   # SST-2 sizes
+    assert set(task.splits["train"][1]) == {0, 1} and task.model_fields()["vocab_size"] == len(task.vocab)
