@@ -26,6 +26,18 @@ REFERENCES: dict[str, tuple[str, str, float, str]] = {
     "ptb-large": ("test perplexity", "test.ppl", 78.4, "Zaremba et al. 2014, large"),
     "shakespeare-char": ("valid nats/char", "valid.nll", 1.50, "issue target (char-rnn 2-layer LSTM)"),
     "adding-t50": ("test MSE", "test.mse", 0.01, "issue target (< 0.01); Le et al. 2015 solve T=150+ with LSTMs"),
+    "conll2003-bilstm-crf": ("test entity F1", "test.f1", 0.9094, "Lample et al. 2016 LSTM-CRF, with pretrained "
+                             "word vectors (ours: random init, none offline)"),
+    "conll2003-bilstm-crf-nochar": ("test entity F1", "test.f1", 0.9094, "Lample et al. 2016 (pretrained vectors); "
+                                    "this run without character features"),
+    "conll2003-bilstm": ("test entity F1", "test.f1", 0.9094, "Lample et al. 2016 (pretrained vectors); this run "
+                         "without the CRF (softmax per token)"),
+    "ud-ewt-upos": ("test UPOS accuracy", "test.accuracy", 0.93, "issue target (>= 0.93)"),
+    "sst-bilstm": ("test SST-2 accuracy", "test.accuracy", 0.875, "Tai et al. 2015 BiLSTM with GloVe vectors "
+                   "(87.5 binary; ours: random init)"),
+    "sst-tree-lstm": ("test SST-2 root accuracy", "test.sst2_accuracy", 0.880, "Tai et al. 2015 constituency "
+                      "Tree-LSTM with GloVe vectors (88.0 binary, 51.0 fine-grained; ours: random init)"),
+    "dna-motif": ("test accuracy", "test.accuracy", 0.99, "issue target (>= 0.99), a planted 8-mer in 100 bases"),
 }
 
 

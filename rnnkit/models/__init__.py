@@ -8,9 +8,12 @@ from .language_model import LanguageModel, LMConfig
 from .registry import MODELS, RegisteredModel
 from .regressor import RegressorConfig, SequenceRegressor
 from .tagger import SequenceTagger, TaggerConfig
+from .tree_lstm import (BinaryTreeLSTM, ChildSumTreeLSTM, RecursiveNN, TreeClassifierConfig,
+                        TreeSentimentClassifier)
 
 __all__ = ["LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
            "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster", "JordanConfig", "JordanRNN",
            "EchoStateConfig", "EchoStateForecaster",
            "ClassifierConfig", "SequenceClassifier",
-           "TaggerConfig", "SequenceTagger"]
+           "TaggerConfig", "SequenceTagger",
+           "TreeClassifierConfig", "TreeSentimentClassifier", "BinaryTreeLSTM", "ChildSumTreeLSTM", "RecursiveNN"]

@@ -11,6 +11,7 @@ from .forecaster import ForecasterConfig, SequenceForecaster
 from .language_model import LanguageModel, LMConfig
 from .regressor import RegressorConfig, SequenceRegressor
 from .tagger import SequenceTagger, TaggerConfig
+from .tree_lstm import TreeClassifierConfig, TreeSentimentClassifier
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,8 @@ class RegisteredModel:
     module: type[nn.Module]
 
     def build(self, config) -> nn.Module:
-        return self.module(config)
+        # a module whose constructor takes plain arguments offers from_config
+        return getattr(self.module, "from_config", self.module)(config)
 
 
 MODELS: dict[str, RegisteredModel] = {
@@ -28,5 +30,6 @@ MODELS: dict[str, RegisteredModel] = {
     "sequence_forecaster": RegisteredModel(ForecasterConfig, SequenceForecaster),
     "sequence_classifier": RegisteredModel(ClassifierConfig, SequenceClassifier),
     "sequence_tagger": RegisteredModel(TaggerConfig, SequenceTagger),
+    "tree_classifier": RegisteredModel(TreeClassifierConfig, TreeSentimentClassifier),
     "echo_state_forecaster": RegisteredModel(EchoStateConfig, EchoStateForecaster),
 }

@@ -16,6 +16,7 @@ Shapes: ``I`` input (embedding) size, ``H`` hidden size, ``N`` nodes of the batc
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from ..data.trees import Tree, TreeBatch, leaves
 from ..errors import ArgumentError, ShapeError
+from ..options import option, require
 
 State = tuple[Tensor, ...]
 
@@ -292,6 +294,27 @@ CELL_TYPES: dict[str, type[TreeCell]] = {"binary": BinaryTreeLSTM, "childsum": C
                                           "recursive": RecursiveNN}
 
 
+@dataclass(frozen=True)
+class TreeClassifierConfig:
+    """Architecture of a :class:`TreeSentimentClassifier`; sizes of vocabulary and labels from the data."""
+
+    vocab_size: int
+    num_classes: int
+    cell: str = option("binary", "tree cell: binary (N-ary Tree-LSTM, N=2), childsum, recursive (Socher RNN)")
+    embedding_dim: int = option(100, "word embedding size (at the leaves)")
+    hidden_size: int = option(150, "tree state size (150 in Tai et al. 2015)")
+    dropout: float = option(0.5, "dropout on the embeddings and before the softmax")
+
+    def __post_init__(self) -> None:
+        require([(self.cell in CELL_TYPES, f"cell must be one of {sorted(CELL_TYPES)}, got {self.cell!r}"),
+                 (min(self.vocab_size, self.num_classes, self.embedding_dim, self.hidden_size) >= 1,
+                  "vocab_size, num_classes, embedding_dim and hidden_size must be >= 1"),
+                 (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")], "model config:")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 class TreeSentimentClassifier(nn.Module):
     """Word embeddings at the leaves, a tree cell, a linear softmax head at every node.
 
@@ -316,6 +339,13 @@ class TreeSentimentClassifier(nn.Module):
         self.cell = CELL_TYPES[cell](embedding_dim, hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, num_classes)
+
+    @classmethod
+    def from_config(cls, config: TreeClassifierConfig) -> "TreeSentimentClassifier":
+        model = cls(config.vocab_size, config.embedding_dim, config.hidden_size, config.num_classes,
+                    cell=config.cell, dropout=config.dropout)
+        model.config = config
+        return model
 
     def _embed(self, word_ids: Tensor) -> Tensor:
         if word_ids.numel() and (int(word_ids.min()) < 0 or int(word_ids.max()) >= self.vocab_size):

@@ -8,12 +8,13 @@ from .esn_forecast import EchoStateForecastTask
 from .forecast import ForecastTask
 from .lm import LanguageModelTask
 from .reber import ReberTask
+from .sentiment_tree import SentimentTreeTask
 from .seq_digits import SeqDigitsTask
 from .tag import TagTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask,
                                                      CopyMemoryTask, ReberTask, EchoStateForecastTask,
-                                                     ClassifyTask, TagTask)}
+                                                     ClassifyTask, TagTask, SentimentTreeTask)}
 
 __all__ = ["TASKS", "AddingTask", "ClassifyTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask", "LanguageModelTask", "ReberTask",
-           "SeqDigitsTask", "TagTask"]
+           "SentimentTreeTask", "SeqDigitsTask", "TagTask"]
