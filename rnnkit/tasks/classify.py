@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.batching import bucket_indices, pad_batch
+from ..data.batching import pad_batch
 from ..data.registry import resolve
 from ..data.vocab import Vocab
 from ..errors import CheckpointError
 from ..options import option, require
 from ..train.task import Plan, StepOutput, Task
+from .examples import length_buckets
 
 DATASETS = ("dna_motif", "sst")
 BASES = "ACGT"
@@ -134,14 +135,7 @@ class ClassifyTask(Task):
 
     def batches(self, plan: Plan) -> list[tuple[Tensor, Tensor, Tensor]]:
         ids, labels = self.splits[plan.split]
-        lengths = [len(s) for s in ids]
-        if plan.split == "train":   # similar lengths together, a fresh shuffle each epoch; whole batches only
-            groups = [g for g in bucket_indices(lengths, plan.batch_size, True, plan.seed * 1_000_003 + plan.epoch)
-                      if len(g) == plan.batch_size]
-            local = plan.batch_size // plan.world_size
-            groups = [g[plan.rank * local:(plan.rank + 1) * local] for g in groups]
-        else:
-            groups = bucket_indices(lengths, self.eval_batch, False)
+        groups = length_buckets([len(s) for s in ids], plan, self.eval_batch)
         pad = self.vocab.pad_id if self.vocab is not None else 0
         out = []
         for g in groups:

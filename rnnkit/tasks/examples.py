@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..data.batching import bucket_indices
 from ..train.task import Plan, Task
 
 
@@ -23,6 +24,17 @@ def example_order(n: int, plan: Plan, eval_batch: int) -> tuple[Tensor, int]:
     local = plan.batch_size // plan.world_size
     order = order[:usable].view(-1, plan.batch_size)[:, plan.rank * local:(plan.rank + 1) * local]
     return order.reshape(-1), local
+
+
+def length_buckets(lengths: Sequence[int], plan: Plan, eval_batch: int) -> list[list[int]]:
+    """Row indices per batch, rows of similar length together (little padding).
+    Training: bucketed afresh each epoch from the run's seed, whole global batches only,
+    each process taking its slice of each; evaluation: every row, by length."""
+    if plan.split != "train":
+        return bucket_indices(lengths, eval_batch, False)
+    groups = bucket_indices(lengths, plan.batch_size, True, plan.seed * 1_000_003 + plan.epoch)
+    local = plan.batch_size // plan.world_size
+    return [g[plan.rank * local:(plan.rank + 1) * local] for g in groups if len(g) == plan.batch_size]
 
 
 class IndexBatches(Sequence):

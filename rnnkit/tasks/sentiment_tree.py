@@ -21,6 +21,7 @@ from ..data.vocab import Vocab
 from ..errors import CheckpointError
 from ..options import option, require
 from ..train.task import Plan, StepOutput, Task
+from .examples import example_order
 
 CLASSES = 5
 
@@ -70,15 +71,8 @@ class SentimentTreeTask(Task):
 
     def batches(self, plan: Plan) -> "_TreeBatches":
         trees = self.splits[plan.split]
-        if plan.split == "train":
-            g = torch.Generator().manual_seed(plan.seed * 1_000_003 + plan.epoch)
-            order = torch.randperm(len(trees), generator=g)
-            usable = len(trees) - len(trees) % plan.batch_size
-            local = plan.batch_size // plan.world_size
-            order = order[:usable].view(-1, plan.batch_size)[:, plan.rank * local:(plan.rank + 1) * local]
-            groups = order.tolist()
-        else:
-            groups = [list(range(i, min(i + self.eval_batch, len(trees)))) for i in range(0, len(trees), self.eval_batch)]
+        index, size = example_order(len(trees), plan, self.eval_batch)
+        groups = [chunk.tolist() for chunk in index.split(size)]
         return _TreeBatches(self, trees, groups, plan.device)
 
     def step(self, model: nn.Module, batch, state: Any = None) -> StepOutput:

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data.batching import bucket_indices
 from ..data.conll import CONLLU_FIELDS, Sentence, convert_scheme, read_conll, read_conllu
 from ..data.registry import resolve
 from ..errors import CheckpointError, DataError
@@ -33,6 +32,7 @@ from ..models.tagger import PAD, UNK, build_indices, encode_batch
 from ..nn.crf import SCHEMES
 from ..options import option, require
 from ..train.task import Plan, StepOutput, Task
+from .examples import length_buckets
 
 DATASETS = ("conll2003", "ud-ewt", "conll", "conllu")
 SPLITS = ("train", "valid", "test")
@@ -144,14 +144,7 @@ class TagTask(Task):
 
     def batches(self, plan: Plan) -> list[tuple[Tensor, ...]]:
         sentences = self.splits[plan.split]
-        lengths = [len(s) for s in sentences]
-        if plan.split == "train":
-            groups = [g for g in bucket_indices(lengths, plan.batch_size, True, plan.seed * 1_000_003 + plan.epoch)
-                      if len(g) == plan.batch_size]
-            local = plan.batch_size // plan.world_size
-            groups = [g[plan.rank * local:(plan.rank + 1) * local] for g in groups]
-        else:
-            groups = bucket_indices(lengths, self.eval_batch, False)
+        groups = length_buckets([len(s) for s in sentences], plan, self.eval_batch)
         return _LazyBatches(self, sentences, groups, plan.device)
 
     def step(self, model: nn.Module, batch: tuple[Tensor, ...], state: Any = None) -> StepOutput:
