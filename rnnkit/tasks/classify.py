@@ -38,6 +38,7 @@ class ClassifyOptions:
     dataset: str = option("dna_motif", "what to classify: " + ", ".join(DATASETS))
     data_dir: str | None = option(None, "folder holding the dataset files (default $RNNKIT_DATA)")
     granularity: str = option("sst2", "sst: sst5 (five classes) or sst2 (binary, neutral dropped)")
+    level: str = option("word", "sst: read words, or characters (the sentence as one string of characters)")
     lowercase: bool = option(True, "sst: lowercase the words")
     min_freq: int = option(1, "sst: keep words seen at least this often in training (others -> <unk>)")
     seq_len: int = option(100, "dna_motif: sequence length")
@@ -49,6 +50,7 @@ class ClassifyOptions:
 
     def __post_init__(self) -> None:
         checks = [(self.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {self.dataset!r}"),
+                  (self.level in ("word", "char"), f"level must be word or char, got {self.level!r}"),
                   (self.granularity in ("sst2", "sst5"), f"granularity must be sst2 or sst5, got {self.granularity!r}"),
                   (self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}"),
                   (self.motif != "" and set(self.motif) <= set(BASES), f"motif must be A/C/G/T letters, got {self.motif!r}"),
@@ -121,7 +123,8 @@ class ClassifyTask(Task):
                 label = sst2_label(tree.label) if o.granularity == "sst2" else tree.label
                 if label is None:
                     continue
-                words.append([w.lower() if o.lowercase else w for w in leaves(tree)])
+                tokens = [w.lower() if o.lowercase else w for w in leaves(tree)]
+                words.append(tokens if o.level == "word" else list(" ".join(tokens)))
                 labels.append(label)
             sentences[split] = (words, labels)
         if self.vocab is None:

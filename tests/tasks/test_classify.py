@@ -105,3 +105,14 @@ def test_sst_sentences_and_binary_labels():
     task.prepare()
     assert [len(task.splits[s][1]) for s in ("train", "valid", "test")] == [6920, 872, 1821]   # SST-2 sizes
     assert set(task.splits["train"][1]) == {0, 1} and task.model_fields()["vocab_size"] == len(task.vocab)
+
+
+@needs("sst/train.txt", "sst/dev.txt", "sst/test.txt")
+def test_sst_as_characters():
+    from shared_data import DATA
+
+    cfg = build_config(None, {"train": {"task": "classify", "dataset": "sst", "level": "char", "data_dir": str(DATA)}})
+    task = cfg.make_task()
+    task.prepare()
+    assert len(task.vocab) < 200 and " " in task.vocab.stoi      # characters, the space among them
+    assert len(task.splits["train"][0][0]) > 40                   # a sentence is many characters
