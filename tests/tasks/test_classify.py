@@ -116,3 +116,17 @@ def test_sst_as_characters():
     task.prepare()
     assert len(task.vocab) < 200 and " " in task.vocab.stoi      # characters, the space among them
     assert len(task.splits["train"][0][0]) > 40                   # a sentence is many characters
+
+
+def test_length_buckets_split_global_batches_over_processes():
+    from rnnkit.tasks.examples import length_buckets
+    from rnnkit.train.task import Plan
+
+    lengths = [(i * 7) % 23 + 1 for i in range(100)]
+    one = length_buckets(lengths, Plan("train", epoch=3, batch_size=8), 64)
+    halves = [length_buckets(lengths, Plan("train", epoch=3, batch_size=8, rank=r, world_size=2), 64) for r in (0, 1)]
+    assert [a + b for a, b in zip(*halves)] == one
+    assert len({i for g in one for i in g}) == 96 and all(len(g) == 8 for g in one)   # whole batches only
+    assert max(max(lengths[i] for i in g) - min(lengths[i] for i in g) for g in one) <= 2   # similar lengths
+    assert one != length_buckets(lengths, Plan("train", epoch=4, batch_size=8), 64)        # reshuffled per epoch
+    assert sorted(i for g in length_buckets(lengths, Plan("valid"), 64) for i in g) == list(range(100))
