@@ -24,6 +24,7 @@ HELP = {
     "sample": "sample text from a trained model",
     "eval": "evaluate a trained model on a split of its task's data",
     "ngram": "Kneser-Ney n-gram baseline on a corpus",
+    "translate": "translate raw text (one sentence per line) with a trained encoder-decoder",
     "tag": "tag raw text (one sentence per line) with a trained tagger: NER or POS",
     "diagnose": "gradient diagnostics of a trained recurrent model (vanishing/exploding gradients)",
     "data": "list or check the registered datasets",
@@ -355,6 +356,34 @@ def _run_tag(args) -> int:
     return 0
 
 
+def _translate_parser(sub) -> None:
+    p = sub.add_parser("translate", help=HELP["translate"])
+    p.add_argument("checkpoint", help="best.safetensors of a run of --task translate")
+    p.add_argument("input", nargs="?", default="-", help="a text file (default: standard input)")
+    p.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="score / length ** this (0: none)")
+    p.add_argument("--device", default="cpu")
+
+
+def _run_translate(args) -> int:
+    from .data.text import read_text_file
+    from .train.config import check_device
+    from .train.saved import load_model
+
+    check_device(args.device)
+    if args.beam < 1:
+        raise ConfigError(f"--beam must be >= 1, got {args.beam}")
+    loaded = load_model(args.checkpoint, args.device)
+    if loaded.task.name != "translate":
+        raise ConfigError(f"{args.checkpoint} is a {loaded.task.name!r} model, not a translator "
+                          "(train with --task translate)")
+    text = sys.stdin.read() if args.input == "-" else read_text_file(args.input)
+    lines = [line for line in text.splitlines() if line.strip()]
+    for out in loaded.task.translate(loaded.model, lines, args.beam, args.length_penalty):
+        print(out)
+    return 0
+
+
 def _diagnose_parser(sub) -> None:
     p = sub.add_parser("diagnose", help=HELP["diagnose"],
                        description="Gradient norm through time, Jacobian norms, spectral radius and singular values "
@@ -488,7 +517,7 @@ def _run_bench(args) -> int:
 
 COMMANDS = {"train": (_train_parser, _run_train), "sample": (_sample_parser, _run_sample),
             "eval": (_eval_parser, _run_eval), "diagnose": (_diagnose_parser, _run_diagnose),
-            "tag": (_tag_parser, _run_tag),
+            "tag": (_tag_parser, _run_tag), "translate": (_translate_parser, _run_translate),
             "ngram": (_ngram_parser, _run_ngram),
             "data": (_data_parser, _run_data), "bench": (_bench_parser, _run_bench)}
 

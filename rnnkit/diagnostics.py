@@ -37,7 +37,9 @@ def recurrent_layer_of(model: nn.Module) -> nn.Module:
 def layer_inputs(model: nn.Module, inputs: Tensor) -> Tensor:
     """What the recurrent stack reads: the embedded tokens of a language model, else the inputs."""
     encode = getattr(model, "encode", None)
-    return encode(inputs) if encode is not None and not inputs.is_floating_point() else inputs
+    if encode is None or inputs.is_floating_point():
+        return inputs
+    return encode(inputs.long())   # tasks may store ids compactly (the copy task: uint8)
 
 
 def _hidden(state: Any) -> Tensor:

@@ -38,6 +38,8 @@ REFERENCES: dict[str, tuple[str, str, float, str]] = {
     "sst-tree-lstm": ("test SST-2 root accuracy", "test.sst2_accuracy", 0.880, "Tai et al. 2015 constituency "
                       "Tree-LSTM with GloVe vectors (88.0 binary, 51.0 fine-grained; ours: random init)"),
     "dna-motif": ("test accuracy", "test.accuracy", 0.99, "issue target (>= 0.99), a planted 8-mer in 100 bases"),
+    "jsb-chorales": ("test NLL per step", "test.nll_per_step", 8.5, "Chung et al. 2014, GRU on JSB Chorales "
+                     "(nats per time step)"),
 }
 
 

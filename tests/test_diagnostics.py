@@ -116,3 +116,10 @@ def test_diagnose_every_logs_and_leaves_training_unchanged(tiny_corpus, tmp_path
     diag = [r for r in rows if r["split"] == "diagnose"]
     assert [r["step"] for r in diag] == [2, 4, 6]
     assert "0" in diag[0]["grad_back"] and "weight_hh_l0:0" in diag[0]["spectral_radius"]
+
+
+def test_ids_stored_compactly_are_read_as_ids():
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(vocab_size=10, embedding_dim=4, hidden_size=6, num_layers=1))
+    ids = torch.randint(0, 10, (2, 7))
+    assert gradient_through_time(model, ids.to(torch.uint8)) == gradient_through_time(model, ids)

@@ -14,6 +14,8 @@ Split conventions:
 * ``ptb-char`` reads the word-level PTB files as characters (the official
   ``ptb.char.train.txt`` is not available, so valid/test use the word files too
   for a consistent alphabet: ``' '`` rather than ``'_'`` between words).
+* ``jsb-chorales`` ships as one JSON file holding its own train/valid/test split,
+  registered under :data:`WHOLE`; :mod:`rnnkit.data.music` reads the splits from it.
 * ``wikitext2`` is incomplete: only valid/test exist in the shared data, so
   ``check`` reports train missing. Its checksum is unknown (``sha256=None``).
 """
@@ -115,6 +117,25 @@ DATASETS: dict[str, DatasetSpec] = {
         },
         description="Stanford Sentiment Treebank: PTB-bracketed trees, a 0-4 label on every node (8544/1101/2210).",
     ),
+    "multi30k": DatasetSpec(
+        name="multi30k",
+        level="word",
+        splits={
+            "train.de": FileSpec("multi30k/train.de.gz",
+                                 "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6", 637044),
+            "train.en": FileSpec("multi30k/train.en.gz",
+                                 "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f", 568929),
+            "valid.de": FileSpec("multi30k/val.de.gz",
+                                 "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a", 24681),
+            "valid.en": FileSpec("multi30k/val.en.gz",
+                                 "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28", 21650),
+            "test.de": FileSpec("multi30k/test_2016_flickr.de.gz",
+                                "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8", 22890),
+            "test.en": FileSpec("multi30k/test_2016_flickr.en.gz",
+                                "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9", 21077),
+        },
+        description="Multi30k task 1 (raw, cased): German-English image captions, 29000/1014/1000 (test 2016 Flickr).",
+    ),
     "conll2003": DatasetSpec(
         name="conll2003",
         level="word",
@@ -140,6 +161,14 @@ DATASETS: dict[str, DatasetSpec] = {
                              "e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd", 1804515),
         },
         description="Universal Dependencies English-EWT (CoNLL-U): UPOS/XPOS tagging (12544/2001/2077 sentences).",
+    ),
+    "jsb-chorales": DatasetSpec(
+        name="jsb-chorales",
+        level="char",  # unused: the chorales are piano rolls, not text (rnnkit.data.music)
+        splits={WHOLE: FileSpec("jsb_chorales/jsb-chorales-quarter.json",
+                                "2db9329f1881a1d3f49703ec556bf1d6f84b4f6c1d702c156536e93cf31e1c91", 407200)},
+        description="JSB Chorales (Boulanger-Lewandowski et al. 2012), quarter-note steps: one JSON file "
+                    "holding train/valid/test (229/76/77 pieces) as MIDI pitches per step.",
     ),
 }
 

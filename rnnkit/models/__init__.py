@@ -5,15 +5,18 @@ from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .jordan import JordanConfig, JordanRNN
 from .language_model import LanguageModel, LMConfig
+from .piano_roll import PianoRollConfig, PianoRollModel
 from .registry import MODELS, RegisteredModel
 from .regressor import RegressorConfig, SequenceRegressor
+from .seq2seq import Seq2Seq, Seq2SeqConfig
 from .tagger import SequenceTagger, TaggerConfig
 from .tree_lstm import (BinaryTreeLSTM, ChildSumTreeLSTM, RecursiveNN, TreeClassifierConfig,
                         TreeSentimentClassifier)
 
-__all__ = ["LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
+__all__ = ["Seq2Seq", "Seq2SeqConfig", "LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
            "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster", "JordanConfig", "JordanRNN",
            "EchoStateConfig", "EchoStateForecaster",
            "ClassifierConfig", "SequenceClassifier",
            "TaggerConfig", "SequenceTagger",
+           "PianoRollConfig", "PianoRollModel",
            "TreeClassifierConfig", "TreeSentimentClassifier", "BinaryTreeLSTM", "ChildSumTreeLSTM", "RecursiveNN"]

@@ -9,7 +9,9 @@ from .classifier import ClassifierConfig, SequenceClassifier
 from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .language_model import LanguageModel, LMConfig
+from .piano_roll import PianoRollConfig, PianoRollModel
 from .regressor import RegressorConfig, SequenceRegressor
+from .seq2seq import Seq2Seq, Seq2SeqConfig
 from .tagger import SequenceTagger, TaggerConfig
 from .tree_lstm import TreeClassifierConfig, TreeSentimentClassifier
 
@@ -31,5 +33,7 @@ MODELS: dict[str, RegisteredModel] = {
     "sequence_classifier": RegisteredModel(ClassifierConfig, SequenceClassifier),
     "sequence_tagger": RegisteredModel(TaggerConfig, SequenceTagger),
     "tree_classifier": RegisteredModel(TreeClassifierConfig, TreeSentimentClassifier),
+    "seq2seq": RegisteredModel(Seq2SeqConfig, Seq2Seq),
     "echo_state_forecaster": RegisteredModel(EchoStateConfig, EchoStateForecaster),
+    "piano_roll": RegisteredModel(PianoRollConfig, PianoRollModel),
 }

@@ -7,14 +7,17 @@ from .copy_memory import CopyMemoryTask
 from .esn_forecast import EchoStateForecastTask
 from .forecast import ForecastTask
 from .lm import LanguageModelTask
+from .music import MusicTask
 from .reber import ReberTask
 from .sentiment_tree import SentimentTreeTask
 from .seq_digits import SeqDigitsTask
 from .tag import TagTask
+from .translate import TranslateTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask,
                                                      CopyMemoryTask, ReberTask, EchoStateForecastTask,
-                                                     ClassifyTask, TagTask, SentimentTreeTask)}
+                                                     ClassifyTask, TagTask, SentimentTreeTask, MusicTask,
+                                                     TranslateTask)}
 
-__all__ = ["TASKS", "AddingTask", "ClassifyTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask", "LanguageModelTask", "ReberTask",
-           "SentimentTreeTask", "SeqDigitsTask", "TagTask"]
+__all__ = ["TASKS", "AddingTask", "ClassifyTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask",
+           "LanguageModelTask", "MusicTask", "ReberTask", "SentimentTreeTask", "SeqDigitsTask", "TagTask", "TranslateTask"]
