@@ -176,7 +176,40 @@ def run_experiment(experiment: str, minutes: float, seed: int, runs: Path, model
               "eval_every": 100, "solved_when": f"valid {spec['metric']} <= {target:.4g}"}
     return write_result(experiment, metrics, seed=seed, wall_seconds=time.perf_counter() - t0,
                         config={"train": spec["train"], "models": {k: {"model": v[0], "lr": v[1]} for k, v in MODELS.items()}},
-                        reference=_reference(experiment), extra={"budget": budget})
+                        reference=_reference(experiment),
+                        extra={"budget": budget, **table_and_plots(experiment, metrics, spec["metric"])})
+
+
+def add_tables(paths: list[str]) -> None:
+    """Give results files written before the table existed their table and plots (both
+    derived from the recorded metrics; nothing else changes)."""
+    import json
+
+    from rnnkit.atomic import atomic_write_text
+
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        metric = EXPERIMENTS[record["experiment"]]["metric"]
+        record.update(table_and_plots(record["experiment"], record["metrics"], metric))
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        print(f"updated {path}")
+
+
+def table_and_plots(experiment: str, metrics: dict, metric: str) -> dict:
+    """The record's own table (one row per model and clipping) and its plots, for
+    docs/results.md; derived from the metrics alone."""
+    rows = []
+    for name, m in metrics.items():
+        for variant in ("clip", "no_clip"):
+            r = m[variant]
+            figure = r.get("test_" + metric)
+            rows.append([name, "1.0" if variant == "clip" else "none",
+                         "diverged" if figure is None else f"{figure:.4g}",
+                         f"yes, {r['steps']} updates" if r["solved"] else f"no ({r['steps']} updates)",
+                         f"{r['seconds']:.0f} s"])
+    return {"table": {"columns": ["model", "clip norm", f"test {metric}", "solved", "time"], "rows": rows},
+            "plots": {f"{experiment}: {kind}": f"plots/long_range_{experiment}_{kind}.png"
+                      for kind in ("gradients", "training")}}
 
 
 def _reference(experiment: str) -> dict:
@@ -190,7 +223,9 @@ def _reference(experiment: str) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("experiments", nargs="+", choices=sorted(EXPERIMENTS))
+    ap.add_argument("experiments", nargs="*", help="any of " + ", ".join(sorted(EXPERIMENTS)))
+    ap.add_argument("--add-tables", nargs="+", metavar="RESULTS_JSON",
+                    help="only give these results files their table and plots (derived from their metrics)")
     ap.add_argument("--minutes", type=float, default=27.0, help="budget per experiment (split over its runs)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
                     help="which models, in the order they share the time budget")
@@ -198,6 +233,12 @@ def main() -> int:
     ap.add_argument("--runs", default="runs/long-range")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    if args.add_tables:
+        add_tables(args.add_tables)
+        return 0
+    unknown = [e for e in args.experiments if e not in EXPERIMENTS] or ([] if args.experiments else ["(none)"])
+    if unknown:
+        ap.error(f"experiments must be some of {', '.join(sorted(EXPERIMENTS))}; got {', '.join(unknown)}")
     torch.set_num_threads(args.threads)
     for experiment in args.experiments:
         print(f"wrote {run_experiment(experiment, args.minutes, args.seed, Path(args.runs) / experiment, args.models)}")
