@@ -16,6 +16,8 @@ Split conventions:
   for a consistent alphabet: ``' '`` rather than ``'_'`` between words).
 * ``jsb-chorales`` ships as one JSON file holding its own train/valid/test split,
   registered under :data:`WHOLE`; :mod:`rnnkit.data.music` reads the splits from it.
+* ``etth1`` ships as one CSV registered under :data:`WHOLE`; :mod:`rnnkit.data.etth`
+  cuts its rows 12/4/4 months into train/valid/test (Informer's split).
 * ``wikitext2`` is incomplete: only valid/test exist in the shared data, so
   ``check`` reports train missing. Its checksum is unknown (``sha256=None``).
 """
@@ -169,6 +171,14 @@ DATASETS: dict[str, DatasetSpec] = {
                                 "2db9329f1881a1d3f49703ec556bf1d6f84b4f6c1d702c156536e93cf31e1c91", 407200)},
         description="JSB Chorales (Boulanger-Lewandowski et al. 2012), quarter-note steps: one JSON file "
                     "holding train/valid/test (229/76/77 pieces) as MIDI pitches per step.",
+    ),
+    "etth1": DatasetSpec(
+        name="etth1",
+        level="char",  # unused: a numeric multivariate series (rnnkit.data.etth)
+        splits={WHOLE: FileSpec("etth1/ETTh1.csv",
+                                "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066", 2589657)},
+        description="ETTh1 (Zhou et al. 2021): 17420 hourly rows, date + 7 channels (OT = oil temperature); "
+                    "rnnkit.data.etth splits train/valid/test 12/4/4 months.",
     ),
 }
 
