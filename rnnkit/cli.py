@@ -174,7 +174,7 @@ def _write_result(args, cfg, result: dict, baseline: dict | None, wall: float) -
         ref = {"what": what, "metric": metric, "value": value, "source": source,
                "baseline_metric": "baseline." + metric}
     path = write_result(args.experiment, metrics, seed=cfg.train.seed, wall_seconds=wall,
-                        config=cfg.to_dict(), reference=ref)
+                        config=cfg.to_dict(), reference=ref, command=args.command_line)
     print(f"wrote {path}")
 
 

@@ -61,9 +61,10 @@ def machine() -> dict[str, Any]:
 
 def write_result(experiment: str, metrics: dict[str, Any], *, seed: int, wall_seconds: float,
                  config: dict | None = None, reference: dict | None = None,
-                 directory: str | Path = "results", extra: dict | None = None) -> Path:
-    """Write ``results/<experiment>.json`` atomically and return its path."""
-    record = {"experiment": experiment, "metrics": metrics, "command": " ".join(sys.argv),
+                 directory: str | Path = "results", extra: dict | None = None, command: str | None = None) -> Path:
+    """Write ``results/<experiment>.json`` atomically and return its path. ``command``:
+    how to run it again (default: this process's arguments)."""
+    record = {"experiment": experiment, "metrics": metrics, "command": command or " ".join(sys.argv),
               "git_commit": git_commit(), "machine": machine(), "wall_seconds": wall_seconds,
               "seed": seed, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config": config, "reference": reference, **(extra or {})}
