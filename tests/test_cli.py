@@ -174,3 +174,15 @@ def test_huge_error_messages_are_bounded(tmp_path, capsys):
     big = tmp_path / ("x" * 200)
     err = _error_line(capsys, ["sample", str(big / ("y" * 200) / ("z" * 200) / "m.safetensors")])
     assert len(err) < 800
+
+
+def test_experiment_records_the_command_as_typed(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--task", "adding", "--seq-len", "6", "--train-size", "64", "--valid-size", "16",
+            "--test-size", "16", "--epochs", "1", "--hidden-size", "4", "--out", "run", "--no-progress",
+            "--experiment", "tiny"]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    assert record["command"] == "rnnkit " + " ".join(argv) and record["metrics"]["test"]["mse"] >= 0

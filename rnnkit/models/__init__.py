@@ -5,6 +5,7 @@ from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .jordan import JordanConfig, JordanRNN
 from .language_model import LanguageModel, LMConfig
+from .multi_forecaster import Forecaster, MultiForecasterConfig
 from .piano_roll import PianoRollConfig, PianoRollModel
 from .registry import MODELS, RegisteredModel
 from .regressor import RegressorConfig, SequenceRegressor
@@ -16,6 +17,7 @@ from .tree_lstm import (BinaryTreeLSTM, ChildSumTreeLSTM, RecursiveNN, TreeClass
 __all__ = ["Seq2Seq", "Seq2SeqConfig", "LanguageModel", "LMConfig", "CELLS", "recurrent_layer", "MODELS", "RegisteredModel",
            "RegressorConfig", "SequenceRegressor", "ForecasterConfig", "SequenceForecaster", "JordanConfig", "JordanRNN",
            "EchoStateConfig", "EchoStateForecaster",
+           "MultiForecasterConfig", "Forecaster",
            "ClassifierConfig", "SequenceClassifier",
            "TaggerConfig", "SequenceTagger",
            "PianoRollConfig", "PianoRollModel",

@@ -9,6 +9,7 @@ from .classifier import ClassifierConfig, SequenceClassifier
 from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
 from .language_model import LanguageModel, LMConfig
+from .multi_forecaster import Forecaster, MultiForecasterConfig
 from .piano_roll import PianoRollConfig, PianoRollModel
 from .regressor import RegressorConfig, SequenceRegressor
 from .seq2seq import Seq2Seq, Seq2SeqConfig
@@ -36,4 +37,5 @@ MODELS: dict[str, RegisteredModel] = {
     "seq2seq": RegisteredModel(Seq2SeqConfig, Seq2Seq),
     "echo_state_forecaster": RegisteredModel(EchoStateConfig, EchoStateForecaster),
     "piano_roll": RegisteredModel(PianoRollConfig, PianoRollModel),
+    "forecaster": RegisteredModel(MultiForecasterConfig, Forecaster),
 }

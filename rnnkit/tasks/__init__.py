@@ -6,6 +6,7 @@ from .classify import ClassifyTask
 from .copy_memory import CopyMemoryTask
 from .esn_forecast import EchoStateForecastTask
 from .forecast import ForecastTask
+from .forecast_multi import ForecastMultiTask
 from .lm import LanguageModelTask
 from .music import MusicTask
 from .reber import ReberTask
@@ -17,7 +18,7 @@ from .translate import TranslateTask
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask,
                                                      CopyMemoryTask, ReberTask, EchoStateForecastTask,
                                                      ClassifyTask, TagTask, SentimentTreeTask, MusicTask,
-                                                     TranslateTask)}
+                                                     TranslateTask, ForecastMultiTask)}
 
-__all__ = ["TASKS", "AddingTask", "ClassifyTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask",
+__all__ = ["TASKS", "AddingTask", "ClassifyTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask", "ForecastMultiTask",
            "LanguageModelTask", "MusicTask", "ReberTask", "SentimentTreeTask", "SeqDigitsTask", "TagTask", "TranslateTask"]
