@@ -20,6 +20,16 @@ CELLS: dict[str, tuple[type[Recurrent], dict]] = {
 }
 
 
+def stack_checks(config) -> list[tuple[bool, str]]:
+    """The checks of every config that builds a :func:`recurrent_layer` from its ``cell``,
+    ``hidden_size``, ``num_layers``, ``dropout`` and ``init`` fields (for ``options.require``)."""
+    c = config
+    return [(c.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {c.cell!r}"),
+            (c.hidden_size > 0 and c.num_layers > 0, "hidden_size and num_layers must be > 0"),
+            (0.0 <= c.dropout < 1.0, f"dropout must be in [0, 1), got {c.dropout}"),
+            (c.init in INITS, f"init must be one of {INITS}, got {c.init!r}")]
+
+
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                     dropout: float = 0.0, init: str = "torch", forget_bias: float | None = None,
                     bidirectional: bool = False) -> Recurrent:

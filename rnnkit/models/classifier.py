@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import ShapeError
 from ..options import option, require
-from .cells import CELLS, INITS, recurrent_layer
+from .cells import CELLS, recurrent_layer, stack_checks
 from .inputs import TOKEN_INPUTS, TokenEncoder
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -57,13 +57,9 @@ class ClassifierConfig:
             (ids or self.input_size > 0, "input 'features' needs input_size > 0"),
             (self.embedding_dim > 0 and self.num_hashes > 0 and self.hash_buckets >= 0,
              "embedding_dim and num_hashes must be > 0, hash_buckets >= 0"),
-            (self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"),
-            (self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0"),
             (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
         ]
-        require(checks, "model config:")
+        require(checks + stack_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..options import option, require
-from .cells import CELLS, INITS, recurrent_layer
+from .cells import CELLS, recurrent_layer, stack_checks
 from .feedback import closed_loop
 
 MODES = ("direct", "autoregressive")
@@ -50,12 +50,8 @@ class MultiForecasterConfig:
                   (0 < self.output_size <= self.input_size,
                    f"output_size must be in [1, input_size={self.input_size}], got {self.output_size}"),
                   (self.horizon > 0, f"horizon must be > 0, got {self.horizon}"),
-                  (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}"),
-                  (self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"),
-                  (self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0"),
-                  (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-                  (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")]
-        require(checks, "model config:")
+                  (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")]
+        require(checks + stack_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
 from ..options import option, require
-from .cells import CELLS, INITS, recurrent_layer
+from .cells import CELLS, recurrent_layer, stack_checks
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,8 @@ class PianoRollConfig:
     init: str = option("torch", "weight init: torch, orthogonal, identity or xavier")
 
     def __post_init__(self) -> None:
-        checks = [(self.keys > 0, f"keys must be > 0, got {self.keys}"),
-                  (self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"),
-                  (self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0"),
-                  (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-                  (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")]
-        require(checks, "model config:")
+        checks = [(self.keys > 0, f"keys must be > 0, got {self.keys}")]
+        require(checks + stack_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)

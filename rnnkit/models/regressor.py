@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 from ..options import option, require
-from .cells import CELLS, INITS, recurrent_layer
+from .cells import CELLS, recurrent_layer, stack_checks
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,9 @@ class RegressorConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.input_size > 0 and self.output_size > 0, "input_size and output_size must be > 0"),
-            (self.cell in CELLS, f"cell must be one of {sorted(CELLS)}, got {self.cell!r}"),
-            (self.hidden_size > 0 and self.num_layers > 0, "hidden_size and num_layers must be > 0"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
             (self.forget_bias is None or abs(self.forget_bias) <= 1e3, f"forget_bias must be in [-1000, 1000], got {self.forget_bias}"),
         ]
-        require(checks, "model config:")
+        require(checks + stack_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
