@@ -63,7 +63,8 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help=HELP["train"],
                        description="Train a recurrent model on a task. Settings come from the task's defaults, "
                                    "--preset, --config (TOML with [train] and [model] tables), then flags.")
-    p.add_argument("--preset", help="char-small (the demo), ptb-small, ptb-medium, ptb-large, shakespeare-char")
+    p.add_argument("--preset", help="char-small (the demo), ptb-small, ptb-medium, ptb-large, ptb-awd, "
+                   "shakespeare-char, shakespeare-char-reg")
     p.add_argument("--config", help="TOML file with [train] and [model] tables")
     p.add_argument("--text", help="a plain text file or folder of text files to train on (same as --data PATH)")
     for dest, (_, _, typ, text) in _option_flags().items():

@@ -246,6 +246,14 @@ def check_tensor(name: str, arg: str, t: Tensor, param: Tensor, floating: bool =
                           f"move one with .to(device)")
 
 
+def recurrent_input(h: Tensor, p: SimpleNamespace) -> Tensor:
+    """The state as it enters the recurrent weights: ``h``, times the recurrent-dropout mask
+    ``p.drop_h (B, S)`` when the layer set one (:mod:`rnnkit.nn.regularization`). Only the
+    product with the weights sees the mask; the state the cell carries on is ``h`` itself."""
+    drop = getattr(p, "drop_h", None)
+    return h if drop is None else h * drop
+
+
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Layer normalisation over the last dim (Ba et al. 2016)."""
     return F.layer_norm(x, x.shape[-1:], weight, bias, eps)

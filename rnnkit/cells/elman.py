@@ -8,7 +8,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from ..errors import ArgumentError
-from .base import RecurrentCell, State, owner_name
+from .base import RecurrentCell, State, owner_name, recurrent_input
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu}
 
@@ -45,7 +45,7 @@ class ElmanCell(RecurrentCell):
         return shapes
 
     def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
-        h = _ACTIVATIONS[self.nonlinearity](xp + F.linear(state[0], p.weight_hh, p.bias_hh))
+        h = _ACTIVATIONS[self.nonlinearity](xp + F.linear(recurrent_input(state[0], p), p.weight_hh, p.bias_hh))
         return h, (h,)
 
     def extra_repr(self) -> str:

@@ -9,7 +9,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from ..errors import ArgumentError
-from .base import RecurrentCell, State, owner_name
+from .base import RecurrentCell, State, owner_name, recurrent_input
 
 GRU_VARIANTS = ("reset_after", "reset_before", "simplified")
 
@@ -63,24 +63,25 @@ class GRUCell(RecurrentCell):
 
     def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
         h = state[0]
+        h_in = recurrent_input(h, p)  # h where it meets W_hh (recurrent dropout); the update mixes h
         if self.variant == "simplified":
             xu, xn = xp.chunk(2, dim=-1)
-            hu, hn = F.linear(h, p.weight_hh, p.bias_hh).chunk(2, dim=-1)
+            hu, hn = F.linear(h_in, p.weight_hh, p.bias_hh).chunk(2, dim=-1)
             u = torch.sigmoid(xu + hu)
             h = torch.lerp(h, torch.tanh(xn + hn), u)  # u*n + (1-u)*h
             return h, (h,)
         xr, xz, xn = xp.chunk(3, dim=-1)
         if self.variant == "reset_after":
-            hr, hz, hn = F.linear(h, p.weight_hh, p.bias_hh).chunk(3, dim=-1)
+            hr, hz, hn = F.linear(h_in, p.weight_hh, p.bias_hh).chunk(3, dim=-1)
             r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
             n = torch.tanh(xn + r * hn)
         else:  # reset_before: the candidate needs r first, so the hh GEMM is split in two
             H = self.hidden_size
             b_rz = None if p.bias_hh is None else p.bias_hh[: 2 * H]
             b_n = None if p.bias_hh is None else p.bias_hh[2 * H:]
-            hr, hz = F.linear(h, p.weight_hh[: 2 * H], b_rz).chunk(2, dim=-1)
+            hr, hz = F.linear(h_in, p.weight_hh[: 2 * H], b_rz).chunk(2, dim=-1)
             r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            n = torch.tanh(xn + F.linear(r * h, p.weight_hh[2 * H:], b_n))
+            n = torch.tanh(xn + F.linear(r * h_in, p.weight_hh[2 * H:], b_n))
         h = torch.lerp(n, h, z)  # (1-z)*n + z*h
         return h, (h,)
 

@@ -8,7 +8,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from ..errors import ArgumentError, ShapeError
-from .base import RecurrentCell, State, check_int, owner_name
+from .base import RecurrentCell, State, check_int, owner_name, recurrent_input
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid, "identity": lambda v: v}
 
@@ -62,6 +62,6 @@ class JordanCell(RecurrentCell):
         return shapes
 
     def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
-        h = _ACTIVATIONS[self.nonlinearity](xp + F.linear(state[0], p.weight_oh))
+        h = _ACTIVATIONS[self.nonlinearity](xp + F.linear(recurrent_input(state[0], p), p.weight_oh))
         y = _ACTIVATIONS[self.output_activation](F.linear(h, p.weight_ho, getattr(p, "bias_ho", None)))
         return y, (y,)

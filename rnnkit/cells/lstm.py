@@ -8,7 +8,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from ..errors import ArgumentError
-from .base import RecurrentCell, State, check_bool, check_int, layer_norm, owner_name
+from .base import RecurrentCell, State, check_bool, check_int, layer_norm, owner_name, recurrent_input
 
 
 class LSTMCell(RecurrentCell):
@@ -92,11 +92,12 @@ class LSTMCell(RecurrentCell):
 
     def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
         h, c = state
+        h_in = recurrent_input(h, p)
         if self.layer_norm:
-            hp = layer_norm(F.linear(h, p.weight_hh), p.ln_hh_weight)
+            hp = layer_norm(F.linear(h_in, p.weight_hh), p.ln_hh_weight)
             a = xp + (hp if p.bias_hh is None else hp + p.bias_hh)
         else:
-            a = xp + F.linear(h, p.weight_hh, p.bias_hh)
+            a = xp + F.linear(h_in, p.weight_hh, p.bias_hh)
         ai, af, ag, ao = a.chunk(4, dim=-1)
         if self.peephole:
             ai = ai + p.weight_ci * c

@@ -55,6 +55,21 @@ def padded_rows(mask: Tensor) -> Tensor | None:
     return (~mask).reshape(-1).nonzero().squeeze(1)
 
 
+def zone_state(new: State, old: State, zone, t: int) -> State:
+    """Zoneout (Krueger et al. 2017) at step ``t``: per state, ``zone`` holds None (no
+    zoneout), a bool ``(T, B, S)`` mask, True where the unit keeps its previous value
+    (training), or the rate ``z`` (evaluation: the expectation ``z * old + (1 - z) * new``)."""
+    out = []
+    for n, o, z in zip(new, old, zone):
+        if z is None:
+            out.append(n)
+        elif isinstance(z, Tensor):
+            out.append(torch.where(z[t], o, n))
+        else:
+            out.append(torch.lerp(n, o, z))
+    return tuple(out)
+
+
 def scan(cell: RecurrentCell, p: SimpleNamespace, x: Tensor, state: State,
          mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
     """Run ``cell`` over ``x (T, B, I)`` from ``state``.
@@ -77,10 +92,15 @@ def scan_projected(cell: RecurrentCell, p: SimpleNamespace, xp: Tensor, state: S
     # a full-size zero tensor per step
     xps = xp.unbind(0)
     masks = mask.unbind(0) if mask is not None else None
+    zone = getattr(p, "zone", None)  # zoneout (rnnkit.nn.regularization.step_masks)
     steps = range(xp.shape[0] - 1, -1, -1) if reverse else range(xp.shape[0])
     outputs: list[Tensor] = [None] * xp.shape[0]  # type: ignore[list-item]
     for t in steps:
         y, new_state = cell.recur(xps[t], state, p)
+        if zone is not None:
+            output_is_state = y is new_state[0]
+            new_state = zone_state(new_state, state, zone, t)
+            y = new_state[0] if output_is_state else y
         if masks is not None:  # select, not multiply: a padded step's values never leak
             m = masks[t]
             new_state = tuple(torch.where(m, new, old) for new, old in zip(new_state, state))

@@ -32,10 +32,34 @@ def stack_checks(config) -> list[tuple[bool, str]]:
 
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                     dropout: float = 0.0, init: str = "torch", forget_bias: float | None = None,
-                    bidirectional: bool = False) -> Recurrent:
-    """A batch-first stack of the named cell; dropout only between layers (as torch.nn)."""
+                    bidirectional: bool = False, **regularization) -> Recurrent:
+    """A batch-first stack of the named cell; dropout only between layers (as torch.nn);
+    ``regularization``: the layer's options of :mod:`rnnkit.nn.regularization`."""
     layer_cls, extras = CELLS[cell]
     kwargs = {"bidirectional": True} if bidirectional else {}
     return layer_cls(input_size, hidden_size, num_layers=num_layers, batch_first=True,
                      dropout=dropout if num_layers > 1 else 0.0, init=init, forget_bias=forget_bias,
-                     **extras, **kwargs)
+                     **extras, **kwargs, **regularization)
+
+
+#: cells whose state has a memory cell ``c`` besides ``h`` (zoneout_c applies)
+CELLS_WITH_C = ("lstm", "lstm_peephole", "lstm_layer_norm")
+
+
+def regularization_checks(c) -> list[tuple[bool, str]]:
+    """Checks of a model config's recurrent regularisation fields (see :func:`layer_regularization`)."""
+    rates = ("recurrent_dropout", "weight_drop", "hidden_dropout", "zoneout_h", "zoneout_c")
+    checks = [(isinstance(getattr(c, r), (int, float)) and 0.0 <= getattr(c, r) < 1.0,
+               f"{r} must be in [0, 1), got {getattr(c, r)!r}") for r in rates]
+    checks.append((not c.zoneout_c or c.cell in CELLS_WITH_C,
+                   f"zoneout_c needs a cell with a memory cell c ({', '.join(CELLS_WITH_C)}); {c.cell!r} has only h"))
+    checks.append((not (c.recurrent_dropout or c.weight_drop) or c.cell not in ("mingru", "minlstm"),
+                   f"recurrent_dropout and weight_drop need recurrent weights; {c.cell!r} has none"))
+    return checks
+
+
+def layer_regularization(c) -> dict:
+    """A model config's recurrent regularisation as :func:`recurrent_layer` keywords."""
+    zone = {name: z for name, z in (("h", c.zoneout_h), ("c", c.zoneout_c)) if z}
+    return {"recurrent_dropout": c.recurrent_dropout, "weight_drop": c.weight_drop,
+            "hidden_dropout": c.hidden_dropout if c.num_layers > 1 else 0.0, "zoneout": zone}

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..nn.hashing import HashEmbedding
 from ..options import option
-from .cells import CELLS, INITS, recurrent_layer
+from ..nn.regularization import activation_penalty, embedding_dropout, locked_dropout
+from .cells import CELLS, INITS, layer_regularization, recurrent_layer, regularization_checks
 from .feedback import Feedback, choose_tokens, unroll
 
 INPUTS = ("embedding", "onehot", "hashing")
@@ -33,6 +34,17 @@ class LMConfig:
     forget_bias: float | None = option(None, "initial LSTM forget-gate bias (Jozefowicz et al. 2015)")
     hash_buckets: int = option(0, "hashing input: number of buckets (0 = vocab_size // 2)")
     num_hashes: int = option(2, "hashing input: hash functions per token")
+    # recurrent regularisation (rnnkit.nn.regularization; AWD-LSTM, Merity et al. 2018)
+    embedding_dropout: float = option(0.0, "drop whole word types from the embedding, per batch")
+    input_dropout: float = option(0.0, "variational (locked) dropout on the embeddings")
+    hidden_dropout: float = option(0.0, "variational dropout between recurrent layers")
+    output_dropout: float = option(0.0, "variational dropout on the last layer's output")
+    recurrent_dropout: float = option(0.0, "variational dropout on h where it enters the recurrent weights")
+    weight_drop: float = option(0.0, "DropConnect on the recurrent weight matrices")
+    zoneout_h: float = option(0.0, "zoneout rate of the hidden state h (Krueger et al. 2017)")
+    zoneout_c: float = option(0.0, "zoneout rate of the LSTM memory cell c")
+    ar: float = option(0.0, "activation regularisation: ar * mean(dropped output^2)")
+    tar: float = option(0.0, "temporal activation regularisation: tar * mean((h_t - h_t-1)^2)")
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -53,6 +65,12 @@ class LMConfig:
              "tie_weights needs input='embedding' (the softmax reuses the embedding matrix)")
         need(not self.tie_weights or self.embedding_dim == self.hidden_size,
              f"tie_weights needs embedding_dim == hidden_size, got {self.embedding_dim} and {self.hidden_size}")
+        for rate in ("embedding_dropout", "input_dropout", "output_dropout"):
+            need(0.0 <= getattr(self, rate) < 1.0, f"{rate} must be in [0, 1), got {getattr(self, rate)}")
+        need(not self.embedding_dropout or self.input == "embedding", "embedding_dropout needs input='embedding'")
+        need(self.ar >= 0 and self.tar >= 0, f"ar and tar must be >= 0, got {self.ar} and {self.tar}")
+        for ok, msg in regularization_checks(self):
+            need(ok, msg)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +99,9 @@ class LanguageModel(nn.Module):
             self.encoder = None
             in_size = c.vocab_size
         self.rnn = recurrent_layer(c.cell, in_size, c.hidden_size, c.num_layers, dropout=c.dropout,
-                                   init=c.init, forget_bias=c.forget_bias)
+                                   init=c.init, forget_bias=c.forget_bias, **layer_regularization(c))
+        #: AR/TAR of the last training forward (0 when off); the LM task adds it to the loss
+        self.activation_penalty: Tensor | None = None
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         if c.init_range is not None:
@@ -94,6 +114,8 @@ class LanguageModel(nn.Module):
         """``tokens (B, T)`` -> input vectors ``(B, T, E)``."""
         if self.encoder is None:
             return F.one_hot(tokens, self.config.vocab_size).to(self.decoder.weight.dtype)
+        if self.config.embedding_dropout and isinstance(self.encoder, nn.Embedding):
+            return embedding_dropout(self.encoder, tokens, self.config.embedding_dropout, self.training)
         return self.encoder(tokens)
 
     def forward(self, tokens: Tensor, state=None, lengths: Tensor | None = None, feedback: Feedback | None = None):
@@ -111,8 +133,12 @@ class LanguageModel(nn.Module):
         else:
             raise ValueError(f"LanguageModel: tokens must be a LongTensor (batch, seq) or input vectors "
                              f"(batch, seq, {self.input_size}), got {tokens.dtype} of shape {tuple(tokens.shape)}")
-        out, state = self.rnn(self.drop(x), state, lengths=lengths)
-        return self.decoder(self.drop(out)), state
+        c, train = self.config, self.training
+        x = locked_dropout(self.drop(x), c.input_dropout, train, time_dim=1)
+        out, state = self.rnn(x, state, lengths=lengths)
+        dropped = locked_dropout(self.drop(out), c.output_dropout, train, time_dim=1)
+        self.activation_penalty = activation_penalty(out, dropped, c.ar, c.tar) if train and (c.ar or c.tar) else None
+        return self.decoder(dropped), state
 
     @property
     def input_size(self) -> int:

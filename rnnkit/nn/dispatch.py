@@ -59,6 +59,10 @@ def check_backend(layer: Layer) -> None:
     if layer.backend == "torch" and cell.torch_mode is None:
         raise ArgumentError(f"{name}: backend='torch' needs a torch.nn configuration; "
                             f"{name}({layer.extra_repr()}) is custom (torch.nn has no kernel for it)")
+    reg = getattr(layer, "regularization", None)
+    if layer.backend == "torch" and reg is not None and (reg.recurrent_dropout or reg.zoneout):
+        raise ArgumentError(f"{name}: backend='torch' cannot run recurrent_dropout or zoneout (PyTorch's "
+                            f"kernels have no step masks); use backend='auto'")
     if layer.backend == "triton" and not (triton_cells.lstm_supported(cell) or triton_cells.gru_supported(cell)):
         raise ArgumentError(f"{name}: backend='triton' needs a cell with a Triton kernel (an LSTM with "
                             f"peephole and/or layer_norm and no proj_size, or a GRU with variant "
@@ -82,6 +86,9 @@ def use_kernels(layer: Layer, x: Tensor, p: SimpleNamespace) -> bool:
     refused, the reference scan runs: on CUDA no other kernel applies to those cells)."""
     if layer.backend not in ("auto", "triton"):
         return False
+    reg = getattr(layer, "regularization", None)
+    if reg is not None and reg.steps_masked(layer.training):
+        return False  # the fused kernels take no step masks yet
     return not (_is_triton(kernels.find(layer.cells[0], x, p)) and not triton_requested(layer))
 
 
@@ -91,7 +98,11 @@ def kernel_for(layer: Layer, x: Tensor, p: SimpleNamespace):
 
 
 def runs_torch(layer: Layer) -> bool:
-    """Whether ``layer`` runs PyTorch's fused kernel (a torch.nn configuration, backend auto/torch)."""
+    """Whether ``layer`` runs PyTorch's fused kernel (a torch.nn configuration, backend auto/torch,
+    and no regularisation inside the time loop: recurrent dropout or zoneout)."""
+    reg = getattr(layer, "regularization", None)
+    if reg is not None and reg.steps_masked(layer.training):
+        return False
     return layer.backend in ("auto", "torch") and layer.cells[0].torch_mode is not None
 
 
@@ -107,15 +118,20 @@ def choose_path(layer: Layer) -> str:
     return "scan"
 
 
-def run_torch(layer: Layer, x: Tensor, hx: tuple[Tensor, ...],
-              lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+def run_torch(layer: Layer, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None,
+              weights: list[Tensor] | None = None, num_layers: int | None = None,
+              ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Fused torch.nn kernel on ``x (T, B, I)``; ``hx`` each ``(L*D, B, S)``.
 
     With ``lengths`` the batch is packed, so each sequence stops at its last real
-    step exactly as ``torch.nn`` does for a ``PackedSequence``.
+    step exactly as ``torch.nn`` does for a ``PackedSequence``. ``weights`` and
+    ``num_layers`` replace the layer's own (a weight-dropped copy, or one layer of the
+    stack at a time, as regularised layers run).
     """
     fn = _VF_FUNCTIONS[layer.cells[0].torch_mode]
-    args = (layer.flat_weights(), layer.bias, layer.num_layers, float(layer.dropout),
+    weights = layer.flat_weights() if weights is None else weights
+    num_layers = layer.num_layers if num_layers is None else num_layers
+    args = (weights, layer.bias, num_layers, float(layer.dropout) if num_layers > 1 else 0.0,
             layer.training, layer.bidirectional)
     state = hx if len(hx) > 1 else hx[0]
     if lengths is None:

@@ -9,12 +9,15 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells.base import RecurrentCell, built_for, check_bool, params_namespace
 from ..errors import ArgumentError, ArgumentTypeError
 from . import checks, dispatch
 from .init import INIT_SCHEMES, init_cell_parameters
+from .regularization import (RATES, drop_weight, locked_dropout, make_regularization, recurrent_weight_name,
+                             step_masks)
 from .scan import scan_layers
 
 HiddenState = Tensor | tuple[Tensor, ...]
@@ -40,6 +43,16 @@ class Recurrent(nn.Module):
             ``"scan"`` (force the reference loop) or ``"triton"`` (as ``"auto"``, plus the
             Triton kernels on CUDA, which ``"auto"`` runs only with ``RNNKIT_TRITON=1``;
             only for cells that have one). :attr:`path` says which runs.
+        input_dropout, hidden_dropout, output_dropout: variational dropout (one mask per
+            sequence, the same at every step; Gal & Ghahramani 2016) on the first layer's
+            input, between layers, and on the last layer's output.
+        recurrent_dropout: variational dropout on the state where it enters the recurrent
+            weights (the carried state itself is not dropped).
+        zoneout: Krueger et al. 2017: a rate for every state, or per state name
+            (``{"h": 0.05, "c": 0.5}``); at evaluation the expectation.
+        weight_drop: DropConnect on the recurrent weight matrices (Merity et al. 2018),
+            one mask per forward call. See :mod:`rnnkit.nn.regularization`; every rate is
+            in ``[0, 1)`` and all 0 (the default) leaves the layer exactly as without.
         **cell_kwargs: forwarded to the cell (``nonlinearity=``, ``peephole=``, ...).
 
     Inputs: ``input, hx=None, lengths=None``
@@ -70,7 +83,9 @@ class Recurrent(nn.Module):
                  dropout: float = 0.0, bidirectional: bool = False, *, init: str = "torch",
                  init_gain: float = 1.0, forget_bias: float | None = None,
                  learn_initial_state: bool = False, backend: str = "auto",
-                 device=None, dtype=None, **cell_kwargs) -> None:
+                 input_dropout: float = 0.0, hidden_dropout: float = 0.0, output_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, zoneout: float | dict[str, float] = 0.0,
+                 weight_drop: float = 0.0, device=None, dtype=None, **cell_kwargs) -> None:
         super().__init__()
         name = type(self).__name__
         checks.check_layer_args(name, input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -99,6 +114,10 @@ class Recurrent(nn.Module):
         self.cells = nn.ModuleList(cells)  # parameterless: they hold the equations
         #: as torch.nn.LSTM's (0 = no projection); torch.nn.RNN and GRU have it too
         self.proj_size = getattr(self.cells[0], "proj_size", 0)
+        self.regularization = make_regularization(
+            name, self.cells[0], input_dropout=input_dropout, hidden_dropout=hidden_dropout,
+            output_dropout=output_dropout, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+            weight_drop=weight_drop)
         dispatch.check_backend(self)
         if forget_bias is not None and self.cells[0].forget_gate is None:
             raise ArgumentError(f"{name}: forget_bias needs a cell with a forget gate; {name} has none")
@@ -130,9 +149,11 @@ class Recurrent(nn.Module):
                 init_cell_parameters(cell, {p: getattr(self, n) for p, n in names.items()},
                                      self.init, self.init_gain, self.forget_bias)
 
-    def _params(self, k: int, d: int) -> SimpleNamespace:
-        names = self._param_names[k][d]
-        return params_namespace(names, {p: getattr(self, n) for p, n in names.items()})
+    def _params(self, k: int, d: int, replaced: dict[str, Tensor] | None = None) -> SimpleNamespace:
+        """Layer ``k``, direction ``d``'s parameters under the cell's names; ``replaced``
+        maps full names to tensors used instead (weight-dropped copies)."""
+        names, replaced = self._param_names[k][d], replaced or {}
+        return params_namespace(names, {p: replaced.get(n, getattr(self, n)) for p, n in names.items()})
 
     def flat_weights(self) -> list[Tensor]:
         """Parameters in torch.nn's ``_flat_weights`` order (layer, direction, name)."""
@@ -227,7 +248,9 @@ class Recurrent(nn.Module):
             lengths = checks.check_lengths(name, lengths, B, T)
             lengths = None if B == 0 else lengths  # an empty batch has nothing to mask (or pack)
         h0 = self._initial_state(hx, B, batched, x)
-        if dispatch.runs_torch(self):
+        if self.regularization.active:
+            out, finals = self._run_regularized(x, h0, lengths)
+        elif dispatch.runs_torch(self):
             out, finals = dispatch.run_torch(self, x, h0, lengths)
         else:
             out, finals = self._run_scan(x, h0, lengths)
@@ -246,14 +269,63 @@ class Recurrent(nn.Module):
         checks.check_state(type(self).__name__, hx, names, expected, self.weight_ih_l0)
         return hx if batched else tuple(h.unsqueeze(1) for h in hx)
 
-    def _run_scan(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None):
-        D = self.num_directions
-        params = [[self._params(k, d) for d in range(D)] for k in range(self.num_layers)]
+    def _run_scan(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None,
+                  dropped: dict[str, Tensor] | None = None):
+        D, reg = self.num_directions, self.regularization
+        params = [[self._params(k, d, dropped) for d in range(D)] for k in range(self.num_layers)]
         states = [[tuple(s[k * D + d] for s in h0) for d in range(D)] for k in range(self.num_layers)]
+        use_kernels = dispatch.use_kernels(self, x, params[0][0])
+        if reg.steps_masked(self.training):  # masks drawn here, whichever loop consumes them
+            params = [[SimpleNamespace(**vars(p), **vars(step_masks(reg, self.cells[k], x, self.training)))
+                       for p in per_dir] for k, per_dir in enumerate(params)]
+            use_kernels = False  # the fused kernels do not take step masks yet: the reference scan
+        hidden_dropout = reg.hidden_dropout if self.training else 0.0
         out, finals = scan_layers(list(self.cells), params, x, states, lengths, self.dropout, self.training,
-                                  use_kernels=dispatch.use_kernels(self, x, params[0][0]))
+                                  use_kernels=use_kernels, hidden_dropout=hidden_dropout)
         flat = [state for layer in finals for state in layer]
         return out, tuple(torch.stack([st[i] for st in flat]) for i in range(len(h0)))
+
+    def _run_regularized(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None):
+        """Forward with :attr:`regularization`: variational input/output dropout around the
+        stack, weight drop on the recurrent matrices, and either PyTorch's kernel (no step
+        masks: one call, or one per layer when variational dropout sits between them) or
+        the scan (recurrent dropout, zoneout)."""
+        reg, training = self.regularization, self.training
+        if training and reg.input_dropout:
+            x = locked_dropout(x, reg.input_dropout, True)
+        dropped = self._dropped_recurrent_weights() if training and reg.weight_drop else {}
+        if dispatch.runs_torch(self):
+            out, finals = self._run_torch_by_layer(x, h0, lengths, dropped)
+        else:
+            out, finals = self._run_scan(x, h0, lengths, dropped)
+        if training and reg.output_dropout:
+            out = locked_dropout(out, reg.output_dropout, True)
+        return out, finals
+
+    def _dropped_recurrent_weights(self) -> dict[str, Tensor]:
+        """Full parameter name -> its DropConnect copy, for every recurrent matrix."""
+        which = recurrent_weight_name(self.cells[0])
+        return {names[which]: drop_weight(getattr(self, names[which]), self.regularization.weight_drop, True)
+                for per_dir in self._param_names for names in per_dir}
+
+    def _run_torch_by_layer(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None,
+                            dropped: dict[str, Tensor]):
+        """PyTorch's kernel on the (weight-dropped) parameters; layer by layer when
+        variational dropout acts between layers (torch.nn's own dropout there is not)."""
+        weights = [dropped.get(n, getattr(self, n)) for n in self._flat_weights_names]
+        p_between = self.regularization.hidden_dropout if self.training else 0.0
+        if not p_between or self.num_layers == 1:
+            return dispatch.run_torch(self, x, h0, lengths, weights)
+        D, per_layer = self.num_directions, len(weights) // self.num_layers
+        finals = []
+        for k in range(self.num_layers):
+            if k > 0:
+                x = locked_dropout(F.dropout(x, self.dropout, self.training), p_between, True)
+            hx = tuple(h[k * D:(k + 1) * D] for h in h0)
+            x, layer_finals = dispatch.run_torch(self, x, hx, lengths, weights[k * per_layer:(k + 1) * per_layer],
+                                                 num_layers=1)
+            finals.append(layer_finals)
+        return x, tuple(torch.cat([f[i] for f in finals]) for i in range(len(h0)))
 
     def _format_output(self, out: Tensor, finals: tuple[Tensor, ...], packed: PackedSequence | None,
                        lengths: Tensor | None, batched: bool):
@@ -303,6 +375,12 @@ class Recurrent(nn.Module):
                              ("learn_initial_state", False), ("backend", "auto")):
             if getattr(self, key) != default:
                 s += f", {key}={getattr(self, key)!r}"
+        reg = getattr(self, "regularization", None)  # absent while __init__ reports an error
+        for key in RATES if reg is not None else ():
+            if getattr(reg, key):
+                s += f", {key}={getattr(reg, key)!r}"
+        if reg is not None and reg.zoneout:
+            s += f", zoneout={reg.zoneout!r}"
         return s
 
 

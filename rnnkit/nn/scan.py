@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..cells.base import RecurrentCell, State
 from .. import kernels
 from ..kernels.reference import scan
+from .regularization import locked_dropout
 
 __all__ = ["scan", "scan_layers"]
 
@@ -25,12 +26,13 @@ __all__ = ["scan", "scan_layers"]
 def scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]], x: Tensor,
                 states: list[list[State]], lengths: Tensor | None = None,
                 dropout: float = 0.0, training: bool = False,
-                use_kernels: bool = True) -> tuple[Tensor, list[list[State]]]:
+                use_kernels: bool = True, hidden_dropout: float = 0.0) -> tuple[Tensor, list[list[State]]]:
     """Stacked (and, with two entries per layer, bidirectional) recurrence.
 
     ``params[k][d]`` and ``states[k][d]`` belong to layer ``k``, direction ``d``
     (0 forward, 1 reverse). Directions' outputs are concatenated on features;
-    dropout is applied between layers, not after the last (as torch.nn).
+    dropout is applied between layers, not after the last (as torch.nn), and so is
+    ``hidden_dropout``, variational (one mask per sequence for all steps).
     With ``use_kernels``, a cell's fused kernel (:mod:`rnnkit.kernels`) replaces
     the reference :func:`scan` where one exists.
     Returns ``(y (T, B, D*O), final_states)`` laid out like ``states``.
@@ -45,8 +47,8 @@ def scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]],
     if use_kernels and _compiling_not_exporting():
         # wrapped here, not at import: torch.compiler.disable imports dynamo (and triton)
         outside_graph = torch.compiler.disable(_scan_layers)
-        return outside_graph(cells, params, x, states, lengths, dropout, training)
-    return _scan_layers(cells, params, x, states, lengths, dropout, training, use_kernels)
+        return outside_graph(cells, params, x, states, lengths, dropout, training, True, hidden_dropout)
+    return _scan_layers(cells, params, x, states, lengths, dropout, training, use_kernels, hidden_dropout)
 
 
 def _compiling_not_exporting() -> bool:
@@ -58,7 +60,7 @@ def _compiling_not_exporting() -> bool:
 def _scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]], x: Tensor,
                 states: list[list[State]], lengths: Tensor | None = None,
                 dropout: float = 0.0, training: bool = False,
-                use_kernels: bool = True) -> tuple[Tensor, list[list[State]]]:
+                use_kernels: bool = True, hidden_dropout: float = 0.0) -> tuple[Tensor, list[list[State]]]:
     """The body of :func:`scan_layers` (same arguments and result)."""
     mask = None
     if lengths is not None:
@@ -68,6 +70,8 @@ def _scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]]
     for k, cell in enumerate(cells):
         if k > 0 and dropout > 0.0:
             x = F.dropout(x, dropout, training)
+        if k > 0 and hidden_dropout > 0.0:
+            x = locked_dropout(x, hidden_dropout, training)
         ys, layer_finals = [], []
         for d, (p, state) in enumerate(zip(params[k], states[k])):
             run = (kernels.find(cell, x, p) if use_kernels else None) or scan

@@ -1,5 +1,6 @@
 """Batches of independent examples (the synthetic and classification tasks): the row
-order of a split for one process, and batches taken from tensors by it."""
+order of a split for one process, and batches taken from tensors by it; and
+:class:`GroupBatches`, batches built on demand from groups of example indices."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -35,6 +36,28 @@ def length_buckets(lengths: Sequence[int], plan: Plan, eval_batch: int) -> list[
     groups = bucket_indices(lengths, plan.batch_size, True, plan.seed * 1_000_003 + plan.epoch)
     local = plan.batch_size // plan.world_size
     return [g[plan.rank * local:(plan.rank + 1) * local] for g in groups if len(g) == plan.batch_size]
+
+
+class GroupBatches(Sequence):
+    """``make_batch(group)`` for each group of example indices, built only when asked for.
+
+    Why: the loop goes through a split's batches once per epoch, by index (a resumed run
+    starts mid-epoch), and needs ``len()`` for its progress; encoding, padding or packing
+    every batch up front would cost memory and time for batches a resumed epoch skips.
+    So this holds just the groups (e.g. from :func:`length_buckets`) and builds batch
+    ``i`` afresh each time it is indexed: iterating again gives the same batches, in the
+    groups' order. Any shuffling belongs to whoever made the groups; none happens here."""
+
+    def __init__(self, groups: Sequence[Sequence[int]], make_batch: Callable[[Sequence[int]], Any]) -> None:
+        self.groups, self.make_batch = groups, make_batch
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.make_batch(self.groups[i])
 
 
 class IndexBatches(Sequence):

@@ -129,6 +129,9 @@ class LanguageModelTask(FeedbackTask):
         if model.training:
             loss = F.cross_entropy(flat, scored.reshape(-1))
             nll = loss.detach().double() * scored.numel()  # exact: metrics() gives loss.item() back
+            penalty = getattr(unwrap(model), "activation_penalty", None)  # AR/TAR (Merity et al. 2018)
+            if penalty is not None and feedback is None:
+                loss = loss + penalty
             if self.options.sum_over_time:  # the batch mean summed over the scored steps (Zaremba)
                 loss = loss * scored.shape[1]
         else:

@@ -21,7 +21,7 @@ from ..data.vocab import Vocab
 from ..errors import CheckpointError
 from ..options import option, require
 from ..train.task import Plan, StepOutput, Task
-from .examples import example_order
+from .examples import GroupBatches, example_order
 
 CLASSES = 5
 
@@ -69,11 +69,11 @@ class SentimentTreeTask(Task):
     def model_fields(self) -> dict[str, Any]:
         return {"vocab_size": len(self.vocab) if self.vocab is not None else 2, "num_classes": CLASSES}
 
-    def batches(self, plan: Plan) -> "_TreeBatches":
+    def batches(self, plan: Plan) -> GroupBatches:
         trees = self.splits[plan.split]
         index, size = example_order(len(trees), plan, self.eval_batch)
         groups = [chunk.tolist() for chunk in index.split(size)]
-        return _TreeBatches(self, trees, groups, plan.device)
+        return GroupBatches(groups, lambda rows: batch_trees([trees[j] for j in rows], self.word_id).to(plan.device))
 
     def step(self, model: nn.Module, batch, state: Any = None) -> StepOutput:
         logits, roots = model(batch)
@@ -125,17 +125,3 @@ class SentimentTreeTask(Task):
         if self.vocab is not None:
             self.vocab.save(directory / "vocab.json")
 
-
-class _TreeBatches:
-    """Trees packed when asked for (indexable, as the loop needs for resuming)."""
-
-    def __init__(self, task: SentimentTreeTask, trees: list[Tree], groups: list[list[int]], device) -> None:
-        self.task, self.trees, self.groups, self.device = task, trees, groups, device
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return batch_trees([self.trees[j] for j in self.groups[i]], self.task.word_id).to(self.device)

@@ -32,7 +32,7 @@ from ..models.tagger import PAD, UNK, build_indices, encode_batch
 from ..nn.crf import SCHEMES
 from ..options import option, require
 from ..train.task import Plan, StepOutput, Task
-from .examples import length_buckets
+from .examples import GroupBatches, length_buckets
 
 DATASETS = ("conll2003", "ud-ewt", "conll", "conllu")
 SPLITS = ("train", "valid", "test")
@@ -142,10 +142,10 @@ class TagTask(Task):
         return {"vocab_size": len(self.words), "num_tags": len(self.tags), "char_vocab_size": len(self.chars),
                 "tag_names": " ".join(self.tag_names)}
 
-    def batches(self, plan: Plan) -> list[tuple[Tensor, ...]]:
+    def batches(self, plan: Plan) -> GroupBatches:
         sentences = self.splits[plan.split]
         groups = length_buckets([len(s) for s in sentences], plan, self.eval_batch)
-        return _LazyBatches(self, sentences, groups, plan.device)
+        return GroupBatches(groups, lambda rows: self.encode([sentences[j] for j in rows], plan.device))
 
     def step(self, model: nn.Module, batch: tuple[Tensor, ...], state: Any = None) -> StepOutput:
         words, chars, tags, mask = batch
@@ -217,17 +217,3 @@ class TagTask(Task):
             raise CheckpointError("the checkpoint's tag ids are not 0..K-1")
         self.words, self.chars, self.tags = state["words"], state["chars"], state["tags"]
 
-
-class _LazyBatches:
-    """Batches encoded when asked for (indexable, as the loop needs for resuming)."""
-
-    def __init__(self, task: TagTask, sentences: list[Sentence], groups: list[list[int]], device) -> None:
-        self.task, self.sentences, self.groups, self.device = task, sentences, groups, device
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, ...]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.task.encode([self.sentences[j] for j in self.groups[i]], self.device)

@@ -24,7 +24,7 @@ from ..models.beam import beam_search, greedy_decode
 from ..models.seq2seq import sequence_nll, shift_right
 from ..options import option, require
 from ..train.task import Plan, StepOutput, Task
-from .examples import length_buckets
+from .examples import GroupBatches, length_buckets
 
 MAX_ORDER = 4
 
@@ -119,11 +119,18 @@ class TranslateTask(Task):
             return dict(self.model_placeholders)
         return {"src_vocab_size": len(self.src_vocab), "tgt_vocab_size": len(self.tgt_vocab)}
 
-    def batches(self, plan: Plan) -> "_PairBatches":
+    def batches(self, plan: Plan) -> GroupBatches:
         src, tgt = self.ids[plan.split]
         groups = length_buckets([len(s) for s in src], plan, self.eval_batch)
         references = [t for _, t in self.raw[plan.split]] if plan.split != "train" else None
-        return _PairBatches(src, tgt, groups, references, plan.device)
+
+        def make_batch(rows: list[int]) -> tuple[Tensor, Tensor, Tensor, list[str] | None]:
+            src_batch, lengths = pad_batch([src[j] for j in rows], 0)
+            tgt_batch, _ = pad_batch([tgt[j] for j in rows], 0)
+            refs = [references[j] for j in rows] if references is not None else None
+            return src_batch.to(plan.device), lengths, tgt_batch.to(plan.device), refs
+
+        return GroupBatches(groups, make_batch)
 
     def step(self, model: nn.Module, batch: tuple[Tensor, ...], state: Any = None) -> StepOutput:
         src, lengths, tgt, references = batch
@@ -193,24 +200,6 @@ def translate_split(task: TranslateTask, model: nn.Module, split: str, beam: int
 
     hyps = task.translate(model, [s for s, _ in task.raw[split]], beam, length_penalty)
     return sacrebleu.corpus_bleu(hyps, [[t for _, t in task.raw[split]]]).score, hyps
-
-
-class _PairBatches:
-    def __init__(self, src: list[list[int]], tgt: list[list[int]], groups: list[list[int]],
-                 references: list[str] | None, device) -> None:
-        self.src, self.tgt, self.groups, self.references, self.device = src, tgt, groups, references, device
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, ...]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        rows = self.groups[i]
-        src, lengths = pad_batch([self.src[j] for j in rows], 0)
-        tgt, _ = pad_batch([self.tgt[j] for j in rows], 0)
-        refs = [self.references[j] for j in rows] if self.references is not None else None
-        return src.to(self.device), lengths, tgt.to(self.device), refs
 
 
 def attention_heatmap(task: TranslateTask, model: nn.Module, source: str, path, beam: int = 5):

@@ -165,6 +165,25 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "log_every": 50},
         "model": {"cell": "lstm", "embedding_dim": 64, "hidden_size": 512, "num_layers": 2, "dropout": 0.2},
     },
+    # the same network regularised as AWD-LSTM regularises (Merity et al. 2018): locked
+    # dropout around and between the layers and DropConnect on W_hh, all on PyTorch's kernel
+    "shakespeare-char-reg": {
+        "train": {"data": "tinyshakespeare", "batch_size": 32, "bptt": 100, "epochs": 30, "optimizer": "adam",
+                  "lr": 2e-3, "lr_decay": 0.9, "lr_decay_start": 3, "clip_norm": 1.0, "patience": 4,
+                  "log_every": 50},
+        "model": {"cell": "lstm", "embedding_dim": 64, "hidden_size": 512, "num_layers": 2, "input_dropout": 0.1,
+                  "hidden_dropout": 0.25, "output_dropout": 0.25, "weight_drop": 0.2},
+    },
+    # AWD-LSTM-style word model sized for a CPU (Merity et al. 2018 regularisers; tied
+    # embedding and softmax, Press & Wolf 2017); Zaremba's SGD schedule, lr decay from epoch 6
+    "ptb-awd": {
+        "train": {"data": "ptb", "sum_over_time": True, "batch_size": 20, "bptt": 35, "epochs": 40,
+                  "optimizer": "sgd", "lr": 1.0, "lr_decay": 0.7, "lr_decay_start": 6, "clip_norm": 5.0,
+                  "log_every": 200},
+        "model": {"cell": "lstm", "embedding_dim": 400, "hidden_size": 400, "num_layers": 2, "tie_weights": True,
+                  "init_range": 0.1, "embedding_dropout": 0.05, "input_dropout": 0.3, "hidden_dropout": 0.25,
+                  "output_dropout": 0.4, "weight_drop": 0.25, "ar": 1.0, "tar": 1.0},
+    },
 }
 
 

@@ -1,0 +1,195 @@
+r"""Recurrent regularisation: the dropout family that respects time, and zoneout.
+
+Plain dropout on a recurrent state draws a new mask every step, which wipes the memory
+the network is trying to keep; the methods here were designed around that:
+
+* **variational dropout** (Gal & Ghahramani 2016): one mask per sequence, the same at
+  every time step, on a layer's inputs, between layers, on the outputs, and on the
+  state where it enters the recurrent weights (``recurrent_dropout``);
+* **locked dropout** (:class:`LockedDropout`, Merity et al. 2018): the same, as a
+  module for any ``(B, T, F)`` tensor;
+* **zoneout** (Krueger et al. 2017): each unit of a state keeps its previous value
+  with probability ``z`` at each step (a new mask per step); at evaluation the
+  expectation ``z * old + (1 - z) * new``;
+* **weight drop** (DropConnect on the recurrent matrices, Merity et al. 2018): one mask
+  over ``weight_hh`` per forward call, shared by the batch, so the fused kernels
+  (cuDNN/oneDNN included) run unchanged on the dropped weight;
+* **embedding dropout** (:func:`embedding_dropout`): whole word types dropped per batch;
+* **activation and temporal activation regularisation** (:func:`activation_penalty`).
+
+Masks come from torch's default generator, drawn by the layer (never by a kernel), so a
+run is reproducible from its seed, and resumable exactly (the loop checkpoints the
+generator), whichever path (reference scan or fused kernel) then consumes them.
+Every dropout mask is scaled by ``1 / (1 - p)`` (inverted dropout), so evaluation uses
+the weights as they are.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+from ..errors import ArgumentError, ArgumentTypeError
+from ..kernels.reference import zone_state  # noqa: F401  (re-exported: the scan applies it)
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """A layer's regularisation rates (all 0: the layer computes what it always did).
+
+    ``zoneout`` maps state names to rates (``{"h": 0.05, "c": 0.5}``, Krueger et al.'s
+    LSTM setting); a number applies to every state of the cell.
+    """
+
+    input_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    output_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_drop: float = 0.0
+    zoneout: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.input_dropout or self.hidden_dropout or self.output_dropout
+                    or self.recurrent_dropout or self.weight_drop or any(self.zoneout.values()))
+
+    def steps_masked(self, training: bool) -> bool:
+        """Whether the time loop itself changes: recurrent dropout (training) or zoneout
+        (training: random; evaluation: the expectation). PyTorch's kernels cannot do that."""
+        return bool((training and self.recurrent_dropout) or any(self.zoneout.values()))
+
+
+RATES = ("input_dropout", "hidden_dropout", "output_dropout", "recurrent_dropout", "weight_drop")
+
+
+def check_rate(owner: str, arg: str, value) -> float:
+    """A rate in ``[0, 1)``: TypeError for a non-number, ValueError outside the range."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ArgumentTypeError(f"{owner}: {arg} should be a number in [0, 1), got {type(value).__name__}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ArgumentError(f"{owner}: {arg} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def make_regularization(owner: str, cell, *, input_dropout=0.0, hidden_dropout=0.0, output_dropout=0.0,
+                        recurrent_dropout=0.0, weight_drop=0.0, zoneout=0.0) -> Regularization:
+    """The checked :class:`Regularization` of layer ``owner`` built on ``cell``: every rate
+    in ``[0, 1)``; zoneout only on states the cell has; recurrent dropout and weight drop
+    only on cells with recurrent weights."""
+    rates = {name: check_rate(owner, name, value) for name, value in zip(
+        RATES, (input_dropout, hidden_dropout, output_dropout, recurrent_dropout, weight_drop))}
+    names = tuple(cell.state_names)
+    if isinstance(zoneout, dict):
+        unknown = sorted(set(zoneout) - set(names))
+        if unknown:
+            raise ArgumentError(f"{owner}: zoneout names state(s) {unknown}, but {type(cell).__name__} has "
+                                f"states {list(names)}")
+        zones = {n: check_rate(owner, f"zoneout[{n!r}]", z) for n, z in zoneout.items()}
+    else:
+        z = check_rate(owner, "zoneout", zoneout)
+        zones = {n: z for n in names} if z else {}
+    zones = {n: z for n, z in zones.items() if z}
+    if (rates["recurrent_dropout"] or rates["weight_drop"]) and recurrent_weight_name(cell) is None:
+        which = "recurrent_dropout" if rates["recurrent_dropout"] else "weight_drop"
+        raise ArgumentError(f"{owner}: {which} needs a cell with recurrent weights; "
+                            f"{type(cell).__name__} has none (its state enters elementwise)")
+    return Regularization(**rates, zoneout=zones)
+
+
+def recurrent_weight_name(cell) -> str | None:
+    """The parameter through which the cell's state re-enters the step: ``weight_hh``,
+    or ``weight_oh`` for output-recurrent (Jordan) cells; None when there is none."""
+    shapes = cell.parameter_shapes()
+    return next((n for n in ("weight_hh", "weight_oh") if n in shapes), None)
+
+
+def variational_mask(like: Tensor, batch_dim_size: int, features: int, p: float) -> Tensor:
+    """A ``(B, F)`` inverted-dropout mask: 0 with probability ``p``, else ``1 / (1 - p)``."""
+    keep = torch.empty(batch_dim_size, features, device=like.device, dtype=like.dtype).bernoulli_(1.0 - p)
+    return keep.div_(1.0 - p)
+
+
+def locked_dropout(x: Tensor, p: float, training: bool, time_dim: int = 0) -> Tensor:
+    """The same dropout mask at every step of ``x`` (time along ``time_dim``; the other
+    leading dim is the batch, the last the features)."""
+    if not training or p == 0.0:
+        return x
+    shape = list(x.shape)
+    shape[time_dim] = 1
+    mask = x.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+    return x * mask
+
+
+class LockedDropout(nn.Module):
+    """Variational ("locked") dropout as a module: one mask per sequence over time.
+    ``x (B, T, F)`` (``batch_first``) or ``(T, B, F)``."""
+
+    def __init__(self, p: float = 0.5, batch_first: bool = True) -> None:
+        super().__init__()
+        self.p = check_rate("LockedDropout", "p", p)
+        self.batch_first = batch_first
+
+    def forward(self, x: Tensor) -> Tensor:
+        return locked_dropout(x, self.p, self.training, time_dim=1 if self.batch_first else 0)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, batch_first={self.batch_first}"
+
+
+def embedding_dropout(embedding: nn.Embedding, tokens: Tensor, p: float, training: bool) -> Tensor:
+    """Embeddings of ``tokens`` with whole word types dropped (Gal & Ghahramani 2016 sec. 4;
+    Merity et al. 2018): one mask over the vocabulary per call, so every occurrence of a
+    dropped word in the batch is zero; the kept rows are scaled by ``1 / (1 - p)``."""
+    if not training or p == 0.0:
+        return embedding(tokens)
+    weight = embedding.weight
+    keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1.0 - p).div_(1.0 - p)
+    return F.embedding(tokens, weight * keep, embedding.padding_idx, embedding.max_norm, embedding.norm_type,
+                       embedding.scale_grad_by_freq, embedding.sparse)
+
+
+def activation_penalty(outputs: Tensor, dropped: Tensor, ar: float, tar: float, time_dim: int = 1) -> Tensor:
+    r"""Merity et al. 2018: ``ar * mean(dropped^2) + tar * mean((h_t - h_{t-1})^2)``. AR on the
+    dropped outputs (what the softmax sees), TAR on the undropped ones (slowness of the state)."""
+    penalty = outputs.new_zeros(())
+    if ar:
+        penalty = penalty + ar * dropped.pow(2).mean()
+    if tar and outputs.shape[time_dim] > 1:
+        penalty = penalty + tar * outputs.diff(dim=time_dim).pow(2).mean()
+    return penalty
+
+
+def step_masks(reg: Regularization, cell, x: Tensor, training: bool) -> SimpleNamespace:
+    """What one (layer, direction) time loop needs, for ``x (T, B, I)``:
+
+    * ``drop_h (B, R)``: the recurrent-dropout mask, multiplied into the state where it
+      enters the recurrent weights (training only; None otherwise);
+    * ``zone``: per state, None (no zoneout), a bool ``(T, B, S)`` mask that is True where
+      the unit keeps its previous value (training), or the rate itself (evaluation: the
+      expectation).
+    """
+    T, B = x.shape[0], x.shape[1]
+    sizes = dict(zip(cell.state_names, cell.state_sizes()))
+    drop_h = None
+    if training and reg.recurrent_dropout:
+        drop_h = variational_mask(x, B, sizes[cell.state_names[0]], reg.recurrent_dropout)
+    zone: list = []
+    for name in cell.state_names:
+        z = reg.zoneout.get(name, 0.0)
+        if not z:
+            zone.append(None)
+        elif training:
+            zone.append(torch.empty(T, B, sizes[name], device=x.device).bernoulli_(z).bool())
+        else:
+            zone.append(z)
+    return SimpleNamespace(drop_h=drop_h, zone=tuple(zone) if any(z is not None for z in zone) else None)
+
+
+def drop_weight(weight: Tensor, p: float, training: bool) -> Tensor:
+    """DropConnect: ``weight`` with entries zeroed with probability ``p`` (scaled by
+    ``1 / (1 - p)``), one mask per call; ``weight`` itself in evaluation."""
+    return F.dropout(weight, p, training) if p else weight
