@@ -197,9 +197,27 @@ def _cpu_model() -> str | None:
     return None
 
 
+#: the CPU features that decide which kernels run (oneDNN/MKL's and the C loops' vector width)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "amx_tile", "amx_bf16", "avx_vnni", "asimd", "sve")
+
+
+def _isa_flags() -> list[str] | None:
+    """Which of :data:`ISA_FLAGS` the CPU has (Linux ``/proc/cpuinfo``), else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return None
+
+
 def environment(device: str = "cpu") -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(),
            "machine": platform.machine(), "processor": _cpu_model() or platform.processor() or platform.machine(),
+           "isa_flags": _isa_flags(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device}
     if device.startswith("cuda") and torch.cuda.is_available():
         env |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
@@ -209,6 +227,11 @@ def environment(device: str = "cpu") -> dict:
         lib = native.library()
         env["cpu_kernels"] = "native" if lib is not None else "torch-ops"
         env["native_library"] = None if lib is None else Path(lib._name).name
+        if lib is not None:  # the packed GEMM's panel width (two of the vectors it was built with)
+            env["native_panel_floats"] = native.panel_width(torch.float32)
+            env["native_gemm"] = os.environ.get("RNNKIT_GEMM", "auto")
+            env["native_gemm_choices"] = {f"{k[0]} B{k[1]} N{k[2]} K{k[3]} threads{k[4]}": v  # per-shape timing
+                                          for k, v in native.gemm_choices().items()}
     try:
         env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
                                            text=True, check=True).stdout.strip()

@@ -36,12 +36,15 @@ from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
 from . import cpu_gru, cpu_gru_native, cpu_lstm, cpu_lstm_native, native
 from .cpu_common import eager_cpu_ok, tensors_ok
+from .step_masks import has_masks, parameter_tensors
 
 
 def match(cell: RecurrentCell, x: Tensor, p: SimpleNamespace):
     """The fused CPU kernel for ``cell`` on ``x (T, B, I)`` with parameters ``p``, or None."""
-    if not eager_cpu_ok(x) or not tensors_ok(x, vars(p).values()):
+    if not eager_cpu_ok(x) or not tensors_ok(x, parameter_tensors(p)):
         return None
+    if has_masks(p):
+        return None  # recurrent dropout and zoneout: not in the C loops yet
     if isinstance(cell, LSTMCell) and cpu_lstm.supports(cell):
         return cpu_lstm_native.lstm_scan if native.available(x.dtype) else cpu_lstm.lstm_scan
     if isinstance(cell, GRUCell) and cpu_gru.supports(cell):

@@ -34,14 +34,13 @@ def _fns(dtype: torch.dtype) -> SimpleNamespace:
                            backward=native.bind("gru_backward_sequence", dtype))
 
 
-def _packed(w_hh: Tensor, reset_before: bool, transpose: bool) -> tuple[Tensor, Tensor | None]:
-    """``W_hh``'s blocks packed for the C GEMM: ``(W_rz, W_n)`` for reset-before (its
-    reset gate must be known before ``W_n``'s product), ``(W_hh, None)`` otherwise;
-    transposed for the backward's products."""
+def _packed(w_hh: Tensor, reset_before: bool, transpose: bool, choice: str) -> tuple[Tensor, Tensor | None]:
+    """``W_hh``'s blocks as the C GEMM takes them (packed, or plain for the vendor BLAS:
+    ``choice``): ``(W_rz, W_n)`` for reset-before (its reset gate must be known before
+    ``W_n``'s product), ``(W_hh, None)`` otherwise; transposed for the backward's products."""
     H = w_hh.shape[1]
     blocks = (w_hh[:2 * H], w_hh[2 * H:]) if reset_before else (w_hh, None)
-    return tuple(None if w is None else native.pack_panels((w.t() if transpose else w).contiguous())
-                 for w in blocks)
+    return tuple(None if w is None else native.gemm_weight(w.t() if transpose else w, choice) for w in blocks)
 
 
 def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
@@ -53,10 +52,11 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     H, n, rb = w_hh.shape[1], T if store else 1, variant == "reset_before"
     f = SimpleNamespace(Y=xp.new_empty(T, B, H), A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
     m8 = byte_mask(mask)
-    p_a, p_b = _packed(w_hh, rb, transpose=False)
+    choice = native.gemm_choice(xp.dtype, B, 2 * H, H)  # packed or vendor GEMM, by the main product's shape
+    p_a, p_b = _packed(w_hh, rb, False, choice)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
     fns.forward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
-                xp.data_ptr(), p_a.data_ptr(), ptr(p_b), h0.data_ptr(), ptr(m8), f.Y.data_ptr(), f.A.data_ptr(),
+                native.vendor_arg(xp.dtype, choice), xp.data_ptr(), p_a.data_ptr(), ptr(p_b), h0.data_ptr(), ptr(m8), f.Y.data_ptr(), f.A.data_ptr(),
                 ptr(f.RH), rec.data_ptr())
     return f
 
@@ -69,10 +69,11 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     H, rb = w_hh.shape[1], variant == "reset_before"
     dA, grad = torch.empty_like(A), dh_n.contiguous().clone()  # grad: dh_T down to dh_0, in place
     m8 = byte_mask(mask)
-    p_a, p_b = _packed(w_hh, rb, transpose=True)
+    choice = native.gemm_choice(A.dtype, B, H, 2 * H)
+    p_a, p_b = _packed(w_hh, rb, True, choice)
     P, drh = A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
     fns.backward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),
-                 p_a.data_ptr(), ptr(p_b), dy.data_ptr(), ptr(m8), h0.data_ptr(), A.data_ptr(), Y.data_ptr(),
+                 native.vendor_arg(A.dtype, choice), p_a.data_ptr(), ptr(p_b), dy.data_ptr(), ptr(m8), h0.data_ptr(), A.data_ptr(), Y.data_ptr(),
                  dA.data_ptr(), grad.data_ptr(), P.data_ptr(), drh.data_ptr())
     return dA, grad
 

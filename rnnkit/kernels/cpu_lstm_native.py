@@ -62,13 +62,14 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
                         stats=xp.new_empty(4, n, B))  # mean_h, rstd_h, mean_c, rstd_c
     m8 = byte_mask(mask)
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
-    panels_hh = native.pack_panels(w_hh.contiguous())
-    panels_hr = native.pack_panels(w_hr.contiguous()) if spec.proj else None
+    choice = native.gemm_choice(xp.dtype, B, G, R)  # packed or vendor GEMM, by the main product's shape
+    panels_hh = native.gemm_weight(w_hh, choice)
+    panels_hr = native.gemm_weight(w_hr, choice) if spec.proj else None
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
     rec = xp.new_empty(B, G)  # one step's GEMM output (held here: the C only gets its address)
     fns.forward(T, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
-                int(spec.store), spec.eps, xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
+                int(spec.store), spec.eps, native.vendor_arg(xp.dtype, choice), xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
                 c0.data_ptr(), g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
                 f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr())
     if not spec.proj:
@@ -90,12 +91,13 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
-    panels_hh_t = native.pack_panels(w_hh.t().contiguous())
-    panels_hr_t = native.pack_panels(w_hr.t().contiguous()) if spec.proj else None
+    choice = native.gemm_choice(f.A.dtype, B, R, G)
+    panels_hh_t = native.gemm_weight(w_hh.t(), choice)
+    panels_hr_t = native.gemm_weight(w_hr.t(), choice) if spec.proj else None
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
     scratch, dm = f.A.new_empty(threads, 2 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
     fns.backward(T, B, H, R, step_flags(spec), torch.get_num_threads(), threads, int(spec.reverse),
-                 panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(),
+                 native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(),
                  f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
                  w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), g.DH.data_ptr(), ptr(g.dHP), g.dc0.data_ptr(),
                  grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr())

@@ -73,6 +73,7 @@ from . import cpu_gru, cpu_lstm
 from .cpu_common import inputs_ok, summed_bias, tensors_ok, tracing
 from .higher_order import Rebuild
 from .reference import scan, zero_padding
+from .step_masks import has_masks, kernel_masks, parameter_tensors
 
 #: dtypes the Triton kernels are written and tested for
 DTYPES = (torch.float32, torch.bfloat16)
@@ -118,8 +119,10 @@ def match(cell: RecurrentCell, x: Tensor, p: SimpleNamespace):
         return None
     if not device_ok(x) or torch.is_autocast_enabled(x.device.type):
         return None  # under autocast the reference's matmuls change precision; ours would not
-    if cell.hidden_size > MAX_HIDDEN or not tensors_ok(x, vars(p).values()):
+    if cell.hidden_size > MAX_HIDDEN or not tensors_ok(x, parameter_tensors(p)):
         return None
+    if has_masks(p) and not lstm_supported(cell):
+        return None  # recurrent dropout and zoneout: the LSTM kernel only, so far
     kernel = lstm_scan if lstm_supported(cell) else gru_scan if gru_supported(cell) else None
     return kernel if kernel is not None and triton_available() else None
 
@@ -148,8 +151,9 @@ def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
     xp = _projection(cell, p, x).contiguous()
     opt = (lambda name: getattr(p, name, None))
     rebuild = Rebuild(cell, p, x, _projection, _LSTM_PARAMETERS, reverse)
+    km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
     y, h, c = impl.TritonLSTMScan.apply(
-        rebuild, spec, None if mask is None else mask.contiguous(), xp, h0.contiguous(), c0,
+        rebuild, spec, None if mask is None else mask.contiguous(), km, xp, h0.contiguous(), c0,
         *(opt(name) for name in _LSTM_PARAMETERS))
     return y, (h, c)
 

@@ -79,6 +79,31 @@ def on_real_rows(x, other, m_ptr, b, MASK: tl.constexpr):
 
 
 @triton.jit
+def zone(new, old, k, MODE: tl.constexpr):
+    """Zoneout of one state: ``MODE`` 1 (training) keeps ``old`` where the mask ``k`` is 1
+    (a select); 2 (evaluation) is ``torch.lerp(new, old, k)`` with the rate ``k``."""
+    if MODE == 1:
+        return tl.where(k != 0.0, old, new)
+    return tl.where(k < 0.5, new + k * (old - new), old - (old - new) * (1.0 - k))
+
+
+@triton.jit
+def zone_kept(d, k, MODE: tl.constexpr):
+    """The part of a zoned state's gradient ``d`` that goes straight to the previous state."""
+    if MODE == 1:
+        return tl.where(k != 0.0, d, 0.0)
+    return k * d
+
+
+@triton.jit
+def zone_update(d, k, MODE: tl.constexpr):
+    """The part of a zoned state's gradient ``d`` that goes into the step's own new value."""
+    if MODE == 1:
+        return tl.where(k != 0.0, 0.0, d)
+    return (1.0 - k) * d
+
+
+@triton.jit
 def norm_stats(x, valid, n, eps):
     """``(xhat, mean, rstd)`` of a row block ``x`` (0 on invalid lanes), biased variance
     as :func:`torch.nn.functional.layer_norm`; ``xhat`` is 0 on invalid lanes."""

@@ -50,8 +50,9 @@ from torch import Tensor
 from .cpu_common import grad_weight_prev, step_order, sum_prev_products, sum_tb
 from .cpu_lstm import LSTMSpec
 from .higher_order import Rebuild
+from .step_masks import KernelMasks
 from .triton_common import (ACC, as_acc, launch_config, load_f32, load_mask, norm_input_grad, norm_stats,
-                            on_real_rows, prev_of, store, tanh)
+                            on_real_rows, prev_of, store, tanh, zone, zone_kept, zone_update)
 
 
 @triton.jit
@@ -101,9 +102,9 @@ def _norm4_input_grad(gw0, gw1, gw2, gw3, x0, x1, x2, x3, rstd, n):
 @triton.jit
 def _lstm_forward_step(xp_ptr, hp_ptr, c_prev_ptr, h_prev_ptr, m_ptr,
                        w_ci_ptr, w_cf_ptr, w_co_ptr, g_h_ptr, g_c_ptr, b_c_ptr,
-                       act_ptr, c_ptr, h_ptr, stats_ptr, H, eps,
+                       act_ptr, c_ptr, h_ptr, stats_ptr, kh_ptr, kc_ptr, cn_ptr, H, eps,
                        PEEP: tl.constexpr, LN: tl.constexpr, MASK: tl.constexpr,
-                       BLOCK_H: tl.constexpr):
+                       ZONE_H: tl.constexpr, ZONE_C: tl.constexpr, BLOCK_H: tl.constexpr):
     """One forward step of batch row ``b = program_id(0)`` (module docstring).
 
     Reads ``xp, hp (B, 4H)``, ``c_prev (B, H)`` float32, ``h_prev (B, H)``, ``m (B, 1)``
@@ -143,6 +144,11 @@ def _lstm_forward_step(xp_ptr, hp_ptr, c_prev_ptr, h_prev_ptr, m_ptr,
         tl.store(stats_ptr + b * 4 + 3, rstd_c)
     else:
         h = o * tanh(c)
+    if ZONE_C:  # zoneout: the backward needs the cell's own c' (kept in cn)
+        store(cn_ptr + row, c, valid)
+        c = zone(c, c_prev, load_f32(kc_ptr + row, valid), ZONE_C)
+    if ZONE_H:
+        h = zone(h, load_f32(h_prev_ptr + row, valid), load_f32(kh_ptr + row, valid), ZONE_H)
     if MASK:  # padded step: the state passes through (exactly: select, not blend)
         keep = load_mask(m_ptr, b) != 0.0
         c = tl.where(keep, c, c_prev)
@@ -156,9 +162,9 @@ def _lstm_forward_step(xp_ptr, hp_ptr, c_prev_ptr, h_prev_ptr, m_ptr,
 def _lstm_backward_step(dy_ptr, dhg_ptr, carry_ptr, dc_ptr, m_ptr,
                         act_ptr, c_prev_ptr, c_ptr, hp_ptr, stats_ptr,
                         w_ci_ptr, w_cf_ptr, w_co_ptr, g_h_ptr, g_c_ptr, b_c_ptr,
-                        da_ptr, dhp_ptr, dch_ptr, H,
+                        da_ptr, dhp_ptr, dch_ptr, kh_ptr, kc_ptr, H,
                         PEEP: tl.constexpr, LN: tl.constexpr, MASK: tl.constexpr,
-                        BLOCK_H: tl.constexpr):
+                        ZONE_H: tl.constexpr, ZONE_C: tl.constexpr, BLOCK_H: tl.constexpr):
     r"""One backward step of batch row ``b = program_id(0)`` (module docstring).
 
     Reads ``dy, dhg (B, H)``, ``carry, dc (B, H)`` float32 (updated in place: they
@@ -174,14 +180,22 @@ def _lstm_backward_step(dy_ptr, dhg_ptr, carry_ptr, dc_ptr, m_ptr,
     row = b * H + k
     dy = load_f32(dy_ptr + row, valid)
     dc = load_f32(dc_ptr + row, valid)
-    if MASK:  # the cell sees the grads on real rows; padded rows hand them to the previous state
+    if MASK or ZONE_H:  # the cell sees the grads on real rows; padded rows hand them to the previous state
         s = load_f32(dhg_ptr + row, valid) + load_f32(carry_ptr + row, valid)
         dh = on_real_rows(dy + s, 0.0, m_ptr, b, MASK)
-        store(carry_ptr + row, on_real_rows(tl.zeros_like(s), s, m_ptr, b, MASK), valid)
+        kept = tl.zeros_like(s)
+        if ZONE_H:  # zoned-out units hand their gradient straight to h_{t-1}
+            kept = zone_kept(dh, load_f32(kh_ptr + row, valid), ZONE_H)
+            dh = zone_update(dh, load_f32(kh_ptr + row, valid), ZONE_H)
+        store(carry_ptr + row, on_real_rows(kept, s, m_ptr, b, MASK), valid)
         dc_cell = on_real_rows(dc, 0.0, m_ptr, b, MASK)
     else:
         dh = dy + load_f32(dhg_ptr + row, valid)
         dc_cell = dc
+    dc_kept = tl.zeros_like(dc_cell)
+    if ZONE_C:
+        dc_kept = zone_kept(dc_cell, load_f32(kc_ptr + row, valid), ZONE_C)
+        dc_cell = zone_update(dc_cell, load_f32(kc_ptr + row, valid), ZONE_C)
     i, f, g, o = _load4(act_ptr, gate, H, valid)
     c_prev = load_f32(c_prev_ptr + row, valid)
     c = load_f32(c_ptr + row, valid)
@@ -207,6 +221,8 @@ def _lstm_backward_step(dy_ptr, dhg_ptr, carry_ptr, dc_ptr, m_ptr,
     dc_prev = dc_cell * f
     if PEEP:
         dc_prev += da_i * load_f32(w_ci_ptr + k, valid) + da_f * load_f32(w_cf_ptr + k, valid)
+    if ZONE_C:
+        dc_prev += dc_kept
     if MASK:  # padded rows: dC passes through, no gate saw the step
         dc_prev = on_real_rows(dc_prev, dc, m_ptr, b, MASK)
         da_i = on_real_rows(da_i, 0.0, m_ptr, b, MASK)
@@ -245,9 +261,10 @@ class _Forward:
     Y: Tensor
     HP: Tensor | None = None
     stats: Tensor | None = None
+    CN: Tensor | None = None  # with zoneout on c: the cell's own c' before the zoneout
 
     def tensors(self) -> tuple:
-        return self.A, self.C, self.Y, self.HP, self.stats
+        return self.A, self.C, self.Y, self.HP, self.stats, self.CN
 
 
 def _kernel_weights(spec: LSTMSpec, peep, ln, dummy: Tensor) -> tuple[Tensor, ...]:
@@ -257,34 +274,40 @@ def _kernel_weights(spec: LSTMSpec, peep, ln, dummy: Tensor) -> tuple[Tensor, ..
 
 
 def _forward(spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
-             w_hh: Tensor, peep, ln) -> _Forward:
+             w_hh: Tensor, peep, ln, km: KernelMasks) -> _Forward:
     """The time loop: ``xp (T, B, 4H)`` (``b_hh`` folded in), ``h0, c0 (B, H)``,
-    ``mask (T, B, 1)`` bool or None -> :class:`_Forward`."""
+    ``mask (T, B, 1)`` bool or None, ``km`` the recurrent dropout and zoneout -> :class:`_Forward`."""
     T, B, G = xp.shape
     H = G // 4
     f = _Forward(A=xp.new_empty(T, B, G, dtype=ACC), C=xp.new_empty(T, B, H, dtype=ACC),
                  Y=xp.new_empty(T, B, H), HP=xp.new_empty(T, B, G) if spec.layer_norm else None,
-                 stats=xp.new_empty(T, B, 4, dtype=ACC) if spec.layer_norm else None)
+                 stats=xp.new_empty(T, B, 4, dtype=ACC) if spec.layer_norm else None,
+                 CN=xp.new_empty(T, B, H, dtype=ACC) if km.modes[1] else None)
     dummy = f.A
     # the GEMM writes straight into the saved HP with layer norm, else into one scratch row block
     hp_ = f.HP.unbind(0) if spec.layer_norm else (xp.new_empty(B, G),) * T
     st_ = f.stats.unbind(0) if spec.layer_norm else (dummy,) * T
     m_ = mask.unbind(0) if mask is not None else (dummy,) * T
     xp_, a_, c_, y_ = xp.unbind(0), f.A.unbind(0), f.C.unbind(0), f.Y.unbind(0)
+    cn_ = f.CN.unbind(0) if f.CN is not None else (dummy,) * T
     weights = _kernel_weights(spec, peep, ln, dummy)
     launch = launch_config(H)
     w_t = w_hh.t()
     h, c = h0, as_acc(c0)
+    dropped = torch.empty_like(h0) if km.drop_h is not None else None
     for t in step_order(T, spec.reverse):
-        hp = torch.mm(h, w_t, out=hp_[t])
-        _lstm_forward_step[(B,)](xp_[t], hp, c, h, m_[t], *weights, a_[t], c_[t], y_[t], st_[t], H, spec.eps,
-                                 PEEP=spec.peephole, LN=spec.layer_norm, MASK=mask is not None, **launch)
+        operand = h if dropped is None else torch.mul(h, km.drop_h, out=dropped)  # recurrent dropout
+        hp = torch.mm(operand, w_t, out=hp_[t])
+        _lstm_forward_step[(B,)](xp_[t], hp, c, h, m_[t], *weights, a_[t], c_[t], y_[t], st_[t],
+                                 km.at(0, t, dummy), km.at(1, t, dummy), cn_[t], H, spec.eps,
+                                 PEEP=spec.peephole, LN=spec.layer_norm, MASK=mask is not None,
+                                 ZONE_H=km.modes[0], ZONE_C=km.modes[1], **launch)
         h, c = y_[t], c_[t]
     return f
 
 
 def _backward_loop(spec: LSTMSpec, f: _Forward, c0: Tensor, mask: Tensor | None, w_hh: Tensor,
-                   peep, ln, dy: Tensor, dh_n: Tensor, dc_n: Tensor) -> dict[str, Tensor | None]:
+                   peep, ln, dy: Tensor, dh_n: Tensor, dc_n: Tensor, km: KernelMasks) -> dict[str, Tensor | None]:
     """BPTT through the recurrence (module docstring). Returns ``dA (T, B, 4H)`` (= grad
     wrt ``xp``, input dtype), ``dS`` (the GEMM operand: ``dA`` or, with LN, LN_h^T(dA)),
     ``dCH (T, B, H)`` float32 (``d\\hat c``; LN only), ``dh0``, ``dc0`` (float32) and
@@ -299,6 +322,7 @@ def _backward_loop(spec: LSTMSpec, f: _Forward, c0: Tensor, mask: Tensor | None,
     dhg = dh_n.to(memory_format=torch.contiguous_format, copy=True)
     carry, dc, c0f = torch.zeros_like(dhg, dtype=ACC), as_acc(dc_n), as_acc(c0)
     c_ = f.C.unbind(0)
+    own_c_ = f.CN.unbind(0) if f.CN is not None else c_  # the cell's own c' (before zoneout)
     src_ = (dHP if spec.layer_norm else dA).unbind(0)
     hp_ = f.HP.unbind(0) if spec.layer_norm else (dummy,) * T
     st_ = f.stats.unbind(0) if spec.layer_norm else (dummy,) * T
@@ -310,15 +334,19 @@ def _backward_loop(spec: LSTMSpec, f: _Forward, c0: Tensor, mask: Tensor | None,
     launch = launch_config(H)
     for t in reversed(step_order(T, spec.reverse)):
         _lstm_backward_step[(B,)](dy_[t], dhg, carry, dc, m_[t], a_[t], prev_of(c_, c0f, t, spec.reverse),
-                                  c_[t], hp_[t], st_[t], *weights, da_[t], dhp_[t], dch_[t], H,
-                                  PEEP=spec.peephole, LN=spec.layer_norm, MASK=mask is not None, **launch)
+                                  own_c_[t], hp_[t], st_[t], *weights, da_[t], dhp_[t], dch_[t],
+                                  km.at(0, t, dummy), km.at(1, t, dummy), H,
+                                  PEEP=spec.peephole, LN=spec.layer_norm, MASK=mask is not None,
+                                  ZONE_H=km.modes[0], ZONE_C=km.modes[1], **launch)
         torch.mm(src_[t], w_hh, out=dhg)
+        if km.drop_h is not None:  # back through h * drop_h
+            dhg.mul_(km.drop_h)
     return {"dA": dA, "dS": dHP if spec.layer_norm else dA, "dCH": dCH,
             "dh0": (carry + dhg).to(dhg.dtype), "dc0": dc, "c0f": c0f}
 
 
 def _weight_grads(spec: LSTMSpec, f: _Forward, g: dict, h0: Tensor,
-                  needs: dict[str, bool]) -> dict[str, Tensor | None]:
+                  needs: dict[str, bool], km: KernelMasks) -> dict[str, Tensor | None]:
     """Parameter gradients as GEMMs/reductions over all steps, in float32 where the
     operands are: ``dW_hh = sum_t dS_t^T h_{t-1}``; ``dw_ci, dw_cf = sum dA_{i,f} c_{t-1}``;
     ``dw_co = sum dA_o c_t``; LN gains ``sum dA xhat_h``, ``sum d\\hat c xhat_c``, ``sum d\\hat c``.
@@ -326,20 +354,23 @@ def _weight_grads(spec: LSTMSpec, f: _Forward, g: dict, h0: Tensor,
     T, B, G = f.A.shape
     H = G // 4
     out: dict[str, Tensor | None] = {}
+    own_c = f.C if f.CN is None else f.CN  # the cell's own c' (before zoneout)
     if needs["w_hh"]:
-        out["w_hh"] = grad_weight_prev(g["dS"], f.Y, h0, spec.reverse)
+        d = km.drop_h
+        out["w_hh"] = grad_weight_prev(g["dS"], f.Y if d is None else f.Y * d, h0 if d is None else h0 * d,
+                                       spec.reverse)
     if spec.peephole:
         dA4 = g["dA"].view(T, B, 4, H).to(ACC)
         if needs["w_ci"] or needs["w_cf"]:
             d_if = sum_prev_products(dA4[:, :, :2], f.C.unsqueeze(2), g["c0f"].unsqueeze(1), spec.reverse)
             out["w_ci"], out["w_cf"] = d_if.unbind(0)
-        out["w_co"] = sum_tb(dA4[:, :, 3] * f.C) if needs["w_co"] else None
+        out["w_co"] = sum_tb(dA4[:, :, 3] * own_c) if needs["w_co"] else None
     if spec.layer_norm:
         mean_h, rstd_h, mean_c, rstd_c = f.stats.unsqueeze(-1).unbind(-2)  # each (T, B, 1)
         if needs["ln_hh_w"]:
             out["ln_hh_w"] = sum_tb(g["dA"].to(ACC) * (f.HP.to(ACC) - mean_h) * rstd_h)
         if needs["ln_c_w"]:
-            out["ln_c_w"] = sum_tb(g["dCH"] * (f.C - mean_c) * rstd_c)
+            out["ln_c_w"] = sum_tb(g["dCH"] * (own_c - mean_c) * rstd_c)
         if needs["ln_c_b"]:
             out["ln_c_b"] = sum_tb(g["dCH"])
     return out
@@ -349,17 +380,18 @@ _INPUTS = ("xp", "h0", "c0", "w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w"
 
 
 class TritonLSTMScan(torch.autograd.Function):
-    """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b)
-    -> (y (T, B, H), h_n (B, H), c_n (B, H))``; ``xp (T, B, 4H)`` the input projection
+    """``(rebuild, spec, mask, km, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b)
+    -> (y (T, B, H), h_n (B, H), c_n (B, H))``; ``km`` the recurrent dropout and zoneout
+    (:class:`~rnnkit.kernels.step_masks.KernelMasks`); ``xp (T, B, 4H)`` the input projection
     with ``b_hh`` folded in, the weights the cell's own, absent ones None. ``rebuild``
     (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
     (double backward): the reference's autograd instead of the Triton BPTT."""
 
     @staticmethod
-    def forward(ctx, rebuild: Rebuild, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
-                w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b):
-        f = _forward(spec, xp, h0, c0, mask, w_hh, (w_ci, w_cf, w_co), (ln_hh_w, ln_c_w, ln_c_b))
-        ctx.spec, ctx.rebuild = spec, rebuild
+    def forward(ctx, rebuild: Rebuild, spec: LSTMSpec, mask: Tensor | None, km: KernelMasks, xp: Tensor,
+                h0: Tensor, c0: Tensor, w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b):
+        f = _forward(spec, xp, h0, c0, mask, w_hh, (w_ci, w_cf, w_co), (ln_hh_w, ln_c_w, ln_c_b), km)
+        ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
         ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, *f.tensors(),
                               *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
@@ -370,16 +402,16 @@ class TritonLSTMScan(torch.autograd.Function):
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
         mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, *saved = ctx.saved_tensors
-        needs = dict(zip(_INPUTS, ctx.needs_input_grad[3:]))
+        needs = dict(zip(_INPUTS, ctx.needs_input_grad[4:]))
         if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
             inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b)
-            grads = ctx.rebuild.grads(saved[5:], inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
-            return (None, None, None, *grads)
-        f = _Forward(*saved[:5])
+            grads = ctx.rebuild.grads(saved[6:], inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
+            return (None, None, None, None, *grads)
+        f = _Forward(*saved[:6])
         peep, ln = (w_ci, w_cf, w_co), (ln_hh_w, ln_c_w, ln_c_b)
-        g = _backward_loop(spec, f, c0, mask, w_hh, peep, ln, dy.contiguous(), dh_n, dc_n)
-        w = _weight_grads(spec, f, g, h0, needs)
+        g = _backward_loop(spec, f, c0, mask, w_hh, peep, ln, dy.contiguous(), dh_n, dc_n, ctx.km)
+        w = _weight_grads(spec, f, g, h0, needs, ctx.km)
         params = dict(zip(_INPUTS[3:], (w_hh, *peep, *ln)))
         grads = [None if w.get(n) is None else w[n].to(params[n].dtype) for n in _INPUTS[3:]]
-        return (None, None, None, g["dA"] if needs["xp"] else None, g["dh0"] if needs["h0"] else None,
+        return (None, None, None, None, g["dA"] if needs["xp"] else None, g["dh0"] if needs["h0"] else None,
                 g["dc0"].to(c0.dtype) if needs["c0"] else None, *grads)

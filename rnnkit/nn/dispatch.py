@@ -86,9 +86,6 @@ def use_kernels(layer: Layer, x: Tensor, p: SimpleNamespace) -> bool:
     refused, the reference scan runs: on CUDA no other kernel applies to those cells)."""
     if layer.backend not in ("auto", "triton"):
         return False
-    reg = getattr(layer, "regularization", None)
-    if reg is not None and reg.steps_masked(layer.training):
-        return False  # the fused kernels take no step masks yet
     return not (_is_triton(kernels.find(layer.cells[0], x, p)) and not triton_requested(layer))
 
 

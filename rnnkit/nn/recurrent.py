@@ -16,8 +16,8 @@ from ..cells.base import RecurrentCell, built_for, check_bool, params_namespace
 from ..errors import ArgumentError, ArgumentTypeError
 from . import checks, dispatch
 from .init import INIT_SCHEMES, init_cell_parameters
-from .regularization import (RATES, drop_weight, locked_dropout, make_regularization, recurrent_weight_name,
-                             step_masks)
+from .regularization import (RATES, drop_weight, locked_dropout, make_regularization, probe_masks,
+                             recurrent_weight_name, step_masks)
 from .scan import scan_layers
 
 HiddenState = Tensor | tuple[Tensor, ...]
@@ -213,6 +213,9 @@ class Recurrent(nn.Module):
         only on request (``backend="triton"`` or ``RNNKIT_TRITON=1``; see :mod:`.dispatch`)."""
         p = self._params(0, 0)
         probe = torch.empty(1, 1, self.input_size, device=p.weight_ih.device, dtype=p.weight_ih.dtype)
+        if self.regularization.steps_masked(self.training):  # can the kernel take the step masks?
+            p = SimpleNamespace(**vars(p), **vars(probe_masks(self.regularization, self.cells[0], probe,
+                                                              self.training)))
         return dispatch.kernel_for(self, probe, p) is not None
 
     @property
@@ -274,11 +277,10 @@ class Recurrent(nn.Module):
         D, reg = self.num_directions, self.regularization
         params = [[self._params(k, d, dropped) for d in range(D)] for k in range(self.num_layers)]
         states = [[tuple(s[k * D + d] for s in h0) for d in range(D)] for k in range(self.num_layers)]
-        use_kernels = dispatch.use_kernels(self, x, params[0][0])
         if reg.steps_masked(self.training):  # masks drawn here, whichever loop consumes them
             params = [[SimpleNamespace(**vars(p), **vars(step_masks(reg, self.cells[k], x, self.training)))
                        for p in per_dir] for k, per_dir in enumerate(params)]
-            use_kernels = False  # the fused kernels do not take step masks yet: the reference scan
+        use_kernels = dispatch.use_kernels(self, x, params[0][0])  # a kernel that cannot take the masks says no
         hidden_dropout = reg.hidden_dropout if self.training else 0.0
         out, finals = scan_layers(list(self.cells), params, x, states, lengths, self.dropout, self.training,
                                   use_kernels=use_kernels, hidden_dropout=hidden_dropout)

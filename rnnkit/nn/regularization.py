@@ -189,6 +189,18 @@ def step_masks(reg: Regularization, cell, x: Tensor, training: bool) -> SimpleNa
     return SimpleNamespace(drop_h=drop_h, zone=tuple(zone) if any(z is not None for z in zone) else None)
 
 
+def probe_masks(reg: Regularization, cell, x: Tensor, training: bool) -> SimpleNamespace:
+    """Masks shaped as :func:`step_masks` draws them for ``x``, but drawn from nothing (all
+    kept): for asking a kernel whether it takes them without touching the generator."""
+    sizes = dict(zip(cell.state_names, cell.state_sizes()))
+    T, B = x.shape[0], x.shape[1]
+    drop_h = x.new_ones(B, sizes[cell.state_names[0]]) if training and reg.recurrent_dropout else None
+    zone = tuple(None if not reg.zoneout.get(n) else
+                 (torch.zeros(T, B, sizes[n], dtype=torch.bool, device=x.device) if training else reg.zoneout[n])
+                 for n in cell.state_names)
+    return SimpleNamespace(drop_h=drop_h, zone=zone if any(z is not None for z in zone) else None)
+
+
 def drop_weight(weight: Tensor, p: float, training: bool) -> Tensor:
     """DropConnect: ``weight`` with entries zeroed with probability ``p`` (scaled by
     ``1 / (1 - p)``), one mask per call; ``weight`` itself in evaluation."""

@@ -92,3 +92,107 @@ def test_loading_keeps_denormals():
             "dtype=torch.float64) * 1).item()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert float(out[0]) > 0 and float(out[1]) > 0, out
+
+
+# --- the GEMM: panel width from the library, forced 64-byte vectors, vendor BLAS ------
+
+import torch  # noqa: E402
+
+from kernel_checks import one_thread, outputs_and_grads  # noqa: E402,F401 (one_thread: autouse fixture)
+
+
+def _gemm_matches_torch(vendor=False):
+    for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-12)):
+        gen = torch.Generator().manual_seed(0)
+        for B, G, K in ((1, 40, 3), (7, 100, 33), (13, 148, 37), (32, 64, 16)):
+            x = torch.randn(B, K + 5, generator=gen, dtype=dtype)[:, 2:K + 2]  # strided rows
+            w = torch.randn(G, K, generator=gen, dtype=dtype)
+            add = torch.randn(B, G, generator=gen, dtype=dtype)
+            got = native.gemm(x, w if vendor else native.pack_panels(w), G, add=add, vendor=vendor)
+            torch.testing.assert_close(got, x @ w.t() + add, atol=tol, rtol=tol)
+
+
+def _fused_match_reference():
+    """A peephole + layer-norm LSTM and both GRUs through the native kernels, forward and
+    backward (masked, reverse), against the reference scan: float32 at the kernel tests'
+    1e-5, float64 tight."""
+    from rnnkit.cells import GRUCell, LSTMCell
+    from rnnkit.kernels import cpu_gru_native, cpu_lstm_native
+    from rnnkit.nn.scan import scan
+    factories = [(cpu_lstm_native.lstm_scan, lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True, **kw)),
+                 (cpu_gru_native.gru_scan, lambda i, h, **kw: GRUCell(i, h, variant="reset_before", **kw)),
+                 (cpu_gru_native.gru_scan, lambda i, h, **kw: GRUCell(i, h, variant="simplified", **kw))]
+    for kernel, factory in factories:
+        for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
+            torch.manual_seed(0)
+            cell = factory(5, 37, dtype=dtype)  # 4H = 148: a partial panel at every width
+            with torch.no_grad():
+                for p in cell.parameters():
+                    p.normal_(0, 0.5)
+            x = torch.randn(6, 3, 5, dtype=dtype, requires_grad=True)
+            state = tuple(torch.randn(3, n, dtype=dtype, requires_grad=True) for n in cell.state_sizes())
+            mask = (torch.arange(6).unsqueeze(1) < torch.tensor([6, 2, 4])).unsqueeze(-1)
+            for reverse in (False, True):
+                want = outputs_and_grads(scan, cell, x, state, mask, reverse)
+                got = outputs_and_grads(kernel, cell, x, state, mask, reverse)
+                for a, b in zip((*got[0], *got[1]), (*want[0], *want[1])):
+                    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+
+
+@needs_cc
+def test_panel_width_comes_from_the_library():
+    """Python sizes the panels by what the C was built with: two vectors, 32 bytes each
+    on AVX2, 64 where the compiler targets AVX-512."""
+    native.library.cache_clear()
+    width = 64 if "avx512f" in native._cpu_signature().split() else 32
+    assert native.panel_width(torch.float32) == 2 * width // 4
+    assert native.panel_width(torch.float64) == 2 * width // 8
+    _gemm_matches_torch()
+
+
+@needs_cc
+def test_forced_64_byte_vectors_build_separately_and_match(fresh, monkeypatch):
+    """-DRNNKIT_VEC_BYTES=64 (the AVX-512 code, lowered to pairs of 256-bit operations on an
+    AVX2 CPU): its own cache file, 32-float panels, the same GEMM and whole-sequence results."""
+    default = native.library()
+    monkeypatch.setenv("RNNKIT_NATIVE_CFLAGS", "-DRNNKIT_VEC_BYTES=64")
+    monkeypatch.setenv("RNNKIT_GEMM", "packed")
+    native.library.cache_clear()
+    wide = native.library()
+    assert wide is not None and wide._name != default._name and len(list(fresh.glob("*.so"))) == 2
+    assert native.panel_width(torch.float32) == 32 and native.panel_width(torch.float64) == 16
+    _gemm_matches_torch()
+    _fused_match_reference()
+
+
+def _has_vendor():
+    return native.library() is not None and native.vendor_gemm(torch.float32) is not None
+
+
+@needs_cc
+@pytest.mark.skipif(not _has_vendor(), reason="this torch exports no BLAS sgemm_")
+def test_vendor_gemm_matches():
+    _gemm_matches_torch(vendor=True)
+
+
+@needs_cc
+@pytest.mark.parametrize("choice", native.GEMM_CHOICES)
+def test_each_gemm_choice_matches_the_reference(choice, monkeypatch):
+    """RNNKIT_GEMM forces the per-step GEMM: rnnkit's packed one or the vendor BLAS."""
+    if choice == "vendor" and not _has_vendor():
+        pytest.skip("this torch exports no BLAS sgemm_")
+    monkeypatch.setenv("RNNKIT_GEMM", choice)
+    assert native.gemm_choice(torch.float32, 3, 148, 37) == choice
+    _fused_match_reference()
+
+
+@needs_cc
+def test_auto_gemm_choice_is_timed_once_and_remembered(monkeypatch):
+    monkeypatch.setenv("RNNKIT_GEMM", "auto")
+    first = native.gemm_choice(torch.float32, 5, 64, 16, threads=1)
+    assert first in native.GEMM_CHOICES
+    assert native.gemm_choice(torch.float32, 5, 64, 16, threads=1) == first
+    assert any(k[:5] == ("torch.float32", 5, 64, 16, 1) for k in native.gemm_choices())
+    monkeypatch.setenv("RNNKIT_GEMM", "fastest")
+    with pytest.raises(ValueError, match="RNNKIT_GEMM"):
+        native.gemm_choice(torch.float32, 5, 64, 16)

@@ -355,3 +355,29 @@ def test_double_backward_equals_reference_scan(name):
     _, grad_names = _names(cell)
     for order, a, b in zip(("first", "second"), got, want):
         _assert_all_close([f"{order}-order d{n}" for n in grad_names], a, b, atol=1e-4, rtol=1e-4)
+
+
+@in_interpreter
+@pytest.mark.parametrize("cell_kw", [{"peephole": True}, {"layer_norm": True}, {"peephole": True, "layer_norm": True}])
+@pytest.mark.parametrize("reg", [{"recurrent_dropout": 0.3}, {"zoneout": {"c": 0.5, "h": 0.2}},
+                                 {"recurrent_dropout": 0.3, "zoneout": 0.3}])
+@pytest.mark.parametrize("training", [True, False])
+def test_regularised_lstm_kernel_matches_the_reference_with_the_same_masks(cell_kw, reg, training):
+    """Recurrent dropout and zoneout inside the Triton LSTM kernel (issue 16): the same
+    draws (same seed) give the reference scan's outputs and every gradient, with lengths
+    and both directions."""
+    torch.manual_seed(1)
+    fast = rnnkit.LSTM(4, 6, backend="triton", bidirectional=True, **cell_kw, **reg).train(training)
+    ref = rnnkit.LSTM(4, 6, backend="scan", bidirectional=True, **cell_kw, **reg).train(training)
+    ref.load_state_dict(fast.state_dict())
+    assert fast.path == "kernel" and ref.path == "scan"
+    x = torch.randn(7, 3, 4, requires_grad=True)
+    results = []
+    for layer in (fast, ref):
+        torch.manual_seed(5)
+        y, (h, c) = layer(x, lengths=torch.tensor([7, 3, 5]))
+        (y.square().sum() + h.sum() + 2 * c.sum()).backward()
+        results.append([y, h, c, x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+        x.grad = None
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)

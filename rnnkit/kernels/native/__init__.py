@@ -11,6 +11,14 @@ libgomp torch loads, so the C shares torch's thread team. The library is cached
 under ``$RNNKIT_CACHE`` (default ``~/.cache/rnnkit``), named by a hash of the
 sources, flags, compiler and CPU, written to a temporary file and renamed into place,
 so concurrent first uses (DDP workers, pytest) never see a half-written file.
+``$RNNKIT_NATIVE_CFLAGS`` adds compiler flags (read when the library is first built or
+loaded; part of the hash, so another cache file), e.g. ``-DRNNKIT_VEC_BYTES=64`` builds
+the GEMM's 64-byte (AVX-512 width) code on any x86 CPU, as the tests do.
+
+The per-step GEMM is either rnnkit's packed one (``gemm.h``) or the vendor BLAS torch
+links (its Fortran ``sgemm_``/``dgemm_``, called from the C through an address handed
+over here): :func:`gemm_choice` times both once per shape and keeps the faster
+(``$RNNKIT_GEMM`` = ``packed`` or ``vendor`` forces one; default ``auto``).
 
 Why C and not ``torch.compile``: the pointwise part of one step is ~10 small ops;
 Inductor's generated code needs the same compiler plus ~35 s per cell and its call
@@ -81,6 +89,11 @@ def _compiler() -> list[str] | None:
     return None if path is None else [path, *cc[1:]]
 
 
+def extra_flags() -> tuple[str, ...]:
+    """``$RNNKIT_NATIVE_CFLAGS``, split as a shell would: added to every build variant."""
+    return tuple(shlex.split(os.environ.get("RNNKIT_NATIVE_CFLAGS", "")))
+
+
 def _library_path(cc: list[str], variant: tuple[str, ...]) -> Path:
     digest = hashlib.sha256()
     for name in SOURCES:
@@ -124,6 +137,7 @@ def library() -> ctypes.CDLL | None:
         return None
     errors = []
     for variant in VARIANTS:
+        variant = (*variant, *extra_flags())
         path = _library_path(cc, variant)
         failed = path.with_suffix(".failed")  # a build that failed: not retried by every process
         try:
@@ -184,27 +198,137 @@ def bind(name: str, dtype):
     return fn
 
 
+@functools.lru_cache(maxsize=None)
+def _panel_width(lib: ctypes.CDLL, suffix: str) -> int:
+    fn = getattr(lib, "gemm_panel_width" + suffix)
+    fn.argtypes, fn.restype = [], ctypes.c_long
+    return int(fn())
+
+
+def panel_width(dtype) -> int:
+    """``NR``, the rows per panel of the packed GEMM for ``dtype``: two of the vectors
+    the library was built with (32 bytes on AVX2, 64 on AVX-512 or when forced)."""
+    return _panel_width(library(), SUFFIXES[str(dtype).removeprefix("torch.")][0])
+
+
 def pack_panels(weight):
     """``weight (G, K)`` (contiguous) packed for ``gemm_packed`` (native/gemm.h): panels of
-    ``NR`` rows (two 32-byte vectors: 16 floats, 8 doubles), each ``[K][NR]``, zero past ``G``."""
+    ``NR`` rows (:func:`panel_width`), each ``[K][NR]``, zero past ``G``."""
     G, K = weight.shape
-    nr = 2 * 32 // weight.element_size()
+    nr = panel_width(weight.dtype)
     panels = weight.new_empty((G + nr - 1) // nr * K * nr)
     bind("gemm_pack", weight.dtype)(G, K, weight.data_ptr(), panels.data_ptr())
     return panels
 
 
-def gemm(x, panels, out_features: int, add=None, out=None):
+#: the vendor BLAS's Fortran GEMM per element type, as libtorch_cpu exports it
+BLAS_SYMBOLS = {"float32": "sgemm_", "float64": "dgemm_"}
+GEMM_CHOICES = ("packed", "vendor")
+
+
+@functools.lru_cache(maxsize=None)
+def vendor_gemm(dtype) -> int | None:
+    """The address of the BLAS ``?gemm_`` torch links (MKL, OpenBLAS), exported by
+    ``libtorch_cpu`` (or the process), for ``dtype``; None where it is not exported."""
+    import torch  # deferred: the build helpers need no torch
+    name = BLAS_SYMBOLS.get(str(dtype).removeprefix("torch."))
+    if name is None:
+        return None
+    candidates = [Path(torch.__file__).parent / "lib" / "libtorch_cpu.so", None]
+    for lib in candidates:
+        try:
+            handle = ctypes.CDLL(None if lib is None else str(lib))  # torch loaded it: a handle, no reload
+            return ctypes.cast(getattr(handle, name), ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+_CHOSEN: dict[tuple, str] = {}
+
+
+def _time_gemm(fn, args, rounds: int = 5) -> float:
+    import time
+    fn(*args)  # warm: caches, threads, the BLAS's own first-call setup
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def gemm_choice(dtype, batch: int, out_features: int, in_features: int, threads: int | None = None) -> str:
+    """``"packed"`` (rnnkit's GEMM) or ``"vendor"`` (the BLAS torch links) for the
+    sequences' per-step product ``(batch, in) @ W.T`` with ``W (out, in)``.
+
+    ``$RNNKIT_GEMM`` = ``packed`` or ``vendor`` forces one (tests run both); the default,
+    ``auto``, times both once per (dtype, shape, threads) in this process (best of a few
+    calls each, alternating) and keeps the faster, packed unless the vendor's is faster
+    by more than 3%. Packed wins at these small batches on AVX2 CPUs where we measured;
+    on AVX-512 ones oneDNN/MKL's wider kernels can win. No vendor symbol: packed."""
+    import torch
+    forced = os.environ.get("RNNKIT_GEMM", "auto")
+    if forced not in ("auto", *GEMM_CHOICES):
+        raise ValueError(f"RNNKIT_GEMM must be auto, packed or vendor, not {forced!r}")
+    vendor = vendor_gemm(dtype)
+    if forced != "auto" or vendor is None:
+        return "vendor" if forced == "vendor" and vendor is not None else "packed"
+    threads = torch.get_num_threads() if threads is None else threads
+    key = (str(dtype), batch, out_features, in_features, threads, library()._name)
+    if key not in _CHOSEN:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, in_features, generator=gen, dtype=dtype)
+        w = torch.randn(out_features, in_features, generator=gen, dtype=dtype)
+        out = x.new_empty(batch, out_features)
+        panels = pack_panels(w)
+        fn = bind("gemm_select", dtype)
+        common = (batch, out_features, in_features, in_features, threads, x.data_ptr())
+        packed_args = (None, *common, panels.data_ptr(), None, out.data_ptr())
+        vendor_args = (vendor, *common, w.data_ptr(), None, out.data_ptr())
+        t_packed, t_vendor = float("inf"), float("inf")
+        for _ in range(2):  # alternating: a drift in load hits both
+            t_packed = min(t_packed, _time_gemm(fn, packed_args))
+            t_vendor = min(t_vendor, _time_gemm(fn, vendor_args))
+        _CHOSEN[key] = "vendor" if t_vendor < 0.97 * t_packed else "packed"
+    return _CHOSEN[key]
+
+
+def gemm_choices() -> dict[tuple, str]:
+    """The choices :func:`gemm_choice` timed in this process: ``(dtype, B, N, K, threads,
+    library) -> "packed" | "vendor"`` (benchmarks record them)."""
+    return dict(_CHOSEN)
+
+
+def gemm_weight(weight, choice: str):
+    """What the C sequences take for ``weight (G, K)`` under ``choice``: its packed
+    panels, or (vendor) the weight itself, contiguous."""
+    return pack_panels(weight.contiguous()) if choice == "packed" else weight.contiguous()
+
+
+def vendor_arg(dtype, choice: str) -> int | None:
+    """The C sequences' ``vendor`` argument for ``choice``."""
+    return vendor_gemm(dtype) if choice == "vendor" else None
+
+
+def gemm(x, panels, out_features: int, add=None, out=None, vendor: bool = False):
     """``x (B, K) @ W.T (+ add (B, N))`` with ``W (N = out_features, K)`` packed by
     :func:`pack_panels` (rows of ``x`` may be strided), into ``out`` (contiguous ``(B, N)``)
     or a new tensor: the C GEMM the sequence kernels run per step, for tests and
-    benchmarks. Shapes are checked: the C would read or write past a wrong one."""
+    benchmarks. With ``vendor`` the BLAS's (``panels`` is then ``W`` itself, contiguous).
+    Shapes are checked: the C would read or write past a wrong one."""
     import torch  # deferred: the build helpers above need no torch
     B, K = x.shape
-    nr = 2 * 32 // x.element_size()
-    if panels.numel() != (out_features + nr - 1) // nr * K * nr or panels.dtype != x.dtype:
-        raise ValueError(f"gemm: panels of {panels.numel()} {panels.dtype} do not pack a "
-                         f"({out_features}, {K}) {x.dtype} weight")
+    if vendor:
+        if vendor_gemm(x.dtype) is None:
+            raise RuntimeError("gemm: no vendor BLAS ?gemm_ symbol found in this torch")
+        if tuple(panels.shape) != (out_features, K) or panels.dtype != x.dtype or not panels.is_contiguous():
+            raise ValueError(f"gemm: vendor wants the contiguous ({out_features}, {K}) {x.dtype} weight")
+    else:
+        nr = panel_width(x.dtype)
+        if panels.numel() != (out_features + nr - 1) // nr * K * nr or panels.dtype != x.dtype:
+            raise ValueError(f"gemm: panels of {panels.numel()} {panels.dtype} do not pack a "
+                             f"({out_features}, {K}) {x.dtype} weight")
     for name, t in (("add", add), ("out", out)):
         if t is not None and (tuple(t.shape) != (B, out_features) or t.dtype != x.dtype):
             raise ValueError(f"gemm: {name} must be ({B}, {out_features}) {x.dtype}, got "
@@ -214,6 +338,7 @@ def gemm(x, panels, out_features: int, add=None, out=None):
     x = x if x.stride(1) == 1 else x.contiguous()
     out = x.new_empty(B, out_features) if out is None else out
     add = None if add is None else add.contiguous()
-    bind("gemm_packed", x.dtype)(B, out_features, K, x.stride(0), torch.get_num_threads(), x.data_ptr(),
-                                 panels.data_ptr(), None if add is None else add.data_ptr(), out.data_ptr())
+    bind("gemm_select", x.dtype)(vendor_gemm(x.dtype) if vendor else None, B, out_features, K, x.stride(0),
+                                 torch.get_num_threads(), x.data_ptr(), panels.data_ptr(),
+                                 None if add is None else add.data_ptr(), out.data_ptr())
     return out

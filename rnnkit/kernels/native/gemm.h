@@ -1,19 +1,42 @@
 /* A small GEMM for the per-step recurrent products: out (B, G) = x (B, K) W^T (+ add),
  * with W (G, K) packed once per sequence into panels of NR rows ([K][NR] each), so
  * every step streams the panels contiguously. Register tiles of 6 (2, 1) x NR outputs
- * (GCC/clang vector extensions: AVX2 registers with -march=native, plain code
- * elsewhere); panels are split over the OpenMP threads, each thread's panels staying
- * in its own cache from step to step. Included twice by steps.c (float, double). */
+ * (GCC/clang vector extensions); panels are split over the OpenMP threads, each
+ * thread's panels staying in its own cache from step to step. Included twice by
+ * steps.c (float, double).
+ *
+ * Vector width: 64 bytes where the compiler targets AVX-512 (-march=native on such a
+ * CPU defines __AVX512F__; 32 zmm registers hold the twelve accumulators easily),
+ * else 32 bytes (AVX2: the twelve accumulators, two weight vectors and a broadcast
+ * fill the 16 ymm registers). -DRNNKIT_VEC_BYTES=64 (or 32, 16) forces a width: GCC
+ * lowers wider vectors than the target has to several narrower operations, so the
+ * 64-byte code can be built and tested on an AVX2 CPU. The panel width follows
+ * (NR = two vectors); Python asks gemm_panel_width for it.
+ *
+ * The alternative, gemm_vendor: the BLAS torch links (MKL, OpenBLAS), its Fortran
+ * ?gemm_ called through an address Python hands over (no BLAS headers here), on the
+ * plain row-major weight. Which one a sequence uses is chosen in Python (see
+ * rnnkit/kernels/native/__init__.py, gemm_choice); gemm_any dispatches. */
 
-#define VL (32 / (long)sizeof(real))  /* lanes per 32-byte vector */
-#define NR (2 * VL)                    /* panel width: two vectors */
-typedef real NAME(vec) __attribute__((vector_size(32)));
+#ifndef RNNKIT_VEC_BYTES
+#ifdef __AVX512F__
+#define RNNKIT_VEC_BYTES 64
+#else
+#define RNNKIT_VEC_BYTES 32
+#endif
+#endif
+#define VL (RNNKIT_VEC_BYTES / (long)sizeof(real))  /* lanes per vector */
+#define NR (2 * VL)                                  /* panel width: two vectors */
+typedef real NAME(vec) __attribute__((vector_size(RNNKIT_VEC_BYTES)));
 
 static inline NAME(vec) NAME(vload)(const real* p) {
     NAME(vec) v;
     __builtin_memcpy(&v, p, sizeof v);
     return v;
 }
+
+/* The panel width NR this library was built with (pack_panels sizes its buffer by it). */
+long NAME(gemm_panel_width)(void) { return NR; }
 
 /* P: ceil(G / NR) panels of K * NR values (rows past G are zero) */
 void NAME(gemm_pack)(long G, long K, const real* W, real* P) {
@@ -101,6 +124,42 @@ void NAME(gemm_packed)(long B, long G, long K, long ldx, long threads, const rea
         for (; b < B; b++)
             NAME(tile1)(K, x + b * ldx, pp, o + b * G, a ? a + b * G : 0, width);
     }
+}
+
+/* Fortran BLAS ?gemm_ (column-major; trailing hidden string lengths are not read by
+ * MKL's or OpenBLAS's gemm and are left out). LP64: 32-bit integers, as torch links. */
+typedef void (*NAME(blas_gemm))(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                                const real* alpha, const real* a, const int* lda, const real* b,
+                                const int* ldb, const real* beta, real* c, const int* ldc);
+
+/* out (B, G) = x (B, K; rows ldx apart) W^T (+ add), W (G, K) row-major, by the vendor
+ * BLAS at address `vendor`: column-major that is out^T (G, B) = W^T' x^T, i.e.
+ * gemm("T", "N", G, B, K, W (K x G, ld K), x^T (K x B, ld ldx)). Its own threads. */
+static void NAME(gemm_vendor)(const void* vendor, long B, long G, long K, long ldx, const real* x,
+                              const real* W, const real* add, real* out) {
+    int m = (int)G, n = (int)B, k = (int)K, lda = (int)K, ldb = (int)ldx, ldc = (int)G;
+    real one = 1, beta = 0;
+    if (add) {
+        for (long i = 0; i < B * G; i++) out[i] = add[i];
+        beta = 1;
+    }
+    ((NAME(blas_gemm))vendor)("T", "N", &m, &n, &k, &one, W, &lda, x, &ldb, &beta, out, &ldc);
+}
+
+/* The sequences' GEMM: with `vendor` NULL, P is packed (gemm_pack) and the packed GEMM
+ * runs; else P is the plain weight (G, K) and the vendor BLAS runs. */
+static inline void NAME(gemm_any)(const void* vendor, long B, long G, long K, long ldx, long threads,
+                                  const real* x, const real* P, const real* add, real* out) {
+    if (vendor)
+        NAME(gemm_vendor)(vendor, B, G, K, ldx, x, P, add, out);
+    else
+        NAME(gemm_packed)(B, G, K, ldx, threads, x, P, add, out);
+}
+
+/* gemm_any exported, for tests and for timing the two choices */
+void NAME(gemm_select)(const void* vendor, long B, long G, long K, long ldx, long threads, const real* x,
+                       const real* P, const real* add, real* out) {
+    NAME(gemm_any)(vendor, B, G, K, ldx, threads, x, P, add, out);
 }
 #undef NR
 #undef VL

@@ -131,9 +131,10 @@ static void NAME(gru_s_backward)(long B, long H, long threads, const real* g, co
  * nonzero for the reset-before GRU (P_a = packed W_rz, P_b = packed W_n), else the
  * simplified one (P_a = packed W_hh). Y (T, B, H) gets the states; with `store`
  * A (T, B, G*H) and RH (T, B, H; reset-before) keep every step for the backward,
- * without they hold one step. rec: (B, 2H) scratch. */
+ * without they hold one step. rec: (B, 2H) scratch. vendor: as lstm_sequence's (with
+ * it the P_ are the plain weight blocks). */
 void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads, long pw_threads,
-                        long reverse, long store, const real* xp, const real* P_a, const real* P_b,
+                        long reverse, long store, const void* vendor, const real* xp, const real* P_a, const real* P_b,
                         const real* h0, const unsigned char* mask, real* Y, real* A, real* RH,
                         real* rec) {
     const long GH = (reset_before ? 3 : 2) * H;
@@ -142,11 +143,11 @@ void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads,
         const real *h = s ? Y + prev * B * H : h0, *x = xp + t * B * GH;
         const unsigned char* m = mask ? mask + t * B : 0;
         real *a = A + k * B * GH, *y = Y + t * B * H;
-        NAME(gemm_packed)(B, 2 * H, H, H, threads, h, P_a, 0, rec);
+        NAME(gemm_any)(vendor, B, 2 * H, H, H, threads, h, P_a, 0, rec);
         if (reset_before) {
             real* rh = RH + k * B * H;
             NAME(gru_rb_forward_gates)(B, H, pw_threads, x, rec, h, a, rh);
-            NAME(gemm_packed)(B, H, H, H, threads, rh, P_b, 0, rec);
+            NAME(gemm_any)(vendor, B, H, H, H, threads, rh, P_b, 0, rec);
             NAME(gru_rb_forward_state)(B, H, pw_threads, x, rec, h, m, a, y);
         } else {
             NAME(gru_s_forward)(B, H, pw_threads, x, rec, h, m, a, y);
@@ -158,7 +159,7 @@ void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads,
  * W_rz^T (H, 2H) (simplified: W_hh^T), P_bT packs W_n^T (H, H). Fills dA (T, B, G*H);
  * grad (B, H) goes from dh_T to the gradient wrt h0 in place. P, drh: (B, H) scratch. */
 void NAME(gru_backward_sequence)(long T, long B, long H, long reset_before, long threads,
-                                 long pw_threads, long reverse, const real* P_aT, const real* P_bT,
+                                 long pw_threads, long reverse, const void* vendor, const real* P_aT, const real* P_bT,
                                  const real* dy, const unsigned char* mask, const real* h0,
                                  const real* A, const real* Y, real* dA, real* grad, real* P,
                                  real* drh) {
@@ -170,11 +171,11 @@ void NAME(gru_backward_sequence)(long T, long B, long H, long reset_before, long
         real* da = dA + t * B * GH;
         if (reset_before) {
             NAME(gru_rb_backward_gates)(B, H, pw_threads, grad, d, a, h, m, da, P);
-            NAME(gemm_packed)(B, H, H, GH, threads, da + 2 * H, P_bT, 0, drh);  /* dRH = dA_n W_n */
+            NAME(gemm_any)(vendor, B, H, H, GH, threads, da + 2 * H, P_bT, 0, drh);  /* dRH = dA_n W_n */
             NAME(gru_rb_backward_reset)(B, H, pw_threads, drh, a, h, m, da, P);
         } else {
             NAME(gru_s_backward)(B, H, pw_threads, grad, d, a, h, m, da, P);
         }
-        NAME(gemm_packed)(B, H, 2 * H, GH, threads, da, P_aT, P, grad);  /* P + dA_rz W_rz */
+        NAME(gemm_any)(vendor, B, H, 2 * H, GH, threads, da, P_aT, P, grad);  /* P + dA_rz W_rz */
     }
 }

@@ -228,9 +228,11 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
  * projection only), HP (T, B, 4H; layer norm only: W_hh h) and stats (4, T, B) keep
  * every step; without, they hold one step, reused (HP may then be NULL: rec is used).
  * rec: one step's GEMM output (B, 4H). flags as lstm_forward's; threads for the
- * GEMMs, pw_threads for the pointwise step (one for small steps: a fork costs more). */
+ * GEMMs, pw_threads for the pointwise step (one for small steps: a fork costs more).
+ * vendor: NULL, P_hh / P_hr packed by gemm_pack; or a BLAS ?gemm_ address, P_hh / P_hr
+ * the plain weights (see gemm_any). */
 void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long pw_threads,
-                         long reverse, long store, real eps, const real* xp, const real* P_hh, const real* P_hr,
+                         long reverse, long store, real eps, const void* vendor, const real* xp, const real* P_hh, const real* P_hr,
                          const real* h0, const real* c0, const real* gamma_h,
                          const real* w_ci, const real* w_cf, const real* w_co,
                          const real* gamma_c, const real* beta_c, const unsigned char* mask,
@@ -242,12 +244,12 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
         const real *h = s ? Y + prev * B * R : h0, *c = s ? C + prev * B * H : c0;
         const unsigned char* m = mask ? mask + t * B : 0;
         real *y = Y + t * B * R, *r = (HP && store) ? HP + t * B * G : rec, *st = stats + k * B;
-        NAME(gemm_packed)(B, G, R, R, threads, h, P_hh, 0, r);
+        NAME(gemm_any)(vendor, B, G, R, R, threads, h, P_hh, 0, r);
         NAME(lstm_forward)(B, H, flags, pw_threads, eps, xp + t * B * G, r, gamma_h, st, st + Ts * B,
                            c, w_ci, w_cf, w_co, gamma_c, beta_c, st + 2 * Ts * B, st + 3 * Ts * B,
                            m, h, A + k * B * G, C + t * B * H, U + k * B * H, P_hr ? M + k * B * H : y);
         if (P_hr) {
-            NAME(gemm_packed)(B, R, H, H, threads, M + k * B * H, P_hr, 0, y);
+            NAME(gemm_any)(vendor, B, R, H, H, threads, M + k * B * H, P_hr, 0, y);
             for (long b = 0; m && b < B; b++)  /* padded: the state passes through */
                 if (!m[b])
                     for (long j = 0; j < R; j++) y[b * R + j] = h[b * R + j];
@@ -256,14 +258,14 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
 }
 
 /* Backpropagation through a whole sequence in one call (after lstm_sequence with
- * store), the step of lstm_backward plus the GEMMs: P_hhT packs W_hh^T (R, 4H) so
+ * store), the step of lstm_backward plus the GEMMs: P_hhT packs W_hh^T (R, 4H) (or is W_hh^T itself, with vendor: see lstm_sequence) so
  * that a GEMM gives dh_{t-1} = src W_hh (src = dA, or dHP with layer norm), P_hrT
  * packs W_hr^T (H, R): dm = DH_t W_hr. Fills dA, DH (T, B, R: the gradient wrt each
  * state, as it entered its step), dHP; dc (B, H) goes from dc_T to dc_0 in place and
  * grad (B, R) from dh_T to the gradient wrt h0 before the first step's padding carry
  * (the caller adds that). sums, scratch: as lstm_backward's. dm: B * H scratch. */
 void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, long threads,
-                                  long pw_threads, long reverse, const real* P_hhT, const real* P_hrT,
+                                  long pw_threads, long reverse, const void* vendor, const real* P_hhT, const real* P_hrT,
                                   const real* dy, const unsigned char* mask, const real* c0,
                                   const real* A, const real* C, const real* U, const real* HP,
                                   const real* stats, const real* w_ci, const real* w_cf,
@@ -286,7 +288,7 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
             for (long b = 0; ml && b < B; b++)
                 if (!ml[b])
                     for (long j = 0; j < R; j++) dh[b * R + j] += DH[later * B * R + b * R + j];
-            NAME(gemm_packed)(B, H, R, R, threads, dh, P_hrT, 0, dm);
+            NAME(gemm_any)(vendor, B, H, R, R, threads, dh, P_hrT, 0, dm);
             NAME(lstm_backward)(B, H, flags, pw_threads, dm, 0, 0, 0, 0, A + t * B * G, C + t * B * H,
                                 c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c, mean_c, rstd_c,
                                 ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h, dhp, sums, m, dc, da,
@@ -298,6 +300,6 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
                                 mean_c, rstd_c, ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h,
                                 dhp, sums, m, dc, da, scratch);
         }
-        NAME(gemm_packed)(B, R, G, G, threads, ln ? dhp : da, P_hhT, 0, grad);
+        NAME(gemm_any)(vendor, B, R, G, G, threads, ln ? dhp : da, P_hhT, 0, grad);
     }
 }

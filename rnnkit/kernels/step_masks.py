@@ -1,0 +1,63 @@
+"""The regularisation a fused kernel applies inside its time loop, in kernel form.
+
+The layer draws the masks (:func:`rnnkit.nn.regularization.step_masks`) and hands them to
+whichever loop runs, in the parameter namespace ``p``: ``p.drop_h (B, R)`` (recurrent
+dropout: multiplies the state where it enters ``W_hh``) and ``p.zone`` (zoneout: per state
+None, a bool ``(T, B, S)`` keep mask in training, or the rate in evaluation). A kernel
+reads them through :class:`KernelMasks`: the keep masks as float 0/1 per step (mode 1:
+a select), or one ``(B, S)`` tensor holding the rate for every step (mode 2: the
+expectation, ``torch.lerp(new, old, z)``). Device-neutral: used by every back end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor
+
+NONE, SELECT, MIX = 0, 1, 2
+
+
+@dataclass
+class KernelMasks:
+    drop_h: Tensor | None                 # (B, R) in the input dtype, or None
+    keep: tuple[Tensor | None, ...]       # per state: (T, B, S) 0/1, (B, S) rate, or None
+    modes: tuple[int, ...]                # per state: NONE, SELECT or MIX
+
+    @property
+    def zoned(self) -> bool:
+        return any(self.modes)
+
+    def at(self, i: int, t: int, dummy: Tensor) -> Tensor:
+        """State ``i``'s keep values for step ``t`` (``dummy`` when not zoned: never read)."""
+        mode, k = self.modes[i], self.keep[i]
+        return dummy if mode == NONE else (k[t] if mode == SELECT else k)
+
+
+def kernel_masks(p: SimpleNamespace, B: int, sizes: tuple[int, ...], device, dtype=torch.float32) -> KernelMasks:
+    """``p``'s masks (None when the layer set none) in :class:`KernelMasks` form."""
+    zone = getattr(p, "zone", None) or (None,) * len(sizes)
+    keep, modes = [], []
+    for z, n in zip(zone, sizes):
+        if z is None:
+            keep.append(None)
+            modes.append(NONE)
+        elif isinstance(z, Tensor):
+            keep.append(z.to(device=device, dtype=dtype).contiguous())
+            modes.append(SELECT)
+        else:
+            keep.append(torch.full((B, n), float(z), device=device, dtype=dtype))
+            modes.append(MIX)
+    drop = getattr(p, "drop_h", None)
+    return KernelMasks(None if drop is None else drop.contiguous(), tuple(keep), tuple(modes))
+
+
+def has_masks(p: SimpleNamespace) -> bool:
+    """Whether the layer put step masks in ``p`` (recurrent dropout or zoneout)."""
+    return getattr(p, "drop_h", None) is not None or getattr(p, "zone", None) is not None
+
+
+def parameter_tensors(p: SimpleNamespace) -> list[Tensor | None]:
+    """The parameters in ``p``, without the masks (which are not parameters: other dtypes)."""
+    return [v for k, v in vars(p).items() if k not in ("drop_h", "zone")]
