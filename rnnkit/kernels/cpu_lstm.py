@@ -420,9 +420,10 @@ PARAMETERS = ("weight_hh", "weight_ci", "weight_cf", "weight_co", "ln_hh_weight"
 
 
 def run_kernel(function, projection, cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
-               mask: Tensor | None, reverse: bool, scale: Tensor | None = None) -> tuple[Tensor, State]:
+               mask: Tensor | None, reverse: bool, scale: Tensor | None = None,
+               extra: tuple = ()) -> tuple[Tensor, State]:
     """Shared body of the LSTM kernels' ``lstm_scan``: the reference scan for tensors the
-    kernel does not take, else ``function.apply(rebuild, spec, mask, projection(cell, p, x),
+    kernel does not take, else ``function.apply(rebuild, spec, mask, *extra, projection(cell, p, x),
     h0, c0, *parameters)`` with the padded steps of ``x`` zeroed first; ``scale``: the
     projection's (:class:`~rnnkit.kernels.higher_order.Rebuild`)."""
     h0, c0 = state
@@ -436,7 +437,7 @@ def run_kernel(function, projection, cell: LSTMCell, p: SimpleNamespace, x: Tens
     spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
                     reverse=reverse, store=store)
     rebuild = Rebuild(cell, p, x, projection, PARAMETERS, reverse, scale)
-    y, h, c = function.apply(rebuild, spec, mask, xp, h0, c0, *params)
+    y, h, c = function.apply(rebuild, spec, mask, *extra, xp, h0, c0, *params)
     return y, (h, c)
 
 

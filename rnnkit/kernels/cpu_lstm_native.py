@@ -23,9 +23,10 @@ from torch import Tensor
 from ..cells.base import State
 from ..cells.lstm import LSTMCell
 from . import native
-from .cpu_common import (byte_mask, folded_projection, grad_projection, grad_weight_prev, masked_copy,
+from .cpu_common import (sum_tb, byte_mask, folded_projection, grad_projection, grad_weight_prev, masked_copy,
                          padded_rows, peephole_grads, pointwise_threads, ptr)
 from .cpu_lstm import _INPUTS, LSTMSpec, run_kernel
+from .step_masks import SELECT, KernelMasks, kernel_masks
 
 # the flags of native/steps.c
 PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
@@ -45,21 +46,24 @@ def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
 
 
 def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
-             w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
+             w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, 4H)`` (input projection plus all additive
     biases), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
     ``C (T, B, H)`` cells and, with ``spec.store`` (a backward will follow), what it
     needs: ``A (T, B, 4H)`` gate activations, ``U (T, B, H)`` ``tanh`` of the
     (normalised) cell, ``M`` (projection input; ``Y`` without projection), with layer
     norm ``HP (T, B, 4H)`` = ``W_hh h`` and both norms' statistics ``(4, T, B)``.
-    Without ``store`` those buffers hold one step, reused."""
+    Without ``store`` those buffers hold one step, reused. ``km``: recurrent dropout and
+    zoneout (then ``CN`` keeps the cell's own ``c'`` before zoneout, for the backward)."""
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
     n = T if spec.store else 1
     f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T, B, H), A=xp.new_empty(n, B, G),
                         U=xp.new_empty(n, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
                         HP=xp.new_empty(T, B, G) if spec.layer_norm and spec.store else None,
-                        stats=xp.new_empty(4, n, B))  # mean_h, rstd_h, mean_c, rstd_c
+                        stats=xp.new_empty(4, n, B),  # mean_h, rstd_h, mean_c, rstd_c
+                        CN=xp.new_empty(n, B, H) if km.modes[1] else None)
+    hd = xp.new_empty(B, R) if km.drop_h is not None else None  # one step's h * drop_h
     m8 = byte_mask(mask)
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
     choice = native.gemm_choice(xp.dtype, B, G, R)  # packed or vendor GEMM, by the main product's shape
@@ -71,14 +75,23 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     fns.forward(T, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
                 int(spec.store), spec.eps, native.vendor_arg(xp.dtype, choice), xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
                 c0.data_ptr(), g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
-                f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr())
+                f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr(),
+                *_mask_args(km, ptr(hd)), ptr(f.CN))
     if not spec.proj:
         f.M = f.Y
     return f
 
 
+def _mask_args(km: KernelMasks, *scratch) -> tuple:
+    """The C loops' recurrent-dropout and zoneout arguments: ``drop, *scratch, zh, zc, kh, kc,
+    zh_rate, zc_rate`` (``kh, kc``: the training keep masks as bytes; the rates: evaluation's;
+    ``scratch``: the forward's one-step ``h * drop`` buffer)."""
+    keep = [ptr(k) if m == SELECT else None for k, m in zip(km.keep, km.modes)]
+    return (ptr(km.drop_h), *scratch, km.modes[0], km.modes[1], *keep, *km.rates)
+
+
 def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
-              c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr) -> SimpleNamespace:
+              c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
     """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
     (grad wrt ``xp``), ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)``
     (grad wrt ``W_hh h``, layer norm only), ``dh0, dc0`` and the norms' gain/shift grads."""
@@ -95,12 +108,14 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     panels_hh_t = native.gemm_weight(w_hh.t(), choice)
     panels_hr_t = native.gemm_weight(w_hr.t(), choice) if spec.proj else None
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
-    scratch, dm = f.A.new_empty(threads, 2 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
+    scratch, dm = f.A.new_empty(threads, 3 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
+    hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}
     fns.backward(T, B, H, R, step_flags(spec), torch.get_num_threads(), threads, int(spec.reverse),
                  native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(),
                  f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
                  w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), g.DH.data_ptr(), ptr(g.dHP), g.dc0.data_ptr(),
-                 grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr())
+                 grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr(), *_mask_args(km),
+                 ptr(f.CN), ptr(hk))
     if mask is not None:  # the first step padded: h0 passed straight through it
         first = T - 1 if spec.reverse else 0
         grad.add_(torch.where(mask[first], 0.0, g.DH[first]))
@@ -110,15 +125,19 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
 
 
 def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, rows: Tensor | None,
-                  needs: dict[str, bool]) -> dict[str, Tensor | None]:
+                  needs: dict[str, bool], km: KernelMasks) -> dict[str, Tensor | None]:
     """Parameter gradients as a few big GEMMs/reductions over all steps (see
     :func:`rnnkit.kernels.cpu_lstm._weight_grads`, here without the gate scale)."""
     T, B, G = f.A.shape
     out: dict[str, Tensor | None] = {}
     if needs["w_hh"]:
-        out["w_hh"] = grad_weight_prev(g.dHP if spec.layer_norm else g.dA, f.Y, h0, spec.reverse)
+        d = km.drop_h  # W_hh saw h * drop_h
+        out["w_hh"] = grad_weight_prev(g.dHP if spec.layer_norm else g.dA, f.Y if d is None else f.Y * d,
+                                       h0 if d is None else h0 * d, spec.reverse)
     if spec.peephole:
         out |= peephole_grads(g.dA, f.C, c0, spec.reverse, needs)
+        if f.CN is not None and needs["w_co"]:  # w_co saw the cell's own c', not the zoned c
+            out["w_co"] = sum_tb(g.dA[..., 3 * (G // 4):] * f.CN)
     if spec.layer_norm:
         H = G // 4
         out |= {"ln_hh_w": g.d_ln[0], "ln_c_w": g.d_ln[1, :H], "ln_c_b": g.d_ln[2, :H]}
@@ -135,16 +154,16 @@ class NativeLSTMScan(torch.autograd.Function):
     (double backward): the reference's autograd instead of the C BPTT."""
 
     @staticmethod
-    def forward(ctx, rebuild, spec: LSTMSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, c0: Tensor,
-                w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
+    def forward(ctx, rebuild, spec: LSTMSpec, mask: Tensor | None, km: KernelMasks, xp: Tensor, h0: Tensor,
+                c0: Tensor, w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
         fns = steps_fns(xp.dtype)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
-        f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr)
-        ctx.spec, ctx.rebuild = spec, rebuild
+        f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr, km)
+        ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
         if spec.store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
             ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats,
+                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats, f.CN,
                                   *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
         return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), f.C[last].clone()
@@ -154,21 +173,21 @@ class NativeLSTMScan(torch.autograd.Function):
         spec: LSTMSpec = ctx.spec
         assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
         (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-         A, C, U, Y, M, HP, stats, *saved) = ctx.saved_tensors
-        needs = dict(zip(_INPUTS, ctx.needs_input_grad[3:]))
+         A, C, U, Y, M, HP, stats, CN, *saved) = ctx.saved_tensors
+        needs = dict(zip(_INPUTS, ctx.needs_input_grad[4:]))
         if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
             inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
             grads = ctx.rebuild.grads(saved, inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
-            return (None, None, None, *grads)
+            return (None, None, None, None, *grads)
         h0, c0 = h0.contiguous(), c0.contiguous()
-        f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats)
+        f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
         rows = padded_rows(mask)
         dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
-        g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, w_hh, peep, ln, w_hr)
-        w = _weight_grads(spec, f, g, h0, c0, rows, needs)
-        return (None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
+        g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, w_hh, peep, ln, w_hr, ctx.km)
+        w = _weight_grads(spec, f, g, h0, c0, rows, needs, ctx.km)
+        return (None, None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
 
 
@@ -177,4 +196,5 @@ def lstm_scan(cell: LSTMCell, p: SimpleNamespace, x: Tensor, state: State,
     """Drop-in for :func:`rnnkit.nn.scan.scan` on a supported :class:`LSTMCell`:
     ``x (T, B, I)``, ``state = (h (B, R), c (B, H))``, ``mask (T, B, 1)``
     -> ``(y (T, B, R), (h_n, c_n))``."""
-    return run_kernel(NativeLSTMScan, folded_projection, cell, p, x, state, mask, reverse)
+    km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
+    return run_kernel(NativeLSTMScan, folded_projection, cell, p, x, state, mask, reverse, extra=(km,))

@@ -4,9 +4,10 @@ The layer draws the masks (:func:`rnnkit.nn.regularization.step_masks`) and hand
 whichever loop runs, in the parameter namespace ``p``: ``p.drop_h (B, R)`` (recurrent
 dropout: multiplies the state where it enters ``W_hh``) and ``p.zone`` (zoneout: per state
 None, a bool ``(T, B, S)`` keep mask in training, or the rate in evaluation). A kernel
-reads them through :class:`KernelMasks`: the keep masks as float 0/1 per step (mode 1:
-a select), or one ``(B, S)`` tensor holding the rate for every step (mode 2: the
-expectation, ``torch.lerp(new, old, z)``). Device-neutral: used by every back end.
+reads them through :class:`KernelMasks`: the keep masks as bytes 0/1 ``(T, B, S)`` (mode
+1: a select), or the rate (mode 2: the expectation, ``torch.lerp(new, old, z)``), which
+the Triton kernels read from a ``(B, S)`` tensor holding it. Device-neutral: used by
+every back end.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ NONE, SELECT, MIX = 0, 1, 2
 @dataclass
 class KernelMasks:
     drop_h: Tensor | None                 # (B, R) in the input dtype, or None
-    keep: tuple[Tensor | None, ...]       # per state: (T, B, S) 0/1, (B, S) rate, or None
+    keep: tuple[Tensor | None, ...]       # per state: (T, B, S) uint8 0/1, (B, S) float32 rate, or None
     modes: tuple[int, ...]                # per state: NONE, SELECT or MIX
+    rates: tuple[float, ...]              # per state: the rate of MIX, else 0
 
     @property
     def zoned(self) -> bool:
@@ -35,22 +37,25 @@ class KernelMasks:
         return dummy if mode == NONE else (k[t] if mode == SELECT else k)
 
 
-def kernel_masks(p: SimpleNamespace, B: int, sizes: tuple[int, ...], device, dtype=torch.float32) -> KernelMasks:
+def kernel_masks(p: SimpleNamespace, B: int, sizes: tuple[int, ...], device) -> KernelMasks:
     """``p``'s masks (None when the layer set none) in :class:`KernelMasks` form."""
     zone = getattr(p, "zone", None) or (None,) * len(sizes)
-    keep, modes = [], []
+    keep, modes, rates = [], [], []
     for z, n in zip(zone, sizes):
         if z is None:
             keep.append(None)
             modes.append(NONE)
-        elif isinstance(z, Tensor):
-            keep.append(z.to(device=device, dtype=dtype).contiguous())
+            rates.append(0.0)
+        elif isinstance(z, Tensor):  # bool: one byte per unit, read as such
+            keep.append(z.to(device).contiguous().view(torch.uint8))
             modes.append(SELECT)
+            rates.append(0.0)
         else:
-            keep.append(torch.full((B, n), float(z), device=device, dtype=dtype))
+            keep.append(torch.full((B, n), float(z), device=device, dtype=torch.float32))
             modes.append(MIX)
+            rates.append(float(z))
     drop = getattr(p, "drop_h", None)
-    return KernelMasks(None if drop is None else drop.contiguous(), tuple(keep), tuple(modes))
+    return KernelMasks(None if drop is None else drop.contiguous(), tuple(keep), tuple(modes), tuple(rates))
 
 
 def has_masks(p: SimpleNamespace) -> bool:

@@ -33,6 +33,17 @@ static inline real NAME(clamp)(real x) { return x < -40 ? -40 : (x > 40 ? 40 : x
 static inline real NAME(sigm)(real x) { return 1 / (1 + EXPF(-NAME(clamp)(x))); }
 static inline real NAME(tanh)(real x) { return TANHF(x); }
 
+/* Zoneout (Krueger et al. 2017) of one unit: mode 1 (training) keeps `old` where the
+ * mask k is 1 (a select: exact); mode 2 (evaluation) is torch.lerp(new, old, k), k the
+ * rate. zone_kept / zone_update split a zoned state's gradient into the part that goes
+ * straight to the previous state and the part that goes into the step's new value. */
+static inline real NAME(zone)(real new_, real old, real k, long mode) {
+    if (mode == 1) return k != 0 ? old : new_;
+    return k < (real)0.5 ? new_ + k * (old - new_) : old - (old - new_) * (1 - k);
+}
+static inline real NAME(zone_kept)(real d, real k, long mode) { return mode == 1 ? (k != 0 ? d : 0) : k * d; }
+static inline real NAME(zone_update)(real d, real k, long mode) { return mode == 1 ? (k != 0 ? 0 : d) : (1 - k) * d; }
+
 /* mean and 1 / sqrt(var + eps) of x (n), biased variance as torch's layer_norm */
 static void NAME(moments)(const real* x, long n, real eps, real* mean, real* rstd) {
     real s = 0, v = 0;
@@ -121,7 +132,9 @@ static void NAME(lstm_forward)(long B, long H, long flags, long threads, real ep
                         const real* c_prev, const real* w_ci, const real* w_cf, const real* w_co,
                         const real* gamma_c, const real* beta_c, real* mean_c, real* rstd_c,
                         const unsigned char* mask, const real* h_prev,
-                        real* A, real* C, real* U, real* M) {
+                        real* A, real* C, real* U, real* M,
+                        long zh, long zc, const unsigned char* kh, const unsigned char* kc,
+                        real zh_rate, real zc_rate, real* CN) {
     const long G = 4 * H;
     const int peep = flags & PEEPHOLE, ln = flags & LAYER_NORM;
     PARALLEL_ROWS(threads)
@@ -130,6 +143,19 @@ static void NAME(lstm_forward)(long B, long H, long flags, long threads, real ep
         else if (peep) FORWARD_ROW(1, 0);
         else if (ln) FORWARD_ROW(0, 1);
         else FORWARD_ROW(0, 0);
+        if (zc) {  /* zoneout of c: the backward needs the cell's own c' (kept in CN) */
+            real *c = C + b * H, *cn = CN + b * H;
+            const real* cp = c_prev + b * H;
+            for (long j = 0; j < H; j++) {
+                cn[j] = c[j];
+                c[j] = NAME(zone)(c[j], cp[j], zc == 1 ? (real)kc[b * H + j] : zc_rate, zc);
+            }
+        }
+        if (zh) {
+            real* m = M + b * H;
+            const real* hp = h_prev + b * H;
+            for (long j = 0; j < H; j++) m[j] = NAME(zone)(m[j], hp[j], zh == 1 ? (real)kh[b * H + j] : zh_rate, zh);
+        }
         if (mask && !mask[b]) {  /* padded: the state passes through */
             for (long j = 0; j < H; j++) C[b * H + j] = c_prev[b * H + j];
             if (flags & CARRY_H)
@@ -192,12 +218,15 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
                          const real* gamma_c, const real* mean_c, const real* rstd_c,
                          const real* rec, const real* gamma_h, const real* mean_h, const real* rstd_h,
                          real* dHP, real* sums,
-                         const unsigned char* mask, real* dc, real* dA, real* scratch) {
+                         const unsigned char* mask, real* dc, real* dA, real* scratch,
+                         long zh, long zc, const unsigned char* kh, const unsigned char* kc,
+                         real zh_rate, real zc_rate, real* hk) {
     const long G = 4 * H;
     const int peep = flags & PEEPHOLE, ln = flags & LAYER_NORM;
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
-        real* work = scratch + THREAD_ID * (2 * H + G);
+        real* work = scratch + THREAD_ID * (3 * H + G);
+        real* dc_kept = work + 2 * H + G;
         real* acc = sums ? sums + THREAD_ID * 3 * G : 0;
         /* dm = g_in + dy (+ the later padded step's dm): separate loops, no tests inside */
         real* dm = dm_out ? dm_out + b * H : work;
@@ -209,14 +238,30 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
         real* da = dA + b * G;
         if (mask && !mask[b]) {  /* padded: no gate saw this step; dc passes through */
             for (long j = 0; j < G; j++) da[j] = 0;
+            if (zh)
+                for (long j = 0; j < H; j++) hk[b * H + j] = 0;
             if (ln)
                 for (long j = 0; j < G; j++) dHP[b * G + j] = 0;
             continue;
         }
+        if (zh)  /* zoned-out units of h hand their gradient straight to h_{t-1} (via hk) */
+            for (long j = 0; j < H; j++) {
+                real d = dm[j], k = zh == 1 ? (real)kh[b * H + j] : zh_rate;
+                hk[b * H + j] = NAME(zone_kept)(d, k, zh);
+                dm[j] = NAME(zone_update)(d, k, zh);
+            }
+        if (zc)
+            for (long j = 0; j < H; j++) {
+                real d = dc[b * H + j], k = zc == 1 ? (real)kc[b * H + j] : zc_rate;
+                dc_kept[j] = NAME(zone_kept)(d, k, zc);
+                dc[b * H + j] = NAME(zone_update)(d, k, zc);
+            }
         if (peep && ln) BACKWARD_ROW(1, 1);
         else if (peep) BACKWARD_ROW(1, 0);
         else if (ln) BACKWARD_ROW(0, 1);
         else BACKWARD_ROW(0, 0);
+        if (zc)
+            for (long j = 0; j < H; j++) dc[b * H + j] += dc_kept[j];
     }
 }
 #undef BACKWARD_ROW
@@ -237,17 +282,26 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
                          const real* w_ci, const real* w_cf, const real* w_co,
                          const real* gamma_c, const real* beta_c, const unsigned char* mask,
                          real* Y, real* C, real* A, real* U, real* M, real* HP, real* stats,
-                         real* rec) {
+                         real* rec, const real* drop, real* hd, long zh, long zc,
+                         const unsigned char* kh, const unsigned char* kc, real zh_rate, real zc_rate,
+                         real* CN) {
     const long G = 4 * H, Ts = store ? T : 1;
     for (long s = 0; s < T; s++) {
         long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, k = store ? t : 0;
         const real *h = s ? Y + prev * B * R : h0, *c = s ? C + prev * B * H : c0;
         const unsigned char* m = mask ? mask + t * B : 0;
         real *y = Y + t * B * R, *r = (HP && store) ? HP + t * B * G : rec, *st = stats + k * B;
-        NAME(gemm_any)(vendor, B, G, R, R, threads, h, P_hh, 0, r);
+        const real* operand = h;
+        if (drop) {  /* recurrent dropout: the state enters W_hh times its mask */
+            for (long i = 0; i < B * R; i++) hd[i] = h[i] * drop[i];
+            operand = hd;
+        }
+        NAME(gemm_any)(vendor, B, G, R, R, threads, operand, P_hh, 0, r);
         NAME(lstm_forward)(B, H, flags, pw_threads, eps, xp + t * B * G, r, gamma_h, st, st + Ts * B,
                            c, w_ci, w_cf, w_co, gamma_c, beta_c, st + 2 * Ts * B, st + 3 * Ts * B,
-                           m, h, A + k * B * G, C + t * B * H, U + k * B * H, P_hr ? M + k * B * H : y);
+                           m, h, A + k * B * G, C + t * B * H, U + k * B * H, P_hr ? M + k * B * H : y,
+                           zh, zc, kh ? kh + t * B * H : 0, kc ? kc + t * B * H : 0, zh_rate, zc_rate,
+                           CN ? CN + k * B * H : 0);
         if (P_hr) {
             NAME(gemm_any)(vendor, B, R, H, H, threads, M + k * B * H, P_hr, 0, y);
             for (long b = 0; m && b < B; b++)  /* padded: the state passes through */
@@ -271,7 +325,9 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
                                   const real* stats, const real* w_ci, const real* w_cf,
                                   const real* w_co, const real* gamma_c, const real* gamma_h,
                                   real* dA, real* DH, real* dHP, real* dc, real* grad, real* sums,
-                                  real* scratch, real* dm) {
+                                  real* scratch, real* dm, const real* drop, long zh, long zc,
+                                  const unsigned char* kh, const unsigned char* kc, real zh_rate,
+                                  real zc_rate, const real* CN, real* hk) {
     const long G = 4 * H;
     const int ln = flags & LAYER_NORM;
     for (long s = T - 1; s >= 0; s--) {
@@ -292,14 +348,19 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
             NAME(lstm_backward)(B, H, flags, pw_threads, dm, 0, 0, 0, 0, A + t * B * G, C + t * B * H,
                                 c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c, mean_c, rstd_c,
                                 ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h, dhp, sums, m, dc, da,
-                                scratch);
+                                scratch, 0, 0, 0, 0, 0, 0, 0);
         } else {  /* lstm_backward adds grad, dy_t and the carry up into DH_t */
             NAME(lstm_backward)(B, H, flags, pw_threads, grad, dy + t * B * R,
                                 ml ? DH + later * B * R : 0, ml, dh, A + t * B * G,
-                                C + t * B * H, c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c,
+                                (CN ? CN : C) + t * B * H, c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c,
                                 mean_c, rstd_c, ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h,
-                                dhp, sums, m, dc, da, scratch);
+                                dhp, sums, m, dc, da, scratch, zh, zc, kh ? kh + t * B * H : 0,
+                                kc ? kc + t * B * H : 0, zh_rate, zc_rate, hk);
         }
         NAME(gemm_any)(vendor, B, R, G, G, threads, ln ? dhp : da, P_hhT, 0, grad);
+        if (drop)  /* back through h * drop */
+            for (long i = 0; i < B * R; i++) grad[i] *= drop[i];
+        if (zh)  /* and the zoned-out units' own share */
+            for (long i = 0; i < B * R; i++) grad[i] += hk[i];
     }
 }
