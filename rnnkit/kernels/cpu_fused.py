@@ -43,9 +43,12 @@ def match(cell: RecurrentCell, x: Tensor, p: SimpleNamespace):
     """The fused CPU kernel for ``cell`` on ``x (T, B, I)`` with parameters ``p``, or None."""
     if not eager_cpu_ok(x) or not tensors_ok(x, parameter_tensors(p)):
         return None
-    if has_masks(p):  # recurrent dropout, zoneout: in the C LSTM loops (any LSTMCell without projection)
-        lstm = type(cell) is LSTMCell and cell.proj_size == 0 and native.available(x.dtype)
-        return cpu_lstm_native.lstm_scan if lstm else None
+    if has_masks(p):  # recurrent dropout, zoneout: in the C loops (any LSTMCell without projection, the GRU variants)
+        if not native.available(x.dtype):
+            return None
+        if type(cell) is LSTMCell and cell.proj_size == 0:
+            return cpu_lstm_native.lstm_scan
+        return cpu_gru_native.gru_scan if isinstance(cell, GRUCell) and cpu_gru.supports(cell) else None
     if isinstance(cell, LSTMCell) and cpu_lstm.supports(cell):
         return cpu_lstm_native.lstm_scan if native.available(x.dtype) else cpu_lstm.lstm_scan
     if isinstance(cell, GRUCell) and cpu_gru.supports(cell):

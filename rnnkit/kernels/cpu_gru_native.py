@@ -26,6 +26,7 @@ from .cpu_common import (byte_mask, folded_projection, grad_weight_prev, inputs_
                          pointwise_threads, ptr)
 from .higher_order import Rebuild
 from .reference import scan, zero_padding
+from .step_masks import SELECT, KernelMasks, kernel_masks
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -43,8 +44,16 @@ def _packed(w_hh: Tensor, reset_before: bool, transpose: bool, choice: str) -> t
     return tuple(None if w is None else native.gemm_weight(w.t() if transpose else w, choice) for w in blocks)
 
 
+def _mask_args(km: KernelMasks, B: int, H: int, dtype, *extra) -> tuple:
+    """The C loops' recurrent-dropout and zoneout arguments, and the scratch they need:
+    ``drop, hd, *extra, zh, kh, zh_rate`` (``hd``: one step's ``h * drop``)."""
+    hd = torch.empty(B, H, dtype=dtype) if km.drop_h is not None else None
+    kh = km.keep[0] if km.modes[0] == SELECT else None
+    return (ptr(km.drop_h), ptr(hd), *extra, km.modes[0], ptr(kh), km.rates[0]), hd
+
+
 def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
-             w_hh: Tensor) -> SimpleNamespace:
+             w_hh: Tensor, km: KernelMasks) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, G*H)``, one C call. Returns the states
     ``Y (T, B, H)`` and, with ``store`` (a backward will follow), ``A (T, B, G*H)`` gate
     activations and ``RH (T, B, H)`` = ``r h`` (reset-before); without, those hold one step."""
@@ -55,14 +64,16 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     choice = native.gemm_choice(xp.dtype, B, 2 * H, H)  # packed or vendor GEMM, by the main product's shape
     p_a, p_b = _packed(w_hh, rb, False, choice)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
+    args, held = _mask_args(km, B, H, xp.dtype)
     fns.forward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
                 native.vendor_arg(xp.dtype, choice), xp.data_ptr(), p_a.data_ptr(), ptr(p_b), h0.data_ptr(), ptr(m8), f.Y.data_ptr(), f.A.data_ptr(),
-                ptr(f.RH), rec.data_ptr())
+                ptr(f.RH), rec.data_ptr(), *args)
+    del held
     return f
 
 
 def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor, mask: Tensor | None,
-              dy: Tensor, dh_n: Tensor, w_hh: Tensor) -> tuple[Tensor, Tensor]:
+              dy: Tensor, dh_n: Tensor, w_hh: Tensor, km: KernelMasks) -> tuple[Tensor, Tensor]:
     """BPTT, one C call: ``dA (T, B, G*H)`` (the gradient wrt ``xp`` and, against the
     states, wrt ``W_hh``) and ``dh0 (B, H)``."""
     T, B, GH = A.shape
@@ -71,17 +82,21 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     m8 = byte_mask(mask)
     choice = native.gemm_choice(A.dtype, B, H, 2 * H)
     p_a, p_b = _packed(w_hh, rb, True, choice)
-    P, drh = A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
+    P, drh, Q = A.new_empty(B, H), A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
+    args, held = _mask_args(km, B, H, A.dtype, Q.data_ptr())
     fns.backward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),
                  native.vendor_arg(A.dtype, choice), p_a.data_ptr(), ptr(p_b), dy.data_ptr(), ptr(m8), h0.data_ptr(), A.data_ptr(), Y.data_ptr(),
-                 dA.data_ptr(), grad.data_ptr(), P.data_ptr(), drh.data_ptr())
+                 dA.data_ptr(), grad.data_ptr(), P.data_ptr(), drh.data_ptr(), *args)
+    del held
     return dA, grad
 
 
 def _weight_grad(variant: str, reverse: bool, dA: Tensor, RH: Tensor | None, Y: Tensor,
-                 h0: Tensor) -> Tensor:
+                 h0: Tensor, drop: Tensor | None = None) -> Tensor:
     """``dW_hh``: ``sum_t dA_t^T h_{t-1}``, for reset-before with ``r h`` in place of ``h``
-    on the candidate rows."""
+    on the candidate rows; with recurrent dropout ``h drop`` (what ``W_hh`` saw)."""
+    if drop is not None:
+        Y, h0 = Y * drop, h0 * drop
     if variant != "reset_before":
         return grad_weight_prev(dA, Y, h0, reverse)
     H = Y.shape[-1]
@@ -98,12 +113,12 @@ class NativeGRUScan(torch.autograd.Function):
     (double backward): the reference's autograd instead of the C BPTT."""
 
     @staticmethod
-    def forward(ctx, rebuild, variant: str, reverse: bool, store: bool, mask: Tensor | None, xp: Tensor,
-                h0: Tensor, w_hh: Tensor):
-        f = _forward(_fns(xp.dtype), variant, reverse, store, xp, h0.contiguous(), mask, w_hh.contiguous())
+    def forward(ctx, rebuild, variant: str, reverse: bool, store: bool, mask: Tensor | None, km: KernelMasks,
+                xp: Tensor, h0: Tensor, w_hh: Tensor):
+        f = _forward(_fns(xp.dtype), variant, reverse, store, xp, h0.contiguous(), mask, w_hh.contiguous(), km)
         if store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
             ctx.save_for_backward(mask, h0, w_hh, f.A, f.RH, f.Y, *rebuild.take_tensors())
-        ctx.variant, ctx.reverse, ctx.store, ctx.rebuild = variant, reverse, store, rebuild
+        ctx.variant, ctx.reverse, ctx.store, ctx.rebuild, ctx.km = variant, reverse, store, rebuild, km
         Y = f.Y
         return masked_copy(Y, padded_rows(mask)), Y[0 if reverse else -1].clone()
 
@@ -113,13 +128,13 @@ class NativeGRUScan(torch.autograd.Function):
         mask, h0, w_hh, A, RH, Y, *saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
-            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), needs[5:], mask, (dy, dh_n))
-            return (None, None, None, None, None, *grads)
+            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), needs[6:], mask, (dy, dh_n))
+            return (None, None, None, None, None, None, *grads)
         h0, w_hh = h0.contiguous(), w_hh.contiguous()
         dy = masked_copy(dy, padded_rows(mask)).contiguous()  # y = m * Y: padded outputs' gradients go nowhere
-        dA, dh0 = _backward(_fns(A.dtype), ctx.variant, ctx.reverse, A, Y, h0, mask, dy, dh_n, w_hh)
-        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0) if needs[7] else None
-        return None, None, None, None, None, dA if needs[5] else None, dh0 if needs[6] else None, dw
+        dA, dh0 = _backward(_fns(A.dtype), ctx.variant, ctx.reverse, A, Y, h0, mask, dy, dh_n, w_hh, ctx.km)
+        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0, ctx.km.drop_h) if needs[8] else None
+        return None, None, None, None, None, None, dA if needs[6] else None, dh0 if needs[7] else None, dw
 
 
 def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
@@ -134,5 +149,6 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     xp = folded_projection(cell, p, x).contiguous()
     store = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, h0, p.weight_hh))
     rebuild = Rebuild(cell, p, x, folded_projection, ("weight_hh",), reverse)
-    y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, store, mask, xp, h0, p.weight_hh)
+    km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
+    y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, store, mask, km, xp, h0, p.weight_hh)
     return y, (h,)

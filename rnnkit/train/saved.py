@@ -120,13 +120,24 @@ def task_from_state(state: dict[str, Any], overrides: dict[str, Any] | None = No
     return task
 
 
+def _same_config(config, stored: dict) -> bool:
+    """``config`` is the stored one: equal on every stored field, and every field a newer
+    rnnkit added since (absent from an older checkpoint) at its default, so older
+    checkpoints keep loading and mean what they meant."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    current = dataclasses.asdict(config)
+    if any(k not in current for k in stored):
+        return False
+    return all(current[k] == stored[k] if k in stored else current[k] == defaults[k] for k in current)
+
+
 def build_model(task: Task, state: dict[str, Any], path: Any = "") -> nn.Module:
     """The model the checkpoint describes, with its weights. Shapes and dtypes are
     checked on a meta-device copy first, so a hostile config (a huge hidden size)
     costs nothing before it is refused."""
     try:
         config = task.model_config()
-        if dataclasses.asdict(config) != state["model_config"]:
+        if not _same_config(config, state["model_config"]):
             raise ConfigError("the model config disagrees with the task's data (e.g. vocabulary size)")
         from ..models import MODELS
 

@@ -55,9 +55,32 @@ def test_float32_and_inference_agree_too():
         torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("variant", ["reset_before", "simplified"])
+@pytest.mark.parametrize("reg", [{"recurrent_dropout": 0.3}, {"zoneout": 0.3}, {"recurrent_dropout": 0.4, "zoneout": 0.2}])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("lengths", [None, [7, 3, 5]])
+def test_fused_c_gru_equals_the_reference_with_the_same_masks(variant, reg, training, lengths):
+    torch.manual_seed(1)
+    kw = dict(num_layers=2, bidirectional=True, dtype=torch.float64, variant=variant, **reg)
+    fast = rnnkit.GRU(4, 6, **kw).train(training)
+    ref = rnnkit.GRU(4, 6, backend="scan", **kw).train(training)
+    ref.load_state_dict(fast.state_dict())
+    assert fast.path == "kernel" and ref.path == "scan"
+    x = torch.randn(7, 3, 4, dtype=torch.float64, requires_grad=True)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    results = []
+    for layer in (fast, ref):
+        torch.manual_seed(5)
+        y, h = layer(x, lengths=lengths)
+        (y.square().sum() + 3 * h.sum()).backward()
+        results.append([y, h, x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+        x.grad = None
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
 def test_cells_without_a_regularised_kernel_run_the_reference():
-    layer = rnnkit.GRU(4, 5, variant="reset_before", zoneout=0.2)
-    assert layer.path == "scan"
+    assert rnnkit.GRU(4, 5, zoneout=0.2).path == "scan"  # reset_after: PyTorch's kernel, no step masks
     projected = rnnkit.LSTM(4, 6, proj_size=3, recurrent_dropout=0.2)
     assert projected.path == "scan"
     assert projected.eval().path == "torch"  # evaluation: no step masks, PyTorch's kernel again

@@ -14,6 +14,12 @@
  * Simplified (gates u, n): u = s(xp_u + (W_u h)), n = tanh(xp_n + (W_n h)),
  *   h' = u n + (1 - u) h; backward dA_u = dh (n - h) u (1 - u), dA_n = dh u (1 - n^2),
  *   P = dh (1 - u), dh_prev = P + dA W_hh.
+ *
+ * Recurrent dropout (drop, B x H): the products with W_hh see h * drop (RH = r h drop),
+ * the update mixes h itself; so dh_prev = P + drop (dA W), with reset-before's dRH r
+ * (Q) inside the dropped part. Zoneout of h (mode zh: 1 a byte keep mask per step,
+ * 2 the rate): h_t = zone(h', h); its gradient splits into the part into h' and the
+ * kept part, which joins P.
  */
 
 /* A padded row of a backward step: no gate saw it (dA = 0), dh passes through (P). */
@@ -63,7 +69,8 @@ static void NAME(gru_rb_forward_state)(long B, long H, long threads, const real*
 static INLINE void NAME(gru_update_backward_rows)(long B, long H, long threads, const int keeps, long G,
                                                   long q_at, long n_at, const real* g, const real* dy,
                                                   const real* A, const real* h,
-                                                  const unsigned char* mask, real* dA, real* P) {
+                                                  const unsigned char* mask, real* dA, real* P,
+                                                  long zh, const unsigned char* kh, real zh_rate) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
         const real *gb = g + b * H, *dyb = dy + b * H, *a = A + b * G, *hb = h + b * H;
@@ -74,34 +81,54 @@ static INLINE void NAME(gru_update_backward_rows)(long B, long H, long threads, 
         }
         SIMD
         for (long j = 0; j < H; j++) {
-            real d = gb[j] + dyb[j], q = a[q_at + j], n = a[n_at + j];
+            real d = gb[j] + dyb[j], q = a[q_at + j], n = a[n_at + j], zoned = 0;
+            if (zh) {  /* zoneout: the kept share bypasses the cell */
+                real k = zh == 1 ? (real)kh[b * H + j] : zh_rate;
+                zoned = NAME(zone_kept)(d, k, zh);
+                d = NAME(zone_update)(d, k, zh);
+            }
             real kept = keeps ? q : 1 - q, taken = keeps ? 1 - q : q;
             da[q_at + j] = keeps ? d * (hb[j] - n) * q * (1 - q) : d * (n - hb[j]) * q * (1 - q);
             da[n_at + j] = d * taken * (1 - n * n);
-            p[j] = d * kept;
+            p[j] = d * kept + zoned;
         }
     }
 }
 
 static void NAME(gru_rb_backward_gates)(long B, long H, long threads, const real* g, const real* dy,
                                         const real* A, const real* h, const unsigned char* mask,
-                                        real* dA, real* P) {
-    NAME(gru_update_backward_rows)(B, H, threads, 1, 3 * H, H, 2 * H, g, dy, A, h, mask, dA, P);
+                                        real* dA, real* P, long zh, const unsigned char* kh, real zh_rate) {
+    NAME(gru_update_backward_rows)(B, H, threads, 1, 3 * H, H, 2 * H, g, dy, A, h, mask, dA, P, zh, kh, zh_rate);
 }
 
+/* h: the state as W_hh saw it (h drop with recurrent dropout); P: where dRH r goes
+ * (added; Q with recurrent dropout, zeroed first, else P itself) */
 static void NAME(gru_rb_backward_reset)(long B, long H, long threads, const real* drh, const real* A,
-                                 const real* h, const unsigned char* mask, real* dA, real* P) {
+                                 const real* h, const unsigned char* mask, real* dA, real* P, int fresh) {
     PARALLEL_ROWS(threads)
     for (long b = 0; b < B; b++) {
+        real* p = P + b * H;
+        if (fresh)
+            for (long j = 0; j < H; j++) p[j] = 0;
         if (mask && !mask[b]) continue;  /* dA_r stays 0, P = dh */
         const real *d = drh + b * H, *a = A + b * 3 * H, *hb = h + b * H;
-        real *da = dA + b * 3 * H, *p = P + b * H;
+        real* da = dA + b * 3 * H;
         SIMD
         for (long j = 0; j < H; j++) {
             real r = a[j];
             da[j] = d[j] * hb[j] * r * (1 - r);
             p[j] += d[j] * r;
         }
+    }
+}
+
+/* y = zone(y, h) per unit (zoneout of the new state), real rows only */
+static void NAME(gru_zone_forward)(long B, long H, const real* h, const unsigned char* mask, long zh,
+                                   const unsigned char* kh, real zh_rate, real* Y) {
+    for (long b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        for (long j = 0; j < H; j++)
+            Y[b * H + j] = NAME(zone)(Y[b * H + j], h[b * H + j], zh == 1 ? (real)kh[b * H + j] : zh_rate, zh);
     }
 }
 
@@ -123,8 +150,8 @@ static void NAME(gru_s_forward)(long B, long H, long threads, const real* xp, co
 
 static void NAME(gru_s_backward)(long B, long H, long threads, const real* g, const real* dy,
                                  const real* A, const real* h, const unsigned char* mask, real* dA,
-                                 real* P) {
-    NAME(gru_update_backward_rows)(B, H, threads, 0, 2 * H, 0, H, g, dy, A, h, mask, dA, P);
+                                 real* P, long zh, const unsigned char* kh, real zh_rate) {
+    NAME(gru_update_backward_rows)(B, H, threads, 0, 2 * H, 0, H, g, dy, A, h, mask, dA, P, zh, kh, zh_rate);
 }
 
 /* The forward over a whole sequence in one call (like lstm_sequence): reset_before
@@ -136,22 +163,30 @@ static void NAME(gru_s_backward)(long B, long H, long threads, const real* g, co
 void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads, long pw_threads,
                         long reverse, long store, const void* vendor, const real* xp, const real* P_a, const real* P_b,
                         const real* h0, const unsigned char* mask, real* Y, real* A, real* RH,
-                        real* rec) {
+                        real* rec, const real* drop, real* hd, long zh, const unsigned char* kh,
+                        real zh_rate) {
     const long GH = (reset_before ? 3 : 2) * H;
     for (long s = 0; s < T; s++) {
         long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, k = store ? t : 0;
         const real *h = s ? Y + prev * B * H : h0, *x = xp + t * B * GH;
         const unsigned char* m = mask ? mask + t * B : 0;
         real *a = A + k * B * GH, *y = Y + t * B * H;
-        NAME(gemm_any)(vendor, B, 2 * H, H, H, threads, h, P_a, 0, rec);
+        const real* h_in = h;
+        if (drop) {  /* recurrent dropout: the products with W_hh see h * drop */
+            for (long i = 0; i < B * H; i++) hd[i] = h[i] * drop[i];
+            h_in = hd;
+        }
+        NAME(gemm_any)(vendor, B, 2 * H, H, H, threads, h_in, P_a, 0, rec);
         if (reset_before) {
             real* rh = RH + k * B * H;
-            NAME(gru_rb_forward_gates)(B, H, pw_threads, x, rec, h, a, rh);
+            NAME(gru_rb_forward_gates)(B, H, pw_threads, x, rec, h_in, a, rh);
             NAME(gemm_any)(vendor, B, H, H, H, threads, rh, P_b, 0, rec);
             NAME(gru_rb_forward_state)(B, H, pw_threads, x, rec, h, m, a, y);
         } else {
             NAME(gru_s_forward)(B, H, pw_threads, x, rec, h, m, a, y);
         }
+        if (zh)
+            NAME(gru_zone_forward)(B, H, h, m, zh, kh + t * B * H * (zh == 1), zh_rate, y);
     }
 }
 
@@ -162,20 +197,32 @@ void NAME(gru_backward_sequence)(long T, long B, long H, long reset_before, long
                                  long pw_threads, long reverse, const void* vendor, const real* P_aT, const real* P_bT,
                                  const real* dy, const unsigned char* mask, const real* h0,
                                  const real* A, const real* Y, real* dA, real* grad, real* P,
-                                 real* drh) {
+                                 real* drh, const real* drop, real* hd, real* Q, long zh,
+                                 const unsigned char* kh, real zh_rate) {
     const long GH = (reset_before ? 3 : 2) * H;
     for (long s = T - 1; s >= 0; s--) {
         long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1;
         const real *h = s ? Y + prev * B * H : h0, *a = A + t * B * GH, *d = dy + t * B * H;
         const unsigned char* m = mask ? mask + t * B : 0;
         real* da = dA + t * B * GH;
-        if (reset_before) {
-            NAME(gru_rb_backward_gates)(B, H, pw_threads, grad, d, a, h, m, da, P);
-            NAME(gemm_any)(vendor, B, H, H, GH, threads, da + 2 * H, P_bT, 0, drh);  /* dRH = dA_n W_n */
-            NAME(gru_rb_backward_reset)(B, H, pw_threads, drh, a, h, m, da, P);
-        } else {
-            NAME(gru_s_backward)(B, H, pw_threads, grad, d, a, h, m, da, P);
+        const unsigned char* k = zh == 1 ? kh + t * B * H : 0;
+        const real* h_in = h;
+        if (drop) {
+            for (long i = 0; i < B * H; i++) hd[i] = h[i] * drop[i];
+            h_in = hd;
         }
-        NAME(gemm_any)(vendor, B, H, 2 * H, GH, threads, da, P_aT, P, grad);  /* P + dA_rz W_rz */
+        if (reset_before) {
+            NAME(gru_rb_backward_gates)(B, H, pw_threads, grad, d, a, h, m, da, P, zh, k, zh_rate);
+            NAME(gemm_any)(vendor, B, H, H, GH, threads, da + 2 * H, P_bT, 0, drh);  /* dRH = dA_n W_n */
+            NAME(gru_rb_backward_reset)(B, H, pw_threads, drh, a, h_in, m, da, drop ? Q : P, drop != 0);
+        } else {
+            NAME(gru_s_backward)(B, H, pw_threads, grad, d, a, h, m, da, P, zh, k, zh_rate);
+        }
+        if (!drop) {
+            NAME(gemm_any)(vendor, B, H, 2 * H, GH, threads, da, P_aT, P, grad);  /* P + dA_rz W_rz */
+        } else {  /* P + drop (Q + dA_rz W_rz): only the products with W_hh saw the mask */
+            NAME(gemm_any)(vendor, B, H, 2 * H, GH, threads, da, P_aT, reset_before ? Q : 0, grad);
+            for (long i = 0; i < B * H; i++) grad[i] = P[i] + drop[i] * grad[i];
+        }
     }
 }
