@@ -27,6 +27,8 @@ HELP = {
     "translate": "translate raw text (one sentence per line) with a trained encoder-decoder",
     "tag": "tag raw text (one sentence per line) with a trained tagger: NER or POS",
     "diagnose": "gradient diagnostics of a trained recurrent model (vanishing/exploding gradients)",
+    "plot": "plot the curves of one or several runs (metrics.jsonl) to a PNG",
+    "report": "one self-contained HTML report of one or several runs",
     "data": "list or check the registered datasets",
     "bench": "time every layer against torch.nn.LSTM",
 }
@@ -80,6 +82,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--ngram-order", type=int, default=5, help="order of the Kneser-Ney baseline")
     p.add_argument("--samples", type=int, default=2, help="LM: samples to print per temperature at the end")
     p.add_argument("--experiment", help="also write results/EXPERIMENT.json")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log scalars (and singular-value histograms of the recurrent matrices when "
+                        "--diagnose-every runs) to OUT/tensorboard for TensorBoard (needs: pip install tensorboard)")
 
 
 def _overrides(args) -> dict[str, dict]:
@@ -127,8 +132,9 @@ def _run_train(args) -> int:
         task = cfg.make_task()
         task.prepare()
         say(task.summary())
-        loop = Loop(cfg, task, ctx)
+        loop = Loop(cfg, task, ctx, tensorboard=args.tensorboard)
         changed = loop.open(resume=args.resume, overwrite=args.overwrite)
+        loop.record_info(commands=[args.command_line])
         if args.resume:
             say(f"resumed from {loop.rundir.checkpoint} at step {loop.progress.step}")
             for line in changed:
@@ -138,6 +144,7 @@ def _run_train(args) -> int:
             baseline = task.baseline(args.ngram_order)
             if baseline is not None:
                 say(f"{baseline['name']} baseline: valid {task.describe(baseline['valid'])}")
+            loop.record_info(baseline=baseline)
         say(f"{_describe_model(task, cfg.model, loop.model)}, {ctx.world_size} process(es)")
         result = loop.fit()
     finally:
@@ -516,10 +523,56 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help=HELP["plot"],
+                       description="Curves from the runs' metrics.jsonl: the metric for train and valid (and the "
+                                   "task's baseline as a line), and the learning-rate schedule. No display needed.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (rnnkit train --out)")
+    p.add_argument("--metric", default="loss",
+                   help="KEY (every split that logs it) or SPLIT.KEY, e.g. valid.nll (default: loss)")
+    p.add_argument("--x", default="step", choices=["step", "time", "tokens"],
+                   help="x axis: updates, training seconds, or the task's unit seen (tokens, sequences...)")
+    p.add_argument("-o", "--output", required=True, help="the PNG to write")
+
+
+def _run_plot(args) -> int:
+    from .report.plots import save_curves
+    from .report.rundata import load_runs
+
+    runs = load_runs(args.runs)
+    print(f"wrote {save_curves(runs, args.output, metric=args.metric, x=args.x)}")
+    for run in runs:   # after the figure, so that an error stays one line
+        for note in run.notes:
+            print(f"note: {run.name}: {note}", file=sys.stderr)
+    return 0
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser("report", help=HELP["report"],
+                       description="A self-contained HTML file (no network needed to view it): each run's config "
+                                   "and command, final metrics next to the baseline, curves, samples and the task's "
+                                   "panels at each evaluation, gradient diagnostics, and a comparison table.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (rnnkit train --out)")
+    p.add_argument("-o", "--output", required=True, help="the HTML file to write")
+    p.add_argument("--evaluations", type=int, default=4,
+                   help="evaluations whose panels are drawn per run (spread over the run, the last included)")
+
+
+def _run_report(args) -> int:
+    from .report.html import write_report
+    from .report.rundata import load_runs
+
+    if args.evaluations < 1:
+        raise ConfigError(f"--evaluations must be >= 1, got {args.evaluations}")
+    print(f"wrote {write_report(load_runs(args.runs), args.output, evaluations=args.evaluations)}")
+    return 0
+
+
 COMMANDS = {"train": (_train_parser, _run_train), "sample": (_sample_parser, _run_sample),
             "eval": (_eval_parser, _run_eval), "diagnose": (_diagnose_parser, _run_diagnose),
             "tag": (_tag_parser, _run_tag), "translate": (_translate_parser, _run_translate),
-            "ngram": (_ngram_parser, _run_ngram),
+            "ngram": (_ngram_parser, _run_ngram), "plot": (_plot_parser, _run_plot),
+            "report": (_report_parser, _run_report),
             "data": (_data_parser, _run_data), "bench": (_bench_parser, _run_bench)}
 
 

@@ -203,22 +203,21 @@ def plot(report: dict[str, Any], directory: str | Path, label: str = "model") ->
     return paths
 
 
-def plot_training(records: list[dict[str, Any]], directory: str | Path, label: str = "model") -> list[Path]:
-    """PNGs of the snapshots ``--diagnose-every`` logged (the ``split == "diagnose"`` lines
-    of metrics.jsonl): gradient norm against distance in time, one curve per snapshot
-    (light = early, dark = late), and each recurrent matrix's spectral radius over training."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def training_figures(records: list[dict[str, Any]], label: str = "model") -> list[tuple[str, Any]]:
+    """``(name, matplotlib Figure)`` of the snapshots ``--diagnose-every`` logged (the
+    ``split == "diagnose"`` lines of metrics.jsonl): gradient norm against distance in
+    time, one curve per snapshot (light = early, dark = late), and each recurrent
+    matrix's spectral radius over training. Figures of matplotlib's object API (no
+    pyplot state, no display), for files (:func:`plot_training`) and the run report."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     snapshots = [r for r in records if r.get("split") == "diagnose"]
     if not snapshots:
         raise ValueError("no diagnostics were logged in this run: train with --diagnose-every N")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    cmap = plt.get_cmap("viridis")
+    fig = Figure(figsize=(6, 3.5), dpi=120, layout="tight")
+    ax = fig.subplots()
+    cmap = colormaps["viridis"]
     for i, r in enumerate(snapshots):
         back = sorted((int(k), v) for k, v in r["grad_back"].items())
         ax.loglog([k + 1 for k, _ in back], [max(v, 1e-30) for _, v in back],
@@ -227,11 +226,9 @@ def plot_training(records: list[dict[str, Any]], directory: str | Path, label: s
            title=f"{label}: gradient through time over training")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    paths = [directory / "gradient_over_training.png"]
-    fig.savefig(paths[-1])
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    figures = [("gradient_over_training", fig)]
+    fig = Figure(figsize=(6, 3.5), dpi=120, layout="tight")
+    ax = fig.subplots()
     for name in snapshots[-1]["spectral_radius"]:
         ax.plot([r["step"] for r in snapshots], [r["spectral_radius"].get(name) for r in snapshots], marker=".",
                 label=name.removeprefix("weight_hh_"))
@@ -239,8 +236,18 @@ def plot_training(records: list[dict[str, Any]], directory: str | Path, label: s
     ax.set(xlabel="update", ylabel="spectral radius", title=f"{label}: recurrent matrices over training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(directory / "spectral_radius_over_training.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    figures.append(("spectral_radius_over_training", fig))
+    return figures
+
+
+def plot_training(records: list[dict[str, Any]], directory: str | Path, label: str = "model") -> list[Path]:
+    """PNGs of :func:`training_figures`: ``gradient_over_training.png`` and
+    ``spectral_radius_over_training.png`` in ``directory``."""
+    figures = training_figures(records, label)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures:
+        paths.append(directory / f"{name}.png")
+        fig.savefig(paths[-1])
     return paths

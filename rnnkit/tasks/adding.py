@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..options import option
-from ..train.task import StepOutput
+from ..train.task import Panel, StepOutput
 from .examples import ExampleTask
 
 EVAL_BATCH = 1000
@@ -96,3 +96,14 @@ class AddingTask(ExampleTask):
             se = float((y - 1.0).pow(2).sum())
             return self.metrics({"se": se, "sequences": len(y), "values": y.numel()})
         return {"name": "always predict 1", "valid": constant("valid"), "test": constant("test")}
+
+    def panels(self, model: nn.Module) -> list[Panel]:
+        """The first validation sequences: their two marked values, the target sum and the
+        model's prediction."""
+        x, y = (t[:8] for t in self.splits["valid"])
+        device = next(model.parameters(), torch.empty(0)).device
+        pred = model(x.to(device)).float().cpu()
+        rows = [[i, " + ".join(f"{v:.3f}" for v in x[i, :, 0][x[i, :, 1] > 0].tolist()), float(y[i, 0]),
+                 float(pred[i, 0]), float(pred[i, 0] - y[i, 0])] for i in range(len(y))]
+        return [Panel.table("first validation sequences", ["#", "marked values", "target", "prediction", "error"],
+                            rows)]

@@ -26,7 +26,7 @@ from ..data.registry import resolve
 from ..data.vocab import Vocab
 from ..errors import CheckpointError
 from ..options import option, require
-from ..train.task import Plan, StepOutput, Task
+from ..train.task import Panel, Plan, StepOutput, Task
 from .examples import length_buckets
 
 DATASETS = ("dna_motif", "sst")
@@ -177,6 +177,22 @@ class ClassifyTask(Task):
             y = self.splits[split][1]
             return self.metrics({"nll": float("nan"), "correct": sum(v == major for v in y), "sequences": len(y)})
         return {"name": f"majority class ({self.labels[major]})", "valid": majority("valid"), "test": majority("test")}
+
+    def panels(self, model: nn.Module, limit: int = 2000) -> list[Panel]:
+        """The confusion matrix on (up to ``limit`` sequences of) the validation split:
+        rows the true class, columns the predicted one."""
+        k = len(self.labels)
+        counts = torch.zeros(k, k, dtype=torch.long)
+        device = next(model.parameters()).device
+        seen = 0
+        for x, lengths, y in self.batches(Plan(split="valid", batch_size=self.eval_batch, device=device)):
+            pred = model(x, lengths).argmax(-1)
+            counts += torch.bincount((y * k + pred).cpu(), minlength=k * k).view(k, k)
+            seen += len(y)
+            if seen >= limit:
+                break
+        return [Panel.heatmap(f"confusion matrix ({seen:,} validation sequences)", counts, x_labels=self.labels,
+                              y_labels=self.labels, xlabel="predicted", ylabel="true")]
 
     # --- what the task learned from data -----------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..options import option, require
-from ..train.task import StepOutput
+from ..train.task import Panel, StepOutput
 from .examples import ExampleTask
 
 BLANK, DELIMITER = 0, 9
@@ -132,3 +132,17 @@ class CopyMemoryTask(ExampleTask):
                                  "correct": n * k / NUM_DATA, "copied": n * k,
                                  "solved": n * NUM_DATA ** -k, "sequences": n})
         return {"name": "memoryless", "valid": memoryless("valid"), "test": memoryless("test")}
+
+    def panels(self, model: nn.Module) -> list[Panel]:
+        """The first validation sequences: the symbols to remember and what the model
+        outputs in the copy steps (its most likely symbol; ``.`` is a blank)."""
+        x, y = (t[:8].long() for t in self.splits["valid"])
+        k = self.options.copy_len
+        logits, _ = model(x.to(next(model.parameters()).device))
+        copied = logits[:, -k:].argmax(-1).cpu()
+
+        def show(ids: Tensor) -> str:
+            return "".join("." if i == BLANK else str(int(i)) for i in ids)
+        rows = [[i, show(y[i, -k:]), show(copied[i]), int((copied[i] == y[i, -k:]).sum())] for i in range(len(x))]
+        return [Panel.table(f"first validation sequences (delay {self.options.seq_len})",
+                            ["#", "to remember", "model's copy", f"correct of {k}"], rows)]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..train.tbptt import Window
-from ..train.task import StepOutput
+from ..train.task import Panel, StepOutput
 from .forecast import ForecastOptions, ForecastTask
 
 
@@ -46,3 +47,15 @@ class EchoStateForecastTask(ForecastTask):
         w, x, y = batch
         w = dataclasses.replace(w, score_from=max(w.score_from, w.start + model.washout_left(state, x.shape[1])))
         return super().step(model, (w, x, y), state)
+
+    def panels(self, model: nn.Module, steps: int = 300) -> list[Panel]:
+        """The start of the validation series: the truth and the reservoir's one-step
+        forecast (after its washout, as scored)."""
+        z = self.splits["valid"][:steps + 1]
+        x = z[:-1].view(1, -1, 1).to(next(iter(model.buffers()), torch.empty(0)).device)
+        pred, _ = model(x, None)
+        pred = pred[0, :, 0].float().cpu().tolist()
+        washout = min(model.washout_left(None, len(pred)), len(pred))
+        return [Panel.lines("validation series: one-step forecast", range(1, len(pred) + 1),
+                            {"truth": z[1:].tolist(), "forecast": [None] * washout + pred[washout:]},
+                            xlabel="step", ylabel="value (standardised)")]

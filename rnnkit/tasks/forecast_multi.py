@@ -32,7 +32,7 @@ from ..data.registry import WHOLE, resolve
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.multi_forecaster import MODES
 from ..options import option, require
-from ..train.task import Plan, StepOutput, Task
+from ..train.task import Panel, Plan, StepOutput, Task
 from .feedback import unwrap
 
 DATASETS = ("etth1",)
@@ -192,6 +192,19 @@ class ForecastMultiTask(Task):
         se = (pred.float() - target).pow(2).sum()
         n = target.numel()
         return StepOutput(se / n, {"se": se.item(), "values": n, "windows": len(ctx)})
+
+    def panels(self, model: nn.Module) -> list[Panel]:
+        """The first validation window: the target's context and truth, and the model's
+        forecast over the horizon (standardised units; the last target channel)."""
+        origin = self.origins("valid")[0]
+        ctx, fut = self.windows([origin], self.options.horizon, next(model.parameters()).device)
+        pred = self.predict(unwrap(model), ctx)[0, :, -1].cpu().tolist()
+        truth = torch.cat([ctx[0, :, -1], fut[0, :, -1]]).cpu().tolist()
+        lb = self.options.lookback
+        name = self.columns[-1] if self.columns else "target"
+        return [Panel.lines(f"forecast of {name} from validation row {origin}", range(-lb, len(pred)),
+                            {"truth": truth, "forecast": [None] * lb + pred},
+                            xlabel="steps from the forecast origin", ylabel=f"{name} (standardised)")]
 
     @torch.no_grad()
     def predict(self, model: nn.Module, ctx: Tensor) -> Tensor:

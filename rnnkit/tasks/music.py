@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..data.music import HIGHEST, KEYS, LOWEST, load_chorales
 from ..options import option, require
-from ..train.task import Plan, StepOutput, Task
+from ..train.task import Panel, Plan, StepOutput, Task
 from .examples import length_buckets
 
 Batch = tuple[Tensor, Tensor, Tensor]   # inputs (B, T, K), targets (B, T, K), lengths (B,)
@@ -142,6 +142,18 @@ class MusicTask(Task):
         return (f"music jsb-chorales: {n['train']} train / {n['valid']} valid / {n['test']} test pieces "
                 f"({steps['train']:,} / {steps['valid']:,} / {steps['test']:,} steps), "
                 f"{KEYS} keys (MIDI {LOWEST}..{HIGHEST}){aug}")
+
+    def panels(self, model: nn.Module, steps: int = 96) -> list[Panel]:
+        """Piano rolls of the first validation piece (up to ``steps`` frames): the notes
+        played, and the model's probability of each note given the frames before it."""
+        x, y, lengths = piece_batch([self.splits["valid"][0][:steps + 1]])
+        device = next(model.parameters()).device
+        logits, _ = model(x.to(device), lengths=lengths.to(device))
+        prob = torch.sigmoid(logits.float())[0].cpu()
+        rows = [f"{k}" for k in range(LOWEST, HIGHEST + 1)][::-1]          # high notes on top
+        return [Panel.heatmap(title, roll.T.flip(0), y_labels=rows, xlabel="frame", ylabel="MIDI note")
+                for title, roll in (("first validation piece: notes played", y[0]),
+                                    ("model: probability of each note, given the frames before", prob))]
 
     def baseline(self, order: int = 5) -> dict[str, Any]:
         """Each key an independent Bernoulli with its training frequency (add-one smoothed,

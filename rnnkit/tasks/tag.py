@@ -205,6 +205,38 @@ class TagTask(Task):
             out += [[names[j] for j in row[m].tolist()] for row, m in zip(pred, mask)]
         return out
 
+    @torch.no_grad()
+    def panels(self, model: nn.Module, limit: int = 2000) -> list:
+        """On up to ``limit`` validation sentences: precision, recall and F1 per entity type
+        as seqeval reports them (the same spans as the entity F1); per-tag token accuracy
+        for a task that scores no entities (POS)."""
+        from ..train.task import Panel
+
+        sentences = self.splits["valid"][:limit]
+        device = next(model.parameters()).device
+        names = self.tag_names
+        gold, pred = [], []
+        for i in range(0, len(sentences), self.eval_batch):
+            words, chars, tags, mask = self.encode(sentences[i:i + self.eval_batch], device)
+            for row, g, m in zip(model.decode(words, chars, mask), tags, mask):
+                pred.append([names[j] for j in row[m].tolist()])
+                gold.append([names[j] for j in g[m].tolist()])
+        where = f"{len(sentences):,} validation sentences"
+        if self.options.scores_entities:
+            from seqeval.metrics import classification_report
+
+            report = classification_report(gold, pred, output_dict=True, zero_division=0)
+            rows = [[name, r["precision"], r["recall"], r["f1-score"], int(r["support"])] for name, r in report.items()]
+            return [Panel.table(f"entities on {where} (seqeval)", ["entity", "precision", "recall", "F1", "support"],
+                                rows)]
+        counts: dict[str, list[int]] = {}
+        for g, p in zip(gold, pred):
+            for a, b in zip(g, p):
+                n = counts.setdefault(a, [0, 0])
+                n[0], n[1] = n[0] + 1, n[1] + (a == b)
+        return [Panel.table(f"tags on {where}", ["tag", "tokens", "accuracy"],
+                            [[t, n, c / n] for t, (n, c) in sorted(counts.items())])]
+
     # --- what the task learned from data -----------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"words": self.words, "chars": self.chars, "tags": self.tags}

@@ -193,6 +193,31 @@ class TranslateTask(Task):
                 out[i] = self.detokenize(h)
         return out
 
+    @torch.no_grad()
+    def panels(self, model: nn.Module, sentences: int = 3) -> list:
+        """The first validation sentences with their reference and the model's greedy
+        translation, and the attention weights while it writes the first one (when the
+        model attends)."""
+        from ..train.task import Panel
+
+        device = next(model.parameters()).device
+        pairs = self.raw["valid"][:sentences]
+        eos, pad = self.tgt_vocab.eos_id, self.tgt_vocab.pad_id
+        ids = self.encode_sources([s for s, _ in pairs])
+        src, lengths = pad_batch(ids, self.src_vocab.pad_id)
+        hyps = greedy_decode(model, src.to(device), lengths, self.options.decode_len, eos)
+        lines = [f"source:    {s}\nreference: {t}\nmodel:     {self.detokenize(h)}\n" for (s, t), h in zip(pairs, hyps)]
+        panels = [Panel.text("first validation sentences (greedy decoding)", lines)]
+        first = torch.tensor([ids[0]], device=device)
+        tgt_in = shift_right(torch.tensor([hyps[0] + [eos]], device=device), eos, pad)
+        weights = model.attention_map(first, torch.tensor([len(ids[0])]), tgt_in)[0].float().cpu()   # (T, S)
+        if weights.abs().sum() > 0:   # a model without attention gives zeros
+            panels.append(Panel.heatmap("attention while translating the first sentence", weights,
+                                        x_labels=self.src_vocab.decode(ids[0]),
+                                        y_labels=self.tgt_vocab.decode(hyps[0]) + ["<eos>"],
+                                        xlabel="source", ylabel="output"))
+        return panels
+
 
 def translate_split(task: TranslateTask, model: nn.Module, split: str, beam: int, length_penalty: float = 1.0):
     """``(BLEU, hypotheses)`` of a split decoded with beam search (``beam=1``: greedy)."""

@@ -28,8 +28,8 @@ from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from . import checkpoint, saved
 from .config import RunConfig, compare_runs
 from .distributed import DistContext, all_reduce_mean, any_rank
-from .metrics import MetricsLog
-from .rundir import RunDir
+from .metrics import MetricsLog, TensorBoardLog
+from .rundir import EVALUATIONS_FORMAT, METRICS_FORMAT, RUN_FORMAT, RunDir
 from .task import Clock, Plan, Task
 from .tbptt import detach_state
 
@@ -49,6 +49,7 @@ class Progress:
     bad_epochs: int = 0
     elapsed: float = 0.0            # training seconds so far, across resumes
     skipped: int = 0                # batches skipped for a non-finite loss or gradient
+    seen: float = 0.0               # the task's count_key units trained on (tokens...), across resumes
 
     @classmethod
     def from_dict(cls, d: Any) -> "Progress":
@@ -62,6 +63,8 @@ class Progress:
             raise ValueError(f"progress counters must be integers >= 0: {dataclasses.asdict(p)}")
         if not isinstance(p.elapsed, (int, float)) or not (p.best is None or isinstance(p.best, (int, float))):
             raise ValueError("progress times and best value must be numbers")
+        if isinstance(p.seen, bool) or not isinstance(p.seen, (int, float)) or not p.seen >= 0:
+            raise ValueError(f"progress count seen must be a number >= 0, got {p.seen!r}")
         return p
 
 
@@ -99,8 +102,10 @@ class Loop:
         result = loop.fit()            # final valid/test metrics of the best weights
     """
 
-    def __init__(self, run: RunConfig, task: Task, ctx: DistContext = DistContext()) -> None:
+    def __init__(self, run: RunConfig, task: Task, ctx: DistContext = DistContext(), *,
+                 tensorboard: bool = False) -> None:
         self.run, self.cfg, self.task, self.ctx = run, run.train, task, ctx
+        self.tensorboard = tensorboard   # mirror the metrics log into OUT/tensorboard
         self.device = torch.device(self.cfg.device)
         if self.cfg.batch_size % ctx.world_size:
             raise ConfigError(f"batch_size={self.cfg.batch_size} must be divisible by the "
@@ -128,6 +133,7 @@ class Loop:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.rundir = RunDir(self.cfg.out)
         self.log = MetricsLog(None)
+        self.evaluations = MetricsLog(None)   # samples and task panels per validation (main process)
         self._opened = False
         self._stop = False
         self._skips_in_a_row = 0
@@ -154,14 +160,30 @@ class Loop:
         checkpoint and return the allowed option changes; incompatible ones are an error."""
         if self.ctx.is_main:
             self.rundir.open(resume=resume, overwrite=overwrite)
-            self.log = MetricsLog(self.rundir.metrics)
+            mirror = TensorBoardLog(self.rundir.tensorboard) if self.tensorboard else None
+            self.log = MetricsLog(self.rundir.metrics, mirror)
+            self.evaluations = MetricsLog(self.rundir.evaluations)
         self._opened = True
         changed = self.resume() if resume else []
+        if self.ctx.is_main:   # after the resume's checks: a refused resume changes nothing
+            from .. import __version__
+
+            self.rundir.update_info(format=RUN_FORMAT, rnnkit=__version__, task=self.task.name,
+                                    select=list(self.task.select), count_key=self.task.count_key,
+                                    config=self.run.to_dict(),
+                                    formats={"metrics.jsonl": METRICS_FORMAT, "evaluations.jsonl": EVALUATIONS_FORMAT})
         if self.ctx.is_main and not resume:
             self.task.export(self.rundir.path)
         return changed
 
+    def record_info(self, **fields: Any) -> None:
+        """Add ``fields`` (the command line, the task's baseline) to the run's ``run.json``."""
+        if self.ctx.is_main and self._opened:
+            self.rundir.update_info(**fields)
+
     def close(self) -> None:
+        if self.log.mirror is not None:
+            self.log.mirror.close()
         self.rundir.close()
 
     # --- one update -------------------------------------------------------------------
@@ -265,13 +287,39 @@ class Loop:
         """Evaluate on valid, log it, and keep the best weights (in memory and on disk)."""
         m = self.evaluate("valid")
         p = self.progress
-        self.log.write(split="valid", step=p.step, epoch=p.epoch, **m)
+        elapsed = time.perf_counter() - self._t_start if hasattr(self, "_t_start") else p.elapsed
+        self.log.write(split="valid", step=p.step, epoch=p.epoch,
+                       **{"time": elapsed, f"{self.task.count_key}_seen": p.seen, **m})
+        self._record_evaluation()
         value = m[self.task.select[0]]
         if self._better(value, p.best):
             p.best = value
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.save_model(self.rundir.best)
         return m
+
+    def _record_evaluation(self) -> None:
+        """The task's samples and panels of the model as it is now, one line of
+        ``evaluations.jsonl`` (main process). Sampling uses its own generator and the
+        model is in eval mode, so training draws the same random numbers with or without
+        it. A failing panel is recorded as an error; it does not stop training."""
+        if self.evaluations.path is None:
+            return
+        p = self.progress
+        mode = self.model.training
+        self.model.eval()
+        record: dict[str, Any] = {"format": EVALUATIONS_FORMAT, "step": p.step, "epoch": p.epoch}
+        try:
+            with torch.no_grad():
+                g = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + p.step)
+                record["samples"] = list(self.task.samples(self.model, g))
+                record["panels"] = [panel.to_dict() for panel in self.task.panels(self.model)]
+        except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+            record.update(samples=record.get("samples", []), panels=[],
+                          error=f"{type(e).__name__}: {str(e)[:300]}")
+        finally:
+            self.model.train(mode)
+        self.evaluations.write(**record)
 
     # --- the loop ---------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -340,12 +388,14 @@ class Loop:
                     loss = all_reduce_mean(loss, self.ctx, self.device)
                     loss_sum, n = loss_sum + loss, n + 1
                     count += local_count * self.ctx.world_size
+                    p.seen += local_count * self.ctx.world_size
                     rate = count / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(loss=f"{loss:.4g}", **{rate_key.replace("_per_s", "/s"): f"{rate:,.0f}"})
                     if p.step % cfg.log_every == 0:
                         self.log.write(split="train", step=p.step, epoch=p.epoch, loss=loss, grad_norm=norm,
                                        lr=self.optimizer.param_groups[0]["lr"], **{rate_key: rate},
                                        mean_loss=loss_sum / n, time=time.perf_counter() - self._t_start,
+                                       **{f"{self.task.count_key}_seen": p.seen},
                                        **self.task.train_log(self._last_stats))
                         loss_sum, n = 0.0, 0
                 if cfg.eval_every and p.step % cfg.eval_every == 0 and self._reached(self._validate()):
@@ -366,7 +416,14 @@ class Loop:
         from ..diagnostics import batch_inputs, training_snapshot
 
         snapshot = training_snapshot(self.model, batch_inputs(batch))
-        self.log.write(split="diagnose", step=self.progress.step + 1, epoch=self.progress.epoch, **snapshot)
+        step = self.progress.step + 1
+        self.log.write(split="diagnose", step=step, epoch=self.progress.epoch, **snapshot)
+        if self.log.mirror is not None:   # TensorBoard: every singular value of each recurrent matrix
+            from ..diagnostics import spectral_report
+
+            for row in spectral_report(self.model, top=None):
+                self.log.mirror.histogram(f"singular_values/{row['matrix']}:{row['gate']}", row["singular_values"],
+                                          step)
 
     def _periodic_checkpoint(self) -> None:
         """A resumable checkpoint every ``checkpoint_every`` updates and/or minutes, so a
@@ -470,6 +527,7 @@ class Loop:
         if self.rundir.best.is_file():
             self.best_state = saved.read(self.rundir.best, kinds=(saved.MODEL,))["model"]
         removed = self.log.truncate(self.progress.step)
+        self.evaluations.truncate(self.progress.step)
         self.log.write(split="resume", step=self.progress.step, changed=allowed, dropped_log_lines=removed)
         return allowed
 

@@ -15,6 +15,8 @@ is specific to a problem:
 ``select``             which metric picks the best model, and its direction
 ``state_dict()``       what it learned from data (vocabulary, scaler), as JSON
 ``closed_form_step()`` optional: feed one batch to a model fitted in closed form
+``samples()``          optional: text the model generates now (run report)
+``panels()``           optional: what the task shows of its model now (run report)
 =====================  =====================================================
 
 A model with ``closed_form = True`` (an echo state network's ridge readout) is not
@@ -77,6 +79,62 @@ class Plan:
     bptt_k1: int | None = None
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One thing a task shows of its model at an evaluation (:meth:`Task.panels`): plain
+    data, written to ``evaluations.jsonl`` and drawn by ``rnnkit report``, so a task
+    needs no plotting code. Build one with a constructor of its kind:
+
+    * :meth:`text`: lines shown as they are (translations, copied sequences);
+    * :meth:`table`: columns and rows (per-entity F1, predictions next to targets);
+    * :meth:`heatmap`: a matrix with optional row/column labels (attention, a confusion
+      matrix, a piano roll);
+    * :meth:`lines`: curves over a shared x (a forecast next to the truth).
+    """
+
+    kind: str
+    title: str
+    data: dict[str, Any]
+
+    KINDS: ClassVar[tuple[str, ...]] = ("text", "table", "heatmap", "lines")
+
+    @classmethod
+    def text(cls, title: str, lines: Sequence[str]) -> "Panel":
+        return cls("text", title, {"lines": [str(line) for line in lines]})
+
+    @classmethod
+    def table(cls, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> "Panel":
+        return cls("table", title, {"columns": [str(c) for c in columns], "rows": [list(map(_plain, r)) for r in rows]})
+
+    @classmethod
+    def heatmap(cls, title: str, matrix, x_labels: Sequence[str] | None = None, y_labels: Sequence[str] | None = None,
+                xlabel: str = "", ylabel: str = "") -> "Panel":
+        rows = matrix.tolist() if hasattr(matrix, "tolist") else [list(r) for r in matrix]
+        return cls("heatmap", title, {"matrix": [[float(v) for v in r] for r in rows],
+                                      "x_labels": None if x_labels is None else [str(v) for v in x_labels],
+                                      "y_labels": None if y_labels is None else [str(v) for v in y_labels],
+                                      "xlabel": xlabel, "ylabel": ylabel})
+
+    @classmethod
+    def lines(cls, title: str, x: Sequence[float], series: dict[str, Sequence[float]], xlabel: str = "",
+              ylabel: str = "") -> "Panel":
+        """``series`` name -> y at each ``x`` (None where a curve has no value)."""
+        return cls("lines", title, {"x": [float(v) for v in x],
+                                    "series": {str(k): [None if v is None else float(v) for v in ys]
+                                               for k, ys in series.items()},
+                                    "xlabel": xlabel, "ylabel": ylabel})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "title": self.title, **self.data}
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as JSON: numbers and text stay, tensors/arrays become numbers."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
 
 
 class Task(ABC):
@@ -156,6 +214,32 @@ class Task(ABC):
         from ..errors import ConfigError
 
         raise ConfigError(f"task {self.name!r} cannot fit a model in closed form")
+
+    def samples(self, model: nn.Module, generator: torch.Generator) -> list[str]:
+        """Optional: a few texts ``model`` (in eval mode, no gradients) generates now; the
+        loop records them at every validation (``evaluations.jsonl``) for the run report.
+        By default a task that decodes tokens to text (``vocab``, ``start_id()`` and
+        ``join()``, as a language model: the same test as ``rnnkit train --samples``)
+        gives two samples at temperature 0.8 from ``generator`` (never the global random
+        state, so training is unchanged); any other task gives none."""
+        if not all(hasattr(self, a) for a in ("vocab", "start_id", "join")) or getattr(self, "vocab", None) is None:
+            return []
+        from ..generate import sample
+
+        char = getattr(self, "level", None) == "char"
+        forbid = [i for i in (getattr(self.vocab, "unk_id", None), getattr(self.vocab, "pad_id", None))
+                  if i is not None]
+        seqs = sample(model, batch_size=2, max_new_tokens=200 if char else 50, start_id=self.start_id(),
+                      temperature=0.8, forbid=forbid, generator=generator)
+        return [self.join(s) for s in seqs]
+
+    def panels(self, model: nn.Module) -> list[Panel]:
+        """Optional: what this task shows of ``model`` (in eval mode, no gradients) at a
+        validation: attention maps, a confusion matrix, a forecast next to the truth...
+        Recorded in ``evaluations.jsonl`` and drawn by ``rnnkit report``. Keep it cheap
+        (one batch of the validation split) and draw no global random numbers. The
+        default shows nothing."""
+        return []
 
     def summary(self) -> str:
         """One line about the prepared data, printed when training starts."""
