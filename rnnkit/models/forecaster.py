@@ -50,6 +50,11 @@ class SequenceForecaster(nn.Module):
         return self.head(out), state
 
     # --- the step-wise decoding contract (rnnkit.models.feedback) -------------------
+    def init_state(self, batch_size: int, *, device=None, dtype=None):
+        """The state a stream starts from (the recurrent layer's, see
+        :meth:`rnnkit.nn.Recurrent.init_state`), for :meth:`step` or ``forward``."""
+        return self.rnn.init_state(batch_size, device=device, dtype=dtype)
+
     def step(self, x_t: Tensor, state=None):
         """``(B, C)`` -> the prediction of the next value ``(B, C)``, and the state."""
         y, state = self(x_t.unsqueeze(1), state)

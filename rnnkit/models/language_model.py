@@ -145,6 +145,11 @@ class LanguageModel(nn.Module):
         return self.rnn.input_size
 
     # --- the step-wise decoding contract (rnnkit.models.feedback) -------------------
+    def init_state(self, batch_size: int, *, device=None, dtype=None):
+        """The state a stream starts from (the recurrent layer's, see
+        :meth:`rnnkit.nn.Recurrent.init_state`), for :meth:`step` or ``forward``."""
+        return self.rnn.init_state(batch_size, device=device, dtype=dtype)
+
     def step(self, inputs: Tensor, state=None):
         """One step: ids ``(B,)`` or input vectors ``(B, E)`` -> ``(logits (B, V), state)``."""
         logits, state = self(inputs.unsqueeze(1), state)

@@ -63,6 +63,11 @@ class PianoRollModel(nn.Module):
         return self.head(self.drop(out)), state
 
     # --- the step-wise decoding contract ----------------------------------------------
+    def init_state(self, batch_size: int, *, device=None, dtype=None):
+        """The state a stream starts from (the recurrent layer's, see
+        :meth:`rnnkit.nn.Recurrent.init_state`), for :meth:`step` or ``forward``."""
+        return self.rnn.init_state(batch_size, device=device, dtype=dtype)
+
     def step(self, x_t: Tensor, state=None):
         """One frame ``(B, K)`` -> the next frame's logits ``(B, K)``, and the state."""
         if x_t.dim() != 2:

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells.base import RecurrentCell, built_for, check_bool, params_namespace
-from ..errors import ArgumentError, ArgumentTypeError
+from ..errors import ArgumentError, ArgumentTypeError, DtypeError, ShapeError
 from . import checks, dispatch
 from .init import INIT_SCHEMES, init_cell_parameters
 from .regularization import (RATES, drop_weight, locked_dropout, make_regularization, probe_masks,
                              recurrent_weight_name, step_masks)
 from .scan import scan_layers
+from . import streaming
 
 HiddenState = Tensor | tuple[Tensor, ...]
 #: constructor arguments shared with torch.nn.RNN/LSTM/GRU, same names and meaning
@@ -55,13 +56,18 @@ class Recurrent(nn.Module):
             in ``[0, 1)`` and all 0 (the default) leaves the layer exactly as without.
         **cell_kwargs: forwarded to the cell (``nonlinearity=``, ``peephole=``, ...).
 
-    Inputs: ``input, hx=None, lengths=None``
+    Inputs: ``input, hx=None, lengths=None, *, reset=None``
         * ``input``: ``(T, B, I)``, ``(B, T, I)`` if ``batch_first``, unbatched ``(T, I)``,
           or a ``PackedSequence``.
         * ``hx``: initial state, a tensor ``(L*D, B, S)`` for one-state cells or a tuple
           ``(h0, c0)`` for the LSTM; zeros (or the learned state) if omitted.
         * ``lengths``: ``(B,)`` real lengths of a padded batch; padded steps are masked
           exactly (final state = state at each sequence's last real step, outputs there 0).
+        * ``reset``: streaming a batch of independent streams chunk by chunk, the streams
+          that restart. A bool ``(B,)``: those streams begin this chunk from the initial
+          state (zeros, or the learned one) instead of ``hx``; or a bool ``(T, B)``
+          (``(B, T)`` if ``batch_first``; ``()``/``(T,)`` unbatched): the state is reset
+          just before each marked step. See :meth:`step` and :meth:`init_state`.
 
     Outputs: ``output, h_n``
         * ``output``: ``(T, B, D*O)`` (or batch-first / packed, like the input), the last
@@ -230,7 +236,7 @@ class Recurrent(nn.Module):
 
     # --- forward -------------------------------------------------------------------
     def forward(self, input: Tensor | PackedSequence, hx: HiddenState | None = None,
-                lengths: Tensor | None = None):
+                lengths: Tensor | None = None, *, reset: Tensor | None = None):
         name = type(self).__name__
         weight = self.weight_ih_l0
         packed = input if isinstance(input, PackedSequence) else None
@@ -251,13 +257,116 @@ class Recurrent(nn.Module):
             lengths = checks.check_lengths(name, lengths, B, T)
             lengths = None if B == 0 else lengths  # an empty batch has nothing to mask (or pack)
         h0 = self._initial_state(hx, B, batched, x)
-        if self.regularization.active:
-            out, finals = self._run_regularized(x, h0, lengths)
-        elif dispatch.runs_torch(self):
-            out, finals = dispatch.run_torch(self, x, h0, lengths)
+        if reset is None:
+            out, finals = self._run(x, h0, lengths)
         else:
-            out, finals = self._run_scan(x, h0, lengths)
+            reset = streaming.check_reset(name, reset, T, B, batched, self.batch_first and packed is None, x.device)
+            out, finals = self._run_reset(x, h0, lengths, reset)
         return self._format_output(out, finals, packed, lengths, batched)
+
+    def _run(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None):
+        if self.regularization.active:
+            return self._run_regularized(x, h0, lengths)
+        if dispatch.runs_torch(self):
+            return dispatch.run_torch(self, x, h0, lengths)
+        return self._run_scan(x, h0, lengths)
+
+    def _run_reset(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None, reset: Tensor):
+        """Forward where some streams restart (``reset``, see the class doc). A per-step
+        reset cuts the chunk at each step where some stream restarts and runs the pieces
+        in turn on the layer's own path (so with regularisation in training, each piece
+        draws its own variational masks, as separate chunks would)."""
+        name = type(self).__name__
+        initial = self._initial_state(None, x.shape[1], True, x)
+        if reset.dim() == 1:
+            return self._run(x, streaming.apply_reset(h0, initial, reset), lengths)
+        if self.bidirectional:
+            raise ArgumentError(f"{name}: a per-step reset needs a unidirectional layer (the reverse "
+                                f"direction would carry state across the restart); pass reset (batch,) "
+                                f"per chunk, or split the chunk")
+        cuts, outs, state = streaming.reset_segments(reset), [], h0
+        for a, b in zip(cuts, cuts[1:]):
+            carried, state = state, streaming.apply_reset(state, initial, reset[a])
+            seg_lengths, done = None, None
+            if lengths is not None:  # a stream already past its length carries its state, outputs 0
+                seg_lengths = (lengths - a).clamp(1, b - a)
+                done = (lengths <= a).to(x.device)
+                if not bool(done.any()) and bool((seg_lengths == b - a).all()):
+                    seg_lengths, done = None, None
+            out, new = self._run(x[a:b], state, seg_lengths)
+            if done is not None:
+                new = streaming.apply_reset(new, carried, done)  # (a restart in the padding is none)
+                out = out.masked_fill(done.view(1, -1, 1), 0.0)
+            outs.append(out)
+            state = new
+        return torch.cat(outs), state
+
+    # --- streaming -----------------------------------------------------------------
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> HiddenState:
+        """The state a stream starts from, in ``hx``'s layout: a tensor ``(L*D, B, S)``, or
+        ``(h, c)`` for the LSTM; zeros, or the learned initial state (differentiable) with
+        ``learn_initial_state``. ``device``/``dtype`` default to the parameters'."""
+        name = type(self).__name__
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0:
+            raise ArgumentError(f"{name}.init_state: batch_size must be an int >= 0, got {batch_size!r}")
+        w = self.weight_ih_l0
+        like = torch.empty(0, device=w.device if device is None else device, dtype=w.dtype if dtype is None else dtype)
+        state = tuple(s.to(like) for s in self._initial_state(None, batch_size, True, like))
+        return state[0] if len(state) == 1 else state
+
+    def step(self, x_t: Tensor, state: HiddenState | None = None, *, reset: Tensor | None = None):
+        r"""One time step: ``x_t (B, I)`` (or unbatched ``(I,)``), ``state`` as :meth:`init_state`
+        returns it (None: the initial state) -> ``(y_t (B, O), state)``, ``y_t`` the last
+        layer's output; ``reset (B,)`` bool: those streams restart (from the initial state). Feeding a sequence step by step, in chunks through :meth:`forward`
+        (carrying the state) or whole gives the same outputs and final state.
+
+        Built for latency at small batch: torch.nn configurations call ATen's fused cells
+        directly on the layer's weights; other cells run their reference step (see
+        :mod:`rnnkit.nn.streaming`). Unidirectional layers only: a bidirectional layer's
+        reverse direction needs the rest of the sequence. In training, regularisation
+        (dropout masks, zoneout) is drawn per step, as a forward on a one-step chunk does.
+        """
+        name = type(self).__name__
+        if self.bidirectional:
+            raise ArgumentError(f"{name}.step: a bidirectional layer cannot run step by step (its reverse "
+                                f"direction reads the future); run forward on the whole sequence")
+        w = self._parameters.get("weight_ih_l0")
+        w = self.weight_ih_l0 if w is None else w  # (parametrised: computed)
+        if not isinstance(x_t, Tensor):
+            raise TypeError(f"{name}.step: x_t must be a Tensor, got {type(x_t).__name__}")
+        if x_t.dim() not in (1, 2) or x_t.shape[-1] != self.input_size:
+            raise ShapeError(f"{name}.step: x_t has shape {tuple(x_t.shape)}, expected (batch, input_size) or "
+                             f"(input_size,) with input_size={self.input_size}")
+        if x_t.dtype != w.dtype and not torch._C._is_any_autocast_enabled():
+            raise DtypeError(f"{name}.step: x_t has dtype {x_t.dtype}, expected the parameters' {w.dtype}")
+        if x_t.device != w.device:
+            checks.check_device(f"{name}.step", "x_t", x_t, w)
+        batched = x_t.dim() == 2
+        x = x_t if batched else x_t.unsqueeze(0)
+        B, L = x.shape[0], self.num_layers
+        plan = streaming.plan(self)
+        if state is None:
+            states = self._initial_state(None, B, True, x)
+        else:
+            expected = [torch.Size((L, B, n) if batched else (L, n)) for n in plan.state_sizes]
+            states = streaming.check_step_state(name, state, plan.state_names, expected, w)
+            if not batched:
+                states = tuple(s.unsqueeze(1) for s in states)
+        if reset is not None:
+            reset = streaming.check_reset(f"{name}.step", reset, 1, B, batched, False, x.device)
+            if reset.dim() != 1:
+                raise ShapeError(f"{name}.step: reset has shape {tuple(reset.shape)}, expected "
+                                 f"{(B,) if batched else ()} (one flag per stream)")
+            states = streaming.apply_reset(states, self._initial_state(None, B, True, x), reset)
+        reg = self.regularization
+        if reg.steps_masked(self.training) or (self.training and reg.active):
+            out, finals = self._run(x.unsqueeze(0), states, None)  # the masks of a one-step chunk
+            y = out[0]
+        else:
+            y, finals = streaming.step_layers(self, x, states)
+        if not batched:
+            y, finals = y[0], tuple(f[:, 0] for f in finals)
+        return y, (finals[0] if len(finals) == 1 else finals)
 
     def _initial_state(self, hx: HiddenState | None, B: int, batched: bool, x: Tensor) -> tuple[Tensor, ...]:
         """Initial states as a tuple of ``(L*D, B, S)`` tensors."""
