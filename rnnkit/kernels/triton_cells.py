@@ -73,7 +73,7 @@ from . import cpu_gru, cpu_lstm
 from .cpu_common import inputs_ok, summed_bias, tensors_ok, tracing
 from .higher_order import Rebuild
 from .reference import scan, zero_padding
-from .step_masks import has_masks, kernel_masks, parameter_tensors
+from .step_masks import kernel_masks, parameter_tensors
 
 #: dtypes the Triton kernels are written and tested for
 DTYPES = (torch.float32, torch.bfloat16)
@@ -121,8 +121,6 @@ def match(cell: RecurrentCell, x: Tensor, p: SimpleNamespace):
         return None  # under autocast the reference's matmuls change precision; ours would not
     if cell.hidden_size > MAX_HIDDEN or not tensors_ok(x, parameter_tensors(p)):
         return None
-    if has_masks(p) and not lstm_supported(cell):
-        return None  # recurrent dropout and zoneout: the LSTM kernel only, so far
     kernel = lstm_scan if lstm_supported(cell) else gru_scan if gru_supported(cell) else None
     return kernel if kernel is not None and triton_available() else None
 
@@ -173,7 +171,8 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
     xp = _projection(cell, p, x).contiguous()
     rebuild = Rebuild(cell, p, x, _projection, ("weight_hh",), reverse)
+    km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
     y, h = impl.TritonGRUScan.apply(rebuild, cpu_gru.GRUSpec(cell.variant, reverse),
-                                    None if mask is None else mask.contiguous(), xp, h0.contiguous(),
+                                    None if mask is None else mask.contiguous(), km, xp, h0.contiguous(),
                                     p.weight_hh)
     return y, (h,)

@@ -30,6 +30,12 @@ step is GEMM, kernel, GEMM, kernel in both directions (two launches, not one)::
 
 ``dA`` is the gradient wrt the input projection; ``dW_hh`` is ``sum_t dA_t^T h_{t-1}``
 (reset-before: ``[dA_r, dA_z]`` against ``h_{t-1}``, ``dA_n`` against ``RH``).
+
+Recurrent dropout (``d (B, H)``): the products with ``W_hh`` see ``h d`` (``RH = r h d``),
+the update mixes ``h`` itself; so the GEMM part of the state's gradient is multiplied by
+``d``. Zoneout of ``h`` (``ZONE`` 1: a keep mask per step, 2: the rate):
+``h_t = zone(h', h_{t-1})``; the cell sees ``dh' = zone_update(dh)`` and the rest of
+``dH`` joins the carry (``carry = dH - dh' u``, resp. ``dH - dh' (1 - z)``).
 """
 from __future__ import annotations
 
@@ -41,7 +47,9 @@ from torch import Tensor
 from .cpu_common import grad_weight_prev, step_order
 from .cpu_gru import GRUSpec
 from .higher_order import Rebuild
-from .triton_common import ACC, as_acc, launch_config, load_f32, on_real_rows, prev_of, store, tanh
+from .step_masks import KernelMasks
+from .triton_common import (ACC, as_acc, launch_config, load_f32, on_real_rows, prev_of, store, tanh, zone,
+                            zone_update)
 
 
 @triton.jit
@@ -76,8 +84,9 @@ def _backward_in(dy_ptr, dhg_ptr, carry_ptr, m_ptr, b, row, valid, MASK: tl.cons
 # --- simplified -----------------------------------------------------------------------
 
 @triton.jit
-def _gru_simplified_forward_step(xp_ptr, p_ptr, hs_prev_ptr, m_ptr, act_ptr, hs_ptr, y_ptr, H,
-                                 MASK: tl.constexpr, SPLIT: tl.constexpr, BLOCK_H: tl.constexpr):
+def _gru_simplified_forward_step(xp_ptr, p_ptr, hs_prev_ptr, m_ptr, act_ptr, hs_ptr, y_ptr, kh_ptr, H,
+                                 MASK: tl.constexpr, SPLIT: tl.constexpr, ZONE: tl.constexpr,
+                                 BLOCK_H: tl.constexpr):
     """Row ``b``: ``xp, p (B, 2H)``, ``hs_prev (B, H)`` float32 -> ``act (B, 2H)`` float32
     ``u, n``, ``hs (B, H)`` float32 and (``SPLIT``) ``y (B, H)``."""
     b = tl.program_id(0).to(tl.int64)
@@ -88,15 +97,18 @@ def _gru_simplified_forward_step(xp_ptr, p_ptr, hs_prev_ptr, m_ptr, act_ptr, hs_
     u = tl.sigmoid(load_f32(xp_ptr + gate, valid) + load_f32(p_ptr + gate, valid))
     n = tanh(load_f32(xp_ptr + gate + H, valid) + load_f32(p_ptr + gate + H, valid))
     h = load_f32(hs_prev_ptr + row, valid)
-    h_new = _select_state(h + u * (n - h), h, m_ptr, b, MASK)
+    h_new = h + u * (n - h)
+    if ZONE:
+        h_new = zone(h_new, h, load_f32(kh_ptr + row, valid), ZONE)
+    h_new = _select_state(h_new, h, m_ptr, b, MASK)
     store(act_ptr + gate, u, valid)
     store(act_ptr + gate + H, n, valid)
     _store_state(hs_ptr, y_ptr, row, h_new, valid, SPLIT)
 
 
 @triton.jit
-def _gru_simplified_backward_step(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs_prev_ptr, da_ptr, H,
-                                  MASK: tl.constexpr, BLOCK_H: tl.constexpr):
+def _gru_simplified_backward_step(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs_prev_ptr, da_ptr, kh_ptr, H,
+                                  MASK: tl.constexpr, ZONE: tl.constexpr, BLOCK_H: tl.constexpr):
     """Row ``b``: ``dy, dhg (B, H)``, ``carry (B, H)`` float32 (in place), the forward's
     ``act (B, 2H)`` and ``hs_prev (B, H)`` -> ``da (B, 2H)``."""
     b = tl.program_id(0).to(tl.int64)
@@ -105,6 +117,8 @@ def _gru_simplified_backward_step(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs
     gate = b * 2 * H + k
     row = b * H + k
     dH, dh = _backward_in(dy_ptr, dhg_ptr, carry_ptr, m_ptr, b, row, valid, MASK)
+    if ZONE:
+        dh = zone_update(dh, load_f32(kh_ptr + row, valid), ZONE)
     u = load_f32(act_ptr + gate, valid)
     n = load_f32(act_ptr + gate + H, valid)
     h = load_f32(hs_prev_ptr + row, valid)
@@ -117,7 +131,8 @@ def _gru_simplified_backward_step(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs
 # --- reset before ---------------------------------------------------------------------
 
 @triton.jit
-def _gru_rb_gates(xp_ptr, p_ptr, hs_prev_ptr, act_ptr, rh_ptr, H, BLOCK_H: tl.constexpr):
+def _gru_rb_gates(xp_ptr, p_ptr, hs_prev_ptr, act_ptr, rh_ptr, drop_ptr, H, DROP: tl.constexpr,
+                  BLOCK_H: tl.constexpr):
     """Row ``b``: ``xp (B, 3H)``, ``p (B, 2H)`` = ``h W_rz^T``, ``hs_prev (B, H)`` float32
     -> ``r, z`` into ``act (B, 3H)`` float32 and ``rh (B, H)`` = ``r h`` (the next GEMM's operand)."""
     b = tl.program_id(0).to(tl.int64)
@@ -128,12 +143,15 @@ def _gru_rb_gates(xp_ptr, p_ptr, hs_prev_ptr, act_ptr, rh_ptr, H, BLOCK_H: tl.co
     z = tl.sigmoid(load_f32(xp_ptr + gate + H, valid) + load_f32(p_ptr + b * 2 * H + k + H, valid))
     store(act_ptr + gate, r, valid)
     store(act_ptr + gate + H, z, valid)
-    store(rh_ptr + b * H + k, r * load_f32(hs_prev_ptr + b * H + k, valid), valid)
+    h = load_f32(hs_prev_ptr + b * H + k, valid)
+    if DROP:  # recurrent dropout: W_n sees r h d
+        h = h * load_f32(drop_ptr + b * H + k, valid)
+    store(rh_ptr + b * H + k, r * h, valid)
 
 
 @triton.jit
-def _gru_rb_update(xp_ptr, pn_ptr, hs_prev_ptr, m_ptr, act_ptr, hs_ptr, y_ptr, H,
-                   MASK: tl.constexpr, SPLIT: tl.constexpr, BLOCK_H: tl.constexpr):
+def _gru_rb_update(xp_ptr, pn_ptr, hs_prev_ptr, m_ptr, act_ptr, hs_ptr, y_ptr, kh_ptr, H,
+                   MASK: tl.constexpr, SPLIT: tl.constexpr, ZONE: tl.constexpr, BLOCK_H: tl.constexpr):
     """Row ``b``: ``xp (B, 3H)``, ``pn (B, H)`` = ``RH W_n^T``, ``hs_prev (B, H)`` float32
     -> ``n`` into ``act`` (``z`` is read from it), ``hs (B, H)`` float32, (``SPLIT``) ``y``."""
     b = tl.program_id(0).to(tl.int64)
@@ -144,14 +162,17 @@ def _gru_rb_update(xp_ptr, pn_ptr, hs_prev_ptr, m_ptr, act_ptr, hs_ptr, y_ptr, H
     n = tanh(load_f32(xp_ptr + gate + 2 * H, valid) + load_f32(pn_ptr + row, valid))
     z = load_f32(act_ptr + gate + H, valid)
     h = load_f32(hs_prev_ptr + row, valid)
-    h_new = _select_state(n + z * (h - n), h, m_ptr, b, MASK)
+    h_new = n + z * (h - n)
+    if ZONE:
+        h_new = zone(h_new, h, load_f32(kh_ptr + row, valid), ZONE)
+    h_new = _select_state(h_new, h, m_ptr, b, MASK)
     store(act_ptr + gate + 2 * H, n, valid)
     _store_state(hs_ptr, y_ptr, row, h_new, valid, SPLIT)
 
 
 @triton.jit
-def _gru_rb_backward_zn(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs_prev_ptr, da_ptr, H,
-                        MASK: tl.constexpr, BLOCK_H: tl.constexpr):
+def _gru_rb_backward_zn(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs_prev_ptr, da_ptr, kh_ptr, H,
+                        MASK: tl.constexpr, ZONE: tl.constexpr, BLOCK_H: tl.constexpr):
     """Row ``b``, first half of a reset-before backward step: ``dA_z, dA_n`` into
     ``da (B, 3H)``; ``carry (B, H)`` float32 becomes ``dH - dh' (1 - z)`` (in place)."""
     b = tl.program_id(0).to(tl.int64)
@@ -160,6 +181,8 @@ def _gru_rb_backward_zn(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs_prev_ptr,
     gate = b * 3 * H + k
     row = b * H + k
     dH, dh = _backward_in(dy_ptr, dhg_ptr, carry_ptr, m_ptr, b, row, valid, MASK)
+    if ZONE:
+        dh = zone_update(dh, load_f32(kh_ptr + row, valid), ZONE)
     z = load_f32(act_ptr + gate + H, valid)
     n = load_f32(act_ptr + gate + 2 * H, valid)
     h = load_f32(hs_prev_ptr + row, valid)
@@ -170,8 +193,8 @@ def _gru_rb_backward_zn(dy_ptr, dhg_ptr, carry_ptr, m_ptr, act_ptr, hs_prev_ptr,
 
 
 @triton.jit
-def _gru_rb_backward_r(drh_ptr, act_ptr, hs_prev_ptr, m_ptr, carry_ptr, da_ptr, H,
-                       MASK: tl.constexpr, BLOCK_H: tl.constexpr):
+def _gru_rb_backward_r(drh_ptr, act_ptr, hs_prev_ptr, m_ptr, carry_ptr, da_ptr, drop_ptr, H,
+                       MASK: tl.constexpr, DROP: tl.constexpr, BLOCK_H: tl.constexpr):
     """Row ``b``, second half: ``d(rh) (B, H)`` = ``dA_n W_n`` -> ``dA_r`` into ``da``;
     ``carry += d(rh) r`` (in place). Padded rows: ``dA_r = 0``, ``carry`` unchanged."""
     b = tl.program_id(0).to(tl.int64)
@@ -182,9 +205,14 @@ def _gru_rb_backward_r(drh_ptr, act_ptr, hs_prev_ptr, m_ptr, carry_ptr, da_ptr, 
     drh = load_f32(drh_ptr + row, valid)
     r = load_f32(act_ptr + gate, valid)
     carry = load_f32(carry_ptr + row, valid)
-    store(da_ptr + gate, on_real_rows(drh * load_f32(hs_prev_ptr + row, valid) * r * (1.0 - r), 0.0, m_ptr, b,
-                                      MASK), valid)
-    store(carry_ptr + row, on_real_rows(carry + drh * r, carry, m_ptr, b, MASK), valid)
+    h = load_f32(hs_prev_ptr + row, valid)
+    dr = r
+    if DROP:  # RH = r h d
+        d = load_f32(drop_ptr + row, valid)
+        h = h * d
+        dr = r * d
+    store(da_ptr + gate, on_real_rows(drh * h * r * (1.0 - r), 0.0, m_ptr, b, MASK), valid)
+    store(carry_ptr + row, on_real_rows(carry + drh * dr, carry, m_ptr, b, MASK), valid)
 
 
 # --- the loops --------------------------------------------------------------------------
@@ -198,7 +226,7 @@ def _state_buffers(xp: Tensor, H: int) -> tuple[Tensor, Tensor]:
 
 
 def _forward(spec: GRUSpec, xp: Tensor, h0: Tensor, mask: Tensor | None,
-             w_hh: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+             w_hh: Tensor, km: KernelMasks) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """The time loop: ``xp (T, B, G*H)`` (``b_hh`` folded in), ``h0 (B, H)``, ``mask (T, B, 1)``
     bool or None -> ``A (T, B, G*H)`` float32 activations, ``HS, Y (T, B, H)`` states
     (:func:`_state_buffers`) and, reset-before, ``RH (T, B, H)`` = ``r h_{t-1}``."""
@@ -210,31 +238,35 @@ def _forward(spec: GRUSpec, xp: Tensor, h0: Tensor, mask: Tensor | None,
     m_ = mask.unbind(0) if mask is not None else (A,) * T  # A: never read without a mask
     xp_, a_, hs_, y_ = xp.unbind(0), A.unbind(0), HS.unbind(0), Y.unbind(0)
     launch = launch_config(H)
-    flags = dict(MASK=mask is not None, SPLIT=split, **launch)
+    flags = dict(MASK=mask is not None, SPLIT=split, ZONE=km.modes[0], **launch)
     h, hs = h0, as_acc(h0)  # h: the GEMM operand (input dtype), hs: the float32 state
+    drop = km.drop_h
+    dropped = torch.empty_like(h0) if drop is not None else None
     RH = None
     if spec.variant == "simplified":
         P, w_t = xp.new_empty(B, G), w_hh.t()
         for t in step_order(T, spec.reverse):
-            torch.mm(h, w_t, out=P)
-            _gru_simplified_forward_step[(B,)](xp_[t], P, hs, m_[t], a_[t], hs_[t], y_[t], H, **flags)
+            torch.mm(h if drop is None else torch.mul(h, drop, out=dropped), w_t, out=P)
+            _gru_simplified_forward_step[(B,)](xp_[t], P, hs, m_[t], a_[t], hs_[t], y_[t], km.at(0, t, A), H,
+                                               **flags)
             h, hs = y_[t], hs_[t]
     else:
         RH = xp.new_empty(T, B, H)
         P, N = xp.new_empty(B, 2 * H), xp.new_empty(B, H)
         w_rz_t, w_n_t, rh_ = w_hh[:2 * H].t(), w_hh[2 * H:].t(), RH.unbind(0)
         for t in step_order(T, spec.reverse):
-            torch.mm(h, w_rz_t, out=P)
-            _gru_rb_gates[(B,)](xp_[t], P, hs, a_[t], rh_[t], H, **launch)
+            torch.mm(h if drop is None else torch.mul(h, drop, out=dropped), w_rz_t, out=P)
+            _gru_rb_gates[(B,)](xp_[t], P, hs, a_[t], rh_[t], A if drop is None else drop, H,
+                                DROP=drop is not None, **launch)
             torch.mm(rh_[t], w_n_t, out=N)
-            _gru_rb_update[(B,)](xp_[t], N, hs, m_[t], a_[t], hs_[t], y_[t], H, **flags)
+            _gru_rb_update[(B,)](xp_[t], N, hs, m_[t], a_[t], hs_[t], y_[t], km.at(0, t, A), H, **flags)
             h, hs = y_[t], hs_[t]
     return A, HS, Y, RH
 
 
 def _backward(spec: GRUSpec, A: Tensor, HS: Tensor, Y: Tensor, RH: Tensor | None, h0: Tensor,
               mask: Tensor | None, w_hh: Tensor, dy: Tensor, dh_n: Tensor,
-              needs_w: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+              needs_w: bool, km: KernelMasks) -> tuple[Tensor, Tensor, Tensor | None]:
     """BPTT (module docstring). Returns ``dA (T, B, G*H)`` (input dtype), ``dh0 (B, H)``
     and ``dW_hh (G*H, H)`` (None unless ``needs_w``)."""
     T, B, G = A.shape
@@ -248,38 +280,49 @@ def _backward(spec: GRUSpec, A: Tensor, HS: Tensor, Y: Tensor, RH: Tensor | None
     launch = launch_config(H)
     flags = dict(MASK=mask is not None, **launch)
     order = reversed(step_order(T, spec.reverse))
+    drop, zone_mode = km.drop_h, km.modes[0]
+    Yd, h0d = (Y, h0) if drop is None else (Y * drop, h0 * drop)  # what W_hh saw
     if spec.variant == "simplified":
         for t in order:
             _gru_simplified_backward_step[(B,)](dy_[t], dhg, carry, m_[t], a_[t],
-                                                prev_of(hs_, h0f, t, spec.reverse), da_[t], H, **flags)
+                                                prev_of(hs_, h0f, t, spec.reverse), da_[t], km.at(0, t, A), H,
+                                                ZONE=zone_mode, **flags)
             torch.mm(da_[t], w_hh, out=dhg)
-        dw = grad_weight_prev(dA, Y, h0, spec.reverse) if needs_w else None
+            if drop is not None:
+                dhg.mul_(drop)
+        dw = grad_weight_prev(dA, Yd, h0d, spec.reverse) if needs_w else None
     else:
         w_rz, w_n = w_hh[:2 * H], w_hh[2 * H:]
         drh = dhg.new_empty(B, H)
         for t in order:
             h_prev = prev_of(hs_, h0f, t, spec.reverse)
-            _gru_rb_backward_zn[(B,)](dy_[t], dhg, carry, m_[t], a_[t], h_prev, da_[t], H, **flags)
+            _gru_rb_backward_zn[(B,)](dy_[t], dhg, carry, m_[t], a_[t], h_prev, da_[t], km.at(0, t, A), H,
+                                      ZONE=zone_mode, **flags)
             torch.mm(da_[t][:, 2 * H:], w_n, out=drh)
-            _gru_rb_backward_r[(B,)](drh, a_[t], h_prev, m_[t], carry, da_[t], H, **flags)
+            _gru_rb_backward_r[(B,)](drh, a_[t], h_prev, m_[t], carry, da_[t], A if drop is None else drop, H,
+                                     DROP=drop is not None, **flags)
             torch.mm(da_[t][:, :2 * H], w_rz, out=dhg)
+            if drop is not None:
+                dhg.mul_(drop)
         dw = None
         if needs_w:
-            dw = torch.cat([grad_weight_prev(dA[..., :2 * H], Y, h0, spec.reverse),
+            dw = torch.cat([grad_weight_prev(dA[..., :2 * H], Yd, h0d, spec.reverse),
                             dA[..., 2 * H:].reshape(T * B, H).t() @ RH.reshape(T * B, H)])
     return dA, (carry + dhg).to(dhg.dtype), dw
 
 
 class TritonGRUScan(torch.autograd.Function):
-    """``(rebuild, spec, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H), h_n (B, H))``;
+    """``(rebuild, spec, mask, km, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H)) -> (y (T, B, H), h_n (B, H))``;
+    ``km`` the recurrent dropout and zoneout (:class:`~rnnkit.kernels.step_masks.KernelMasks`);
     ``xp`` the input projection with ``b_hh`` folded in, ``w_hh`` the cell's own. ``rebuild``
     (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
     (double backward): the reference's autograd instead of the Triton BPTT."""
 
     @staticmethod
-    def forward(ctx, rebuild: Rebuild, spec: GRUSpec, mask: Tensor | None, xp: Tensor, h0: Tensor, w_hh: Tensor):
-        A, HS, Y, RH = _forward(spec, xp, h0, mask, w_hh)
-        ctx.spec, ctx.rebuild = spec, rebuild
+    def forward(ctx, rebuild: Rebuild, spec: GRUSpec, mask: Tensor | None, km: KernelMasks, xp: Tensor,
+                h0: Tensor, w_hh: Tensor):
+        A, HS, Y, RH = _forward(spec, xp, h0, mask, w_hh, km)
+        ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
         ctx.save_for_backward(mask, h0, w_hh, A, HS if HS is not Y else None, Y, RH, *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
         y = Y if mask is None else torch.where(mask, Y, 0.0)  # padded steps output 0
@@ -289,9 +332,9 @@ class TritonGRUScan(torch.autograd.Function):
     def backward(ctx, dy: Tensor, dh_n: Tensor):
         mask, h0, w_hh, A, HS, Y, RH, *saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
-            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), ctx.needs_input_grad[3:], mask, (dy, dh_n))
-            return (None, None, None, *grads)
+            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), ctx.needs_input_grad[4:], mask, (dy, dh_n))
+            return (None, None, None, None, *grads)
         dA, dh0, dw = _backward(ctx.spec, A, Y if HS is None else HS, Y, RH, h0, mask, w_hh,
-                                dy.contiguous(), dh_n, ctx.needs_input_grad[5])
-        return (None, None, None, dA if ctx.needs_input_grad[3] else None,
-                dh0 if ctx.needs_input_grad[4] else None, None if dw is None else dw.to(w_hh.dtype))
+                                dy.contiguous(), dh_n, ctx.needs_input_grad[6], ctx.km)
+        return (None, None, None, None, dA if ctx.needs_input_grad[4] else None,
+                dh0 if ctx.needs_input_grad[5] else None, None if dw is None else dw.to(w_hh.dtype))

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from ..errors import ShapeError
 from ..options import option, require
-from .cells import CELLS, recurrent_layer, stack_checks
+from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
+                    stack_checks)
 from .inputs import TOKEN_INPUTS, TokenEncoder
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -32,7 +33,10 @@ INPUTS = TOKEN_INPUTS + ("features",)
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(RegularizationOptions):
+    """Architecture of a :class:`SequenceClassifier`; the recurrent layer's regularisation
+    comes from :class:`RegularizationOptions`."""
+
     num_classes: int                  # from the data
     vocab_size: int = 0               # from the data: token/character ids (0 for feature input)
     input_size: int = 0               # from the data: feature width (0 for ids)
@@ -59,7 +63,7 @@ class ClassifierConfig:
              "embedding_dim and num_hashes must be > 0, hash_buckets >= 0"),
             (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"),
         ]
-        require(checks + stack_checks(self), "model config:")
+        require(checks + stack_checks(self) + regularization_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +79,7 @@ class SequenceClassifier(nn.Module):
             if c.input in TOKEN_INPUTS else None
         in_size = self.encoder.size if self.encoder is not None else c.input_size
         self.rnn = recurrent_layer(c.cell, in_size, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init,
-                                   bidirectional=c.bidirectional)
+                                   bidirectional=c.bidirectional, **layer_regularization(c))
         width = c.hidden_size * (2 if c.bidirectional else 1)
         self.drop = nn.Dropout(c.dropout)
         if c.pooling == "attention":

@@ -12,12 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from ..options import option, require
-from .cells import CELLS, recurrent_layer, stack_checks
+from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
+                    stack_checks)
 from .feedback import Feedback, closed_loop, unroll
 
 
 @dataclass(frozen=True)
-class ForecasterConfig:
+class ForecasterConfig(RegularizationOptions):
     channels: int                     # from the series
     cell: str = option("gru", "recurrent cell: " + ", ".join(CELLS))
     hidden_size: int = option(64, "recurrent state size")
@@ -27,7 +28,7 @@ class ForecasterConfig:
 
     def __post_init__(self) -> None:
         checks = [(self.channels > 0, f"channels must be > 0, got {self.channels}")]
-        require(checks + stack_checks(self), "model config:")
+        require(checks + stack_checks(self) + regularization_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,7 +38,8 @@ class SequenceForecaster(nn.Module):
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.rnn = recurrent_layer(c.cell, c.channels, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init)
+        self.rnn = recurrent_layer(c.cell, c.channels, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init,
+                                   **layer_regularization(c))
         self.head = nn.Linear(c.hidden_size, c.channels)
 
     def forward(self, x: Tensor, state=None, feedback: Feedback | None = None):

@@ -11,15 +11,18 @@ from ..errors import ConfigError
 from ..nn.hashing import HashEmbedding
 from ..options import option
 from ..nn.regularization import activation_penalty, embedding_dropout, locked_dropout
-from .cells import CELLS, INITS, layer_regularization, recurrent_layer, regularization_checks
+from .cells import (CELLS, INITS, RegularizationOptions, layer_regularization, recurrent_layer,
+                    regularization_checks)
 from .feedback import Feedback, choose_tokens, unroll
 
 INPUTS = ("embedding", "onehot", "hashing")
 
 
 @dataclass(frozen=True)
-class LMConfig:
-    """Architecture of a :class:`LanguageModel`. Plain data, saved with every checkpoint."""
+class LMConfig(RegularizationOptions):
+    """Architecture of a :class:`LanguageModel`. Plain data, saved with every checkpoint.
+    The recurrent layer's regularisation (``recurrent_dropout``, ``weight_drop``,
+    ``hidden_dropout``, ``zoneout_h``, ``zoneout_c``) comes from :class:`RegularizationOptions`."""
 
     vocab_size: int                   # from the data's vocabulary, never a user option
     cell: str = option("lstm", "recurrent cell: " + ", ".join(CELLS))
@@ -34,15 +37,11 @@ class LMConfig:
     forget_bias: float | None = option(None, "initial LSTM forget-gate bias (Jozefowicz et al. 2015)")
     hash_buckets: int = option(0, "hashing input: number of buckets (0 = vocab_size // 2)")
     num_hashes: int = option(2, "hashing input: hash functions per token")
-    # recurrent regularisation (rnnkit.nn.regularization; AWD-LSTM, Merity et al. 2018)
+    # regularisation around the recurrent layer (rnnkit.nn.regularization; AWD-LSTM, Merity et al. 2018);
+    # the layer's own (recurrent_dropout, weight_drop, hidden_dropout, zoneout_h/_c): RegularizationOptions
     embedding_dropout: float = option(0.0, "drop whole word types from the embedding, per batch")
     input_dropout: float = option(0.0, "variational (locked) dropout on the embeddings")
-    hidden_dropout: float = option(0.0, "variational dropout between recurrent layers")
     output_dropout: float = option(0.0, "variational dropout on the last layer's output")
-    recurrent_dropout: float = option(0.0, "variational dropout on h where it enters the recurrent weights")
-    weight_drop: float = option(0.0, "DropConnect on the recurrent weight matrices")
-    zoneout_h: float = option(0.0, "zoneout rate of the hidden state h (Krueger et al. 2017)")
-    zoneout_c: float = option(0.0, "zoneout rate of the LSTM memory cell c")
     ar: float = option(0.0, "activation regularisation: ar * mean(dropped output^2)")
     tar: float = option(0.0, "temporal activation regularisation: tar * mean((h_t - h_t-1)^2)")
 

@@ -23,14 +23,15 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..options import option, require
-from .cells import CELLS, recurrent_layer, stack_checks
+from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
+                    stack_checks)
 from .feedback import closed_loop
 
 MODES = ("direct", "autoregressive")
 
 
 @dataclass(frozen=True)
-class MultiForecasterConfig:
+class MultiForecasterConfig(RegularizationOptions):
     """Architecture of a :class:`Forecaster`; sizes, horizon and mode come from the task."""
 
     input_size: int                    # channels read (from the data)
@@ -51,7 +52,7 @@ class MultiForecasterConfig:
                    f"output_size must be in [1, input_size={self.input_size}], got {self.output_size}"),
                   (self.horizon > 0, f"horizon must be > 0, got {self.horizon}"),
                   (self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")]
-        require(checks + stack_checks(self), "model config:")
+        require(checks + stack_checks(self) + regularization_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +70,8 @@ class Forecaster(nn.Module):
     def __init__(self, config: MultiForecasterConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.rnn = recurrent_layer(c.cell, c.input_size, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init)
+        self.rnn = recurrent_layer(c.cell, c.input_size, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init,
+                                   **layer_regularization(c))
         out = c.horizon * c.output_size if c.mode == "direct" else c.input_size
         self.head = nn.Linear(c.hidden_size, out)
 

@@ -19,11 +19,12 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
 from ..options import option, require
-from .cells import CELLS, recurrent_layer, stack_checks
+from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
+                    stack_checks)
 
 
 @dataclass(frozen=True)
-class PianoRollConfig:
+class PianoRollConfig(RegularizationOptions):
     """Architecture of a :class:`PianoRollModel`; ``keys`` comes from the data (88 piano keys)."""
 
     keys: int = 88
@@ -35,7 +36,7 @@ class PianoRollConfig:
 
     def __post_init__(self) -> None:
         checks = [(self.keys > 0, f"keys must be > 0, got {self.keys}")]
-        require(checks + stack_checks(self), "model config:")
+        require(checks + stack_checks(self) + regularization_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +48,8 @@ class PianoRollModel(nn.Module):
     def __init__(self, config: PianoRollConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.rnn = recurrent_layer(c.cell, c.keys, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init)
+        self.rnn = recurrent_layer(c.cell, c.keys, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init,
+                                   **layer_regularization(c))
         # dropout before the head too: with one layer the stack has none of its own
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size, c.keys)

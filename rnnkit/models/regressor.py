@@ -6,11 +6,12 @@ from dataclasses import asdict, dataclass
 from torch import Tensor, nn
 
 from ..options import option, require
-from .cells import CELLS, recurrent_layer, stack_checks
+from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
+                    stack_checks)
 
 
 @dataclass(frozen=True)
-class RegressorConfig:
+class RegressorConfig(RegularizationOptions):
     """Architecture of a :class:`SequenceRegressor`; sizes of input and output come from the task."""
 
     input_size: int
@@ -27,7 +28,7 @@ class RegressorConfig:
             (self.input_size > 0 and self.output_size > 0, "input_size and output_size must be > 0"),
             (self.forget_bias is None or abs(self.forget_bias) <= 1e3, f"forget_bias must be in [-1000, 1000], got {self.forget_bias}"),
         ]
-        require(checks + stack_checks(self), "model config:")
+        require(checks + stack_checks(self) + regularization_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +42,7 @@ class SequenceRegressor(nn.Module):
         super().__init__()
         self.config = c = config
         self.rnn = recurrent_layer(c.cell, c.input_size, c.hidden_size, c.num_layers, dropout=c.dropout,
-                                   init=c.init, forget_bias=c.forget_bias)
+                                   init=c.init, forget_bias=c.forget_bias, **layer_regularization(c))
         self.head = nn.Linear(c.hidden_size, c.output_size)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:

@@ -28,13 +28,21 @@ from torch import Tensor, nn
 
 from ..errors import ShapeError
 from ..options import option, require
-from .cells import CELLS, recurrent_layer
+from .cells import CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks
 
 ATTENTIONS = ("bahdanau", "luong", "none")
 
 
 @dataclass(frozen=True)
-class Seq2SeqConfig:
+class Seq2SeqConfig(RegularizationOptions):
+    """Architecture of a :class:`Seq2Seq`; vocabulary sizes come from the data.
+
+    The regularisation of :class:`RegularizationOptions` applies to the encoder and the
+    decoder alike (``hidden_dropout`` between the layers of each, where it has more than
+    one). The decoder runs one step per forward call (teacher forcing too), so in training
+    its masks (recurrent dropout, weight drop, zoneout) are drawn per step, not per sequence.
+    """
+
     src_vocab_size: int                # from the data
     tgt_vocab_size: int                # from the data
     pad_id: int = 0
@@ -59,8 +67,8 @@ class Seq2SeqConfig:
                  (not self.bidirectional or self.hidden_size % 2 == 0,
                   f"a bidirectional encoder needs an even hidden_size, got {self.hidden_size}"),
                  (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-                 (self.max_source_len > 0, f"max_source_len must be > 0, got {self.max_source_len}")],
-                "model config:")
+                 (self.max_source_len > 0, f"max_source_len must be > 0, got {self.max_source_len}")]
+                + regularization_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,10 +111,11 @@ class Seq2Seq(nn.Module):
         self.src_embedding = nn.Embedding(c.src_vocab_size, c.embedding_dim, padding_idx=c.pad_id)
         self.tgt_embedding = nn.Embedding(c.tgt_vocab_size, c.embedding_dim, padding_idx=c.pad_id)
         self.encoder = recurrent_layer(c.cell, c.embedding_dim, enc_size, c.encoder_layers, dropout=c.dropout,
-                                       bidirectional=c.bidirectional)
+                                       bidirectional=c.bidirectional,
+                                       **layer_regularization(c, num_layers=c.encoder_layers))
         feed = c.hidden_size if c.input_feeding and c.attention != "none" else 0
         self.decoder = recurrent_layer(c.cell, c.embedding_dim + feed, c.hidden_size, c.decoder_layers,
-                                       dropout=c.dropout)
+                                       dropout=c.dropout, **layer_regularization(c, num_layers=c.decoder_layers))
         self.bridge = nn.Linear(c.hidden_size, c.hidden_size * c.decoder_layers)
         self.attention = Attention(c.attention, c.hidden_size) if c.attention != "none" else None
         self.combine = nn.Linear(2 * c.hidden_size, c.hidden_size) if self.attention is not None else None

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from ..errors import ConfigError, DataError, ShapeError
 from ..nn.crf import CRF, SCHEMES, allowed_transitions
 from ..options import option, require
-from .cells import recurrent_layer
+from .cells import RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -39,8 +39,10 @@ TAGGER_CELLS = ("lstm", "gru")
 
 
 @dataclass(frozen=True)
-class TaggerConfig:
-    """Architecture of a :class:`SequenceTagger`; vocabulary and tag set sizes come from the data."""
+class TaggerConfig(RegularizationOptions):
+    """Architecture of a :class:`SequenceTagger`; vocabulary and tag set sizes come from the data.
+    The sentence layer's regularisation comes from :class:`RegularizationOptions` (the
+    character encoder has none)."""
 
     vocab_size: int
     num_tags: int
@@ -77,7 +79,7 @@ class TaggerConfig:
             (not self.tag_names or len(self.tag_names.split()) == self.num_tags,
              f"tag_names must name the {self.num_tags} tags, got {len(self.tag_names.split())}"),
         ]
-        require(checks, "tagger config:")
+        require(checks + regularization_checks(self), "tagger config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,7 +143,7 @@ class SequenceTagger(nn.Module):
         input_size = c.embedding_dim + (self.chars.output_size if self.chars is not None else 0)
         self.dropout = nn.Dropout(c.dropout)
         self.rnn = recurrent_layer(c.cell, input_size, c.hidden_size, c.num_layers, dropout=c.dropout,
-                                   bidirectional=True)
+                                   bidirectional=True, **layer_regularization(c))
         self.head = nn.Linear(2 * c.hidden_size, c.num_tags)
         self.crf = CRF(c.num_tags, allowed=allowed) if c.crf else None
 

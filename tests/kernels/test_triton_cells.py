@@ -381,3 +381,25 @@ def test_regularised_lstm_kernel_matches_the_reference_with_the_same_masks(cell_
         x.grad = None
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
+
+
+@in_interpreter
+@pytest.mark.parametrize("variant", ["reset_before", "simplified"])
+@pytest.mark.parametrize("reg", [{"recurrent_dropout": 0.3}, {"zoneout": 0.3}, {"recurrent_dropout": 0.4, "zoneout": 0.2}])
+@pytest.mark.parametrize("training", [True, False])
+def test_regularised_gru_kernels_match_the_reference_with_the_same_masks(variant, reg, training):
+    torch.manual_seed(1)
+    fast = rnnkit.GRU(4, 6, backend="triton", bidirectional=True, variant=variant, **reg).train(training)
+    ref = rnnkit.GRU(4, 6, backend="scan", bidirectional=True, variant=variant, **reg).train(training)
+    ref.load_state_dict(fast.state_dict())
+    assert fast.path == "kernel" and ref.path == "scan"
+    x = torch.randn(7, 3, 4, requires_grad=True)
+    results = []
+    for layer in (fast, ref):
+        torch.manual_seed(5)
+        y, h = layer(x, lengths=torch.tensor([7, 3, 5]))
+        (y.square().sum() + 3 * h.sum()).backward()
+        results.append([y, h, x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+        x.grad = None
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
