@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
 import rnnkit
-from rnnkit.bench import environment
+from rnnkit.bench import environment, interleaved
 
 CELLS = {
     "LSTM": {}, "LSTM(peephole)": {"peephole": True}, "LSTM(layer_norm)": {"layer_norm": True},
@@ -29,11 +28,12 @@ REGS = {
 }
 
 
-def _time(layer, x) -> float:
-    start = time.perf_counter()
-    y, _ = layer(x)
-    y.sum().backward()
-    return time.perf_counter() - start
+def _step(layer, x):
+    """One forward+backward of ``layer`` on ``x``, as a no-argument function to time."""
+    def run() -> None:
+        y, _ = layer(x)
+        y.sum().backward()
+    return run
 
 
 def main() -> None:
@@ -54,12 +54,7 @@ def main() -> None:
                 plain = rnnkit.LSTM(H, H, batch_first=True, **ckw)
                 reg = rnnkit.LSTM(H, H, batch_first=True, **ckw, **rkw)
                 reg.load_state_dict(plain.state_dict())
-                times = {"plain": [], "reg": []}
-                for r in range(args.repeats + 1):
-                    for which, layer in (("plain", plain), ("reg", reg)):
-                        t = _time(layer, x)
-                        if r:
-                            times[which].append(t)
+                times = interleaved({"plain": _step(plain, x), "reg": _step(reg, x)}, args.repeats, warmup=1)
                 p, q = statistics.median(times["plain"]), statistics.median(times["reg"])
                 rows.append({"cell": cname, "regularization": rname, "batch": args.batch, "steps": args.steps,
                              "hidden": H, "path_plain": plain.path, "path_regularized": reg.path,

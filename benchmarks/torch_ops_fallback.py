@@ -11,14 +11,13 @@ import argparse
 import json
 import os
 import statistics
-import time
 
 os.environ["RNNKIT_NATIVE"] = "0"  # before rnnkit loads: the fused path is the torch-ops one
 
 import torch  # noqa: E402
 
 import rnnkit  # noqa: E402
-from rnnkit.bench import environment  # noqa: E402
+from rnnkit.bench import environment, interleaved  # noqa: E402
 
 CELLS = {
     "LSTM(peephole)": (rnnkit.LSTM, {"peephole": True}),
@@ -28,11 +27,12 @@ CELLS = {
 }
 
 
-def _time(layer, x) -> float:
-    start = time.perf_counter()
-    y, _ = layer(x)
-    y.sum().backward()
-    return time.perf_counter() - start
+def _step(layer, x):
+    """One forward+backward of ``layer`` on ``x``, as a no-argument function to time."""
+    def run() -> None:
+        y, _ = layer(x)
+        y.sum().backward()
+    return run
 
 
 def main() -> None:
@@ -52,12 +52,7 @@ def main() -> None:
             ref.load_state_dict(kernel.state_dict())
             assert kernel.path == "kernel" and ref.path == "scan", (kernel.path, ref.path)
             x = torch.randn(args.batch, args.steps, H)
-            times = {"kernel": [], "scan": []}
-            for r in range(args.repeats + 1):
-                for which, layer in (("kernel", kernel), ("scan", ref)):
-                    t = _time(layer, x)
-                    if r:  # the first round warms up
-                        times[which].append(t)
+            times = interleaved({"kernel": _step(kernel, x), "scan": _step(ref, x)}, args.repeats, warmup=1)
             k, s = statistics.median(times["kernel"]), statistics.median(times["scan"])
             rows.append({"cell": name, "batch": args.batch, "steps": args.steps, "hidden": H,
                          "torch_ops_ms": 1e3 * k, "scan_ms": 1e3 * s, "speedup": s / k})

@@ -81,3 +81,18 @@ def assert_layer_runs_kernel_and_matches_scan(factory, x, lengths):
     assert got.keys() == want.keys()
     for name in got:
         torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def assert_same_with_the_same_draws(fast, ref, x, lengths=None, rtol=1e-4, atol=5e-5, seed=5):
+    """``fast`` and ``ref`` (same weights, regularised) run on ``x`` after the same seed, so
+    they draw the same dropout/zoneout masks: outputs, final states and every gradient agree."""
+    results = []
+    for layer in (fast, ref):
+        torch.manual_seed(seed)
+        y, state = layer(x, lengths=lengths)
+        states = state if isinstance(state, tuple) else (state,)
+        (y.square().sum() + sum((k + 2) * s.sum() for k, s in enumerate(states))).backward()
+        results.append([y, *states, x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
+        x.grad = None
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)

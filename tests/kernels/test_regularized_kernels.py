@@ -6,6 +6,7 @@ import torch
 
 import rnnkit
 from rnnkit.kernels import native
+from kernel_checks import assert_same_with_the_same_draws
 
 pytestmark = pytest.mark.skipif(not native.available(torch.float64), reason="no C compiler: no native kernels")
 
@@ -68,15 +69,7 @@ def test_fused_c_gru_equals_the_reference_with_the_same_masks(variant, reg, trai
     assert fast.path == "kernel" and ref.path == "scan"
     x = torch.randn(7, 3, 4, dtype=torch.float64, requires_grad=True)
     lengths = None if lengths is None else torch.tensor(lengths)
-    results = []
-    for layer in (fast, ref):
-        torch.manual_seed(5)
-        y, h = layer(x, lengths=lengths)
-        (y.square().sum() + 3 * h.sum()).backward()
-        results.append([y, h, x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
-        x.grad = None
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    assert_same_with_the_same_draws(fast, ref, x, lengths, rtol=1e-9, atol=1e-10)
 
 
 def test_cells_without_a_regularised_kernel_run_the_reference():

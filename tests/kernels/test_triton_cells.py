@@ -32,7 +32,7 @@ import rnnkit  # noqa: E402
 from rnnkit.cells import GRUCell, LSTMCell  # noqa: E402
 from rnnkit.kernels import find, triton_cells  # noqa: E402
 from rnnkit.nn.scan import scan  # noqa: E402
-from kernel_checks import (assert_layer_runs_kernel_and_matches_scan,  # noqa: E402
+from kernel_checks import (assert_layer_runs_kernel_and_matches_scan, assert_same_with_the_same_draws,  # noqa: E402
                            assert_parameter_grads_and_inference_match_scan,
                            one_thread, outputs_and_grads, random_cell)  # noqa: F401 (one_thread: autouse)
 
@@ -372,15 +372,7 @@ def test_regularised_lstm_kernel_matches_the_reference_with_the_same_masks(cell_
     ref.load_state_dict(fast.state_dict())
     assert fast.path == "kernel" and ref.path == "scan"
     x = torch.randn(7, 3, 4, requires_grad=True)
-    results = []
-    for layer in (fast, ref):
-        torch.manual_seed(5)
-        y, (h, c) = layer(x, lengths=torch.tensor([7, 3, 5]))
-        (y.square().sum() + h.sum() + 2 * c.sum()).backward()
-        results.append([y, h, c, x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
-        x.grad = None
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
+    assert_same_with_the_same_draws(fast, ref, x, torch.tensor([7, 3, 5]))
 
 
 @in_interpreter
@@ -394,12 +386,4 @@ def test_regularised_gru_kernels_match_the_reference_with_the_same_masks(variant
     ref.load_state_dict(fast.state_dict())
     assert fast.path == "kernel" and ref.path == "scan"
     x = torch.randn(7, 3, 4, requires_grad=True)
-    results = []
-    for layer in (fast, ref):
-        torch.manual_seed(5)
-        y, h = layer(x, lengths=torch.tensor([7, 3, 5]))
-        (y.square().sum() + 3 * h.sum()).backward()
-        results.append([y, h, x.grad.clone(), *(p.grad.clone() for p in layer.parameters())])
-        x.grad = None
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)
+    assert_same_with_the_same_draws(fast, ref, x, torch.tensor([7, 3, 5]))
