@@ -10,7 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "Loop": "loop", "Progress": "loop", "evaluate": "loop",
-    "Task": "task", "StepOutput": "task", "Plan": "task",
+    "Task": "task", "StepOutput": "task", "Plan": "task", "Panel": "task",
     "TrainConfig": "config", "RunConfig": "config", "build_config": "config", "PRESETS": "config",
     "load_model": "saved", "RunDir": "rundir", "tbptt_windows": "tbptt", "Window": "tbptt",
 }
