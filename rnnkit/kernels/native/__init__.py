@@ -46,7 +46,7 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).parent
-SOURCES = ("steps.c", "gemm.h", "lstm_step.h", "gru_step.h")
+SOURCES = ("steps.c", "gemm.h", "lstm_step.h", "gru_step.h", "stream_step.h")
 #: the parts of -ffast-math the loops want (reassociated, vectorised sums), not
 #: -ffast-math itself: with it GCC links crtfastmath.o into a shared library, which
 #: sets flush-to-zero for the whole process when loaded; nor -ffinite-math-only: a NaN

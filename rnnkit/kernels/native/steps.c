@@ -64,6 +64,7 @@ static inline float fast_tanhf(float x) {
 #include "gemm.h"
 #include "lstm_step.h"
 #include "gru_step.h"
+#include "stream_step.h"
 #undef real
 #undef NAME
 #undef EXPF
@@ -79,3 +80,4 @@ static inline float fast_tanhf(float x) {
 #include "gemm.h"
 #include "lstm_step.h"
 #include "gru_step.h"
+#include "stream_step.h"

@@ -1,0 +1,117 @@
+/* One time step for a few independent streams (streaming inference, batch 1..4):
+ * the recurrent layer's whole step in one call, weights read once per stream.
+ *
+ * At batch 1 a step is a matrix-vector product over the layer's weights (2 MB at
+ * H=256) plus ~10 pointwise ops; through torch that is two GEMM calls sized for
+ * matrices (the vendor GEMM reads a row vector at half the memory bandwidth a
+ * plain dot product gets) and a dispatch per op. Here the weights are one
+ * row-major [W_ih | W_hh] (G, I + S) the caller keeps (rnnkit/nn/streaming.py), so
+ * each gate row is one contiguous dot product with [x, h].
+ *
+ * Included twice by steps.c (float / double). No gradients: the caller uses this
+ * only where nothing is differentiated.
+ */
+
+/* y (M) = W (M, K) v (K) (+ b): four rows per pass so each load of v serves four rows */
+static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const real* b, real* y) {
+    long m = 0;
+    for (; m + 4 <= M; m += 4) {
+        const real *w0 = W + m * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        SIMD_SUM(s0, s1, s2, s3)
+        for (long k = 0; k < K; k++) {
+            real vk = v[k];
+            s0 += w0[k] * vk; s1 += w1[k] * vk; s2 += w2[k] * vk; s3 += w3[k] * vk;
+        }
+        y[m] = s0; y[m + 1] = s1; y[m + 2] = s2; y[m + 3] = s3;
+    }
+    for (; m < M; m++) {
+        const real* w = W + m * K;
+        real s = 0;
+        SIMD_SUM(s)
+        for (long k = 0; k < K; k++) s += w[k] * v[k];
+        y[m] = s;
+    }
+    if (b)
+        for (long j = 0; j < M; j++) y[j] += b[j];
+}
+
+/* [x_b, h_b] of stream b into v (I + S) */
+static INLINE void NAME(join)(long I, long S, const real* x, const real* h, real* v) {
+    for (long k = 0; k < I; k++) v[k] = x[k];
+    for (long k = 0; k < S; k++) v[I + k] = h[k];
+}
+
+/* LSTM (optionally with peepholes: w_ci, w_cf, w_co not NULL), B streams:
+ * a = W [x; h] + b, gates i f g o, c' = f c + i g, h' = o tanh(c').
+ * work: I + H + 4H scratch values. h_out/c_out may not alias h/c. */
+void NAME(lstm_stream_step)(long B, long I, long H, const real* W, const real* bias,
+                            const real* x, const real* h, const real* c,
+                            const real* w_ci, const real* w_cf, const real* w_co,
+                            real* h_out, real* c_out, real* work) {
+    const long K = I + H;
+    real *v = work, *a = work + K;
+    for (long b = 0; b < B; b++) {
+        const real* cp = c + b * H;
+        real *hn = h_out + b * H, *cn = c_out + b * H;
+        NAME(join)(I, H, x + b * I, h + b * H, v);
+        NAME(gemv_rows)(4 * H, K, W, v, bias, a);
+        if (w_ci) {
+            SIMD
+            for (long j = 0; j < H; j++) {
+                real i = NAME(sigm)(a[j] + w_ci[j] * cp[j]), f = NAME(sigm)(a[H + j] + w_cf[j] * cp[j]);
+                real cj = f * cp[j] + i * NAME(tanh)(a[2 * H + j]);
+                cn[j] = cj;
+                hn[j] = NAME(sigm)(a[3 * H + j] + w_co[j] * cj) * NAME(tanh)(cj);
+            }
+        } else {
+            SIMD
+            for (long j = 0; j < H; j++) {
+                real i = NAME(sigm)(a[j]), f = NAME(sigm)(a[H + j]);
+                real cj = f * cp[j] + i * NAME(tanh)(a[2 * H + j]);
+                cn[j] = cj;
+                hn[j] = NAME(sigm)(a[3 * H + j]) * NAME(tanh)(cj);
+            }
+        }
+    }
+}
+
+/* Elman RNN, B streams: h' = act(W [x; h] + b), act tanh (relu = 0) or relu (relu = 1).
+ * work: I + 2H scratch values. */
+void NAME(rnn_stream_step)(long B, long I, long H, long relu, const real* W, const real* bias,
+                           const real* x, const real* h, real* h_out, real* work) {
+    const long K = I + H;
+    real *v = work, *a = work + K;
+    for (long b = 0; b < B; b++) {
+        real* hn = h_out + b * H;
+        NAME(join)(I, H, x + b * I, h + b * H, v);
+        NAME(gemv_rows)(H, K, W, v, bias, a);
+        if (relu) {
+            for (long j = 0; j < H; j++) hn[j] = a[j] > 0 ? a[j] : (a[j] != a[j] ? a[j] : 0);
+        } else {
+            SIMD
+            for (long j = 0; j < H; j++) hn[j] = NAME(tanh)(a[j]);
+        }
+    }
+}
+
+/* GRU as torch.nn.GRU (reset after the recurrent product): W_i (3H, I), W_h (3H, H),
+ * b_i, b_h (3H) or NULL; r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r hn),
+ * h' = (1 - z) n + z h. work: 6H scratch values. */
+void NAME(gru_stream_step)(long B, long I, long H, const real* W_i, const real* W_h,
+                           const real* b_i, const real* b_h, const real* x, const real* h,
+                           real* h_out, real* work) {
+    real *gi = work, *gh = work + 3 * H;
+    for (long b = 0; b < B; b++) {
+        const real* hp = h + b * H;
+        real* hn = h_out + b * H;
+        NAME(gemv_rows)(3 * H, I, W_i, x + b * I, b_i, gi);
+        NAME(gemv_rows)(3 * H, H, W_h, hp, b_h, gh);
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real r = NAME(sigm)(gi[j] + gh[j]), z = NAME(sigm)(gi[H + j] + gh[H + j]);
+            real n = NAME(tanh)(gi[2 * H + j] + r * gh[2 * H + j]);
+            hn[j] = n + z * (hp[j] - n);
+        }
+    }
+}
