@@ -27,6 +27,8 @@ from torch import Tensor, _VF
 import torch.nn.functional as F
 
 from ..errors import DeviceError, DtypeError, ShapeError
+from . import native_step
+from .native_step import NATIVE_MAX_BATCH
 
 _CELL_FNS = {"GRU": _VF.gru_cell, "RNN_TANH": _VF.rnn_tanh_cell, "RNN_RELU": _VF.rnn_relu_cell}
 
@@ -138,6 +140,10 @@ def step_layers(layer, x: Tensor, states: tuple[Tensor, ...]) -> tuple[Tensor, t
     ``x (B, I)``, ``states`` each ``(L, B, S)`` -> ``(y (B, O), new states)``."""
     dropout = layer.dropout if layer.training else 0.0
     grad = torch.is_grad_enabled()
+    if x.shape[0] <= NATIVE_MAX_BATCH and not (dropout and layer.num_layers > 1):
+        done = native_step.step_stack(layer, x, states, grad)
+        if done is not None:
+            return done
     params = layer._parameters
     new: list[tuple[Tensor, ...]] = []
     for k, (cell, mode, names) in enumerate(plan(layer).layers):

@@ -1,0 +1,100 @@
+"""The C one-step kernels of streaming inference (rnnkit.nn.native_step): for every
+cell they take, at the batches they take, a step equals the layer's forward on a
+one-step chunk (the torch / reference paths), float64 to 1e-10 and float32 to 1e-5;
+inputs they do not take fall back to the torch step."""
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.kernels import native
+from rnnkit.nn import native_step
+
+pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler: the native library is not built")
+
+I, H = 6, 7
+NATIVE = {
+    "lstm": lambda **kw: rnnkit.LSTM(I, H, **kw),
+    "lstm_peephole": lambda **kw: rnnkit.LSTM(I, H, peephole=True, **kw),
+    "lstm_no_bias": lambda **kw: rnnkit.LSTM(I, H, bias=False, **kw),
+    "gru": lambda **kw: rnnkit.GRU(I, H, **kw),
+    "gru_no_bias": lambda **kw: rnnkit.GRU(I, H, bias=False, **kw),
+    "rnn_tanh": lambda **kw: rnnkit.RNN(I, H, nonlinearity="tanh", **kw),
+    "rnn_relu": lambda **kw: rnnkit.RNN(I, H, nonlinearity="relu", **kw),
+}
+NOT_NATIVE = {
+    "lstm_layer_norm": lambda **kw: rnnkit.LSTM(I, H, layer_norm=True, **kw),
+    "lstm_proj": lambda **kw: rnnkit.LSTM(I, H, proj_size=3, **kw),
+    "gru_reset_before": lambda **kw: rnnkit.GRU(I, H, variant="reset_before", **kw),
+    "mingru": lambda **kw: rnnkit.MinGRU(I, H, **kw),
+}
+
+
+def states_of(layer, batch, dtype, g):
+    s = layer.init_state(batch, dtype=dtype)
+    s = s if isinstance(s, tuple) else (s,)
+    return tuple(torch.randn(t.shape, dtype=dtype, generator=g) for t in s)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("batch", [1, native_step.NATIVE_MAX_BATCH])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("name", sorted(NATIVE))
+def test_native_step_equals_the_forward(name, layers, batch, dtype, tol):
+    torch.manual_seed(0)
+    layer = NATIVE[name](num_layers=layers, dtype=dtype).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, I, dtype=dtype, generator=g) * 3  # saturating gates too
+    states = states_of(layer, batch, dtype, g)
+    with torch.no_grad():
+        got = native_step.step_stack(layer, x, states, grad=False)
+        assert got is not None, "the C step should take this layer"
+        y, finals = got
+        want_y, want_h = layer(x.unsqueeze(0), states[0] if len(states) == 1 else states)
+    want_h = want_h if isinstance(want_h, tuple) else (want_h,)
+    torch.testing.assert_close(y, want_y[0], rtol=tol, atol=tol)
+    for a, b in zip(finals, want_h, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_the_public_step_runs_it_and_follows_weight_updates(monkeypatch):
+    """``layer.step`` under no_grad goes through the C step at batch 1, and a weight
+    written in place (an optimiser step) is seen by the next step."""
+    calls = []
+    real = native_step.step_stack
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native_step, "step_stack", spy)
+    layer = rnnkit.LSTM(I, H, num_layers=2, peephole=True, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    with torch.no_grad():
+        layer.step(x)
+        layer.weight_hh_l1.add_(0.25)
+        layer.weight_co_l0.mul_(-1)
+        y, _ = layer.step(x)
+    assert calls == [True, True]
+    torch.testing.assert_close(y, layer(x.unsqueeze(0))[0][0], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_NATIVE))
+def test_cells_without_a_c_step_are_refused(name):
+    layer = NOT_NATIVE[name]().eval()
+    x = torch.randn(1, I)
+    assert native_step.step_stack(layer, x, states_of(layer, 1, torch.float32, None), grad=False) is None
+
+
+def test_inputs_it_does_not_take_fall_back():
+    layer = rnnkit.LSTM(I, H).eval()
+    s = states_of(layer, 1, torch.float32, None)
+    x = torch.randn(1, I)
+    # a gradient asked of the weights: autograd needs the torch step
+    assert native_step.step_stack(layer, x, s, grad=True) is None
+    # the weights frozen and grad mode on: nothing is differentiated, the C step runs
+    layer.requires_grad_(False)
+    assert native_step.step_stack(layer, x, s, grad=True) is not None
+    assert native_step.step_stack(layer, x.requires_grad_(), s, grad=True) is None
+    half = rnnkit.LSTM(I, H, dtype=torch.bfloat16).eval()
+    assert native_step.step_stack(half, x.bfloat16(), states_of(half, 1, torch.bfloat16, None), grad=False) is None
