@@ -252,3 +252,24 @@ def test_a_regularised_run_resumes_bit_exactly(tiny_corpus, tmp_path):
     resumed = _fit(tiny_corpus, tmp_path / "b", resume=True)
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("p", [0.0, 0.05, 0.5, 0.9])
+def test_zoneout_masks_have_the_rate_and_independent_units(p):
+    """The per-step masks come from 16-bit lanes of 64-bit draws: each element is True
+    with probability p (to 2^-16), neighbours (which share a draw) independently, and
+    the same seed gives the same mask."""
+    from rnnkit.nn.regularization import bernoulli_mask
+
+    torch.manual_seed(3)
+    m = bernoulli_mask((200, 50, 100), p, "cpu")
+    assert m.dtype == torch.bool and m.shape == (200, 50, 100) and m.is_contiguous()
+    n, rate = m.numel(), m.double().mean().item()
+    sd = (p * (1 - p) / n) ** 0.5
+    assert abs(rate - p) <= 5 * sd + 2 ** -16
+    flat = m.flatten().double()
+    for lag in (1, 2, 3, 4):  # the lanes of one draw, and the next draw
+        joint = (flat[:-lag] * flat[lag:]).mean().item()
+        assert abs(joint - p * p) <= 5 * sd + 1e-12
+    torch.manual_seed(3)
+    assert torch.equal(bernoulli_mask((200, 50, 100), p, "cpu"), m)
