@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from rnnkit.bench import environment, sync, write_json
-from rnnkit.kernels import parallel_scan
+from rnnkit.kernels import linear_scan as parallel_scan
 from rnnkit.nn.min_rnn import MinGRU, MinLSTM
 
 SEQUENTIAL, STEP_LOOP = "sequential (backend='scan')", "sequential (step loop)"

@@ -223,7 +223,7 @@ def environment(device: str = "cpu") -> dict:
         env |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version()}
     else:  # which CPU kernels the custom cells got: compiled C loops, or the torch-ops fallback
-        from .kernels import native
+        from .kernels.cpu import native
         lib = native.library()
         env["cpu_kernels"] = "native" if lib is not None else "torch-ops"
         env["native_library"] = None if lib is None else Path(lib._name).name

@@ -18,8 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from types import SimpleNamespace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -127,16 +126,16 @@ class RecurrentCell(nn.Module):
         """Feature size of the step's output ``y_t`` (the next layer's input)."""
         return self.state_sizes()[0]
 
-    def project_input(self, x: Tensor, p: SimpleNamespace) -> Tensor:
+    def project_input(self, x: Tensor, p: Params) -> Tensor:
         """Input half of the step for any leading dims: ``(*, I) -> (*, G)``."""
         return F.linear(x, p.weight_ih, p.bias_ih)
 
-    def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
+    def recur(self, xp: Tensor, state: State, p: Params) -> tuple[Tensor, State]:
         """Recurrent half: ``xp (B, G)``, ``state`` -> ``(y_t (B, O), new_state)``."""
         raise NotImplementedError
 
     # --- what everyone calls ----------------------------------------------------
-    def step(self, x: Tensor, state: State, p: SimpleNamespace | None = None) -> tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, p: Params | None = None) -> tuple[Tensor, State]:
         """One reference step ``(x_t (B, I), state) -> (y_t, state)``."""
         p = self.own_params() if p is None else p
         return self.recur(self.project_input(x, p), state, p)
@@ -145,7 +144,7 @@ class RecurrentCell(nn.Module):
         """Zero state, one ``(B, size)`` tensor per state name."""
         return tuple(torch.zeros(batch_size, n, device=device, dtype=dtype) for n in self.state_sizes())
 
-    def own_params(self) -> SimpleNamespace:
+    def own_params(self) -> Params:
         if not self.own_parameters:
             raise RuntimeError(f"{type(self).__name__} was built without parameters; pass p=")
         return params_namespace(self.parameter_shapes(), dict(self.named_parameters(recurse=False)))
@@ -216,10 +215,28 @@ class RecurrentCell(nn.Module):
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias}"
 
 
-def params_namespace(shapes: dict[str, tuple[int, ...]], tensors: dict[str, Tensor]) -> SimpleNamespace:
-    """Namespace with every declared parameter; absent ones (e.g. no bias) are None."""
-    return SimpleNamespace(**{"bias_ih": None, "bias_hh": None,
-                              **{name: tensors.get(name) for name in shapes}})
+class Params:
+    """One cell's parameters by name (``p.weight_ih``; absent ones None), and the step
+    masks a layer adds (``p.drop_h``, ``p.zone``): what every step, scan and kernel reads.
+
+    A plain class, not :class:`types.SimpleNamespace`: ``torch.compile(fullgraph=True)``
+    cannot trace a SimpleNamespace being built (a graph break on every forward).
+    """
+
+    def __init__(self, **entries: Any) -> None:
+        self.__dict__.update(entries)
+
+    def replace(self, **changes: Any) -> "Params":
+        """A copy with ``changes`` applied (self unchanged)."""
+        return Params(**(vars(self) | changes))
+
+    def __repr__(self) -> str:
+        return f"Params({', '.join(vars(self))})"
+
+
+def params_namespace(shapes: dict[str, tuple[int, ...]], tensors: dict[str, Tensor]) -> Params:
+    """Every declared parameter; absent ones (e.g. no bias) are None."""
+    return Params(**{"bias_ih": None, "bias_hh": None, **{name: tensors.get(name) for name in shapes}})
 
 
 def reset_parameter(cell: RecurrentCell, name: str, param: Tensor) -> None:
@@ -246,7 +263,7 @@ def check_tensor(name: str, arg: str, t: Tensor, param: Tensor, floating: bool =
                           f"move one with .to(device)")
 
 
-def recurrent_input(h: Tensor, p: SimpleNamespace) -> Tensor:
+def recurrent_input(h: Tensor, p: Params) -> Tensor:
     """The state as it enters the recurrent weights: ``h``, times the recurrent-dropout mask
     ``p.drop_h (B, S)`` when the layer set one (:mod:`rnnkit.nn.regularization`). Only the
     product with the weights sees the mask; the state the cell carries on is ``h`` itself."""

@@ -1,12 +1,12 @@
 """Elman recurrence (simple RNN), tanh or ReLU."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from .base import Params
 from ..errors import ArgumentError
 from .base import RecurrentCell, State, owner_name, recurrent_input
 
@@ -44,7 +44,7 @@ class ElmanCell(RecurrentCell):
             shapes |= {"bias_ih": (H,), "bias_hh": (H,)}
         return shapes
 
-    def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
+    def recur(self, xp: Tensor, state: State, p: Params) -> tuple[Tensor, State]:
         h = _ACTIVATIONS[self.nonlinearity](xp + F.linear(recurrent_input(state[0], p), p.weight_hh, p.bias_hh))
         return h, (h,)
 

@@ -2,12 +2,12 @@
 and the simplified GRU with an update gate only."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from .base import Params
 from ..errors import ArgumentError
 from .base import RecurrentCell, State, owner_name, recurrent_input
 
@@ -61,7 +61,7 @@ class GRUCell(RecurrentCell):
             shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
         return shapes
 
-    def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
+    def recur(self, xp: Tensor, state: State, p: Params) -> tuple[Tensor, State]:
         h = state[0]
         h_in = recurrent_input(h, p)  # h where it meets W_hh (recurrent dropout); the update mixes h
         if self.variant == "simplified":

@@ -1,12 +1,12 @@
 """Jordan recurrence: output-to-hidden feedback only."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from .base import Params
 from ..errors import ArgumentError, ShapeError
 from .base import RecurrentCell, State, check_int, owner_name, recurrent_input
 
@@ -61,7 +61,7 @@ class JordanCell(RecurrentCell):
             shapes |= {"bias_ih": (H,), "bias_ho": (O,)}
         return shapes
 
-    def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
+    def recur(self, xp: Tensor, state: State, p: Params) -> tuple[Tensor, State]:
         h = _ACTIVATIONS[self.nonlinearity](xp + F.linear(recurrent_input(state[0], p), p.weight_oh))
         y = _ACTIVATIONS[self.output_activation](F.linear(h, p.weight_ho, getattr(p, "bias_ho", None)))
         return y, (y,)

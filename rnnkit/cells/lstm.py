@@ -1,12 +1,12 @@
 """Long short-term memory, with peepholes, layer normalisation and projection."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from .base import Params
 from ..errors import ArgumentError
 from .base import RecurrentCell, State, check_bool, check_int, layer_norm, owner_name, recurrent_input
 
@@ -84,13 +84,13 @@ class LSTMCell(RecurrentCell):
                        "ln_c_weight": (H,), "ln_c_bias": (H,)}
         return shapes
 
-    def project_input(self, x: Tensor, p: SimpleNamespace) -> Tensor:
+    def project_input(self, x: Tensor, p: Params) -> Tensor:
         if not self.layer_norm:
             return F.linear(x, p.weight_ih, p.bias_ih)
         # the bias is the norm's shift: one pass over (T, B, 4H) instead of two
         return layer_norm(F.linear(x, p.weight_ih), p.ln_ih_weight, p.bias_ih)
 
-    def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
+    def recur(self, xp: Tensor, state: State, p: Params) -> tuple[Tensor, State]:
         h, c = state
         h_in = recurrent_input(h, p)
         if self.layer_norm:

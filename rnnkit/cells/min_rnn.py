@@ -6,7 +6,7 @@ state, :math:`h_t = a_t \odot h_{t-1} + b_t` with :math:`a_t, b_t` functions of
 
 * the O(1)-state sequential step (:meth:`MinRNNCell.recur`), for generation and as
   the reference;
-* a parallel scan over all steps at once (:mod:`rnnkit.kernels.parallel_scan`), for
+* a parallel scan over all steps at once (:mod:`rnnkit.kernels.linear_scan`), for
   training, which asks the cell for :meth:`~MinRNNCell.coefficients` (or their logs,
   :meth:`~MinRNNCell.log_coefficients`) of every step.
 
@@ -14,12 +14,12 @@ Both call the same coefficient code, so the two modes cannot drift apart.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from .base import Params
 from .base import RecurrentCell, State
 
 
@@ -87,7 +87,7 @@ class MinRNNCell(RecurrentCell):
             raise ValueError(f"{type(self).__name__}: log_coefficients needs positive=True "
                              "(the linear candidate can be negative, and so can b)")
 
-    def recur(self, xp: Tensor, state: State, p: SimpleNamespace) -> tuple[Tensor, State]:
+    def recur(self, xp: Tensor, state: State, p: Params) -> tuple[Tensor, State]:
         a, b = self.coefficients(xp)
         h = torch.addcmul(b, a, state[0])  # a * h + b: O(1) state, no h-to-h weights
         return h, (h,)

@@ -23,12 +23,12 @@ Paths that cannot give a correct higher-order gradient raise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from ..cells.base import Params
 from ..cells.base import RecurrentCell
 from ..errors import RnnkitError
 from .reference import scan_projected
@@ -43,9 +43,8 @@ class Rebuild:
     """How a fused LSTM/GRU kernel's Function rebuilds its forward with autograd.
 
     ``xp = projection(cell, p, x)`` is exactly the Function's ``xp`` input, as a
-    function of ``x`` (padding already zeroed) and the parameters in ``p``; it is
-    ``scale`` times the reference's projection (``b_hh`` folded in: the torch-ops
-    kernels double the ``tanh`` gates' rows, see their ``gate_scale``; None for 1).
+    function of ``x`` (padding already zeroed) and the parameters in ``p``: the
+    reference's projection with ``b_hh`` folded in.
     ``recurrent`` names the cell parameters the Function takes after ``xp`` and the
     states, in its argument order; the rebuild uses the Function's own (saved)
     tensors for those, so the gradients are wrt exactly its inputs.
@@ -55,12 +54,11 @@ class Rebuild:
     """
 
     cell: RecurrentCell
-    p: SimpleNamespace
+    p: Params
     x: Tensor | None
-    projection: Callable[[RecurrentCell, SimpleNamespace, Tensor], Tensor]
+    projection: Callable[[RecurrentCell, Params, Tensor], Tensor]
     recurrent: Sequence[str]
     reverse: bool
-    scale: Tensor | None = None
     _names: list[str] = field(default_factory=list, init=False, repr=False)  # p's tensors, as taken
 
     def take_tensors(self) -> list[Tensor]:
@@ -69,7 +67,7 @@ class Rebuild:
         ``ctx`` outlives the backward, and would keep ``x`` alive with it."""
         names = [n for n, t in vars(self.p).items() if isinstance(t, Tensor)]
         tensors = [self.x, *(getattr(self.p, n) for n in names)]
-        self.x, self.p = None, SimpleNamespace(**{**vars(self.p), **dict.fromkeys(names)})
+        self.x, self.p = None, Params(**{**vars(self.p), **dict.fromkeys(names)})
         self._names = names
         return tensors
 
@@ -86,11 +84,10 @@ class Rebuild:
         states, params = list(inputs[1:1 + n_states]), list(inputs[1 + n_states:])
         with torch.enable_grad():
             x, *rest = saved
-            p = SimpleNamespace(**{**vars(self.p), **dict(zip(self._names, rest))})
+            p = Params(**{**vars(self.p), **dict(zip(self._names, rest))})
             xp = self.projection(self.cell, p, x)
-            xp_ref = xp if self.scale is None else xp / self.scale
-            q = SimpleNamespace(**{**vars(p), "bias_hh": None, **dict(zip(self.recurrent, params))})
-            y, final = scan_projected(self.cell, q, xp_ref, tuple(states), mask, self.reverse)
+            q = Params(**{**vars(p), "bias_hh": None, **dict(zip(self.recurrent, params))})
+            y, final = scan_projected(self.cell, q, xp, tuple(states), mask, self.reverse)
             return differentiate((y, *final), [xp, *states, *params], needs, grad_outputs)
 
 

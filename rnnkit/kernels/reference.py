@@ -17,11 +17,11 @@ Tensors here are time-major: ``x (T, B, I)``.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 
+from ..cells.base import Params
 from ..cells.base import RecurrentCell, State
 
 
@@ -70,7 +70,7 @@ def zone_state(new: State, old: State, zone, t: int) -> State:
     return tuple(out)
 
 
-def scan(cell: RecurrentCell, p: SimpleNamespace, x: Tensor, state: State,
+def scan(cell: RecurrentCell, p: Params, x: Tensor, state: State,
          mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
     """Run ``cell`` over ``x (T, B, I)`` from ``state``.
 
@@ -84,7 +84,7 @@ def scan(cell: RecurrentCell, p: SimpleNamespace, x: Tensor, state: State,
     return scan_projected(cell, p, xp, state, mask, reverse)
 
 
-def scan_projected(cell: RecurrentCell, p: SimpleNamespace, xp: Tensor, state: State,
+def scan_projected(cell: RecurrentCell, p: Params, xp: Tensor, state: State,
                    mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
     """:func:`scan` from the projected input ``xp (T, B, G)`` (``cell.project_input``
     of every step): the time loop alone, differentiable to any order by autograd."""

@@ -12,10 +12,10 @@ every back end.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
+from ..cells.base import Params
 
 NONE, SELECT, MIX = 0, 1, 2
 
@@ -37,7 +37,7 @@ class KernelMasks:
         return dummy if mode == NONE else (k[t] if mode == SELECT else k)
 
 
-def kernel_masks(p: SimpleNamespace, B: int, sizes: tuple[int, ...], device) -> KernelMasks:
+def kernel_masks(p: Params, B: int, sizes: tuple[int, ...], device) -> KernelMasks:
     """``p``'s masks (None when the layer set none) in :class:`KernelMasks` form."""
     zone = getattr(p, "zone", None) or (None,) * len(sizes)
     keep, modes, rates = [], [], []
@@ -58,11 +58,11 @@ def kernel_masks(p: SimpleNamespace, B: int, sizes: tuple[int, ...], device) -> 
     return KernelMasks(None if drop is None else drop.contiguous(), tuple(keep), tuple(modes), tuple(rates))
 
 
-def has_masks(p: SimpleNamespace) -> bool:
+def has_masks(p: Params) -> bool:
     """Whether the layer put step masks in ``p`` (recurrent dropout or zoneout)."""
     return getattr(p, "drop_h", None) is not None or getattr(p, "zone", None) is not None
 
 
-def parameter_tensors(p: SimpleNamespace) -> list[Tensor | None]:
+def parameter_tensors(p: Params) -> list[Tensor | None]:
     """The parameters in ``p``, without the masks (which are not parameters: other dtypes)."""
     return [v for k, v in vars(p).items() if k not in ("drop_h", "zone")]

@@ -106,7 +106,9 @@ def check_lengths(name: str, lengths, batch: int, steps: int) -> Tensor:
         raise ShapeError(f"{name}: lengths has shape {tuple(lengths.shape)}, expected (batch,) = ({batch},)")
     lengths = lengths.to("cpu", torch.int64)
     bad = (lengths < 1) | (lengths > steps)
-    if bool(bad.any()):
+    if torch.compiler.is_compiling():  # a Python branch on values would break the graph: checked as an op
+        torch._assert_async(~bad.any(), f"{name}: lengths must be in [1, seq_len={steps}]")
+    elif bool(bad.any()):
         i = int(bad.nonzero()[0])
         raise ShapeError(f"{name}: lengths[{i}] = {int(lengths[i])} is outside [1, {steps}] "
                          f"(every sequence needs at least one step and at most seq_len={steps})")

@@ -5,7 +5,7 @@
 * ``"kernel"`` — a custom cell with a fused fast path in :mod:`rnnkit.kernels`.
 * ``"scan"`` — the reference loop in :mod:`rnnkit.nn.scan`.
 
-The Triton kernels (:mod:`rnnkit.kernels.triton_cells`) are only chosen on request:
+The Triton kernels (:mod:`rnnkit.kernels.triton`) are only chosen on request:
 ``backend="triton"``, or ``RNNKIT_TRITON=1`` in the environment (or Triton's own CPU
 interpreter, ``TRITON_INTERPRET=1``, which the kernel tests use). They have not yet
 passed a parity run on a GPU, so on CUDA a custom cell runs the reference scan
@@ -14,15 +14,15 @@ passed a parity run on a GPU, so on CUDA a custom cell runs the reference scan
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 from typing import Protocol
 
 from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..cells.base import Params
 from .. import kernels
 from ..errors import ArgumentError
-from ..kernels import triton_cells
+from ..kernels.triton import interpreting
 
 BACKENDS = ("auto", "torch", "scan", "triton")
 _VF_FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
@@ -63,7 +63,8 @@ def check_backend(layer: Layer) -> None:
     if layer.backend == "torch" and reg is not None and (reg.recurrent_dropout or reg.zoneout):
         raise ArgumentError(f"{name}: backend='torch' cannot run recurrent_dropout or zoneout (PyTorch's "
                             f"kernels have no step masks); use backend='auto'")
-    if layer.backend == "triton" and not (triton_cells.lstm_supported(cell) or triton_cells.gru_supported(cell)):
+    if layer.backend == "triton" and not any(k.backend == "triton" and k.supports(cell) is True
+                                             for k in kernels.registered()):
         raise ArgumentError(f"{name}: backend='triton' needs a cell with a Triton kernel (an LSTM with "
                             f"peephole and/or layer_norm and no proj_size, or a GRU with variant "
                             f"'reset_before' or 'simplified'); {name}({layer.extra_repr()}) has none")
@@ -73,14 +74,14 @@ def triton_requested(layer: Layer) -> bool:
     """Whether ``layer`` may run the Triton kernels: ``backend="triton"``, ``RNNKIT_TRITON=1``,
     or Triton's CPU interpreter (``TRITON_INTERPRET=1``, itself an explicit request)."""
     flag = os.environ.get(TRITON_ENV, "").strip().lower() in ("1", "true", "yes", "on", "y")
-    return layer.backend == "triton" or flag or triton_cells.interpreting()
+    return layer.backend == "triton" or flag or interpreting()
 
 
-def _is_triton(kernel) -> bool:
-    return kernel is not None and kernel in (triton_cells.lstm_scan, triton_cells.gru_scan)
+def _is_triton(kernel: kernels.Kernel | None) -> bool:
+    return kernel is not None and kernel.backend == "triton"
 
 
-def use_kernels(layer: Layer, x: Tensor, p: SimpleNamespace) -> bool:
+def use_kernels(layer: Layer, x: Tensor, p: Params) -> bool:
     """Whether the scan over ``x (T, B, I)`` may use rnnkit's fused kernels: backend
     ``"auto"``/``"triton"``, and a Triton kernel only on request (:func:`triton_requested`;
     refused, the reference scan runs: on CUDA no other kernel applies to those cells)."""
@@ -89,7 +90,7 @@ def use_kernels(layer: Layer, x: Tensor, p: SimpleNamespace) -> bool:
     return not (_is_triton(kernels.find(layer.cells[0], x, p)) and not triton_requested(layer))
 
 
-def kernel_for(layer: Layer, x: Tensor, p: SimpleNamespace):
+def kernel_for(layer: Layer, x: Tensor, p: Params):
     """The fused kernel the scan would run on ``x`` for the first layer, or None."""
     return kernels.find(layer.cells[0], x, p) if use_kernels(layer, x, p) else None
 

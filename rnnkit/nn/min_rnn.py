@@ -30,7 +30,7 @@ class MinGRU(_MinRecurrent):
     Two modes compute the same outputs:
 
     * parallel (default, ``backend="auto"``, :attr:`path` ``"kernel"``): every step
-      at once with :mod:`rnnkit.kernels.parallel_scan`, for training;
+      at once with :mod:`rnnkit.kernels.linear_scan`, for training;
     * sequential (``backend="scan"``, :attr:`path` ``"scan"``): the O(1)-state
       reference step, one step after another.
 

@@ -69,7 +69,7 @@ def specs(layer) -> tuple[LayerStep, ...] | None:
 @functools.lru_cache(maxsize=None)
 def _functions(dtype: torch.dtype):
     """``{kind: C function}`` for ``dtype``, or None without the native library."""
-    from ..kernels import native
+    from ..kernels.cpu import native
 
     if not native.enabled() or native.library() is None:
         return None

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ..cells.base import Params
 from ..cells.base import RecurrentCell, built_for, check_bool, params_namespace
 from ..errors import ArgumentError, ArgumentTypeError, DtypeError, ShapeError
 from . import checks, dispatch
@@ -155,7 +156,7 @@ class Recurrent(nn.Module):
                 init_cell_parameters(cell, {p: getattr(self, n) for p, n in names.items()},
                                      self.init, self.init_gain, self.forget_bias)
 
-    def _params(self, k: int, d: int, replaced: dict[str, Tensor] | None = None) -> SimpleNamespace:
+    def _params(self, k: int, d: int, replaced: dict[str, Tensor] | None = None) -> Params:
         """Layer ``k``, direction ``d``'s parameters under the cell's names; ``replaced``
         maps full names to tensors used instead (weight-dropped copies)."""
         names, replaced = self._param_names[k][d], replaced or {}
@@ -220,7 +221,7 @@ class Recurrent(nn.Module):
         p = self._params(0, 0)
         probe = torch.empty(1, 1, self.input_size, device=p.weight_ih.device, dtype=p.weight_ih.dtype)
         if self.regularization.steps_masked(self.training):  # can the kernel take the step masks?
-            p = SimpleNamespace(**vars(p), **vars(probe_masks(self.regularization, self.cells[0], probe,
+            p = p.replace(**vars(probe_masks(self.regularization, self.cells[0], probe,
                                                               self.training)))
         return dispatch.kernel_for(self, probe, p) is not None
 
@@ -387,7 +388,7 @@ class Recurrent(nn.Module):
         params = [[self._params(k, d, dropped) for d in range(D)] for k in range(self.num_layers)]
         states = [[tuple(s[k * D + d] for s in h0) for d in range(D)] for k in range(self.num_layers)]
         if reg.steps_masked(self.training):  # masks drawn here, whichever loop consumes them
-            params = [[SimpleNamespace(**vars(p), **vars(step_masks(reg, self.cells[k], x, self.training)))
+            params = [[p.replace(**vars(step_masks(reg, self.cells[k], x, self.training)))
                        for p in per_dir] for k, per_dir in enumerate(params)]
         use_kernels = dispatch.use_kernels(self, x, params[0][0])  # a kernel that cannot take the masks says no
         hidden_dropout = reg.hidden_dropout if self.training else 0.0

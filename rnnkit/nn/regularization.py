@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 
+from ..cells.base import Params
 from ..errors import ArgumentError, ArgumentTypeError
 from ..kernels.reference import zone_state  # noqa: F401  (re-exported: the scan applies it)
 
@@ -163,7 +163,7 @@ def activation_penalty(outputs: Tensor, dropped: Tensor, ar: float, tar: float, 
     return penalty
 
 
-def step_masks(reg: Regularization, cell, x: Tensor, training: bool) -> SimpleNamespace:
+def step_masks(reg: Regularization, cell, x: Tensor, training: bool) -> Params:
     """What one (layer, direction) time loop needs, for ``x (T, B, I)``:
 
     * ``drop_h (B, R)``: the recurrent-dropout mask, multiplied into the state where it
@@ -186,7 +186,7 @@ def step_masks(reg: Regularization, cell, x: Tensor, training: bool) -> SimpleNa
             zone.append(bernoulli_mask((T, B, sizes[name]), z, x.device))
         else:
             zone.append(z)
-    return SimpleNamespace(drop_h=drop_h, zone=tuple(zone) if any(z is not None for z in zone) else None)
+    return Params(drop_h=drop_h, zone=tuple(zone) if any(z is not None for z in zone) else None)
 
 
 #: zoneout draws its per-step masks from 16 random bits per unit: rates are exact to 2^-16
@@ -206,7 +206,7 @@ def bernoulli_mask(shape: tuple[int, ...], p: float, device) -> Tensor:
     return (words.view(torch.int16)[:n] < threshold).view(shape)
 
 
-def probe_masks(reg: Regularization, cell, x: Tensor, training: bool) -> SimpleNamespace:
+def probe_masks(reg: Regularization, cell, x: Tensor, training: bool) -> Params:
     """Masks shaped as :func:`step_masks` draws them for ``x``, but drawn from nothing (all
     kept): for asking a kernel whether it takes them without touching the generator."""
     sizes = dict(zip(cell.state_names, cell.state_sizes()))
@@ -215,7 +215,7 @@ def probe_masks(reg: Regularization, cell, x: Tensor, training: bool) -> SimpleN
     zone = tuple(None if not reg.zoneout.get(n) else
                  (torch.zeros(T, B, sizes[n], dtype=torch.bool, device=x.device) if training else reg.zoneout[n])
                  for n in cell.state_names)
-    return SimpleNamespace(drop_h=drop_h, zone=zone if any(z is not None for z in zone) else None)
+    return Params(drop_h=drop_h, zone=zone if any(z is not None for z in zone) else None)
 
 
 def drop_weight(weight: Tensor, p: float, training: bool) -> Tensor:

@@ -2,19 +2,19 @@
 (:mod:`rnnkit.kernels`) where one exists, else the reference loop :func:`scan`.
 
 :func:`scan` itself is defined in :mod:`rnnkit.kernels.reference`, next to the
-kernels that must match it and fall back to it; it is re-exported here, where
-the layers and tests have always found it.
+kernels that must match it (the registry runs it where no kernel takes an input);
+it is re-exported here, where the layers and tests have always found it.
 
 Tensors here are time-major: ``x (T, B, I)``.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from ..cells.base import Params
 from ..cells.base import RecurrentCell, State
 from .. import kernels
 from ..kernels.reference import scan
@@ -23,7 +23,7 @@ from .regularization import locked_dropout
 __all__ = ["scan", "scan_layers"]
 
 
-def scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]], x: Tensor,
+def scan_layers(cells: list[RecurrentCell], params: list[list[Params]], x: Tensor,
                 states: list[list[State]], lengths: Tensor | None = None,
                 dropout: float = 0.0, training: bool = False,
                 use_kernels: bool = True, hidden_dropout: float = 0.0) -> tuple[Tensor, list[list[State]]]:
@@ -37,14 +37,15 @@ def scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]],
     the reference :func:`scan` where one exists.
     Returns ``(y (T, B, D*O), final_states)`` laid out like ``states``.
 
-    Under ``torch.compile`` (not export) with ``use_kernels`` the stack runs outside
-    the compiled graph (one graph break), so the fused kernels, eager autograd
-    Functions over the whole sequence, still run: tracing the reference loop instead
-    unrolls every step (measured: 18 s to compile a T=50 peephole LSTM, then 11x the
-    eager kernel's time). ``backend="scan"`` layers are traced and compiled as before,
-    and so is everything under export, TorchScript and ``torch.jit.trace``.
+    Under ``torch.compile`` and ``torch.export`` the fused CPU kernels are custom ops
+    in the graph (:mod:`rnnkit.kernels.cpu`): no break, the same kernel as eager.
+    On an accelerator, ``torch.compile`` (not export) runs the stack outside the graph
+    (one break), so the Triton kernels still run: tracing the reference loop instead
+    unrolls every step (measured on CPU: 18 s to compile a T=50 peephole LSTM, then 11x
+    the eager kernel's time). ``backend="scan"`` layers, TorchScript and
+    ``torch.jit.trace`` trace the reference steps.
     """
-    if use_kernels and _compiling_not_exporting():
+    if use_kernels and x.device.type != "cpu" and _compiling_not_exporting():
         # wrapped here, not at import: torch.compiler.disable imports dynamo (and triton)
         outside_graph = torch.compiler.disable(_scan_layers)
         return outside_graph(cells, params, x, states, lengths, dropout, training, True, hidden_dropout)
@@ -57,7 +58,7 @@ def _compiling_not_exporting() -> bool:
     return compiling and not exporting
 
 
-def _scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]], x: Tensor,
+def _scan_layers(cells: list[RecurrentCell], params: list[list[Params]], x: Tensor,
                 states: list[list[State]], lengths: Tensor | None = None,
                 dropout: float = 0.0, training: bool = False,
                 use_kernels: bool = True, hidden_dropout: float = 0.0) -> tuple[Tensor, list[list[State]]]:
@@ -74,7 +75,7 @@ def _scan_layers(cells: list[RecurrentCell], params: list[list[SimpleNamespace]]
             x = locked_dropout(x, hidden_dropout, training)
         ys, layer_finals = [], []
         for d, (p, state) in enumerate(zip(params[k], states[k])):
-            run = (kernels.find(cell, x, p) if use_kernels else None) or scan
+            run = (kernels.find(cell, x, p, state, mask) if use_kernels else None) or scan
             y, final = run(cell, p, x, state, mask, reverse=d == 1)
             ys.append(y)
             layer_finals.append(final)

@@ -1,17 +1,20 @@
-"""Checks shared by the kernel test files (imported by name: pytest puts this folder on sys.path)."""
-import pytest
+"""Checks shared by the kernel test files (imported by name: tests/kernels/conftest.py
+puts this folder on sys.path)."""
 import torch
 
+from rnnkit.kernels.triton import interpreting
 from rnnkit.nn.scan import scan
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add fork/join (and, on a busy machine, stalls)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def triton_interpreted() -> bool:
+    """Whether Triton runs interpreted in this process (triton.language's own helpers
+    included: they are decorated when ``triton`` is imported, so TRITON_INTERPRET must
+    have been set before; see tests/kernels/triton/test_triton.py)."""
+    if not interpreting():
+        return False
+    import triton.language.standard as standard
+    from triton.runtime.interpreter import InterpretedFunction
+    return isinstance(standard.sigmoid, InterpretedFunction)
 
 
 def random_cell(factory, input_size, hidden_size, dtype, seed=0):
@@ -42,12 +45,12 @@ def outputs_and_grads(run, cell, x, state, mask, reverse):
 def assert_parameter_grads_and_inference_match_scan(kernel, cell, x, state):
     """With no gradient wanted wrt ``x`` or the state, the kernel still gives every
     parameter the reference scan's gradient; under no_grad it gives the same outputs."""
-    y, (h, c) = kernel(cell, cell.own_params(), x, state)
-    (y.sum() + c.sum()).backward()
+    y, final = kernel(cell, cell.own_params(), x, state)
+    (y.sum() + final[-1].sum()).backward()
     got = [p.grad.clone() for p in cell.parameters()]
     cell.zero_grad()
-    y_ref, (h_ref, c_ref) = scan(cell, cell.own_params(), x, state)
-    (y_ref.sum() + c_ref.sum()).backward()
+    y_ref, final_ref = scan(cell, cell.own_params(), x, state)
+    (y_ref.sum() + final_ref[-1].sum()).backward()
     for a, b in zip(got, (p.grad for p in cell.parameters())):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with torch.no_grad():  # inference: no graph, same numbers

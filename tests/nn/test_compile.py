@@ -1,59 +1,105 @@
-"""torch.compile and torch.export of layers with custom cells (rnnkit/nn/scan.py:scan_layers)."""
+"""torch.compile(fullgraph=True) and torch.export of layers with custom cells: the fused
+CPU kernels stay in the graph as the custom ops of rnnkit/kernels/cpu/{lstm,gru}.py, and the
+results (outputs, final states, gradients) equal eager mode's."""
 import pytest
 import torch
+from torch._dynamo.testing import EagerAndRecordGraphs
 
 import rnnkit
-from rnnkit.kernels import cpu_fused, find
+from rnnkit.kernels import find
+
+LAYERS = {
+    "lstm_peephole_2layers": lambda: rnnkit.LSTM(4, 8, peephole=True, num_layers=2),
+    "lstm_layer_norm_proj": lambda: rnnkit.LSTM(4, 8, layer_norm=True, proj_size=3),
+    "lstm_peephole_layer_norm_bidir": lambda: rnnkit.LSTM(4, 8, peephole=True, layer_norm=True, bidirectional=True),
+    "gru_reset_before_bidir": lambda: rnnkit.GRU(4, 8, variant="reset_before", bidirectional=True),
+    "gru_simplified": lambda: rnnkit.GRU(4, 8, variant="simplified", bias=False),
+    "min_gru": lambda: rnnkit.MinGRU(4, 8),
+    "min_lstm": lambda: rnnkit.MinLSTM(4, 8),
+}
+# the op each layer's kernel appears as in a graph (the minimal RNNs' scan is torch ops)
+OPS = {"lstm": "torch.ops.rnnkit.lstm_scan", "gru_": "torch.ops.rnnkit.gru_scan"}
 
 
-def _count_kernel_calls(monkeypatch):
-    """Counts the fused kernels that find() hands out and that then run."""
-    calls = []
-
-    def counting_find(cell, x, p):
-        kernel = find(cell, x, p)
-        if kernel is None:
-            return None
-
-        def run(*args, **kwargs):
-            calls.append(kernel)
-            return kernel(*args, **kwargs)
-        return run
-
-    monkeypatch.setattr(rnnkit.nn.scan.kernels, "find", counting_find)
-    return calls
+def _needs_kernel(layer, x):
+    if find(layer.cells[0], x, layer._params(0, 0)) is None:
+        pytest.skip("no fused kernel here (no C compiler): the reference steps run")
 
 
-@pytest.mark.parametrize("factory", [lambda: rnnkit.LSTM(4, 8, peephole=True, num_layers=2),
-                                     lambda: rnnkit.GRU(4, 8, variant="reset_before", bidirectional=True)],
-                         ids=["lstm_peephole", "gru_reset_before"])
-def test_compiled_layer_runs_the_fused_kernel_and_matches_eager(factory, monkeypatch):
-    """Under torch.compile the stack leaves the graph (one break) so the fused kernels run,
-    instead of the reference loop being unrolled step by step into the graph."""
+def _grads(layer, x, y, h):
+    loss = y.square().sum() + sum(s.square().sum() for s in (h if isinstance(h, tuple) else (h,)))
+    return torch.autograd.grad(loss, [x, *layer.parameters()])
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+def test_compiled_fullgraph_keeps_the_kernel_and_matches_eager(name, with_lengths):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    layer = factory()
+    layer = LAYERS[name]()
     x = torch.randn(7, 3, 4, requires_grad=True)
-    calls = _count_kernel_calls(monkeypatch)
-    compiled = torch.compile(layer, backend="aot_eager")
-    y, _ = compiled(x)
-    assert calls, "the compiled forward did not run a fused kernel"
-    y.square().sum().backward()
-    got = [x.grad.clone(), *(p.grad.clone() for p in layer.parameters())]
-    x.grad = None
-    layer.zero_grad()
-    y_eager, _ = layer(x)
-    y_eager.square().sum().backward()
+    _needs_kernel(layer, x)
+    kwargs = {"lengths": torch.tensor([7, 5, 2])} if with_lengths else {}
+    graphs = EagerAndRecordGraphs()
+    compiled = torch.compile(layer, fullgraph=True, backend=graphs)   # fullgraph: any break raises
+    y, h = compiled(x, **kwargs)
+    code = "\n".join(str(g.graph) for g in graphs.graphs)
+    op = next((o for prefix, o in OPS.items() if name.startswith(prefix)), None)
+    if op is not None:
+        assert op in code, code
+    assert layer.path == "kernel"                                   # the same path as eager
+    got = _grads(layer, x, y, h)
+    y_eager, h_eager = layer(x, **kwargs)
     torch.testing.assert_close(y, y_eager, atol=1e-6, rtol=1e-6)
-    for a, b in zip(got, [x.grad, *(p.grad for p in layer.parameters())]):
+    torch.testing.assert_close(h, h_eager, atol=1e-6, rtol=1e-6)
+    for a, b in zip(got, _grads(layer, x, y_eager, h_eager)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_aot_autograd_backward_runs_the_backward_op():
+    """Compiled with AOTAutograd the backward graph holds the C BPTT op, and gradients match."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(4, 8, peephole=True)
+    x = torch.randn(6, 2, 4, requires_grad=True)
+    _needs_kernel(layer, x)
+    seen = []
+
+    def record(gm, example_inputs):
+        seen.append(str(gm.graph))
+        return gm
+    from torch._dynamo.backends.common import aot_autograd
+    compiled = torch.compile(layer, fullgraph=True, backend=aot_autograd(fw_compiler=record, bw_compiler=record))
+    y, _ = compiled(x)
+    g = torch.autograd.grad(y.sum(), [x, layer.weight_hh_l0])
+    assert any("rnnkit.lstm_scan.default" in s for s in seen)
+    assert any("rnnkit.lstm_scan_backward.default" in s for s in seen)
+    ref = torch.autograd.grad(layer(x)[0].sum(), [x, layer.weight_hh_l0])
+    for a, b in zip(g, ref):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
-def test_export_traces_the_reference_loop():
-    """torch.export needs one graph: it gets the reference steps, no opaque kernel."""
-    layer = rnnkit.LSTM(4, 8, layer_norm=True)
+@pytest.mark.parametrize("name", ["lstm_peephole_2layers", "gru_reset_before_bidir"])
+def test_export_keeps_the_custom_op(name):
+    torch.manual_seed(0)
+    layer = LAYERS[name]().eval()
     x = torch.randn(5, 2, 4)
-    assert cpu_fused.match(layer.cells[0], x, layer._params(0, 0)) is not None
+    _needs_kernel(layer, x)
     program = torch.export.export(layer, (x,))
-    assert "NativeLSTM" not in str(program.graph) and "LSTMScan" not in str(program.graph)
+    op = "lstm_scan" if name.startswith("lstm") else "gru_scan"
+    assert f"rnnkit.{op}.default" in str(program.graph)
     torch.testing.assert_close(program.module()(x)[0], layer(x)[0], atol=1e-6, rtol=1e-6)
+
+
+def test_recurrent_dropout_under_compile_traces_the_reference_and_matches():
+    """Step masks have no custom op: the reference steps are traced, with the same masks
+    as eager for the same seed."""
+    torch._dynamo.reset()
+    layer = rnnkit.LSTM(4, 8, peephole=True, recurrent_dropout=0.3).train()
+    x = torch.randn(5, 2, 4)
+    torch.manual_seed(1)
+    y_eager, _ = layer(x)
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    torch.manual_seed(1)
+    y, _ = compiled(x)
+    torch.testing.assert_close(y, y_eager, atol=1e-6, rtol=1e-6)

@@ -1,5 +1,5 @@
 """Double backward (issue 11) on every path a custom layer can take: the fused CPU
-kernels (native C and torch ops) and the minGRU/minLSTM parallel scans (fused linear,
+kernels (native C) and the minGRU/minLSTM parallel scans (fused linear,
 general linear, log space), against the reference scan (``backend="scan"``, plain
 autograd: double-differentiable already, and the oracle here).
 
@@ -16,7 +16,7 @@ derivative of ``logcumsumexp`` is wrong wherever the gradient reaching it is 0. 
 raises :class:`~rnnkit.kernels.higher_order.DoubleBackwardError`, naming the
 workaround, and keeps its first-order gradients.
 
-The Triton kernels get the same checks in tests/kernels/test_triton_cells.py.
+The Triton kernels get the same checks in tests/kernels/triton/test_triton.py.
 """
 import pytest
 import torch
@@ -25,8 +25,9 @@ from torch.autograd import gradgradcheck
 import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
 from rnnkit.cells.min_rnn import MinGRUCell, MinLSTMCell
-from rnnkit.kernels import cpu_fused, native
-from rnnkit.kernels import parallel_scan as ps
+from rnnkit.kernels import find
+from rnnkit.kernels import linear_scan as ps
+from rnnkit.kernels.cpu import native
 from rnnkit.kernels.higher_order import DoubleBackwardError
 
 f64 = torch.float64
@@ -48,7 +49,7 @@ CELLS = {
     "mingru_subclass": lambda i, h, **kw: _SubclassedMinGRU(i, h, **kw),
 }
 FUSED_CPU = ("lstm_peephole", "lstm_layer_norm", "lstm_all_proj", "gru_reset_before", "gru_simplified")
-CASES = ([(n, p) for n in FUSED_CPU for p in ("native", "torch_ops")]
+CASES = ([(n, "native") for n in FUSED_CPU]
          + [(n, "linear") for n in ("mingru", "minlstm", "mingru_subclass", "mingru_linear_candidate")])
 #: paths that refuse a double backward (DoubleBackwardError)
 REFUSING = [(n, "log") for n in ("mingru", "minlstm", "mingru_subclass")]
@@ -58,13 +59,11 @@ def _kernel(name, path, monkeypatch):
     """The kernel function ``path`` runs for cell ``name`` (skips native without a compiler)."""
     if path in ("linear", "log"):
         return lambda *args: ps.parallel_scan(*args, method=path)
-    if path == "torch_ops":
-        monkeypatch.setattr(native, "available", lambda dtype: False)
-    elif native.library() is None:
+    if native.library() is None:
         pytest.skip("no C compiler: the native kernels cannot be built")
     cell = CELLS[name](2, 2, dtype=f64)
-    kernel = cpu_fused.match(cell, torch.empty(1, 1, 2, dtype=f64), cell.own_params())
-    assert kernel is not None and kernel.__module__.endswith("_native") == (path == "native")
+    kernel = find(cell, torch.empty(1, 1, 2, dtype=f64), cell.own_params())
+    assert kernel is not None and kernel.backend == "cpu"
     return kernel
 
 
@@ -129,14 +128,12 @@ LAYERS = {
     "minlstm": lambda **kw: rnnkit.MinLSTM(2, 3, **kw),
 }
 LAYER_CASES = ([(n, p) for n in ("lstm_peephole", "lstm_all_proj", "gru_reset_before", "gru_simplified")
-                for p in ("native", "torch_ops")] + [(n, "linear") for n in ("mingru", "minlstm")])
+                for p in ("native",)] + [(n, "linear") for n in ("mingru", "minlstm")])
 
 
 def _select_path(path, monkeypatch):
     if path in ("linear", "log"):
         monkeypatch.setattr(ps, "choose_method", lambda cell, device: path)
-    elif path == "torch_ops":
-        monkeypatch.setattr(native, "available", lambda dtype: False)
     elif native.library() is None:
         pytest.skip("no C compiler: the native kernels cannot be built")
 

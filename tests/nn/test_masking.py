@@ -1,6 +1,6 @@
 """Padding never leaks (issue 11): with ``lengths=``, whatever the padded steps of the
 input hold (NaN, +-inf, huge garbage), on every path a custom layer can take (the
-reference scan, the native C kernels, their torch-ops fallback, the minGRU/minLSTM
+reference scan, the native C kernels, the minGRU/minLSTM
 parallel scans in both formulations; torch.nn's own kernel packs the batch, so it
 never reads them):
 
@@ -10,7 +10,7 @@ never reads them):
   also when the gradient arriving at the padded outputs is garbage (torch.nn ignores it);
 * and those equal the reference scan's (``backend="scan"``), forward and backward.
 
-The Triton kernels get the same property in tests/kernels/test_triton_cells.py (they
+The Triton kernels get the same property in tests/kernels/triton/test_triton.py (they
 need the interpreter subprocess there).
 
 Property tests (hypothesis) over shapes, lengths (a full-length row and a padded one
@@ -27,8 +27,9 @@ from hypothesis import given, settings, strategies as st
 
 import rnnkit
 from rnnkit.cells.min_rnn import MinGRUCell
-from rnnkit.kernels import cpu_fused, cpu_gru, cpu_gru_native, cpu_lstm, cpu_lstm_native, native
-from rnnkit.kernels import parallel_scan as ps
+from rnnkit.kernels import find
+from rnnkit.kernels import linear_scan as ps
+from rnnkit.kernels.cpu import gru as cpu_gru, lstm as cpu_lstm, native
 
 
 def examples(n: int) -> int:
@@ -58,7 +59,7 @@ LAYERS = {
 FUSED_CPU = ("lstm_peephole", "lstm_layer_norm", "lstm_all_proj", "gru_reset_before", "gru_simplified")
 MIN = ("mingru", "minlstm", "mingru_linear_candidate", "mingru_subclass")
 CASES = ([(n, "scan") for n in LAYERS]
-         + [(n, p) for n in FUSED_CPU for p in ("native", "torch_ops")]
+         + [(n, "native") for n in FUSED_CPU]
          + [(n, p) for n in MIN for p in ("linear", "log") if (n, p) != ("mingru_linear_candidate", "log")])
 
 GARBAGE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "huge": 1e300, "-huge": -1e300}
@@ -66,19 +67,14 @@ GARBAGE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "huge": 1e300, "
 
 def _select_path(path: str, mp: pytest.MonkeyPatch) -> None:
     """Make the layers' dispatch take ``path`` (the kernel paths need backend="auto")."""
-    if path == "torch_ops":
-        mp.setattr(native, "available", lambda dtype: False)
-    elif path == "native" and native.library() is None:
+    if path == "native" and native.library() is None:
         pytest.skip("no C compiler: the native kernels cannot be built")
     elif path in ("linear", "log"):
         mp.setattr(ps, "choose_method", lambda cell, device: path)
 
 
 def _expected_kernel(name: str, path: str):
-    lstm = name.startswith("lstm")
-    if path == "native":
-        return cpu_lstm_native.lstm_scan if lstm else cpu_gru_native.gru_scan
-    return cpu_lstm.lstm_scan if lstm else cpu_gru.gru_scan
+    return cpu_lstm.KERNEL if name.startswith("lstm") else cpu_gru.KERNEL
 
 
 def _layer(name: str, path: str, seed: int, **kw):
@@ -89,10 +85,10 @@ def _layer(name: str, path: str, seed: int, **kw):
             p.normal_(0, 0.5)
     expected = "scan" if path == "scan" else "kernel"
     assert layer.path == expected, (name, path, layer.path)
-    if path in ("native", "torch_ops"):
+    if path == "native":
         cell = layer.cells[0]
         probe = torch.empty(1, 1, I, dtype=f64)
-        assert cpu_fused.match(cell, probe, layer._params(0, 0)) is _expected_kernel(name, path)
+        assert find(cell, probe, layer._params(0, 0)) is _expected_kernel(name, path)
     return layer
 
 

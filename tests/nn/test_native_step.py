@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.kernels import native
+from rnnkit.kernels.cpu import native
 from rnnkit.nn import native_step
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler: the native library is not built")

@@ -8,6 +8,7 @@ Where rnnkit deliberately differs (README, "Deliberate differences from torch.nn
 the test says so and checks rnnkit's side.
 """
 import copy
+import dataclasses
 import io
 import itertools
 import pickle
@@ -20,7 +21,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rnnkit
 from rnnkit.errors import RnnkitError
-from rnnkit.kernels import triton_cells
+from rnnkit import kernels
+from rnnkit.kernels import triton as triton_cells
 from rnnkit.nn.scan import scan
 
 LAYERS = {"RNN": (rnnkit.RNN, nn.RNN), "LSTM": (rnnkit.LSTM, nn.LSTM), "GRU": (rnnkit.GRU, nn.GRU)}
@@ -168,9 +170,12 @@ def fake_triton_device(monkeypatch):
     monkeypatch.delenv("RNNKIT_TRITON", raising=False)
     monkeypatch.setattr(triton_cells, "device_ok", lambda x: True)
     monkeypatch.setattr(triton_cells, "triton_available", lambda: True)
-    monkeypatch.setattr(triton_cells, "lstm_scan", spy)
-    monkeypatch.setattr(triton_cells, "gru_scan", spy)
-    return calls
+    originals = (triton_cells.LSTM_KERNEL, triton_cells.GRU_KERNEL)
+    for kernel in originals:
+        kernels.register(dataclasses.replace(kernel, run=spy))
+    yield calls
+    for kernel in originals:
+        kernels.register(kernel)
 
 
 @pytest.mark.parametrize("name", sorted(CUSTOM))

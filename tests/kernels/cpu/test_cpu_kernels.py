@@ -1,49 +1,29 @@
-"""The fused CPU kernels (rnnkit.kernels.cpu_fused) against the reference scan:
-outputs, final states and the gradient wrt the input, the initial state and every
-parameter, in float32 (1e-5) and by gradcheck in float64, with and without a length
-mask, forward and reverse; dispatch (what is and is not matched); the layer path."""
+"""The fused CPU kernels (rnnkit.kernels.cpu: C time loops) beyond the registry-driven
+parity checks of tests/kernels/test_kernel_parity.py: which cells and inputs they take,
+the layer path, threads, the C GEMM, odd shapes, non-finite values, tiny activations,
+buffers kept without a backward, real sizes against float64."""
 import itertools
 
 import pytest
 import torch
-from torch.autograd import gradcheck
 
 import rnnkit
 from rnnkit.cells import GRUCell, LSTMCell
-from rnnkit.kernels import (cpu_common, cpu_fused, cpu_gru, cpu_gru_native, cpu_lstm, cpu_lstm_native, find,
-                            native)
+from rnnkit.kernels import explain, find
+from rnnkit.kernels.cpu import common as cpu_common, gru as cpu_gru, lstm as cpu_lstm, native
 from rnnkit.nn.scan import scan
-from kernel_checks import (assert_layer_runs_kernel_and_matches_scan,  # noqa: F401 (one_thread: autouse fixture)
-                           assert_parameter_grads_and_inference_match_scan, one_thread, outputs_and_grads,
-                           random_cell)
+from kernel_checks import assert_layer_runs_kernel_and_matches_scan, outputs_and_grads, random_cell
 
-CONFIGS = {
-    "lstm_peephole": lambda i, h, **kw: LSTMCell(i, h, peephole=True, **kw),
-    "lstm_layer_norm": lambda i, h, **kw: LSTMCell(i, h, layer_norm=True, **kw),
-    "lstm_peephole_layer_norm": lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True,
-                                                            **kw),
-    "lstm_peephole_proj": lambda i, h, **kw: LSTMCell(i, h, peephole=True, proj_size=h // 2, **kw),
-    "lstm_all_proj": lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True, proj_size=h // 2, **kw),
-    "lstm_peephole_no_bias": lambda i, h, **kw: LSTMCell(i, h, bias=False, peephole=True, **kw),
-    "lstm_layer_norm_no_bias": lambda i, h, **kw: LSTMCell(i, h, bias=False, layer_norm=True, **kw),
-    "gru_reset_before": lambda i, h, **kw: GRUCell(i, h, variant="reset_before", **kw),
-    "gru_simplified": lambda i, h, **kw: GRUCell(i, h, variant="simplified", **kw),
-    "gru_reset_before_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="reset_before", **kw),
-    "gru_simplified_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="simplified", **kw),
-}
-#: every cell has two CPU kernels: with the compiled pointwise step (native) and in torch ops
-BACKENDS = {name: ("native", "torch_ops") for name in CONFIGS}
-CASES = [(name, reverse, masked, backend)  # config, reverse, masked, LSTM backend
-         for name, reverse, masked in itertools.product(sorted(CONFIGS), [False, True], [False, True])
-         for backend in BACKENDS[name]]
+CONFIGS = {s.name: s.make for s in (*cpu_lstm.SAMPLES, *cpu_gru.SAMPLES)}
+
+needs_native = pytest.mark.skipif(native.library() is None, reason="no C compiler: the native kernels cannot be built")
+KERNELS = (cpu_lstm.KERNEL, cpu_gru.KERNEL)
 
 
-def use_backend(backend, monkeypatch):
-    """Make cpu_fused.match pick ``backend`` for the LSTMs (skip if it cannot be built here)."""
-    if backend == "torch_ops":
-        monkeypatch.setattr(native, "available", lambda dtype: False)
-    elif native.library() is None:
-        pytest.skip("no C compiler: the native LSTM step cannot be built")
+def _taken(cell, x, state=None, mask=None):
+    """Whether a CPU kernel's cell and input checks take this (whether or not C is built here)."""
+    p = cell.own_params()
+    return any(k.supports(cell) is True and k.match(cell, x, p, state, mask) is True for k in KERNELS)
 
 
 def _cell(name, input_size, hidden_size, dtype, seed=0):
@@ -59,64 +39,21 @@ def _inputs(cell, T, B, dtype, masked, lengths):
     return x, state, mask
 
 
-def _expected_kernel(name, backend):
-    if name.startswith("lstm"):
-        return cpu_lstm_native.lstm_scan if backend == "native" else cpu_lstm.lstm_scan
-    return cpu_gru_native.gru_scan if backend == "native" else cpu_gru.gru_scan
+def _kernel(cell, x):
+    """The CPU kernel the registry picks for ``cell`` on ``x`` (asserted to be one)."""
+    kernel = find(cell, x, cell.own_params())
+    assert kernel is not None and kernel.backend == "cpu", kernel
+    return kernel
 
 
-@pytest.mark.parametrize("name,reverse,masked,backend", CASES)
-def test_float32_matches_reference_scan(name, reverse, masked, backend, monkeypatch):
-    use_backend(backend, monkeypatch)
+def _float32_matches_reference_scan(name, reverse, masked):
     cell = _cell(name, 4, 6, torch.float32)
     x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
-    kernel = cpu_fused.match(cell, x, cell.own_params())
-    assert kernel is _expected_kernel(name, backend)
+    kernel = _kernel(cell, x)
     ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, reverse)
     outs, grads = outputs_and_grads(kernel, cell, x, state, mask, reverse)
-    names = ["y", *cell.state_names]
-    for n, a, b in zip(names, outs, ref_outs):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"{n}: {m}")
-    names = ["x", *(f"{s}0" for s in cell.state_names), *(n for n, _ in cell.named_parameters())]
-    for n, a, b in zip(names, grads, ref_grads):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"d{n}: {m}")
-    if masked:  # padded steps: zero output (the state is carried, checked via the finals)
-        assert torch.count_nonzero(outs[0][~mask.squeeze(-1)]) == 0
-
-
-#: full (not fast-mode) gradcheck on these, the configurations with every feature at once
-FULL_GRADCHECK = {("lstm_all_proj", True, True), ("lstm_layer_norm_no_bias", False, True),
-                  ("gru_reset_before", True, True), ("gru_simplified_no_bias", True, False)}
-
-
-@pytest.mark.parametrize("name,reverse,masked,backend", CASES)
-def test_gradcheck_float64(name, reverse, masked, backend, monkeypatch):
-    use_backend(backend, monkeypatch)
-    cell = _cell(name, 2, 4, torch.float64)
-    x, state, mask = _inputs(cell, 3, 2, torch.float64, masked, [3, 1])
-    names = [n for n, _ in cell.named_parameters()]
-    kernel = cpu_fused.match(cell, x, cell.own_params())
-    assert kernel is _expected_kernel(name, backend)
-
-    def fn(x, *args):
-        p = cell.own_params()
-        for n, v in zip(names, args[len(state):]):
-            setattr(p, n, v)
-        y, final = kernel(cell, p, x, tuple(args[:len(state)]), mask, reverse=reverse)
-        return (y, *final)
-
-    params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
-    fast = (name, reverse, masked) not in FULL_GRADCHECK  # fast mode: random projections of J
-    assert gradcheck(fn, (x, *state, *params), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=fast)
-
-
-@pytest.mark.parametrize("backend", ["native", "torch_ops"])
-def test_only_some_inputs_need_grad(backend, monkeypatch):
-    use_backend(backend, monkeypatch)
-    cell = _cell("lstm_peephole_layer_norm", 3, 4, torch.float32)
-    x = torch.randn(5, 2, 3)  # no grad wrt x or the state: only the parameters
-    kernel = cpu_fused.match(cell, x, cell.own_params())
-    assert_parameter_grads_and_inference_match_scan(kernel, cell, x, cell.init_state(2))
+    for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_match_covers_exactly_the_custom_cells():
@@ -124,28 +61,28 @@ def test_match_covers_exactly_the_custom_cells():
     covered = [LSTMCell(4, 6, peephole=True), LSTMCell(4, 6, layer_norm=True, proj_size=3),
                GRUCell(4, 6, variant="reset_before"), GRUCell(4, 6, variant="simplified")]
     for cell in covered:
-        assert cpu_fused.match(cell, x, cell.own_params()) is not None
-        assert cpu_fused.match(cell, x.double(), cell.double().own_params()) is not None
+        assert _taken(cell, x)
+        assert _taken(cell.double(), x.double())
     # torch.nn's own kernels run these
     for cell in (LSTMCell(4, 6), LSTMCell(4, 6, proj_size=2), GRUCell(4, 6)):
-        assert cpu_fused.match(cell, x, cell.own_params()) is None
+        assert not _taken(cell, x)
     cell = LSTMCell(4, 6, peephole=True)
-    assert cpu_fused.match(cell, x.half(), cell.own_params()) is None  # dtype not covered
-    assert cpu_fused.match(cell, x.double(), cell.own_params()) is None  # dtypes differ
+    assert not _taken(cell, x.half())  # dtype not covered
+    assert not _taken(cell, x.double())  # dtypes differ
 
     class Custom(LSTMCell):  # a subclass may change recur(): the reference must run
         pass
 
     sub = Custom(4, 6, peephole=True)
-    assert cpu_fused.match(sub, x, sub.own_params()) is None
+    assert not _taken(sub, x)
 
 
 def test_no_kernel_under_tracing(monkeypatch):
     cell = LSTMCell(4, 6, layer_norm=True)
     x = torch.randn(3, 2, 4)
-    assert find(cell, x, cell.own_params()) is not None
+    assert _taken(cell, x)
     monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
-    assert cpu_fused.match(cell, x, cell.own_params()) is None
+    assert not _taken(cell, x)
 
 
 LAYERS = {
@@ -156,21 +93,19 @@ LAYERS = {
 }
 
 
-@pytest.mark.parametrize("name,backend", [(name, backend) for name in sorted(LAYERS)
-                                          for backend in BACKENDS.get(name, ("native", "torch_ops"))])
-def test_layer_runs_kernel_and_matches_scan(name, backend, monkeypatch):
-    use_backend(backend, monkeypatch)
+@needs_native
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_runs_kernel_and_matches_scan(name):
     assert_layer_runs_kernel_and_matches_scan(LAYERS[name], torch.randn(4, 6, 3), torch.tensor([6, 2, 5, 1]))
 
 
-@pytest.mark.parametrize("backend", ["native", "torch_ops"])
-def test_threads_restored_after_forward_and_backward(backend, monkeypatch):
-    use_backend(backend, monkeypatch)
+@needs_native
+def test_threads_restored_after_forward_and_backward():
     """The loops run their small per-step ops on one thread and must hand back the caller's count."""
     torch.set_num_threads(2)  # the autouse fixture restores the session's count afterwards
     for cell in (_cell("lstm_all_proj", 3, 4, torch.float32), _cell("gru_reset_before", 3, 4, torch.float32)):
         x = torch.randn(4, 2, 3, requires_grad=True)
-        y, final = cpu_fused.match(cell, x, cell.own_params())(cell, cell.own_params(), x, cell.init_state(2))
+        y, final = _kernel(cell, x)(cell, cell.own_params(), x, cell.init_state(2))
         assert torch.get_num_threads() == 2
         (y.sum() + sum(s.sum() for s in final)).backward()
         assert torch.get_num_threads() == 2
@@ -178,11 +113,11 @@ def test_threads_restored_after_forward_and_backward(backend, monkeypatch):
         torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-5)
 
 
+@needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_step_gemm_matches_matmul(dtype, monkeypatch):
+def test_step_gemm_matches_matmul(dtype):
     """The compiled per-step GEMM: every row-tile remainder (B 1-13), widths that end
     mid-panel, strided rows, the added term, one and two threads."""
-    use_backend("native", monkeypatch)
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -207,26 +142,26 @@ def test_step_gemm_matches_matmul(dtype, monkeypatch):
         native.gemm(x, panels, N, add=torch.randn(N, dtype=dtype))  # a bias: would be read past its end
 
 
+@needs_native
 @pytest.mark.parametrize("name", ["lstm_peephole_layer_norm", "lstm_all_proj", "gru_reset_before",
                                   "gru_simplified"])
 def test_native_pointwise_on_several_threads_matches_reference(name, monkeypatch):
     """Rows split over OpenMP threads (per-thread layer-norm sums added after) change nothing."""
-    use_backend("native", monkeypatch)
     monkeypatch.setattr(cpu_common, "PARALLEL_MIN_GATES", 0)
     torch.set_num_threads(2)  # the autouse fixture restores the count
     assert cpu_common.pointwise_threads(3, 24) == 2
     for reverse, masked in itertools.product([False, True], [False, True]):
-        test_float32_matches_reference_scan(name, reverse, masked, "native", monkeypatch)
+        _float32_matches_reference_scan(name, reverse, masked)
 
 
+@needs_native
 @pytest.mark.parametrize("factory", [lambda: rnnkit.LSTM(3, 520, layer_norm=True, peephole=True),
                                      lambda: rnnkit.GRU(3, 260, variant="reset_before")],
                          ids=["lstm_520", "gru_260"])
-def test_native_at_real_sizes_is_as_close_to_float64_as_the_reference(factory, monkeypatch):
+def test_native_at_real_sizes_is_as_close_to_float64_as_the_reference(factory):
     """Widths that are no multiple of the vector length, several threads and oneDNN's
     reordered weights (from 4H x H >= 2^20, T >= 8): the float32 kernel stays within the
     float32 reference's own distance of a float64 run."""
-    use_backend("native", monkeypatch)
     torch.set_num_threads(2)
     torch.manual_seed(0)
     fast = factory()
@@ -249,15 +184,15 @@ def test_native_at_real_sizes_is_as_close_to_float64_as_the_reference(factory, m
         assert err <= max(4 * ref_err, 1e-6), (err, ref_err)
 
 
+@needs_native
 @pytest.mark.parametrize("name,reverse,masked", [(n, r, m) for n in sorted(CONFIGS)
                                                  for r, m in [(False, False), (True, True)]])
-def test_native_without_backward_keeps_no_history_and_matches(name, reverse, masked, monkeypatch):
+def test_native_without_backward_keeps_no_history_and_matches(name, reverse, masked):
     """With nothing to differentiate (no_grad, or no input requiring grad) the native
     kernels reuse one step's buffers; outputs and final states stay the reference's."""
-    use_backend("native", monkeypatch)
     cell = _cell(name, 4, 6, torch.float32)
     x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
-    kernel = cpu_fused.match(cell, x, cell.own_params())
+    kernel = _kernel(cell, x)
     with torch.no_grad():
         want = scan(cell, cell.own_params(), x, state, mask, reverse=reverse)
         got = kernel(cell, cell.own_params(), x, state, mask, reverse=reverse)
@@ -270,16 +205,16 @@ def test_native_without_backward_keeps_no_history_and_matches(name, reverse, mas
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@needs_native
 @pytest.mark.parametrize("name", ["lstm_all_proj", "lstm_peephole_layer_norm", "gru_reset_before", "gru_simplified"])
 @pytest.mark.parametrize("T,B,H", [(1, 1, 2), (3, 7, 17), (2, 13, 5)])
-def test_native_odd_shapes(name, T, B, H, monkeypatch):
+def test_native_odd_shapes(name, T, B, H):
     """One step, one row, GEMM row tiles 6+1 and 6+6+1, widths that end mid-panel."""
-    use_backend("native", monkeypatch)
     torch.set_num_threads(2)
     cell = _cell(name, 3, H, torch.float32)
     lengths = [T] * B if B == 1 else [T] + [max(1, T - 1)] * (B - 1)
     x, state, mask = _inputs(cell, T, B, torch.float32, True, lengths)
-    kernel = cpu_fused.match(cell, x, cell.own_params())
+    kernel = _kernel(cell, x)
     for reverse in (False, True):
         ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, reverse)
         outs, grads = outputs_and_grads(kernel, cell, x, state, mask, reverse)
@@ -287,19 +222,19 @@ def test_native_odd_shapes(name, T, B, H, monkeypatch):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@needs_native
 @pytest.mark.parametrize("name", ["lstm_peephole", "lstm_all_proj", "lstm_layer_norm", "gru_reset_before",
                                   "gru_simplified"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_native_passes_nan_and_inf_on_like_the_reference(name, bad, monkeypatch):
+def test_native_passes_nan_and_inf_on_like_the_reference(name, bad):
     """A diverging model must show it: non-finite inputs give the reference's non-finite
     outputs (no clamping or fast-math assumption hides them), forward and backward."""
-    use_backend("native", monkeypatch)
     cell = _cell(name, 4, 6, torch.float32)
     x, state, mask = _inputs(cell, 5, 3, torch.float32, False, None)
     x = x.detach().clone()
     x[1, 0, 2] = bad
     x.requires_grad_()
-    kernel = cpu_fused.match(cell, x, cell.own_params())
+    kernel = _kernel(cell, x)
     outs, grads = outputs_and_grads(kernel, cell, x, state, mask, False)
     ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, False)
     for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
@@ -307,11 +242,12 @@ def test_native_passes_nan_and_inf_on_like_the_reference(name, bad, monkeypatch)
         torch.testing.assert_close(a[torch.isfinite(a)], b[torch.isfinite(b)], atol=1e-5, rtol=1e-5)
 
 
+@needs_native
 @pytest.mark.parametrize("name", ["lstm_all_proj", "gru_reset_before"])
-def test_native_takes_a_batch_first_mask_and_broadcast_states_like_scan(name, monkeypatch):
-    """The kernels are drop-ins for scan: a mask made from a batch-first one (not
-    contiguous) and (1, S) initial states, which scan broadcasts, give scan's results."""
-    use_backend("native", monkeypatch)
+def test_native_takes_a_batch_first_mask_and_refuses_broadcast_states(name):
+    """A mask made from a batch-first one (not contiguous) is the kernel's; ``(1, S)``
+    initial states, which scan broadcasts, are refused by its match (the C reads ``B``
+    rows), so the registry runs the reference: the results are scan's either way."""
     cell = _cell(name, 4, 6, torch.float32)
     T, B = 5, 9
     lengths = torch.tensor([5, 2, 4, 1, 5, 3, 5, 2, 1])
@@ -319,30 +255,44 @@ def test_native_takes_a_batch_first_mask_and_broadcast_states_like_scan(name, mo
     assert not mask.is_contiguous()
     x = torch.randn(T, B, 4)
     state = tuple(torch.randn(1, n) for n in cell.state_sizes())
-    kernel = cpu_fused.match(cell, x, cell.own_params())
+    full = tuple(s.expand(B, -1).contiguous() for s in state)
+    p = cell.own_params()
+    assert find(cell, x, p, state, mask) is None
+    assert find(cell, x, p, full, mask) is not None
     for reverse in (False, True):
-        for run_state in (state, tuple(s.expand(B, -1).contiguous() for s in state)):
-            got = kernel(cell, cell.own_params(), x, run_state, mask, reverse=reverse)
-            want = scan(cell, cell.own_params(), x, run_state, mask, reverse=reverse)
+        for run_state in (state, full):
+            run = find(cell, x, p, run_state, mask) or scan
+            got = run(cell, p, x, run_state, mask, reverse=reverse)
+            want = scan(cell, p, x, run_state, mask, reverse=reverse)
             torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
             for a, b in zip(got[1], want[1]):
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@needs_native
 @pytest.mark.parametrize("name", ["lstm_peephole", "gru_simplified", "gru_reset_before"])
-def test_native_keeps_relative_accuracy_for_tiny_activations(name, monkeypatch):
+def test_native_keeps_relative_accuracy_for_tiny_activations(name):
     """States near zero (tanh of tiny arguments, where 1 - 2/(e^2x + 1) cancels) keep
     float32 relative accuracy, as torch's tanh does."""
-    use_backend("native", monkeypatch)
     cell = _cell(name, 4, 6, torch.float32)
     with torch.no_grad():
         for p in cell.parameters():
             p.mul_(1e-4)
     x = torch.randn(6, 3, 4)
     state = tuple(torch.zeros(3, n) for n in cell.state_sizes())
-    kernel = cpu_fused.match(cell, x, cell.own_params())
+    kernel = _kernel(cell, x)
     with torch.no_grad():
         got = kernel(cell, cell.own_params(), x, state)[0]
         exact = scan(cell, cell.double().own_params(), x.double(), tuple(s.double() for s in state))[0]
     assert exact.abs().min() > 0
     assert ((got.double() - exact).abs() / exact.abs()).max() < 1e-5
+
+
+def test_without_the_c_library_the_reference_runs(monkeypatch):
+    """No compiler, a failed build or RNNKIT_NATIVE=0: the CPU kernels say so, the layer runs the scan."""
+    monkeypatch.setattr(native, "library", lambda: None)
+    cell = LSTMCell(4, 6, peephole=True)
+    x = torch.randn(3, 2, 4)
+    assert find(cell, x, cell.own_params()) is None
+    assert "no native library" in dict(explain(cell, x, cell.own_params()))["cpu.lstm"]
+    assert rnnkit.LSTM(3, 5, peephole=True).path == "scan" and rnnkit.GRU(3, 5, variant="simplified").path == "scan"

@@ -1,4 +1,4 @@
-"""The parallel scan of minGRU/minLSTM against the sequential reference step:
+"""The parallel scan of minGRU/minLSTM (rnnkit.kernels.linear_scan) against the sequential reference step:
 outputs, final states and every gradient, over lengths, directions, layers, initial
 states, both scan formulations, long sequences and saturated gates."""
 import pytest
@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnkit.cells import GRUCell
 from rnnkit.cells.min_rnn import MinGRUCell, MinLSTMCell
 from rnnkit.kernels import find
-from rnnkit.kernels import parallel_scan as ps
+from rnnkit.kernels import linear_scan as ps
 from rnnkit.nn.min_rnn import MinGRU, MinLSTM
 from rnnkit.nn.scan import scan
 
@@ -43,12 +43,13 @@ def _mask(lengths, steps):
 
 # --- dispatch ------------------------------------------------------------------------
 def test_match_takes_min_cells_only():
-    for cls in CELLS.values():
+    for cls in KERNEL_CELLS.values():
         cell = cls(I, H)
-        assert ps.match(cell, torch.empty(1, 1, I), cell.own_params()) is ps.parallel_scan
-        assert find(cell, torch.empty(1, 1, I), cell.own_params()) is ps.parallel_scan
+        assert find(cell, torch.empty(1, 1, I), cell.own_params()) is ps.KERNEL
+        assert ps.KERNEL.run is ps.parallel_scan
     gru = GRUCell(I, H)
-    assert ps.match(gru, torch.empty(1, 1, I), gru.own_params()) is None
+    assert ps.KERNEL.supports(gru) is not True
+    assert find(gru, torch.empty(1, 1, I), gru.own_params()) is not ps.KERNEL
 
 
 def test_method_by_device_and_sign():

@@ -1,9 +1,9 @@
 /* The pointwise parts of the fused CPU LSTM and GRU kernels
- * (rnnkit/kernels/cpu_lstm_native.py, cpu_gru_native.py), in float and double.
- * Built on first use by rnnkit/kernels/native/__init__.py. */
+ * (rnnkit/kernels/cpu/lstm.py, cpu/gru.py), in float and double.
+ * Built on first use by rnnkit/kernels/cpu/native/__init__.py. */
 #include <math.h>
 
-/* the flags argument (rnnkit/kernels/cpu_lstm_native.py mirrors them) */
+/* the flags argument (rnnkit/kernels/cpu/lstm.py mirrors them) */
 /* the loops that call exp: the vectoriser gives up on them unless told they are
  * free of loop-carried dependences (built with -fopenmp-simd: no OpenMP runtime) */
 #define SIMD _Pragma("omp simd")

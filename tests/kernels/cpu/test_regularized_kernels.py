@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.kernels import native
+from rnnkit.kernels.cpu import native
 from kernel_checks import assert_same_with_the_same_draws
 
 pytestmark = pytest.mark.skipif(not native.available(torch.float64), reason="no C compiler: no native kernels")

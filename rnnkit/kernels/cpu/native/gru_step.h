@@ -1,4 +1,4 @@
-/* The GRU variants' pointwise steps (rnnkit/kernels/cpu_gru_native.py), for one
+/* The GRU variants' pointwise steps (rnnkit/kernels/cpu/gru.py), for one
  * element type (included twice by steps.c, like lstm_step.h). Rows in parallel.
  * h = the previous state (B, H), A the gate activations, xp the input projection
  * with both biases folded in; a padded row (mask 0) keeps its state.

@@ -16,7 +16,7 @@
  * The alternative, gemm_vendor: the BLAS torch links (MKL, OpenBLAS), its Fortran
  * ?gemm_ called through an address Python hands over (no BLAS headers here), on the
  * plain row-major weight. Which one a sequence uses is chosen in Python (see
- * rnnkit/kernels/native/__init__.py, gemm_choice); gemm_any dispatches. */
+ * rnnkit/kernels/cpu/native/__init__.py, gemm_choice); gemm_any dispatches. */
 
 #ifndef RNNKIT_VEC_BYTES
 #ifdef __AVX512F__

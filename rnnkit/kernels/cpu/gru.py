@@ -1,32 +1,33 @@
 r"""Fused CPU GRU in compiled C: :class:`rnnkit.cells.GRUCell` ``variant="reset_before"``
-(gates ``r, z, n``) and ``"simplified"`` (gates ``u, n``).
+(gates ``r, z, n``) and ``"simplified"`` (gates ``u, n``), step masks included.
 
-The structure of :mod:`rnnkit.kernels.cpu_lstm_native` (the time loop in C, one call
+The structure of :mod:`rnnkit.kernels.cpu.lstm` (the time loop in C, one call
 forward and one backward), the equations in ``native/gru_step.h``. Reset-before needs
 the reset gate before its candidate's GEMM, so each step is GEMM, pointwise, GEMM,
 pointwise both ways (``W_rz h``, gates, ``W_n (r h)``, state); the simplified GRU one
 of each. The backward's pointwise step leaves ``P``, the part of ``dh_{t-1}`` that
 bypasses ``W_hh``, and the step's GEMM adds ``dA W_hh`` to it. Padded steps (mask 0)
 keep the state: ``dA = 0``, ``P = dh``.
-
-Used whenever :func:`rnnkit.kernels.native.available`; otherwise
-:mod:`rnnkit.kernels.cpu_gru` computes the same in torch ops.
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..cells.base import State
-from ..cells.gru import GRUCell
+from ...cells.base import Params, State
+from ...cells.gru import GRUCell
+from ..grads import grad_weight_prev
+from ..higher_order import Rebuild
+from ..reference import zero_padding
+from ..registry import Kernel, Sample, register
+from ..specs import compiling, folded_projection, gru_supported
+from ..step_masks import SELECT, KernelMasks, kernel_masks
 from . import native
-from .cpu_common import (byte_mask, folded_projection, grad_weight_prev, inputs_ok, masked_copy, padded_rows,
-                         pointwise_threads, ptr)
-from .higher_order import Rebuild
-from .reference import scan, zero_padding
-from .step_masks import SELECT, KernelMasks, kernel_masks
+from .common import (available, byte_mask, empty_output, masked_copy, match_cpu, no_masks, padded_rows,
+                     pointwise_threads, present, ptr)
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -137,14 +138,11 @@ class NativeGRUScan(torch.autograd.Function):
         return None, None, None, None, None, None, dA if needs[6] else None, dh0 if needs[7] else None, dw
 
 
-def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
+def gru_scan(cell: GRUCell, p: Params, x: Tensor, state: State,
              mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
-    """Drop-in for :func:`rnnkit.nn.scan.scan` on a reset-before or simplified
-    :class:`GRUCell`: ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)``
-    -> ``(y (T, B, H), (h_n,))``."""
+    """The kernel's ``run``, :func:`rnnkit.nn.scan.scan`'s signature, on an input :func:`match`
+    took: ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)`` -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
-    if not inputs_ok(cell, x, state, mask):
-        return scan(cell, p, x, state, mask, reverse)
     x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
     xp = folded_projection(cell, p, x).contiguous()
     store = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, h0, p.weight_hh))
@@ -152,3 +150,102 @@ def gru_scan(cell: GRUCell, p: SimpleNamespace, x: Tensor, state: State,
     km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
     y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, store, mask, km, xp, h0, p.weight_hh)
     return y, (h,)
+
+
+def match(cell: GRUCell, x: Tensor, p: Params, state: State | None, mask: Tensor | None):
+    """CPU float32/float64 in eager mode (step masks included: they are in the C loop)."""
+    return match_cpu(cell, x, p, state, mask)
+
+
+SAMPLES = tuple(Sample(f"gru_{variant}{suffix}", lambda i, h, variant=variant, bias=bias, **kw:
+                       GRUCell(i, h, bias=bias, variant=variant, **kw))
+                for variant in ("reset_before", "simplified") for suffix, bias in (("", True), ("_no_bias", False)))
+
+# --- in a graph: the same C loops as torch.library custom ops --------------------------------
+# torch.compile/torch.export cannot trace the Function above (it hands addresses to C); these
+# ops can stay in their graphs. Tensors and flags only: absent parameters are None inputs, absent
+# outputs empty (0,) tensors (a schema has no optional outputs). The forward always keeps the
+# backward's buffers (a graph cannot know whether one follows); no step masks (a layer with them
+# traces the reference under compile); no double backward (eager mode has it).
+@torch.library.custom_op("rnnkit::gru_scan", mutates_args=())
+def gru_scan_op(xp: Tensor, h0: Tensor, mask: Optional[Tensor], w_hh: Tensor, reset_before: bool,
+                reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``xp (T, B, 3H)`` (input projection, biases folded in) -> ``(y (T, B, H), h_n (B, H),
+    A, RH, Y)``: the outputs, then the backward's buffers (``RH`` empty unless
+    reset-before; ``Y`` empty when it equals ``y``, i.e. without a mask)."""
+    variant = "reset_before" if reset_before else "simplified"
+    km = no_masks(xp.shape[1], (w_hh.shape[1],), xp.device)
+    f = _forward(_fns(xp.dtype), variant, reverse, True, xp.contiguous(), h0.contiguous(),
+                            mask, w_hh.contiguous(), km)
+    rows = padded_rows(mask)
+    y = masked_copy(f.Y, rows)
+    h_n = f.Y[0 if reverse else -1].clone()
+    return (y, h_n, f.A, f.RH if reset_before else empty_output(xp), empty_output(xp) if y is f.Y else f.Y)
+
+
+@gru_scan_op.register_fake
+def _(xp, h0, mask, w_hh, reset_before, reverse):
+    T, B, G = xp.shape
+    H = w_hh.shape[1]
+    return (xp.new_empty(T, B, H), xp.new_empty(B, H), xp.new_empty(T, B, G),
+            xp.new_empty(T, B, H) if reset_before else xp.new_empty(0),
+            xp.new_empty(T, B, H) if mask is not None else xp.new_empty(0))
+
+
+@torch.library.custom_op("rnnkit::gru_scan_backward", mutates_args=())
+def gru_scan_backward_op(dy: Tensor, dh_n: Tensor, mask: Optional[Tensor], h0: Tensor, w_hh: Tensor, y: Tensor,
+                         A: Tensor, RH: Tensor, Y: Tensor, reset_before: bool,
+                         reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The C BPTT: gradients wrt ``(xp, h0, w_hh)``."""
+    variant = "reset_before" if reset_before else "simplified"
+    Y = Y if Y.numel() else y
+    km = no_masks(A.shape[1], (w_hh.shape[1],), A.device)
+    h0, w_hh = h0.contiguous(), w_hh.contiguous()
+    dy = masked_copy(dy, padded_rows(mask)).contiguous()
+    dA, dh0 = _backward(_fns(A.dtype), variant, reverse, A, Y, h0, mask, dy, dh_n, w_hh, km)
+    return dA, dh0, _weight_grad(variant, reverse, dA, present(RH), Y, h0)
+
+
+@gru_scan_backward_op.register_fake
+def _(dy, dh_n, mask, h0, w_hh, y, A, RH, Y, reset_before, reverse):
+    return torch.empty_like(A), torch.empty_like(h0), torch.empty_like(w_hh)
+
+
+def _gru_setup(ctx, inputs, output) -> None:
+    xp, h0, mask, w_hh, reset_before, reverse = inputs
+    ctx.flags = (reset_before, reverse)
+    ctx.save_for_backward(mask, h0, w_hh, output[0], *output[2:])
+
+
+def _gru_backward(ctx, dy, dh_n, *_buffers):
+    mask, h0, w_hh, y, A, RH, Y = ctx.saved_tensors
+    dy = torch.zeros_like(y) if dy is None else dy
+    dh_n = torch.zeros_like(h0) if dh_n is None else dh_n
+    dxp, dh0, dw = gru_scan_backward_op(dy, dh_n, mask, h0, w_hh, y, A, RH, Y, *ctx.flags)
+    return dxp, dh0, None, dw, None, None
+
+
+gru_scan_op.register_autograd(_gru_backward, setup_context=_gru_setup)
+
+
+def gru_scan_graph(cell: GRUCell, p: Params, x: Tensor, state: State, mask: Tensor | None = None,
+                   reverse: bool = False) -> tuple[Tensor, State]:
+    """:func:`rnnkit.kernels.cpu.gru.gru_scan` through the custom op (same signature and
+    result): ``x (T, B, I)``, ``state = (h (B, H),)`` -> ``(y (T, B, H), (h_n,))``."""
+    (h0,) = state
+    x = zero_padding(x, mask)
+    xp = folded_projection(cell, p, x)
+    y, h, *_ = gru_scan_op(xp, h0, mask, p.weight_hh, cell.variant == "reset_before", reverse)
+    return y, (h,)
+
+
+def run(cell: GRUCell, p: Params, x: Tensor, state: State, mask: Tensor | None = None,
+        reverse: bool = False) -> tuple[Tensor, State]:
+    """The kernel: :func:`gru_scan` (an autograd Function) in eager mode, the custom op in a graph."""
+    if compiling():
+        return gru_scan_graph(cell, p, x, state, mask, reverse)
+    return gru_scan(cell, p, x, state, mask, reverse)
+
+
+KERNEL = register(Kernel("cpu.gru", "cpu", run, gru_supported, match, priority=0, available=available,
+                         samples=SAMPLES))

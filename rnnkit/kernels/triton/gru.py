@@ -1,6 +1,6 @@
 r"""Triton path for the GRU variants torch.nn lacks (:class:`rnnkit.cells.GRUCell`
 ``"reset_before"`` and ``"simplified"``). Imports ``triton``: imported lazily by
-:mod:`rnnkit.kernels.triton_cells`. Same structure as :mod:`rnnkit.kernels.cpu_gru`
+:mod:`rnnkit.kernels.triton`. Same structure as :mod:`rnnkit.kernels.cpu.gru`
 (whole-sequence :class:`torch.autograd.Function`, input projection as one GEMM with
 ``b_hh`` folded in, hand-derived BPTT, weight gradients after the loop), with each
 step's pointwise work in Triton kernels between torch's (cuBLAS) GEMMs.
@@ -44,11 +44,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .cpu_common import grad_weight_prev, step_order
-from .cpu_gru import GRUSpec
-from .higher_order import Rebuild
-from .step_masks import KernelMasks
-from .triton_common import (ACC, as_acc, launch_config, load_f32, on_real_rows, prev_of, store, tanh, zone,
+from ..grads import grad_weight_prev, step_order
+from ..specs import GRUSpec
+from ..higher_order import Rebuild
+from ..step_masks import KernelMasks
+from .common import (ACC, as_acc, launch_config, load_f32, on_real_rows, prev_of, store, tanh, zone,
                             zone_update)
 
 

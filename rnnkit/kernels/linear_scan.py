@@ -59,16 +59,17 @@ linear space, bounds :math:`|a^*|` by the chunk rather than the sequence.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from ..cells.base import RecurrentCell, State
+from ..cells.base import Params, RecurrentCell, State
 from ..cells.min_rnn import MinGRUCell, MinLSTMCell, MinRNNCell
 from .higher_order import differentiate, first_order_only
 from .reference import padded_rows, zero_padding
+from .registry import Kernel, Sample, Verdict, register
+from .specs import compiling
 
 METHODS = ("log", "linear")
 #: steps per chunk of the log-space scan (bounds |a*|, hence its float32 error).
@@ -77,9 +78,17 @@ LOG_CHUNK = 256
 _MIN_CHUNKED = 16
 
 
-def match(cell: RecurrentCell, x: Tensor, p: SimpleNamespace):
-    """The parallel-scan kernel for cells linear in the state (any device), else None."""
-    return parallel_scan if isinstance(cell, MinRNNCell) else None
+def supports(cell: RecurrentCell) -> Verdict:
+    """Any cell linear in its state: a :class:`~rnnkit.cells.min_rnn.MinRNNCell` (its
+    ``coefficients``/``log_coefficients`` give ``a_t, b_t``; minGRU/minLSTM themselves get
+    the fused form)."""
+    return isinstance(cell, MinRNNCell) or "not linear in its state (no MinRNNCell coefficients)"
+
+
+def match(cell: MinRNNCell, x: Tensor, p: Params, state: State | None, mask: Tensor | None) -> Verdict:
+    """Every input: torch ops on any device and dtype (half precision scans in float32),
+    traced as well (the scan's depth is ``O(sqrt T)`` ops, not ``T`` steps)."""
+    return True
 
 
 def choose_method(cell: MinRNNCell, device: torch.device) -> str:
@@ -87,7 +96,7 @@ def choose_method(cell: MinRNNCell, device: torch.device) -> str:
     return "log" if cell.positive and device.type != "cpu" else "linear"
 
 
-def parallel_scan(cell: MinRNNCell, p: SimpleNamespace, x: Tensor, state: State,
+def parallel_scan(cell: MinRNNCell, p: Params, x: Tensor, state: State,
                   mask: Tensor | None = None, reverse: bool = False,
                   method: str | None = None) -> tuple[Tensor, State]:
     """Kernel with :func:`rnnkit.nn.scan.scan`'s signature: ``x (T, B, I)``,
@@ -122,13 +131,15 @@ def _log_space_refusal(cell: MinRNNCell) -> str:
             "parallel scan is not supported: torch.logcumsumexp's second derivative is wrong (NaN) wherever "
             "the gradient reaching it is 0, e.g. at padded steps or unused outputs. Use backend='scan' for "
             "this layer (the same function, one step at a time, differentiable to any order), or the "
-            "linear-space scan (rnnkit.kernels.parallel_scan.parallel_scan(..., method='linear')).")
+            "linear-space scan (rnnkit.kernels.linear_scan.parallel_scan(..., method='linear')).")
 
 
 def _linear(cell: MinRNNCell, xp: Tensor, h0: Tensor, mask: Tensor | None, reverse: bool) -> Tensor:
     """The linear-space scan: fused for minGRU/minLSTM themselves (a subclass may
-    change the equations), the general form from ``cell.coefficients`` otherwise."""
-    if type(cell) not in _FUSED:
+    change the equations), the general form from ``cell.coefficients`` otherwise, and
+    under ``torch.compile``/``torch.export``, which cannot trace the fused Function's
+    ``out=`` buffers (the general form is the same scan in plain torch ops)."""
+    if type(cell) not in _FUSED or compiling():
         return linear_scan(*cell.coefficients(xp), h0, mask, reverse)
     return _MinScan.apply(xp, h0.expand(xp.shape[1], cell.hidden_size), cell, reverse, mask)
 
@@ -491,3 +502,17 @@ def _loop_into(out: Tensor, w: Tensor, beta: Tensor, s: Tensor, times, lerp: boo
     """The plain sequential scan over ``times`` (in that order) from state ``s``."""
     for t in times:
         s = _step(s, w[t], beta[t], out[t], lerp)
+
+
+class _SubclassedMinGRU(MinGRUCell):
+    """A sample that is not minGRU itself: the general ``(a, b)`` scan over ``coefficients``."""
+
+
+SAMPLES = tuple(Sample(f"{name}{'' if positive else '_linear_candidate'}",
+                       lambda i, h, cls=cls, positive=positive, **kw: cls(i, h, positive=positive, **kw))
+                for name, cls in (("mingru", MinGRUCell), ("minlstm", MinLSTMCell),
+                                  ("mingru_subclass", _SubclassedMinGRU))
+                for positive in (True, False))
+
+# asked first: it takes every input of its cells, on every device
+KERNEL = register(Kernel("linear_scan", "any", parallel_scan, supports, match, priority=20, samples=SAMPLES))

@@ -1,8 +1,8 @@
 r"""Triton path for the custom LSTMs: peephole and/or layer norm, no projection
 (:class:`rnnkit.cells.LSTMCell`, gate order ``i, f, g, o``). Imports ``triton``:
-imported lazily by :mod:`rnnkit.kernels.triton_cells`.
+imported lazily by :mod:`rnnkit.kernels.triton`.
 
-Same structure as :mod:`rnnkit.kernels.cpu_lstm` (one :class:`torch.autograd.Function`
+Same structure as :mod:`rnnkit.kernels.cpu.lstm` (one :class:`torch.autograd.Function`
 over the whole sequence, hand-derived BPTT, input projection of every step as one
 GEMM before the loop with ``b_hh`` folded into its bias), but each step's pointwise
 work is one Triton kernel instead of ~10 ATen ops, so the per-step cost is one
@@ -47,11 +47,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .cpu_common import grad_weight_prev, step_order, sum_prev_products, sum_tb
-from .cpu_lstm import LSTMSpec
-from .higher_order import Rebuild
-from .step_masks import KernelMasks
-from .triton_common import (ACC, as_acc, launch_config, load_f32, load_mask, norm_input_grad, norm_stats,
+from ..grads import grad_weight_prev, step_order, sum_prev_products, sum_tb
+from ..specs import LSTMSpec
+from ..higher_order import Rebuild
+from ..step_masks import KernelMasks
+from .common import (ACC, as_acc, launch_config, load_f32, load_mask, norm_input_grad, norm_stats,
                             on_real_rows, prev_of, store, tanh, zone, zone_kept, zone_update)
 
 

@@ -3,7 +3,11 @@
 The C sources beside this file hold the recurrences of the custom LSTM and GRU cells:
 ``gemm.h`` (the per-step recurrent GEMM, weight packed once into panels, register
 tiles), ``lstm_step.h`` and ``gru_step.h`` (the pointwise steps and the whole forward
-and backward loops), ``steps.c`` (includes them for float and double). They are plain
+and backward loops), ``stream_step.h`` (one step of a whole stack, for streaming),
+``steps.c`` (includes them for float and double). The loader finds them itself
+(:func:`sources`: every ``*.c`` beside this file is compiled into the one library, every
+``*.c`` and ``*.h`` is hashed and searched for signatures), so a new header included
+from ``steps.c`` needs no edit here. They are plain
 C with no Python or torch headers, so building takes a couple of seconds with the
 system's C compiler (``$CC`` or ``cc``); they are loaded with :mod:`ctypes`, their
 signatures read from the C definitions (:func:`signature`). OpenMP from the same
@@ -22,11 +26,12 @@ over here): :func:`gemm_choice` times both once per shape and keeps the faster
 
 Why C and not ``torch.compile``: the pointwise part of one step is ~10 small ops;
 Inductor's generated code needs the same compiler plus ~35 s per cell and its call
-overhead ate the fusion (see :mod:`rnnkit.kernels.cpu_fused`); and per-step torch
+overhead ate the fusion (see :mod:`rnnkit.kernels.cpu`); and per-step torch
 calls (GEMM, dispatch, Python) cost more than the step itself at small batch.
 
 No compiler, a failed build or ``RNNKIT_NATIVE=0``: :func:`library` returns None
-(after one warning for a failed build) and the kernels keep their torch-ops path. A
+(after one warning for a failed build), the CPU kernels say they are unavailable and
+the reference scan runs. A
 compiler's refusal is remembered in the cache (``*.failed``, same hash), so later
 processes do not compile again; delete the file to retry.
 """
@@ -46,7 +51,12 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).parent
-SOURCES = ("steps.c", "gemm.h", "lstm_step.h", "gru_step.h", "stream_step.h")
+
+
+def sources() -> tuple[Path, ...]:
+    """Every C source and header beside this file, in a fixed order (the cache hash's)."""
+    return tuple(sorted([*_HERE.glob("*.c"), *_HERE.glob("*.h")]))
+
 #: the parts of -ffast-math the loops want (reassociated, vectorised sums), not
 #: -ffast-math itself: with it GCC links crtfastmath.o into a shared library, which
 #: sets flush-to-zero for the whole process when loaded; nor -ffinite-math-only: a NaN
@@ -68,7 +78,7 @@ def cache_dir() -> Path:
 
 
 def enabled() -> bool:
-    """False when ``RNNKIT_NATIVE=0`` asks for the torch-ops kernels."""
+    """False when ``RNNKIT_NATIVE=0`` asks for the reference scan instead of the C loops."""
     return os.environ.get("RNNKIT_NATIVE", "1") != "0"
 
 
@@ -96,8 +106,9 @@ def extra_flags() -> tuple[str, ...]:
 
 def _library_path(cc: list[str], variant: tuple[str, ...]) -> Path:
     digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((_HERE / name).read_bytes())
+    for path in sources():
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     for part in (*cc, *FLAGS, *variant, platform.machine(), _cpu_signature()):
         digest.update(part.encode())
     return cache_dir() / f"rnnkit_native_{digest.hexdigest()[:16]}.so"
@@ -109,7 +120,8 @@ def _build(cc: list[str], variant: tuple[str, ...], target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [*cc, *FLAGS, *variant, str(_HERE / "steps.c"), "-o", tmp, "-lm"]
+        units = [str(p) for p in sources() if p.suffix == ".c"]
+        cmd = [*cc, *FLAGS, *variant, *units, "-o", tmp, "-lm"]
         subprocess.run(cmd, check=True, capture_output=True, text=True, errors="replace", timeout=120)
         os.chmod(tmp, 0o755)  # mkstemp made it private; a shared cache must be loadable by all
         os.replace(tmp, target)
@@ -153,7 +165,7 @@ def library() -> ctypes.CDLL | None:
             if isinstance(err, subprocess.CalledProcessError):  # the compiler said no: remember it
                 _remember_failure(failed, detail)
     warnings.warn("rnnkit: could not build the native CPU steps with "
-                  f"{' '.join(cc)} ({'; '.join(errors)}); using the slower torch-ops kernels. "
+                  f"{' '.join(cc)} ({'; '.join(errors)}); using the slower reference scan. "
                   "Set RNNKIT_NATIVE=0 to silence this.", RuntimeWarning, stacklevel=2)
     return None
 
@@ -173,8 +185,8 @@ def signature(name: str) -> tuple[str, ...]:
     or ``"pointer"``), read from its definition in the sources, so no call site can
     pass a wrong count (ctypes would truncate the extra addresses silently)."""
     pattern = re.compile(r"void\s+NAME\(" + re.escape(name) + r"\)\s*\(([^)]*)\)", re.S)
-    for source in SOURCES:
-        code = re.sub(r"/\*.*?\*/|//[^\n]*", " ", (_HERE / source).read_text(), flags=re.S)
+    for source in sources():
+        code = re.sub(r"/\*.*?\*/|//[^\n]*", " ", source.read_text(), flags=re.S)
         match = pattern.search(code)
         if match:
             params = [p.split() for p in match.group(1).split(",")]
@@ -185,7 +197,7 @@ def signature(name: str) -> tuple[str, ...]:
             if unknown:
                 raise TypeError(f"C function {name!r}: parameter types {unknown} have no ctypes mapping here")
             return kinds
-    raise KeyError(f"no C function {name!r} in {SOURCES}")
+    raise KeyError(f"no C function {name!r} in {[p.name for p in sources()]}")
 
 
 def bind(name: str, dtype):

@@ -1,9 +1,9 @@
-"""Shared pieces of the Triton kernels (:mod:`rnnkit.kernels.triton_lstm`,
-:mod:`rnnkit.kernels.triton_gru`): jitted helpers for the step kernels and the
+"""Shared pieces of the Triton kernels (:mod:`rnnkit.kernels.triton.lstm`,
+:mod:`rnnkit.kernels.triton.gru`): jitted helpers for the step kernels and the
 Python-side bookkeeping of the time loops.
 
 This module imports ``triton`` at the top, so it is imported only when a Triton
-kernel actually runs (:mod:`rnnkit.kernels.triton_cells` imports it lazily).
+kernel actually runs (:mod:`rnnkit.kernels.triton` imports it lazily).
 Whether the ``@triton.jit`` functions here and in the kernel modules are compiled
 or interpreted is decided when they are decorated, i.e. when these modules are
 first imported (Triton 3.x reads ``TRITON_INTERPRET`` through ``triton.knobs`` at

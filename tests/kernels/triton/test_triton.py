@@ -1,7 +1,7 @@
-"""The Triton kernels (rnnkit.kernels.triton_cells) against the reference scan, on CPU
-tensors through the Triton interpreter: outputs, final states and the gradients wrt
-the input, the initial state and every parameter, in float32 (1e-5), with and without
-a length mask, forward and reverse; bfloat16 against a float32 reference; dispatch;
+"""The Triton kernels (rnnkit.kernels.triton) on CPU tensors through the Triton
+interpreter, beyond the registry-driven float32 parity checks (tests/kernels/
+test_kernel_parity.py, whose ``triton`` cases the interpreter subprocess here runs too):
+bfloat16 against a float32 reference; which cells and inputs they take;
 padding that never leaks (NaN/inf/garbage in the padded steps, a property test) and
 second derivatives (double backward) equal to the reference scan's (issue 11).
 
@@ -12,8 +12,8 @@ variable must be set before ``import triton``, which in a test session may alrea
 have happened, and setting it process-wide would also send the other test files' CPU
 tensors to the interpreter. Hence: unless this process was started with it (checked
 on ``tl.sigmoid`` itself), every test here is skipped and
-:func:`test_in_interpreter_subprocess` runs this file in a fresh interpreter with
-``TRITON_INTERPRET=1``, where they run.
+:func:`test_in_interpreter_subprocess` runs this file (and the parity file's Triton
+cases) in a fresh interpreter with ``TRITON_INTERPRET=1``, where they run.
 """
 import itertools
 import math
@@ -30,36 +30,32 @@ pytest.importorskip("triton")
 
 import rnnkit  # noqa: E402
 from rnnkit.cells import GRUCell, LSTMCell  # noqa: E402
-from rnnkit.kernels import find, triton_cells  # noqa: E402
+from rnnkit import kernels  # noqa: E402
+from rnnkit.kernels import find  # noqa: E402
+from rnnkit.kernels import triton as triton_cells  # noqa: E402
+from rnnkit.kernels.cpu import lstm as cpu_lstm, native as cpu_native  # noqa: E402
 from rnnkit.nn.scan import scan  # noqa: E402
 from kernel_checks import (assert_layer_runs_kernel_and_matches_scan, assert_same_with_the_same_draws,  # noqa: E402
-                           assert_parameter_grads_and_inference_match_scan,
-                           one_thread, outputs_and_grads, random_cell)  # noqa: F401 (one_thread: autouse)
+                           outputs_and_grads, random_cell, triton_interpreted)
 
 _SUBPROCESS_FLAG = "RNNKIT_TRITON_TEST_SUBPROCESS"
 
 
-def _triton_interpreted() -> bool:
-    """Whether Triton runs interpreted in this process (triton.language's own helpers included)."""
-    if not triton_cells.interpreting():
-        return False
-    import triton.language.standard as standard
-    from triton.runtime.interpreter import InterpretedFunction
-    return isinstance(standard.sigmoid, InterpretedFunction)
-
-
-INTERPRETED = _triton_interpreted()
+INTERPRETED = triton_interpreted()
+ROOT = Path(__file__).resolve().parents[3]
 in_interpreter = pytest.mark.skipif(not INTERPRETED, reason="runs in test_in_interpreter_subprocess")
 
 
 @pytest.mark.skipif(INTERPRETED, reason="this process is the interpreter one")
 def test_in_interpreter_subprocess():
-    """This file again, in a fresh interpreter started with TRITON_INTERPRET=1; all pass, none skip."""
+    """This file again, and the registry-driven parity checks of the Triton kernels, in a
+    fresh interpreter started with TRITON_INTERPRET=1; all pass, none skip."""
     assert not os.environ.get(_SUBPROCESS_FLAG), "TRITON_INTERPRET=1 did not make Triton interpret"
     env = {**os.environ, "TRITON_INTERPRET": "1", _SUBPROCESS_FLAG: "1"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                          "-k", "not test_in_interpreter_subprocess"],
-                         cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True)
+    parity = str(ROOT / "tests" / "kernels" / "test_kernel_parity.py")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, parity,
+                          "-k", "triton and not test_in_interpreter_subprocess"],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in summary and "skipped" not in summary, summary
@@ -82,7 +78,7 @@ def test_kernels_compile_for_nvidia_targets(tmp_path, monkeypatch):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
-    from rnnkit.kernels import triton_gru, triton_lstm
+    from rnnkit.kernels.triton import gru as triton_gru, lstm as triton_lstm
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     flags = [dict(zip(("PEEP", "LN", "MASK"), f)) for f in itertools.product([False, True], repeat=3) if any(f[:2])]
     kernels = [(triton_lstm._lstm_forward_step, flags), (triton_lstm._lstm_backward_step, flags)]
@@ -125,9 +121,6 @@ NO_BIAS = {
     "gru_simplified_no_bias": lambda i, h, **kw: GRUCell(i, h, bias=False, variant="simplified", **kw),
 }
 ALL = CONFIGS | NO_BIAS
-# every variant x direction x mask; the bias-free ones once each (the bias is folded before the loop)
-CASES = [*itertools.product(sorted(CONFIGS), [False, True], [False, True]),
-         *((name, True, True) for name in sorted(NO_BIAS))]
 T, B, I, H = 5, 3, 4, 6  # H = 6: the kernels' blocks are 8 lanes wide, so lane masking is exercised
 LENGTHS = [5, 2, 4]
 
@@ -153,20 +146,16 @@ def _assert_all_close(names, got, want, **tol):
         torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{n}: {m}")
 
 
-@in_interpreter
-@pytest.mark.parametrize("name,reverse,masked", CASES)
-def test_float32_matches_reference_scan(name, reverse, masked):
-    cell = _cell(name)
-    x, state, mask = _inputs(cell, torch.float32, masked)
-    kernel = triton_cells.match(cell, x, cell.own_params())
-    assert kernel is not None
-    ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, reverse)
-    outs, grads = outputs_and_grads(kernel, cell, x, state, mask, reverse)
-    out_names, grad_names = _names(cell)
-    _assert_all_close(out_names, outs, ref_outs, atol=1e-5, rtol=1e-5)
-    _assert_all_close([f"d{n}" for n in grad_names], grads, ref_grads, atol=1e-5, rtol=1e-5)
-    if masked:  # padded steps: zero output (the carried state is checked through the finals)
-        assert torch.count_nonzero(outs[0][~mask.squeeze(-1)]) == 0
+def _takes(cell, x):
+    """Whether the registry hands ``cell`` on ``x`` to a Triton kernel."""
+    kernel = find(cell, x, cell.own_params())
+    return kernel is not None and kernel.backend == "triton"
+
+
+def _kernel(cell, x):
+    """The Triton kernel for ``cell`` on ``x`` (asserted to be one)."""
+    assert _takes(cell, x), kernels.explain(cell, x, cell.own_params())
+    return find(cell, x, cell.own_params())
 
 
 @in_interpreter
@@ -176,7 +165,7 @@ def test_bfloat16_close_to_float32_reference(name):
     the same (bf16-representable) numbers, to bf16 tolerances; dtypes preserved."""
     cell = _cell(name, torch.bfloat16)
     x, state, mask = _inputs(cell, torch.bfloat16, masked=True)
-    kernel = triton_cells.match(cell, x, cell.own_params())
+    kernel = _kernel(cell, x)
     assert kernel is not None
     outs, grads = outputs_and_grads(kernel, cell, x, state, mask, True)
     assert all(t.dtype == torch.bfloat16 for t in (*outs, *grads))
@@ -191,47 +180,39 @@ def test_bfloat16_close_to_float32_reference(name):
 
 
 @in_interpreter
-def test_only_parameters_need_grad_and_inference():
-    cell = _cell("lstm_peephole_layer_norm")
-    x = torch.randn(T, B, I)  # no grad wrt x or the state: only the parameters
-    kernel = triton_cells.match(cell, x, cell.own_params())
-    assert_parameter_grads_and_inference_match_scan(kernel, cell, x, cell.init_state(B))
-
-
-@in_interpreter
 def test_match_covers_exactly_the_supported_cells(monkeypatch):
     x = torch.randn(3, 2, 4)
     covered = [LSTMCell(4, 6, peephole=True), LSTMCell(4, 6, layer_norm=True),
                GRUCell(4, 6, variant="reset_before"), GRUCell(4, 6, variant="simplified")]
     for cell in covered:
-        assert triton_cells.match(cell, x, cell.own_params()) is not None
         # the kernels win over the CPU ones when both could run (interpreter only, on CPU)
-        assert find(cell, x, cell.own_params()) in (triton_cells.lstm_scan, triton_cells.gru_scan)
-        assert triton_cells.match(cell, x.bfloat16(), cell.bfloat16().own_params()) is not None
-    # torch.nn's own kernels, or not done here (projection): the next module or the reference
+        assert _takes(cell, x)
+        assert _takes(cell.bfloat16(), x.bfloat16())
+    # torch.nn's own kernels, or not done here (projection): the next kernel or the reference
     for cell in (LSTMCell(4, 6), LSTMCell(4, 6, peephole=True, proj_size=2), GRUCell(4, 6)):
-        assert triton_cells.match(cell, x, cell.own_params()) is None
+        assert not _takes(cell, x)
     cell = LSTMCell(4, 6, peephole=True)
     for dtype in (torch.float16, torch.float64):
-        assert triton_cells.match(cell, x.to(dtype), cell.to(dtype).own_params()) is None
+        assert not _takes(cell.to(dtype), x.to(dtype))
     cell = LSTMCell(4, 6, peephole=True)
-    assert triton_cells.match(cell, x.bfloat16(), cell.own_params()) is None  # dtypes differ
+    assert not _takes(cell, x.bfloat16())  # dtypes differ
 
     class Custom(GRUCell):  # a subclass may change recur(): the reference must run
         pass
 
     sub = Custom(4, 6, variant="simplified")
-    assert triton_cells.match(sub, x, sub.own_params()) is None
+    assert not _takes(sub, x)
     with monkeypatch.context() as m:
         m.setattr(torch.jit, "is_tracing", lambda: True)
-        assert triton_cells.match(cell, x, cell.own_params()) is None
+        assert not _takes(cell, x)
     with monkeypatch.context() as m:
         m.setattr(triton_cells, "triton_available", lambda: False)
-        assert triton_cells.match(cell, x, cell.own_params()) is None
+        assert not _takes(cell, x)
+        assert "triton is not installed" in dict(kernels.explain(cell, x, cell.own_params()))["triton.lstm"]
     with monkeypatch.context() as m:  # CPU tensors without the interpreter: the CPU kernels
         m.delenv("TRITON_INTERPRET")
-        assert triton_cells.match(cell, x, cell.own_params()) is None
-        assert find(cell, x, cell.own_params()) is not None
+        assert not _takes(cell, x)
+        assert find(cell, x, cell.own_params()) is (cpu_lstm.KERNEL if cpu_native.library() else None)
 
 
 def test_import_does_not_import_triton():
@@ -240,7 +221,7 @@ def test_import_does_not_import_triton():
     code = ("import sys, torch, rnnkit\n"
             "from rnnkit.kernels import find\n"
             "cell = rnnkit.cells.LSTMCell(3, 4, peephole=True)\n"
-            "assert find(cell, torch.randn(2, 1, 3), cell.own_params()) is not None\n"
+            "find(cell, torch.randn(2, 1, 3), cell.own_params())\n"
             "assert 'triton' not in sys.modules, 'triton imported'\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -310,7 +291,7 @@ def test_padding_never_leaks(name, data):
         fill = torch.tensor(GARBAGE)[torch.randint(len(GARBAGE), t.shape, generator=gen)]
         return torch.where(pad[..., None], fill, t)
 
-    kernel = triton_cells.match(cell, x, cell.own_params())
+    kernel = _kernel(cell, x)
     assert kernel is not None
     clean = _kernel_run(kernel, cell, x, state, mask, reverse, grads)
     got = _kernel_run(kernel, cell, dirty(x), state, mask, reverse, [dirty(grads[0]), *grads[1:]])
@@ -349,7 +330,7 @@ def test_double_backward_equals_reference_scan(name):
     comparison rather than gradgradcheck, which needs float64)."""
     cell = _cell(name)
     x, state, mask = _inputs(cell, torch.float32, masked=True)
-    kernel = triton_cells.match(cell, x, cell.own_params())
+    kernel = _kernel(cell, x)
     assert kernel is not None
     got, want = _second_order(kernel, cell, x, state, mask, True), _second_order(scan, cell, x, state, mask, True)
     _, grad_names = _names(cell)

@@ -1,23 +1,25 @@
-"""Building and loading the compiled CPU steps (rnnkit.kernels.native)."""
+"""Building and loading the compiled CPU steps (rnnkit.kernels.cpu.native)."""
 import os
 import shutil
 import stat
 
 import pytest
 
-from rnnkit.kernels import native
+from rnnkit.kernels.cpu import native
 
 
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
     """An empty cache and no memoised library; the memo is reset afterwards too."""
     monkeypatch.setenv("RNNKIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")  # these tests build (or fail to) on purpose
     native.library.cache_clear()
     yield tmp_path
     native.library.cache_clear()
 
 
-needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+needs_cc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None or not native.enabled(),
+                              reason="no C compiler, or RNNKIT_NATIVE=0")
 
 
 @needs_cc
@@ -38,7 +40,7 @@ def test_disabled_by_environment(fresh, monkeypatch):
     assert not list(fresh.iterdir())
 
 
-def test_no_compiler_means_torch_ops_quietly(fresh, monkeypatch, recwarn):
+def test_no_compiler_means_the_reference_quietly(fresh, monkeypatch, recwarn):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert native.library() is None
     assert not [w for w in recwarn if "rnnkit" in str(w.message)]
@@ -71,6 +73,27 @@ def test_ci_builds_the_native_steps():
     assert native.library() is not None
 
 
+def test_sources_are_found_not_listed_and_all_hashed(tmp_path, monkeypatch):
+    """Every ``*.c``/``*.h`` beside the loader is a source: a new header (say, one more
+    step included from steps.c) changes the cache name and its functions' signatures are
+    found, with no list to edit."""
+    found = {p.name for p in native.sources()}
+    assert {"steps.c", "gemm.h", "lstm_step.h", "gru_step.h", "stream_step.h"} <= found
+    copy = tmp_path / "native"
+    shutil.copytree(native._HERE, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    monkeypatch.setattr(native, "_HERE", copy)
+    cc, variant = ["cc"], ("-O3",)
+    before = native._library_path(cc, variant)
+    (copy / "extra_step.h").write_text("void NAME(extra_step)(long n, real a, real *out) { }\n")
+    native.signature.cache_clear()
+    try:
+        assert "extra_step.h" in {p.name for p in native.sources()}
+        assert native._library_path(cc, variant) != before
+        assert native.signature("extra_step") == ("long", "real", "pointer")
+    finally:
+        native.signature.cache_clear()
+
+
 def test_signatures_are_read_from_the_c_definitions():
     """ctypes gets every exported function's parameter kinds from the source itself."""
     assert native.signature("gemm_pack") == ("long", "long", "pointer", "pointer")
@@ -88,7 +111,7 @@ def test_loading_keeps_denormals():
     process when the library loads; every later torch/numpy computation would change."""
     import subprocess
     import sys
-    code = ("import torch; from rnnkit.kernels import native; assert native.library() is not None; "
+    code = ("import torch; from rnnkit.kernels.cpu import native; assert native.library() is not None; "
             "import rnnkit; rnnkit.LSTM(3, 4, peephole=True)(torch.randn(2, 1, 3)); "
             "print(float((torch.tensor([1e-40]) * 1).item()), float((torch.tensor([1e-310], "
             "dtype=torch.float64) * 1).item()))")
@@ -100,7 +123,7 @@ def test_loading_keeps_denormals():
 
 import torch  # noqa: E402
 
-from kernel_checks import one_thread, outputs_and_grads  # noqa: E402,F401 (one_thread: autouse fixture)
+from kernel_checks import outputs_and_grads  # noqa: E402
 
 
 def _gemm_matches_torch(vendor=False):
@@ -119,11 +142,11 @@ def _fused_match_reference():
     backward (masked, reverse), against the reference scan: float32 at the kernel tests'
     1e-5, float64 tight."""
     from rnnkit.cells import GRUCell, LSTMCell
-    from rnnkit.kernels import cpu_gru_native, cpu_lstm_native
+    from rnnkit.kernels.cpu import gru, lstm
     from rnnkit.nn.scan import scan
-    factories = [(cpu_lstm_native.lstm_scan, lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True, **kw)),
-                 (cpu_gru_native.gru_scan, lambda i, h, **kw: GRUCell(i, h, variant="reset_before", **kw)),
-                 (cpu_gru_native.gru_scan, lambda i, h, **kw: GRUCell(i, h, variant="simplified", **kw))]
+    factories = [(lstm.lstm_scan, lambda i, h, **kw: LSTMCell(i, h, peephole=True, layer_norm=True, **kw)),
+                 (gru.gru_scan, lambda i, h, **kw: GRUCell(i, h, variant="reset_before", **kw)),
+                 (gru.gru_scan, lambda i, h, **kw: GRUCell(i, h, variant="simplified", **kw))]
     for kernel, factory in factories:
         for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-10)):
             torch.manual_seed(0)

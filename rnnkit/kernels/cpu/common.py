@@ -1,0 +1,133 @@
+"""Shared pieces of the fused CPU kernels (:mod:`rnnkit.kernels.cpu.lstm`,
+:mod:`rnnkit.kernels.cpu.gru`): which inputs they take, masks, and the C calls' arguments.
+
+The mask is applied by selection, never as a product (``NaN * 0`` is NaN): the
+kernels zero the padded input steps before their projection
+(:func:`~rnnkit.kernels.reference.zero_padding`), and set the padded rows of the
+outputs and of the incoming output gradients with :func:`fill_rows_` (an
+``index_fill_`` over the padded ``(t, b)`` rows only, which :func:`padded_rows` lists
+once: far cheaper on CPU than a broadcast ``masked_fill_``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ...cells.base import Params
+
+from .. import reference
+from ..registry import Verdict
+from ..specs import compiling, input_verdict, state_verdict
+from ..step_masks import KernelMasks, has_masks, kernel_masks
+from . import native
+
+#: dtypes the kernels are written and tested for (float64 for gradcheck).
+DTYPES = (torch.float32, torch.float64)
+
+
+def grad_projection(DH: Tensor, M: Tensor, rows: Tensor | None) -> Tensor:
+    r"""``dW_hr = \sum_t (m_t DH_t)^T M_t`` for ``y = W_hr M``: ``DH (T, B, R)`` the gradient
+    wrt the projected states (ours: its padded ``rows`` are zeroed in place), ``M (T, B, H)``
+    their inputs; padded steps carried the previous state, so they give ``W_hr`` nothing."""
+    DH = fill_rows_(DH, rows, 0.0)
+    return DH.reshape(-1, DH.shape[-1]).t() @ M.reshape(-1, M.shape[-1])
+
+
+def padded_rows(mask: Tensor | None) -> Tensor | None:
+    """The padded steps of ``mask (T, B, 1)`` (on CPU: the kernels' inputs) as flat row
+    indices ``t * B + b`` into a ``(T * B, ...)`` view; None without a mask or when no
+    step is padded."""
+    rows = None if mask is None else reference.padded_rows(mask)
+    return rows if rows is not None and rows.numel() else None
+
+
+def fill_rows_(k: Tensor, rows: Tensor | None, value: float) -> Tensor:
+    """``k (T, B, ...)`` (ours) with the padded ``rows`` (:func:`padded_rows`) set to
+    ``value``, in place: a selection, so whatever they held (NaN, inf) is gone."""
+    if rows is None:
+        return k
+    T, B = k.shape[:2]
+    if k.stride(0) == k.stride(1) * B:  # time and batch merge into one dim: a view
+        k.flatten(0, 1).index_fill_(0, rows, value)
+    else:
+        pad = torch.zeros(T * B, dtype=torch.bool, device=k.device).index_fill_(0, rows, True)
+        k.masked_fill_(pad.view(T, B, *(1,) * (k.dim() - 2)), value)
+    return k
+
+
+def masked_copy(t: Tensor, rows: Tensor | None) -> Tensor:
+    """``t (T, B, ...)`` with the padded ``rows`` 0: a new contiguous tensor, or ``t``
+    itself when nothing is padded (outputs, and the gradients arriving at them)."""
+    if rows is None:
+        return t
+    return fill_rows_(t.clone(memory_format=torch.contiguous_format), rows, 0.0)
+
+
+def byte_mask(mask: Tensor | None) -> Tensor | None:
+    """``mask (T, B, 1)`` bool -> contiguous ``(T, B)`` uint8, as the C indexes it."""
+    return None if mask is None else mask.reshape(mask.shape[0], mask.shape[1]).to(torch.uint8).contiguous()
+
+
+def ptr(t: Tensor | None) -> int | None:
+    """A tensor's address for the C steps (None stays None: an absent argument)."""
+    return None if t is None else t.data_ptr()
+
+
+#: fewest gate values (B * 4H) per step worth running the pointwise step on more than
+#: one thread (each step then forks and joins the OpenMP team torch's GEMMs use)
+PARALLEL_MIN_GATES = 1 << 14
+
+
+def pointwise_threads(batch: int, gates: int) -> int:
+    """Threads for a C step over ``(batch, gates)`` values: the caller's intra-op count
+    for large steps, else one."""
+    return torch.get_num_threads() if batch * gates >= PARALLEL_MIN_GATES else 1
+
+
+def match_cpu(cell, x: Tensor, p, state, mask) -> Verdict:
+    """The input checks of every fused CPU kernel: CPU tensors of :data:`DTYPES`
+    (:func:`~rnnkit.kernels.specs.input_verdict`; under ``torch.compile``/``torch.export``
+    too, as custom ops, without step masks), states and mask as the C reads them."""
+    if x.device.type != "cpu":
+        return f"input on {x.device}: the C loops run on CPU"
+    if compiling() and has_masks(p):
+        return "recurrent dropout or zoneout under torch.compile: the custom ops have no step masks"
+    verdict = input_verdict(x, p, DTYPES, graph=True)
+    return state_verdict(cell, x, state, mask) if verdict is True else verdict
+
+
+def available() -> Verdict:
+    """Whether the C loops are built (or can be, now: the first ask compiles them)."""
+    if native.library() is None:
+        return "no native library (no C compiler, a failed build, or RNNKIT_NATIVE=0)"
+    return True
+
+
+# What torch.compiler.assume_constant_result sets: torch.compile calls it eagerly and keeps the
+# answer (tracing the build would fail). Set by hand: that decorator imports dynamo, and with it
+# triton, on `import rnnkit`.
+available._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+# --- the custom ops' shared pieces (cpu/lstm.py, cpu/gru.py) -----------------------------
+def no_masks(B: int, sizes: tuple[int, ...], device) -> KernelMasks:
+    """No recurrent dropout, no zoneout (the custom ops have none)."""
+    return kernel_masks(Params(), B, sizes, device)
+
+
+def empty_output(like: Tensor) -> Tensor:
+    """An absent output of a custom op (its schema has no optional outputs)."""
+    return like.new_empty(0)
+
+
+def present(t: Tensor) -> Optional[Tensor]:
+    """An op's output back to None where it stands for an absent tensor."""
+    return t if t.numel() else None
+
+
+def own_output(t: Tensor) -> Tensor:
+    """``t``, or a copy if it is a view (the layer norms' gradients are rows of one
+    buffer): an op's outputs must not alias each other."""
+    return t if t._base is None else t.clone()

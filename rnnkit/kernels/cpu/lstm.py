@@ -1,0 +1,367 @@
+r"""Fused CPU LSTM in compiled C: peephole and/or layer norm, with or without
+projection (:class:`rnnkit.cells.LSTMCell`, gate order ``i, f, g, o``), and any
+``LSTMCell`` without projection with recurrent dropout or zoneout in its time loop.
+
+One :class:`torch.autograd.Function` runs the whole sequence: the input projection for
+all steps as one GEMM by torch before it, then the time loop in C
+(:mod:`rnnkit.kernels.cpu.native`; equations in ``native/lstm_step.h``): one call runs
+every step's recurrent GEMM (rnnkit's packed GEMM, ``native/gemm.h``, or the vendor
+BLAS) and pointwise work, layer norms included, forward; another the whole hand-derived
+BPTT. No Python, no torch dispatch per step. The weight gradients are a few big GEMMs
+by torch after it (:mod:`rnnkit.kernels.grads`). When no backward can follow (no_grad,
+nothing requiring grad) the forward keeps one step's buffers, not ``T``.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ...cells.base import Params, RecurrentCell, State
+from ...cells.lstm import LSTMCell
+from ..grads import grad_weight_prev, peephole_grads, sum_tb
+from ..higher_order import Rebuild
+from ..reference import zero_padding
+from ..registry import Kernel, Sample, Verdict, register
+from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, compiling, folded_projection, lstm_supported
+from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
+from . import native
+from .common import (available, byte_mask, empty_output, grad_projection, masked_copy, match_cpu, no_masks,
+                     own_output, padded_rows, pointwise_threads, present, ptr)
+
+#: the Function's tensor inputs, in its argument order after the masks
+_LSTM_PARAMS = ("w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")  # the ops' weights
+_INPUTS = ("xp", "h0", "c0", "w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")
+
+# the flags of native/steps.c
+PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
+
+
+def step_flags(spec: LSTMSpec) -> int:
+    """The C step's flags for ``spec``."""
+    return PEEPHOLE * spec.peephole | LAYER_NORM * spec.layer_norm
+
+
+def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
+    """The C forward and backward over a whole sequence for ``dtype``, with their
+    ctypes signatures (native/lstm_step.h)."""
+    return SimpleNamespace(
+        forward=native.bind("lstm_sequence", dtype),
+        backward=native.bind("lstm_backward_sequence", dtype))
+
+
+def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
+             w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
+    """The recurrence over ``xp (T, B, 4H)`` (input projection plus all additive
+    biases), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
+    ``C (T, B, H)`` cells and, with ``spec.store`` (a backward will follow), what it
+    needs: ``A (T, B, 4H)`` gate activations, ``U (T, B, H)`` ``tanh`` of the
+    (normalised) cell, ``M`` (projection input; ``Y`` without projection), with layer
+    norm ``HP (T, B, 4H)`` = ``W_hh h`` and both norms' statistics ``(4, T, B)``.
+    Without ``store`` those buffers hold one step, reused. ``km``: recurrent dropout and
+    zoneout (then ``CN`` keeps the cell's own ``c'`` before zoneout, for the backward)."""
+    T, B, G = xp.shape
+    H, R = G // 4, w_hh.shape[1]
+    n = T if spec.store else 1
+    f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T, B, H), A=xp.new_empty(n, B, G),
+                        U=xp.new_empty(n, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
+                        HP=xp.new_empty(T, B, G) if spec.layer_norm and spec.store else None,
+                        stats=xp.new_empty(4, n, B),  # mean_h, rstd_h, mean_c, rstd_c
+                        CN=xp.new_empty(n, B, H) if km.modes[1] else None)
+    hd = xp.new_empty(B, R) if km.drop_h is not None else None  # one step's h * drop_h
+    m8 = byte_mask(mask)
+    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
+    choice = native.gemm_choice(xp.dtype, B, G, R)  # packed or vendor GEMM, by the main product's shape
+    panels_hh = native.gemm_weight(w_hh, choice)
+    panels_hr = native.gemm_weight(w_hr, choice) if spec.proj else None
+    w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
+    g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
+    rec = xp.new_empty(B, G)  # one step's GEMM output (held here: the C only gets its address)
+    fns.forward(T, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
+                int(spec.store), spec.eps, native.vendor_arg(xp.dtype, choice), xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
+                c0.data_ptr(), g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
+                f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr(),
+                *_mask_args(km, ptr(hd)), ptr(f.CN))
+    if not spec.proj:
+        f.M = f.Y
+    return f
+
+
+def _mask_args(km: KernelMasks, *scratch) -> tuple:
+    """The C loops' recurrent-dropout and zoneout arguments: ``drop, *scratch, zh, zc, kh, kc,
+    zh_rate, zc_rate`` (``kh, kc``: the training keep masks as bytes; the rates: evaluation's;
+    ``scratch``: the forward's one-step ``h * drop`` buffer)."""
+    keep = [ptr(k) if m == SELECT else None for k, m in zip(km.keep, km.modes)]
+    return (ptr(km.drop_h), *scratch, km.modes[0], km.modes[1], *keep, *km.rates)
+
+
+def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
+              c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
+    """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
+    (grad wrt ``xp``), ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)``
+    (grad wrt ``W_hh h``, layer norm only), ``dh0, dc0`` and the norms' gain/shift grads."""
+    T, B, G = f.A.shape
+    H, R = G // 4, w_hh.shape[1]
+    g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
+                        dHP=torch.empty_like(f.A) if spec.layer_norm else None)
+    threads = pointwise_threads(B, G)
+    sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm else None  # per thread, summed after
+    m8 = byte_mask(mask)
+    w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
+    g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
+    choice = native.gemm_choice(f.A.dtype, B, R, G)
+    panels_hh_t = native.gemm_weight(w_hh.t(), choice)
+    panels_hr_t = native.gemm_weight(w_hr.t(), choice) if spec.proj else None
+    grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
+    scratch, dm = f.A.new_empty(threads, 3 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
+    hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}
+    fns.backward(T, B, H, R, step_flags(spec), torch.get_num_threads(), threads, int(spec.reverse),
+                 native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(),
+                 f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
+                 w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), g.DH.data_ptr(), ptr(g.dHP), g.dc0.data_ptr(),
+                 grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr(), *_mask_args(km),
+                 ptr(f.CN), ptr(hk))
+    if mask is not None:  # the first step padded: h0 passed straight through it
+        first = T - 1 if spec.reverse else 0
+        grad.add_(torch.where(mask[first], 0.0, g.DH[first]))
+    g.dh0 = grad
+    g.d_ln = sums.sum(0) if spec.layer_norm else None
+    return g
+
+
+def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, rows: Tensor | None,
+                  needs: dict[str, bool], km: KernelMasks) -> dict[str, Tensor | None]:
+    """Parameter gradients as a few big GEMMs/reductions over all steps
+    (:mod:`rnnkit.kernels.grads`); the layer norms' from the sums the C backward kept."""
+    T, B, G = f.A.shape
+    out: dict[str, Tensor | None] = {}
+    if needs["w_hh"]:
+        d = km.drop_h  # W_hh saw h * drop_h
+        out["w_hh"] = grad_weight_prev(g.dHP if spec.layer_norm else g.dA, f.Y if d is None else f.Y * d,
+                                       h0 if d is None else h0 * d, spec.reverse)
+    if spec.peephole:
+        out |= peephole_grads(g.dA, f.C, c0, spec.reverse, needs)
+        if f.CN is not None and needs["w_co"]:  # w_co saw the cell's own c', not the zoned c
+            out["w_co"] = sum_tb(g.dA[..., 3 * (G // 4):] * f.CN)
+    if spec.layer_norm:
+        H = G // 4
+        out |= {"ln_hh_w": g.d_ln[0], "ln_c_w": g.d_ln[1, :H], "ln_c_b": g.d_ln[2, :H]}
+    if spec.proj and needs["w_hr"]:
+        out["w_hr"] = grad_projection(g.DH, f.M, rows)
+    return out
+
+
+class NativeLSTMScan(torch.autograd.Function):
+    """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+    -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the input projection with every
+    additive bias folded in, absent parameters are None. ``rebuild``
+    (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
+    (double backward): the reference's autograd instead of the C BPTT."""
+
+    @staticmethod
+    def forward(ctx, rebuild, spec: LSTMSpec, mask: Tensor | None, km: KernelMasks, xp: Tensor, h0: Tensor,
+                c0: Tensor, w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
+        fns = steps_fns(xp.dtype)
+        peep = (w_ci, w_cf, w_co) if spec.peephole else None
+        ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
+        f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr, km)
+        ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
+        if spec.store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
+            ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats, f.CN,
+                                  *rebuild.take_tensors())
+        last = 0 if spec.reverse else xp.shape[0] - 1
+        return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), f.C[last].clone()
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
+        spec: LSTMSpec = ctx.spec
+        assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
+        (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+         A, C, U, Y, M, HP, stats, CN, *saved) = ctx.saved_tensors
+        needs = dict(zip(_INPUTS, ctx.needs_input_grad[4:]))
+        if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
+            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+            grads = ctx.rebuild.grads(saved, inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
+            return (None, None, None, None, *grads)
+        h0, c0 = h0.contiguous(), c0.contiguous()
+        f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN)
+        peep = (w_ci, w_cf, w_co) if spec.peephole else None
+        ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
+        rows = padded_rows(mask)
+        dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
+        g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, w_hh, peep, ln, w_hr, ctx.km)
+        w = _weight_grads(spec, f, g, h0, c0, rows, needs, ctx.km)
+        return (None, None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
+                g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
+
+
+def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
+              mask: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, State]:
+    """The kernel's ``run``, :func:`rnnkit.nn.scan.scan`'s signature, on an input :func:`match`
+    took: ``x (T, B, I)``, ``state = (h (B, R), c (B, H))``, ``mask (T, B, 1)``
+    -> ``(y (T, B, R), (h_n, c_n))``."""
+    h0, c0 = state
+    km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
+    x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
+    params = [getattr(p, name, None) for name in LSTM_PARAMETERS]
+    params = [None if w is None else w.contiguous() for w in params]
+    xp = folded_projection(cell, p, x).contiguous()
+    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xp, h0, c0, *params))
+    spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
+                    reverse=reverse, store=store)
+    rebuild = Rebuild(cell, p, x, folded_projection, LSTM_PARAMETERS, reverse)
+    y, h, c = NativeLSTMScan.apply(rebuild, spec, mask, km, xp, h0, c0, *params)
+    return y, (h, c)
+
+
+def supports(cell: RecurrentCell) -> Verdict:
+    """Any :class:`LSTMCell` itself (the plain one only with step masks: see :func:`match`)."""
+    return type(cell) is LSTMCell or "not an LSTMCell (subclasses may change the step)"
+
+
+def match(cell: LSTMCell, x: Tensor, p: Params, state: State | None, mask: Tensor | None) -> Verdict:
+    """CPU float32/float64 in eager mode; peephole and/or layer norm, or step masks
+    (recurrent dropout, zoneout: in the C loop, without projection only)."""
+    if has_masks(p):
+        if cell.proj_size:
+            return "recurrent dropout or zoneout with proj_size: the C loop has no masks for the projection"
+    else:
+        verdict = lstm_supported(cell)
+        if verdict is not True:
+            return verdict
+    return match_cpu(cell, x, p, state, mask)
+
+
+def _lstm(proj: bool = False, **options):
+    """A sample's factory: ``LSTMCell(i, h, **options)``, with ``proj_size = h // 2`` if ``proj``."""
+    return lambda i, h, **kw: LSTMCell(i, h, proj_size=h // 2 if proj else 0, **options, **kw)
+
+
+SAMPLES = tuple(Sample(name, _lstm(**options)) for name, options in {
+    "lstm_peephole_layer_norm": dict(peephole=True, layer_norm=True),
+    "lstm_peephole": dict(peephole=True),
+    "lstm_layer_norm": dict(layer_norm=True),
+    "lstm_peephole_proj": dict(peephole=True, proj=True),
+    "lstm_all_proj": dict(peephole=True, layer_norm=True, proj=True),
+    "lstm_peephole_no_bias": dict(bias=False, peephole=True),
+    "lstm_layer_norm_no_bias": dict(bias=False, layer_norm=True),
+}.items())
+
+# --- in a graph: the same C loops as torch.library custom ops --------------------------------
+# torch.compile/torch.export cannot trace the Function above (it hands addresses to C); these
+# ops can stay in their graphs. Tensors and flags only: absent parameters are None inputs, absent
+# outputs empty (0,) tensors (a schema has no optional outputs). The forward always keeps the
+# backward's buffers (a graph cannot know whether one follows); no step masks (a layer with them
+# traces the reference under compile); no double backward (eager mode has it).
+@torch.library.custom_op("rnnkit::lstm_scan", mutates_args=())
+def lstm_scan_op(xp: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], w_hh: Tensor,
+                 w_ci: Optional[Tensor], w_cf: Optional[Tensor], w_co: Optional[Tensor],
+                 ln_hh_w: Optional[Tensor], ln_c_w: Optional[Tensor], ln_c_b: Optional[Tensor],
+                 w_hr: Optional[Tensor], peephole: bool, layer_norm: bool, reverse: bool,
+                 eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``xp (T, B, 4H)`` (input projection, biases folded in) -> ``(y (T, B, R), h_n (B, R),
+    c_n (B, H), A, C, U, M, HP, stats, Y)``: the outputs, then the buffers the backward
+    reads (``M``, ``HP``, ``stats``: empty without projection / layer norm; ``Y``, the states with
+    the padded steps', empty without a mask, when it is ``y``)."""
+    spec = LSTMSpec(peephole=peephole, layer_norm=layer_norm, proj=w_hr is not None, reverse=reverse, eps=eps)
+    km = no_masks(xp.shape[1], (w_hh.shape[1], xp.shape[2] // 4), xp.device)
+    params = [None if w is None else w.contiguous() for w in (w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)]
+    peep = tuple(params[:3]) if peephole else None
+    ln = tuple(params[3:6]) if layer_norm else None
+    f = _forward(steps_fns(xp.dtype), spec, xp.contiguous(), h0.contiguous(),
+                             c0.contiguous(), mask, w_hh.contiguous(), peep, ln, params[6], km)
+    last = 0 if reverse else xp.shape[0] - 1
+    y = masked_copy(f.Y, padded_rows(mask))  # an op's outputs never alias: Y only when it differs
+    return (y, f.Y[last].clone(), f.C[last].clone(), f.A, f.C, f.U, f.M if spec.proj else empty_output(xp),
+            f.HP if layer_norm else empty_output(xp), f.stats if layer_norm else empty_output(xp), empty_output(xp) if y is f.Y else f.Y)
+
+
+@lstm_scan_op.register_fake
+def _(xp, h0, c0, mask, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, peephole, layer_norm, reverse,
+      eps):
+    T, B, G = xp.shape
+    H, R = G // 4, w_hh.shape[1]
+    return (xp.new_empty(T, B, R), xp.new_empty(B, R), xp.new_empty(B, H), xp.new_empty(T, B, G),
+            xp.new_empty(T, B, H), xp.new_empty(T, B, H), xp.new_empty(T, B, H) if w_hr is not None else xp.new_empty(0),
+            xp.new_empty(T, B, G) if layer_norm else xp.new_empty(0), xp.new_empty(4, T, B) if layer_norm else xp.new_empty(0),
+            xp.new_empty(T, B, R) if mask is not None else xp.new_empty(0))
+
+
+@torch.library.custom_op("rnnkit::lstm_scan_backward", mutates_args=())
+def lstm_scan_backward_op(dy: Tensor, dh_n: Tensor, dc_n: Tensor, mask: Optional[Tensor], h0: Tensor, c0: Tensor,
+                          w_hh: Tensor, w_ci: Optional[Tensor], w_cf: Optional[Tensor], w_co: Optional[Tensor],
+                          ln_hh_w: Optional[Tensor], ln_c_w: Optional[Tensor], ln_c_b: Optional[Tensor],
+                          w_hr: Optional[Tensor], y: Tensor, A: Tensor, C: Tensor, U: Tensor, M: Tensor, HP: Tensor,
+                          stats: Tensor, Y: Tensor, peephole: bool, layer_norm: bool, reverse: bool, eps: float) -> list[Tensor]:
+    """The C BPTT: gradients wrt ``(xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w,
+    ln_c_b, w_hr)``, empty for absent parameters."""
+    T, B, G = A.shape
+    spec = LSTMSpec(peephole=peephole, layer_norm=layer_norm, proj=w_hr is not None, reverse=reverse, eps=eps)
+    km = no_masks(B, (w_hh.shape[1], G // 4), A.device)
+    Y = Y if Y.numel() else y
+    stats = stats if layer_norm else A.new_empty(4, T, B)  # read only with layer norm
+    f = Params(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=present(HP), stats=stats, CN=None)
+    params = [None if w is None else w.contiguous() for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)]
+    peep = tuple(params[1:4]) if peephole else None
+    ln = tuple(params[4:7]) if layer_norm else None
+    rows = padded_rows(mask)
+    dy = masked_copy(dy, rows).contiguous()
+    h0, c0 = h0.contiguous(), c0.contiguous()
+    g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, params[0], peep,
+                              ln, params[7], km)
+    needs = {name: w is not None for name, w in zip(_LSTM_PARAMS, params)}
+    w = _weight_grads(spec, f, g, h0, c0, rows, needs, km)
+    return [own_output(t) for t in (g.dA, g.dh0, g.dc0, *(w[n] if needs[n] else empty_output(A) for n in _LSTM_PARAMS))]
+
+
+@lstm_scan_backward_op.register_fake
+def _(dy, dh_n, dc_n, mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, y, A, C, U, M, HP, stats,
+      Y, peephole, layer_norm, reverse, eps):
+    grads = [torch.empty_like(A), torch.empty_like(h0), torch.empty_like(c0)]
+    return grads + [A.new_empty(0) if w is None else torch.empty_like(w)
+                    for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)]
+
+
+def _lstm_setup(ctx, inputs, output) -> None:
+    xp, h0, c0, mask, *weights = inputs[:12]
+    ctx.flags = inputs[12:]
+    ctx.save_for_backward(mask, h0, c0, *weights, output[0], *output[3:])
+
+
+def _lstm_backward(ctx, dy, dh_n, dc_n, *_buffers):
+    mask, h0, c0, *rest = ctx.saved_tensors
+    weights, (y, A, C, U, M, HP, stats, Y) = rest[:8], rest[8:]
+    dy, dh_n, dc_n = (torch.zeros_like(t) if d is None else d for d, t in ((dy, y), (dh_n, h0), (dc_n, c0)))
+    grads = lstm_scan_backward_op(dy, dh_n, dc_n, mask, h0, c0, *weights, y, A, C, U, M, HP, stats, Y, *ctx.flags)
+    dxp, dh0, dc0, *dw = grads
+    return (dxp, dh0, dc0, None, *(None if w is None else d for w, d in zip(weights, dw)), None, None, None, None)
+
+
+lstm_scan_op.register_autograd(_lstm_backward, setup_context=_lstm_setup)
+
+
+def lstm_scan_graph(cell: LSTMCell, p: Params, x: Tensor, state: State, mask: Tensor | None = None,
+                    reverse: bool = False) -> tuple[Tensor, State]:
+    """:func:`rnnkit.kernels.cpu.lstm.lstm_scan` through the custom op (same signature and
+    result): ``x (T, B, I)``, ``state = (h (B, R), c (B, H))`` -> ``(y (T, B, R), (h_n, c_n))``."""
+    h0, c0 = state
+    x = zero_padding(x, mask)
+    xp = folded_projection(cell, p, x)
+    weights = [getattr(p, name, None) for name in LSTM_PARAMETERS]
+    y, h, c, *_ = lstm_scan_op(xp, h0, c0, mask, *weights, cell.peephole, cell.layer_norm, reverse, LN_EPS)
+    return y, (h, c)
+
+
+def run(cell: LSTMCell, p: Params, x: Tensor, state: State, mask: Tensor | None = None,
+        reverse: bool = False) -> tuple[Tensor, State]:
+    """The kernel: :func:`lstm_scan` (an autograd Function) in eager mode, the custom op in a graph."""
+    if compiling():
+        return lstm_scan_graph(cell, p, x, state, mask, reverse)
+    return lstm_scan(cell, p, x, state, mask, reverse)
+
+
+KERNEL = register(Kernel("cpu.lstm", "cpu", run, supports, match, priority=0, available=available,
+                         samples=SAMPLES))
