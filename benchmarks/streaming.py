@@ -7,7 +7,11 @@ step at a time, the state carried, under ``torch.no_grad``, for each hidden size
 * ``rnnkit.LSTM.step (grad on)`` — the same with autograd recording (ATen's fused cell);
 * ``rnnkit.LSTM forward per step`` — ``layer(x_t[None], state)``, the generic forward;
 * the GRU and Elman RNN against their ``torch.nn`` cell loops, and the peephole and
-  layer-norm LSTMs and minGRU (no torch.nn twin) for scale.
+  layer-norm LSTMs and minGRU (no torch.nn twin) for scale;
+* ``onnxruntime <cell> step`` — the same layers exported as one-step ONNX graphs
+  (:func:`rnnkit.export.export_onnx`, ``mode="step"``) run in a single-thread ONNX Runtime
+  session, the state fed back each step (the LSTM and GRU as ONNX's fused operators, the
+  peephole LSTM and minGRU as primitive ops); skipped when onnxruntime is not installed.
 
 Every function runs a block of steps; all run once per round in a rotating order
 (:func:`rnnkit.bench.interleaved`), and the medians over rounds are reported, with the
@@ -15,7 +19,7 @@ per-round paired ratio to the twin torch.nn cell loop. ``step_latency_ratio`` is
 rnnkit's LSTM step over the ``torch.nn.LSTMCell`` loop at B1 H256 (target <= 0.5).
 Input size = hidden size. ``--threads 1`` (default) for a machine shared with other jobs.
 
-    python benchmarks/streaming.py [--hidden 128 256 512] [--repeats 31] [--steps 200] [--out PATH]
+    python benchmarks/streaming.py [--hidden 128 256 512] [--repeats 31] [--steps 200] [--out PATH] [--no-onnx]
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import json
 import shlex
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -79,7 +84,39 @@ def rnnkit_forward_per_step(layer: rnnkit.Recurrent, xs: torch.Tensor) -> Callab
     return run
 
 
-def variants(H: int, steps: int) -> dict[str, tuple[str, str | None, Callable[[], None]]]:
+def onnxruntime_step(layer: rnnkit.Recurrent, xs: torch.Tensor, folder: Path) -> Callable[[], None]:
+    """``layer`` exported as a one-step graph, run in a single-thread session: one
+    ``session.run`` per step, the state outputs fed back as the next inputs."""
+    import onnxruntime as ort
+
+    from rnnkit.export import export_onnx
+
+    path = export_onnx(layer, folder / f"{id(layer)}.onnx", mode="step")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = [f"{s}0" for s in layer.cells[0].state_names]
+    steps = [x.numpy() for x in xs]
+    init = layer.init_state(1)
+    init = [s.detach().numpy() for s in (init if isinstance(init, tuple) else (init,))]
+
+    def run() -> None:
+        state = init
+        for x in steps:
+            _, *state = session.run(None, {"x": x, **dict(zip(names, state))})
+    return run
+
+
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnx  # noqa: F401  (the export builds the graph with it)
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
+def variants(H: int, steps: int, onnx_folder: Path | None = None) -> dict[str, tuple[str, str | None, Callable[[], None]]]:
     """name -> (cell, twin variant name or None, function running ``steps`` steps)."""
     torch.manual_seed(0)
     xs = torch.randn(steps, 1, H)
@@ -102,13 +139,19 @@ def variants(H: int, steps: int) -> dict[str, tuple[str, str | None, Callable[[]
                         ("lstm_layer_norm", rnnkit.LSTM(H, H, layer_norm=True)),
                         ("mingru", rnnkit.MinGRU(H, H))):
         out[f"rnnkit {name} step"] = (name, "torch.nn.LSTMCell loop", rnnkit_step(layer.eval(), xs))
+    if onnx_folder is not None:  # the exported layers, each against its torch.nn twin (custom cells: LSTMCell)
+        for name, layer, twin in (("lstm", ours_lstm, "torch.nn.LSTMCell loop"),
+                                  ("gru", ours_gru, "torch.nn.GRUCell loop"),
+                                  ("lstm_peephole", rnnkit.LSTM(H, H, peephole=True).eval(), "torch.nn.LSTMCell loop"),
+                                  ("mingru", rnnkit.MinGRU(H, H).eval(), "torch.nn.LSTMCell loop")):
+            out[f"onnxruntime {name} step"] = (name, twin, onnxruntime_step(layer, xs, onnx_folder))
     return out
 
 
-def measure(hidden: list[int], repeats: int, steps: int) -> tuple[list[dict], dict]:
+def measure(hidden: list[int], repeats: int, steps: int, onnx_folder: Path | None = None) -> tuple[list[dict], dict]:
     rows, ratios = [], {}
     for H in hidden:
-        vs = variants(H, steps)
+        vs = variants(H, steps, onnx_folder)
         with torch.no_grad():
             times = interleaved({n: f for n, (_, _, f) in vs.items()}, repeats=repeats, warmup=3)
         us = {n: [t / steps * 1e6 for t in ts] for n, ts in times.items()}
@@ -140,10 +183,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=200, help="steps per timed block")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     p.add_argument("--out", default="docs/benchmarks/streaming_cpu.json")
+    p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows, ratios = measure(args.hidden, args.repeats, args.steps)
+    ort_version = None if args.no_onnx else _onnxruntime_version()
+    with tempfile.TemporaryDirectory() as folder:
+        rows, ratios = measure(args.hidden, args.repeats, args.steps, Path(folder) if ort_version else None)
     print(table(rows))
     ratio = ratios.get(256)
     if ratio is not None:
@@ -153,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
               "batch": 1, "steps_per_block": args.steps, "repeats": args.repeats, "grad": "torch.no_grad",
               "step_latency_ratio": ratio, "step_latency_ratio_target": TARGET,
               "step_latency_ratio_by_hidden": {str(h): r for h, r in ratios.items()},
-              "onnxruntime": None,  # the exported model's row comes with the ONNX export
+              "onnxruntime": None if ort_version is None else {
+                  "version": ort_version, "session_threads": 1, "graph": "rnnkit.export.export_onnx(mode='step')",
+                  "variants": sorted({r["variant"] for r in rows if r["variant"].startswith("onnxruntime")})},
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
