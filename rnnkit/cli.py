@@ -26,11 +26,13 @@ HELP = {
     "ngram": "Kneser-Ney n-gram baseline on a corpus",
     "translate": "translate raw text (one sentence per line) with a trained encoder-decoder",
     "tag": "tag raw text (one sentence per line) with a trained tagger: NER or POS",
+    "transcribe": "transcribe spoken digits in WAV files with a trained CTC model (--task transcribe)",
     "diagnose": "gradient diagnostics of a trained recurrent model (vanishing/exploding gradients)",
     "plot": "plot the curves of one or several runs (metrics.jsonl) to a PNG",
     "report": "one self-contained HTML report of one or several runs",
     "data": "list or check the registered datasets",
     "bench": "time every layer against torch.nn.LSTM",
+    "export": "export a trained model to ONNX (whole-sequence or one-step graph)",
 }
 
 
@@ -392,6 +394,38 @@ def _run_translate(args) -> int:
     return 0
 
 
+def _transcribe_parser(sub) -> None:
+    p = sub.add_parser("transcribe", help=HELP["transcribe"],
+                       description="Prints the digit string heard in each mono PCM WAV file (any rate: resampled "
+                                   "to the model's), one line per file, in order.")
+    p.add_argument("checkpoint", help="best.safetensors of a run of --task transcribe")
+    p.add_argument("files", nargs="+", metavar="FILE.wav")
+    p.add_argument("--beam", type=int, default=8, help="prefix beam search width (0: best path, greedy)")
+    p.add_argument("--device", default="cpu")
+
+
+def _run_transcribe(args) -> int:
+    from .data.audio import read_wav, resample
+    from .train.config import check_device
+    from .train.saved import load_model
+
+    check_device(args.device)
+    if args.beam < 0:
+        raise ConfigError(f"--beam must be >= 0, got {args.beam}")
+    loaded = load_model(args.checkpoint, args.device)
+    if loaded.task.name != "transcribe":
+        raise ConfigError(f"{args.checkpoint} is a {loaded.task.name!r} model, not a transcriber "
+                          "(train with --task transcribe)")
+    rate = loaded.task.settings().rate
+    samples = []
+    for path in args.files:
+        x, sr = read_wav(path)
+        samples.append(x if sr == rate else resample(x, sr, rate, name=path))
+    for out in loaded.task.transcribe(loaded.model, samples, args.beam or None):
+        print(out)
+    return 0
+
+
 def _diagnose_parser(sub) -> None:
     p = sub.add_parser("diagnose", help=HELP["diagnose"],
                        description="Gradient norm through time, Jacobian norms, spectral radius and singular values "
@@ -568,12 +602,40 @@ def _run_report(args) -> int:
     return 0
 
 
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help=HELP["export"],
+                       description="Write a trained language model as an ONNX graph: token ids, lengths and the "
+                                   "recurrent state in; logits and the final state out; dynamic batch and time. "
+                                   "Needs the export extra (pip install 'rnnkit[export]').")
+    p.add_argument("checkpoint", help="best.safetensors or checkpoint.safetensors")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="the export format (default: onnx)")
+    p.add_argument("-o", "--output", default=None, help="the file to write (default: CHECKPOINT with .onnx, "
+                                                        "or .step.onnx for --mode step)")
+    p.add_argument("--mode", default="sequence", choices=["sequence", "step"],
+                   help="sequence: a whole (padded) sequence per call; step: one time step, for streaming")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
+
+
+def _run_export(args) -> int:
+    from .export.onnx import DEFAULT_OPSET, export_onnx, require_onnx
+
+    require_onnx()  # before loading the model: the one-line install hint, not a late ImportError
+    loaded = _load_lm(args.checkpoint, "cpu")
+    suffix = ".onnx" if args.mode == "sequence" else ".step.onnx"
+    out = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(suffix)
+    path = export_onnx(loaded.model, out, mode=args.mode, opset=DEFAULT_OPSET if args.opset is None else args.opset)
+    print(f"wrote {path} ({args.mode} graph, {path.stat().st_size:,} bytes)")
+    return 0
+
+
 COMMANDS = {"train": (_train_parser, _run_train), "sample": (_sample_parser, _run_sample),
             "eval": (_eval_parser, _run_eval), "diagnose": (_diagnose_parser, _run_diagnose),
             "tag": (_tag_parser, _run_tag), "translate": (_translate_parser, _run_translate),
+            "transcribe": (_transcribe_parser, _run_transcribe),
             "ngram": (_ngram_parser, _run_ngram), "plot": (_plot_parser, _run_plot),
             "report": (_report_parser, _run_report),
-            "data": (_data_parser, _run_data), "bench": (_bench_parser, _run_bench)}
+            "data": (_data_parser, _run_data), "bench": (_bench_parser, _run_bench),
+            "export": (_export_parser, _run_export)}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

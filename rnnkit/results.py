@@ -44,6 +44,12 @@ REFERENCES: dict[str, tuple[str, str, float, str]] = {
     "dna-motif": ("test accuracy", "test.accuracy", 0.99, "issue target (>= 0.99), a planted 8-mer in 100 bases"),
     "jsb-chorales": ("test NLL per step", "test.nll_per_step", 8.5, "Chung et al. 2014, GRU on JSB Chorales "
                      "(nats per time step)"),
+    "fsdd-digits": ("test accuracy (official split)", "test.accuracy", 0.97, "issue target (>= 0.97), FSDD "
+                    "takes 0-4 as test"),
+    "fsdd-ctc": ("test WER (prefix beam), connected digits", "test.wer", 0.05, "issue target (<= 0.05), seen "
+                 "speakers"),
+    "video-frames": ("test accuracy", "test.accuracy", 0.95, "issue target (>= 0.95), 8 generated motions, "
+                     "no single frame tells the class"),
 }
 
 

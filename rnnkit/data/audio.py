@@ -13,6 +13,8 @@ Everything is computed in torch (no torchaudio: its wheels pin their own torch).
 * :func:`log_mel` is ``log(mel power + 1e-10)`` of a Hann-windowed ``torch.stft``;
   :func:`normalize` standardises each channel over one utterance; :func:`spec_augment`
   masks time and frequency bands, deterministically given a ``torch.Generator``.
+* :class:`LogMelStream` gives the same frames as :func:`log_mel` from audio that arrives
+  in chunks (a stream, or a long file read piece by piece with :func:`wav_chunks`).
 * :func:`cached_features` stores features as safetensors (never pickles), keyed by the
   file's sha256 and the feature settings, written atomically.
 """
@@ -27,6 +29,7 @@ import struct
 import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -85,10 +88,18 @@ def read_wav(path: str | os.PathLike[str], *, data: bytes | None = None) -> tupl
             raise DataError(f"{name}: cannot read: {e.strerror or e}") from e
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
-            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            width, rate, frames = _check_header(w, name)
             raw = w.readframes(frames)
     except (wave.Error, EOFError, struct.error) as e:  # wave lets struct.error escape on bad headers
         raise DataError(f"{name}: not a readable PCM WAV file ({e})") from e
+    if len(raw) != frames * width:
+        raise DataError(f"{name}: truncated: header says {frames} samples, data holds {len(raw) // width}")
+    return torch.from_numpy(_decode_pcm(raw, width).copy()), rate
+
+
+def _check_header(w: wave.Wave_read, name: str) -> tuple[int, int, int]:
+    """``(sample width, rate, frames)`` of an open WAV, or the DataError that names the file."""
+    channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
     if channels != 1:
         kind = "stereo" if channels == 2 else f"{channels}-channel"
         raise DataError(f"{name}: {kind} audio; only mono WAV is supported (mix it down to one channel)")
@@ -96,11 +107,37 @@ def read_wav(path: str | os.PathLike[str], *, data: bytes | None = None) -> tupl
         raise DataError(f"{name}: unsupported sample width of {width} bytes (8/16/24/32-bit PCM only)")
     if rate <= 0:
         raise DataError(f"{name}: invalid sample rate {rate} Hz")
-    if frames == 0 or not raw:
+    if frames == 0:
         raise DataError(f"{name}: empty recording (no samples)")
-    if len(raw) != frames * width:
-        raise DataError(f"{name}: truncated: header says {frames} samples, data holds {len(raw) // width}")
-    return torch.from_numpy(_decode_pcm(raw, width).copy()), rate
+    return width, rate, frames
+
+
+def wav_chunks(path: str | os.PathLike[str], chunk: int) -> Iterator[tuple[torch.Tensor, int]]:
+    """Read a mono PCM WAV file ``chunk`` samples at a time, never holding all of it.
+
+    Yields ``(samples (<= chunk,), rate)``; the concatenation equals :func:`read_wav`'s samples.
+    Raises the same :class:`~rnnkit.errors.DataError` (naming the file) as :func:`read_wav`,
+    a truncated data chunk only once its end is reached.
+    """
+    name = os.fspath(path)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"wav_chunks: chunk must be a positive number of samples, got {chunk!r}")
+    try:
+        with open(path, "rb") as f, wave.open(f, "rb") as w:
+            width, rate, frames = _check_header(w, name)
+            read = 0
+            while read < frames:
+                raw = w.readframes(min(chunk, frames - read))
+                if len(raw) < width:
+                    break
+                read += len(raw) // width
+                yield torch.from_numpy(_decode_pcm(raw[: len(raw) - len(raw) % width], width).copy()), rate
+    except OSError as e:
+        raise DataError(f"{name}: cannot read: {e.strerror or e}") from e
+    except (wave.Error, EOFError, struct.error) as e:
+        raise DataError(f"{name}: not a readable PCM WAV file ({e})") from e
+    if read != frames:
+        raise DataError(f"{name}: truncated: header says {frames} samples, data holds {read}")
 
 
 # ------------------------------------------------------------------------ resampling
@@ -248,6 +285,72 @@ def log_mel(x: torch.Tensor, rate: int, n_mels: int = 40, win_ms: float = 25.0, 
     power = spec.abs().square()
     fb = mel_filterbank(n_mels, n_fft, rate, f_min, f_max).to(x.device)
     return torch.log(power.transpose(0, 1) @ fb + LOG_FLOOR)
+
+
+class LogMelStream:
+    """:func:`log_mel` of audio that arrives in chunks: :meth:`push` each chunk of samples
+    ``(n,)`` and get back the frames ``(k, n_mels)`` it completed, then :meth:`finish` for
+    the last ones. All frames together equal ``log_mel`` of the whole signal (up to float
+    rounding), however the signal is cut: the stream zero-pads the start and the end as
+    ``torch.stft(center=True)`` does and keeps only the samples a later frame still needs
+    (at most one FFT window), so memory does not grow with the length.
+    """
+
+    def __init__(self, rate: int, n_mels: int = 40, win_ms: float = 25.0, hop_ms: float = 10.0,
+                 f_min: float = 0.0, f_max: float | None = None) -> None:
+        self.rate = rate
+        win, self.hop, self.n_fft = frame_sizes(rate, win_ms, hop_ms)
+        left = (self.n_fft - win) // 2  # torch.stft centres a shorter window in the FFT frame
+        self.window = torch.zeros(self.n_fft)
+        self.window[left:left + win] = torch.hann_window(win, periodic=True)
+        self.fb = mel_filterbank(n_mels, self.n_fft, rate, f_min, f_max)
+        self.buffer = torch.zeros(self.n_fft // 2)  # the centring pad before the first sample
+        self.start = 0      # position of buffer[0] in the padded signal
+        self.emitted = 0    # frames returned so far; frame t starts at t * hop in the padded signal
+        self.samples = 0    # real samples pushed
+        self.finished = False
+
+    def _frames(self, upto: int) -> torch.Tensor:
+        """Frames ``emitted .. upto - 1`` (all inside the buffer); drops samples no later frame needs."""
+        n = upto - self.emitted
+        if n <= 0:
+            return torch.zeros(0, self.fb.shape[1])
+        offset = self.emitted * self.hop - self.start
+        frames = self.buffer[offset:offset + (n - 1) * self.hop + self.n_fft].unfold(0, self.n_fft, self.hop)
+        power = torch.fft.rfft(frames * self.window).abs().square()
+        self.emitted = upto
+        drop = self.emitted * self.hop - self.start
+        self.buffer, self.start = self.buffer[drop:], self.start + drop
+        return torch.log(power @ self.fb + LOG_FLOOR)
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Add samples ``(n,)``; returns the ``(k, n_mels)`` frames now complete (``k`` may be 0)."""
+        if self.finished:
+            raise DataError("LogMelStream: push after finish; start a new stream for a new signal")
+        if chunk.ndim != 1:
+            raise DataError(f"LogMelStream expects mono samples of shape (n,), got {tuple(chunk.shape)}")
+        self.buffer = torch.cat([self.buffer, chunk.to(torch.float32)])
+        self.samples += chunk.shape[0]
+        end = self.start + self.buffer.shape[0]  # padded samples seen
+        return self._frames(max(self.emitted, (end - self.n_fft) // self.hop + 1))
+
+    def finish(self) -> torch.Tensor:
+        """The remaining frames, with the end zero-padded: ``1 + samples // hop`` frames in all."""
+        if self.samples == 0:
+            raise DataError("LogMelStream: no samples were pushed (an empty recording has no features)")
+        self.finished = True
+        total = 1 + self.samples // self.hop
+        self.buffer = torch.cat([self.buffer, torch.zeros(self.n_fft // 2 + self.hop)])
+        return self._frames(total)
+
+
+def log_mel_chunks(chunks: Iterable[torch.Tensor], rate: int, n_mels: int = 40, win_ms: float = 25.0,
+                   hop_ms: float = 10.0, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
+    """:func:`log_mel` of the concatenated ``chunks`` ``(n_i,)``, computed chunk by chunk
+    (:class:`LogMelStream`): ``(T, n_mels)``."""
+    stream = LogMelStream(rate, n_mels, win_ms, hop_ms, f_min, f_max)
+    parts = [stream.push(c) for c in chunks]
+    return torch.cat(parts + [stream.finish()])
 
 
 def normalize(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

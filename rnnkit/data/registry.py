@@ -18,6 +18,8 @@ Split conventions:
   registered under :data:`WHOLE`; :mod:`rnnkit.data.music` reads the splits from it.
 * ``etth1`` ships as one CSV registered under :data:`WHOLE`; :mod:`rnnkit.data.etth`
   cuts its rows 12/4/4 months into train/valid/test (Informer's split).
+* ``fsdd`` registers its two files under ``recordings`` and ``speakers``;
+  :mod:`rnnkit.data.fsdd` splits the takes (official test: takes 0-4) or holds out a speaker.
 * ``wikitext2`` is incomplete: only valid/test exist in the shared data, so
   ``check`` reports train missing. Its checksum is unknown (``sha256=None``).
 """
@@ -179,6 +181,16 @@ DATASETS: dict[str, DatasetSpec] = {
                                 "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066", 2589657)},
         description="ETTh1 (Zhou et al. 2021): 17420 hourly rows, date + 7 channels (OT = oil temperature); "
                     "rnnkit.data.etth splits train/valid/test 12/4/4 months.",
+    ),
+    "fsdd": DatasetSpec(
+        name="fsdd",
+        level="char",  # unused: audio (rnnkit.data.fsdd)
+        splits={"recordings": FileSpec("fsdd/recordings.tar",
+                                       "82aeab5d4ca7aec97dcaa44487ae043c2a3990c811eb72ef3e557a4cd13caefc", 23429120),
+                "speakers": FileSpec("fsdd/speakers.json",
+                                     "24eac42bffba4e2287070e2fe96d8721c51ba077a8fde5db0a793bac06853c65", 526)},
+        description="Free Spoken Digit Dataset (CC BY-SA 4.0): 3000 8 kHz WAVs, 6 speakers x 10 digits x 50; "
+                    "rnnkit.data.fsdd splits (official test: indices 0-4).",
     ),
 }
 

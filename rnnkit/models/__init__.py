@@ -1,8 +1,10 @@
 """Models built from rnnkit layers, and the registry tasks build them from."""
 from .cells import CELLS, recurrent_layer
 from .classifier import ClassifierConfig, SequenceClassifier
+from .ctc import CTCConfig, CTCModel
 from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
+from .frame_sequence import FrameEncoder, FrameSequenceClassifier, FrameSequenceConfig
 from .jordan import JordanConfig, JordanRNN
 from .language_model import LanguageModel, LMConfig
 from .multi_forecaster import Forecaster, MultiForecasterConfig
@@ -19,6 +21,8 @@ __all__ = ["Seq2Seq", "Seq2SeqConfig", "LanguageModel", "LMConfig", "CELLS", "re
            "EchoStateConfig", "EchoStateForecaster",
            "MultiForecasterConfig", "Forecaster",
            "ClassifierConfig", "SequenceClassifier",
+           "CTCConfig", "CTCModel",
            "TaggerConfig", "SequenceTagger",
            "PianoRollConfig", "PianoRollModel",
+           "FrameSequenceConfig", "FrameSequenceClassifier", "FrameEncoder",
            "TreeClassifierConfig", "TreeSentimentClassifier", "BinaryTreeLSTM", "ChildSumTreeLSTM", "RecursiveNN"]

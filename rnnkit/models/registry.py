@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from .classifier import ClassifierConfig, SequenceClassifier
+from .ctc import CTCConfig, CTCModel
 from .echo_state import EchoStateConfig, EchoStateForecaster
 from .forecaster import ForecasterConfig, SequenceForecaster
+from .frame_sequence import FrameSequenceClassifier, FrameSequenceConfig
 from .language_model import LanguageModel, LMConfig
 from .multi_forecaster import Forecaster, MultiForecasterConfig
 from .piano_roll import PianoRollConfig, PianoRollModel
@@ -38,4 +40,6 @@ MODELS: dict[str, RegisteredModel] = {
     "echo_state_forecaster": RegisteredModel(EchoStateConfig, EchoStateForecaster),
     "piano_roll": RegisteredModel(PianoRollConfig, PianoRollModel),
     "forecaster": RegisteredModel(MultiForecasterConfig, Forecaster),
+    "ctc": RegisteredModel(CTCConfig, CTCModel),
+    "frame_sequence": RegisteredModel(FrameSequenceConfig, FrameSequenceClassifier),
 }

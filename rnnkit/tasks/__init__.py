@@ -13,12 +13,15 @@ from .reber import ReberTask
 from .sentiment_tree import SentimentTreeTask
 from .seq_digits import SeqDigitsTask
 from .tag import TagTask
+from .transcribe import TranscribeTask
 from .translate import TranslateTask
+from .video import VideoTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (LanguageModelTask, AddingTask, ForecastTask, SeqDigitsTask,
                                                      CopyMemoryTask, ReberTask, EchoStateForecastTask,
                                                      ClassifyTask, TagTask, SentimentTreeTask, MusicTask,
-                                                     TranslateTask, ForecastMultiTask)}
+                                                     TranslateTask, ForecastMultiTask, VideoTask, TranscribeTask)}
 
 __all__ = ["TASKS", "AddingTask", "ClassifyTask", "CopyMemoryTask", "EchoStateForecastTask", "ForecastTask", "ForecastMultiTask",
-           "LanguageModelTask", "MusicTask", "ReberTask", "SentimentTreeTask", "SeqDigitsTask", "TagTask", "TranslateTask"]
+           "LanguageModelTask", "MusicTask", "ReberTask", "SentimentTreeTask", "SeqDigitsTask", "TagTask", "TranslateTask",
+           "VideoTask", "TranscribeTask"]

@@ -8,6 +8,11 @@ Datasets (``--dataset``):
 * ``sst`` (Stanford Sentiment Treebank, ``$RNNKIT_DATA/sst``): each tree's sentence
   and its root label; ``--granularity sst5`` (very negative .. very positive) or
   ``sst2`` (negative / positive, neutral sentences dropped, as is standard).
+* ``fsdd`` (Free Spoken Digit Dataset, ``$RNNKIT_DATA/fsdd``): spoken digits 0-9 as
+  log-mel features ``(T, n_mels)`` (25 ms windows, 10 ms hop; :mod:`rnnkit.data.audio`),
+  the model reading vectors, not ids. The official split (test: takes 0-4) or, with
+  ``--heldout-speaker NAME``, all of one speaker as test (:mod:`rnnkit.data.fsdd`);
+  ``--spec-augment`` masks time and frequency bands of training inputs.
 
 Batches hold sequences of similar length (bucketed, shuffled per epoch from the run's
 seed), padded, with their lengths: the model stops at each length.
@@ -15,6 +20,7 @@ seed), padded, with their lengths: the model stops at each length.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,12 +30,13 @@ from torch import Tensor, nn
 from ..data.batching import pad_batch
 from ..data.registry import resolve
 from ..data.vocab import Vocab
-from ..errors import CheckpointError
+from ..data.fsdd import pad_features, spec_augment_batch
+from ..errors import CheckpointError, ConfigError
 from ..options import option, require
 from ..train.task import Panel, Plan, StepOutput, Task
 from .examples import length_buckets
 
-DATASETS = ("dna_motif", "sst")
+DATASETS = ("dna_motif", "sst", "fsdd")
 BASES = "ACGT"
 
 
@@ -47,6 +54,11 @@ class ClassifyOptions:
     valid_size: int = option(1_000, "dna_motif: validation sequences")
     test_size: int = option(2_000, "dna_motif: test sequences")
     data_seed: int = option(1234, "dna_motif: seed of the generated splits")
+    heldout_speaker: str = option("", "fsdd: test on this speaker, train on the others ('' = official split)")
+    spec_augment: bool = option(False, "fsdd: SpecAugment (2 time masks of 5 frames, 2 of 5 mel channels) "
+                                "on training inputs")
+    n_mels: int = option(40, "fsdd: log-mel channels (25 ms windows, 10 ms hop)")
+    feature_cache: str = option("~/.cache/rnnkit/features", "fsdd: folder of cached log-mel features ('' = none)")
 
     def __post_init__(self) -> None:
         checks = [(self.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {self.dataset!r}"),
@@ -54,7 +66,10 @@ class ClassifyOptions:
                   (self.granularity in ("sst2", "sst5"), f"granularity must be sst2 or sst5, got {self.granularity!r}"),
                   (self.min_freq >= 1, f"min_freq must be >= 1, got {self.min_freq}"),
                   (self.motif != "" and set(self.motif) <= set(BASES), f"motif must be A/C/G/T letters, got {self.motif!r}"),
-                  (len(self.motif) <= self.seq_len, f"motif ({len(self.motif)}) longer than seq_len {self.seq_len}")]
+                  (len(self.motif) <= self.seq_len, f"motif ({len(self.motif)}) longer than seq_len {self.seq_len}"),
+                  (self.n_mels >= 1, f"n_mels must be >= 1, got {self.n_mels}"),
+                  (not self.heldout_speaker or self.dataset == "fsdd", "heldout_speaker applies to dataset fsdd only"),
+                  (not self.spec_augment or self.dataset == "fsdd", "spec_augment applies to dataset fsdd only")]
         checks += [(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
                    for k in ("seq_len", "train_size", "valid_size", "test_size")]
         require(checks, "config: [train]")
@@ -107,7 +122,23 @@ class ClassifyTask(Task):
                 g = torch.Generator().manual_seed(o.data_seed * 3 + offset)
                 self.splits[split] = dna_motif(getattr(o, f"{split}_size"), o.seq_len, o.motif, g)
             return
+        if o.dataset == "fsdd":
+            self._prepare_fsdd()
+            return
         self._prepare_sst()
+
+    def _prepare_fsdd(self) -> None:
+        from ..data import fsdd
+        from ..data.audio import FeatureSettings
+
+        o = self.options
+        files = resolve("fsdd", o.data_dir)
+        splits = fsdd.split_recordings(fsdd.read_recordings(files["recordings"]), o.heldout_speaker)
+        settings = FeatureSettings(n_mels=o.n_mels)
+        cache = Path(o.feature_cache).expanduser() if o.feature_cache else None
+        self.labels = [str(d) for d in range(10)]
+        self.splits = {split: (fsdd.features(recs, settings, cache), [r.digit for r in recs])
+                       for split, recs in splits.items()}
 
     def _prepare_sst(self) -> None:
         from ..data.trees import leaves, read_trees, sst2_label
@@ -133,8 +164,21 @@ class ClassifyTask(Task):
                        for split, (words, labels) in sentences.items()}
 
     def model_fields(self) -> dict[str, Any]:
+        if self.options.dataset == "fsdd":   # log-mel vectors in, not ids
+            return {"num_classes": 10, "vocab_size": 0, "input": "features", "input_size": self.options.n_mels}
         vocab = len(self.vocab) if self.vocab is not None else len(BASES)
         return {"num_classes": len(self.labels) or 2, "vocab_size": vocab}
+
+    def model_config(self):
+        from ..models import MODELS
+
+        fields = self.model_fields()
+        given = self.model_options.get("input", "embedding")
+        # the run config always holds the default 'embedding': only another id encoding is a conflict
+        if "input" in fields and given not in ("embedding", fields["input"]):
+            raise ConfigError(f"dataset {self.options.dataset!r} gives feature vectors: the model input must be "
+                              f"'features', got {given!r}")
+        return MODELS[self.model].config(**{**self.model_options, **fields})
 
     def batches(self, plan: Plan) -> list[tuple[Tensor, Tensor, Tensor]]:
         ids, labels = self.splits[plan.split]
@@ -142,13 +186,16 @@ class ClassifyTask(Task):
         pad = self.vocab.pad_id if self.vocab is not None else 0
         out = []
         for g in groups:
-            x, n = pad_batch([ids[i] for i in g], pad)
+            x, n = pad_features([ids[i] for i in g]) if self.options.dataset == "fsdd" else \
+                pad_batch([ids[i] for i in g], pad)
             out.append((x.to(plan.device), n, torch.tensor([labels[i] for i in g], device=plan.device)))
         return out
 
     # --- one batch ----------------------------------------------------------------
     def step(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], state: Any = None) -> StepOutput:
         x, lengths, y = batch
+        if model.training and self.options.spec_augment:
+            x = spec_augment_batch(x, lengths, self.clock.generator())
         logits = model(x, lengths).float()
         nll = F.cross_entropy(logits, y, reduction="sum")
         correct = int((logits.argmax(-1) == y).sum())
@@ -163,7 +210,9 @@ class ClassifyTask(Task):
 
     def summary(self) -> str:
         n = {k: len(v[1]) for k, v in self.splits.items()}
-        what = self.options.dataset + (f" ({self.options.granularity})" if self.options.dataset == "sst" else "")
+        o = self.options
+        what = o.dataset + (f" ({o.granularity})" if o.dataset == "sst" else "") + \
+            (f" (held-out speaker {o.heldout_speaker})" if o.heldout_speaker else "")
         vocab = f", vocabulary {len(self.vocab):,}" if self.vocab is not None else ""
         return (f"classify {what}: {n['train']:,} train / {n['valid']:,} valid / {n['test']:,} test sequences, "
                 f"{len(self.labels)} classes{vocab}")

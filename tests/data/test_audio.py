@@ -10,8 +10,8 @@ import torch
 from shared_data import DATA, needs
 
 from rnnkit.data.audio import (
-    FeatureSettings, cache_path, cached_features, hz_to_mel, log_mel, mel_filterbank, mel_points,
-    normalize, read_wav, resample, spec_augment,
+    FeatureSettings, LogMelStream, cache_path, cached_features, compute_features, hz_to_mel, log_mel,
+    log_mel_chunks, mel_filterbank, mel_points, normalize, read_wav, resample, spec_augment, wav_chunks,
 )
 from rnnkit.errors import ConfigError, DataError
 
@@ -120,7 +120,6 @@ def test_resampling_identity_and_bad_rates():
 
 
 def test_resampling_a_file_at_another_rate_via_the_pipeline(tmp_path):
-    from rnnkit.data.audio import compute_features
     ints = (_sine(300.0, 16000, 0.5) * 32767).numpy().astype("<i2")
     p = _write_wav(tmp_path / "hi.wav", ints, rate=16000)
     f = compute_features(p, FeatureSettings(rate=8000))
@@ -171,6 +170,53 @@ def test_log_mel_of_a_pure_tone_peaks_in_its_band():
     assert int(f[5:-5].mean(0).argmax()) == expected
 
 
+def _reference_log_mel(x: np.ndarray, rate: int, n_mels: int, win: int, hop: int, n_fft: int) -> np.ndarray:
+    """Float64 numpy log-mel written from the definitions (independent of torch.stft and of
+    mel_filterbank): centred frames with zero padding, a periodic Hann window centred in the
+    FFT frame, |rfft|^2, HTK-mel triangles of peak 1 (librosa's htk=True, norm=None), log."""
+    padded = np.pad(x.astype(np.float64), n_fft // 2)
+    window = np.zeros(n_fft)
+    left = (n_fft - win) // 2
+    window[left:left + win] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    frames = np.stack([padded[t * hop: t * hop + n_fft] for t in range(1 + len(x) // hop)])
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    corners = 700.0 * (10 ** (np.linspace(0.0, mel(rate / 2), n_mels + 2) / 2595.0) - 1.0)
+    bins = np.arange(n_fft // 2 + 1) * rate / n_fft
+    fb = np.zeros((n_fft // 2 + 1, n_mels))
+    for k in range(n_mels):
+        lo, mid, hi = corners[k:k + 3]
+        fb[:, k] = np.maximum(0.0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
+    return np.log(power @ fb + 1e-10)
+
+
+def _speechlike(rate: int, n: int, seed: int = 0) -> torch.Tensor:
+    """Two tones plus noise: every mel band carries power well above the log floor."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n, dtype=torch.float64) / rate
+    x = 0.4 * torch.sin(2 * math.pi * 440 * t) + 0.2 * torch.sin(2 * math.pi * 1870 * t)
+    return (x + 0.05 * torch.randn(n, generator=g, dtype=torch.float64)).to(torch.float32)
+
+
+@pytest.mark.parametrize("rate,n_mels,n", [(8000, 40, 8123), (16000, 64, 5000)])
+def test_log_mel_matches_a_float64_reference(rate, n_mels, n):
+    x = _speechlike(rate, n)
+    win, hop, n_fft = round(rate * 0.025), round(rate * 0.010), 1 << (round(rate * 0.025) - 1).bit_length()
+    ref = _reference_log_mel(x.double().numpy(), rate, n_mels, win, hop, n_fft)
+    got = log_mel(x, rate, n_mels=n_mels).double().numpy()
+    assert got.shape == ref.shape == (1 + n // hop, n_mels)
+    assert np.abs(got - ref).max() < 1e-3  # float32 against float64, in nats
+
+
+def test_log_mel_matches_librosa_if_installed():
+    librosa = pytest.importorskip("librosa")
+    x = _speechlike(8000, 6000)
+    ref = librosa.feature.melspectrogram(y=x.double().numpy(), sr=8000, n_fft=256, hop_length=80, win_length=200,
+                                         window="hann", center=True, pad_mode="constant", power=2.0,
+                                         n_mels=40, htk=True, norm=None)
+    assert np.abs(log_mel(x, 8000).double().numpy() - np.log(ref.T + 1e-10)).max() < 1e-3
+
+
 def test_log_mel_of_silence_and_short_input_is_finite():
     f = log_mel(torch.zeros(50), 8000)
     assert f.shape == (1, 40) and torch.isfinite(f).all()
@@ -207,6 +253,71 @@ def test_spec_augment_masks_exact_widths_reproducibly():
     assert (short == 0).all()  # width clipped to the utterance
 
 
+# ---------------------------------------------------------------- chunked features
+
+@pytest.mark.parametrize("chunk", [1, 7, 80, 256, 333, 5000, 100000])
+def test_chunked_and_whole_file_features_agree(tmp_path, chunk):
+    ints = (_speechlike(8000, 8123) * 32767).numpy().astype("<i2")
+    p = _write_wav(tmp_path / "long.wav", ints)
+    whole, rate = read_wav(p)
+    pieces = list(wav_chunks(p, chunk))
+    assert all(r == rate for _, r in pieces) and max(len(x) for x, _ in pieces) <= chunk
+    assert torch.equal(torch.cat([x for x, _ in pieces]), whole)  # the file read in chunks = read whole
+    chunked = log_mel_chunks([x for x, _ in pieces], rate)
+    want = log_mel(whole, rate)
+    assert chunked.shape == want.shape == (1 + 8123 // 80, 40)
+    assert torch.allclose(chunked, want, atol=1e-4, rtol=0)
+
+
+def test_stream_emits_frames_as_soon_as_they_are_complete():
+    x = _speechlike(8000, 4000, seed=3)
+    want = log_mel(x, 8000)
+    stream, got, sizes = LogMelStream(8000), [], torch.Generator().manual_seed(5)
+    pos = 0
+    while pos < len(x):  # random chunk sizes, some empty
+        n = int(torch.randint(0, 300, (), generator=sizes))
+        out = stream.push(x[pos:pos + n])
+        pos += n
+        # frame t needs padded samples up to t * hop + n_fft (the first n_fft // 2 of them are padding)
+        assert stream.emitted == max(0, (min(pos, len(x)) + 128 - 256) // 80 + 1)
+        got.append(out)
+    got.append(stream.finish())
+    assert torch.allclose(torch.cat(got), want, atol=1e-4, rtol=0)
+
+
+def test_chunked_bad_input_names_the_file(tmp_path):
+    stereo = _write_wav(tmp_path / "stereo.wav", np.zeros(20, dtype="<i2"), channels=2)
+    with pytest.raises(DataError, match=r"stereo\.wav: stereo audio"):
+        list(wav_chunks(stereo, 10))
+    empty = _write_wav(tmp_path / "empty.wav", np.zeros(0, dtype="<i2"))
+    with pytest.raises(DataError, match=r"empty\.wav: empty recording"):
+        list(wav_chunks(empty, 10))
+    (tmp_path / "notes.wav").write_text("this is not audio\n")
+    with pytest.raises(DataError, match=r"notes\.wav: not a readable PCM WAV"):
+        list(wav_chunks(tmp_path / "notes.wav", 10))
+    good = _write_wav(tmp_path / "good.wav", np.arange(100, dtype="<i2")).read_bytes()
+    (tmp_path / "short.wav").write_bytes(good[:-50])
+    with pytest.raises(DataError, match=r"short\.wav: truncated: header says 100 samples, data holds 75"):
+        list(wav_chunks(tmp_path / "short.wav", 10))
+    with pytest.raises(DataError, match=r"missing\.wav: cannot read"):
+        list(wav_chunks(tmp_path / "missing.wav", 10))
+    with pytest.raises(ConfigError, match="chunk must be a positive"):
+        list(wav_chunks(tmp_path / "good.wav", 0))
+    stream = LogMelStream(8000)
+    with pytest.raises(DataError, match="no samples"):
+        stream.finish()
+    stream.push(torch.zeros(100))
+    stream.finish()
+    with pytest.raises(DataError, match="push after finish"):
+        stream.push(torch.zeros(10))
+
+
+def test_a_rate_that_cannot_be_resampled_names_the_file(tmp_path):
+    p = _write_wav(tmp_path / "odd-rate.wav", np.zeros(441, dtype="<i2") + 100, rate=44101)
+    with pytest.raises(DataError, match=r"odd-rate\.wav: cannot resample 44101 Hz -> 8000 Hz"):
+        compute_features(p, FeatureSettings(rate=8000))
+
+
 # ---------------------------------------------------------------- cache
 
 def test_cache_round_trip_and_keying(tmp_path):
@@ -237,3 +348,5 @@ def test_a_real_fsdd_recording():
     assert rate == 8000 and x.ndim == 1 and len(x) > 1000
     f = normalize(log_mel(x, rate))
     assert f.shape == (1 + len(x) // 80, 40) and torch.isfinite(f).all()
+    chunked = log_mel_chunks(torch.split(x, 123), rate)
+    assert torch.allclose(chunked, log_mel(x, rate), atol=1e-4, rtol=0)

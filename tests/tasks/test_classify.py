@@ -130,3 +130,25 @@ def test_length_buckets_split_global_batches_over_processes():
     assert max(max(lengths[i] for i in g) - min(lengths[i] for i in g) for g in one) <= 2   # similar lengths
     assert one != length_buckets(lengths, Plan("train", epoch=4, batch_size=8), 64)        # reshuffled per epoch
     assert sorted(i for g in length_buckets(lengths, Plan("valid"), 64) for i in g) == list(range(100))
+
+
+def test_fsdd_audio_features_train_one_step_through_the_loop(tmp_path, monkeypatch):
+    import rnnkit.tasks.classify as classify
+    from rnnkit.train.task import Plan
+    from test_transcribe import fake_fsdd
+
+    fake_fsdd(tmp_path, monkeypatch)
+    monkeypatch.setattr(classify, "resolve", lambda name, data_dir=None: {"recordings": tmp_path / "recordings.tar"})
+    cfg = build_config(None, {"train": {"task": "classify", "dataset": "fsdd", "heldout_speaker": "bob",
+                                        "spec_augment": True, "n_mels": 20, "feature_cache": str(tmp_path / "cache"),
+                                        "epochs": 1, "batch_size": 30, "progress": False, "out": str(tmp_path / "run")},
+                              "model": {"hidden_size": 8, "pooling": "mean"}})
+    task = cfg.make_task()
+    task.prepare()
+    assert [len(task.splits[s][1]) for s in ("train", "valid", "test")] == [60, 50, 110]   # alice 0-4 + 10 / 5-9; bob
+    x, lengths, y = task.batches(Plan(split="test", batch_size=16))[0]
+    assert x.dtype == torch.float32 and x.shape[-1] == 20 and lengths.max() == x.shape[1]
+    result = Loop(cfg, task).fit()
+    assert result["steps"] == 2 and 0 <= result["test"]["accuracy"] <= 1
+    loaded = load_model(tmp_path / "run" / "best.safetensors")
+    assert loaded.model.config.input == "features" and loaded.model.config.input_size == 20

@@ -31,7 +31,7 @@ from rnnkit.train.config import TrainConfig, build_config, compare_runs
     ({"train": {"device": "tpu"}}, "device 'tpu'"),
     ({"train": {"device": "meta"}}, "not supported"),
     ({"train": {"on_nonfinite": "ignore"}}, "on_nonfinite must be"),
-    ({"train": {"task": "transcribe"}}, "task must be one of"),
+    ({"train": {"task": "telepathy"}}, "task must be one of"),
     ({"train": {"task": "adding", "level": "char"}}, "unknown key 'level' in \\[train\\] for task 'adding'"),
     ({"train": {"task": "adding", "seq_len": 1}}, "seq_len must be >= 2"),
     ({"train": {"task": "adding"}, "model": {"embedding_dim": 8}}, "unknown key 'embedding_dim' in \\[model\\]"),
