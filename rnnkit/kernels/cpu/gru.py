@@ -36,13 +36,13 @@ def _fns(dtype: torch.dtype) -> SimpleNamespace:
                            backward=native.bind("gru_backward_sequence", dtype))
 
 
-def _packed(w_hh: Tensor, reset_before: bool, transpose: bool, choice: str) -> tuple[Tensor, Tensor | None]:
+def _packed(w_hh: Tensor, reset_before: bool, transpose: bool, choice: str, batch: int) -> tuple[Tensor, Tensor | None]:
     """``W_hh``'s blocks as the C GEMM takes them (packed, or plain for the vendor BLAS:
     ``choice``): ``(W_rz, W_n)`` for reset-before (its reset gate must be known before
     ``W_n``'s product), ``(W_hh, None)`` otherwise; transposed for the backward's products."""
     H = w_hh.shape[1]
     blocks = (w_hh[:2 * H], w_hh[2 * H:]) if reset_before else (w_hh, None)
-    return tuple(None if w is None else native.gemm_weight(w.t() if transpose else w, choice) for w in blocks)
+    return tuple(None if w is None else native.gemm_weight(w.t() if transpose else w, choice, batch) for w in blocks)
 
 
 def _mask_args(km: KernelMasks, B: int, H: int, dtype, *extra) -> tuple:
@@ -63,7 +63,7 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     f = SimpleNamespace(Y=xp.new_empty(T, B, H), A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
     m8 = byte_mask(mask)
     choice = native.gemm_choice(xp.dtype, B, 2 * H, H)  # packed or vendor GEMM, by the main product's shape
-    p_a, p_b = _packed(w_hh, rb, False, choice)
+    p_a, p_b = _packed(w_hh, rb, False, choice, B)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, xp.dtype)
     fns.forward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
@@ -82,7 +82,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     dA, grad = torch.empty_like(A), dh_n.contiguous().clone()  # grad: dh_T down to dh_0, in place
     m8 = byte_mask(mask)
     choice = native.gemm_choice(A.dtype, B, H, 2 * H)
-    p_a, p_b = _packed(w_hh, rb, True, choice)
+    p_a, p_b = _packed(w_hh, rb, True, choice, B)
     P, drh, Q = A.new_empty(B, H), A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, A.dtype, Q.data_ptr())
     fns.backward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),

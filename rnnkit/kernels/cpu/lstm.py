@@ -74,8 +74,8 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     m8 = byte_mask(mask)
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
     choice = native.gemm_choice(xp.dtype, B, G, R)  # packed or vendor GEMM, by the main product's shape
-    panels_hh = native.gemm_weight(w_hh, choice)
-    panels_hr = native.gemm_weight(w_hr, choice) if spec.proj else None
+    panels_hh = native.gemm_weight(w_hh, choice, B)
+    panels_hr = native.gemm_weight(w_hr, choice, B) if spec.proj else None
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
     rec = xp.new_empty(B, G)  # one step's GEMM output (held here: the C only gets its address)
@@ -112,8 +112,8 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
     choice = native.gemm_choice(f.A.dtype, B, R, G)
-    panels_hh_t = native.gemm_weight(w_hh.t(), choice)
-    panels_hr_t = native.gemm_weight(w_hr.t(), choice) if spec.proj else None
+    panels_hh_t = native.gemm_weight(w_hh.t(), choice, B)
+    panels_hr_t = native.gemm_weight(w_hr.t(), choice, B) if spec.proj else None
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
     scratch, dm = f.A.new_empty(threads, 3 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
     hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}

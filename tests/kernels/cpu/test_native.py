@@ -126,14 +126,16 @@ import torch  # noqa: E402
 from kernel_checks import outputs_and_grads  # noqa: E402
 
 
-def _gemm_matches_torch(vendor=False):
+def _gemm_matches_torch(choice="packed"):
     for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-12)):
+        if choice not in native.available_choices(dtype):  # MKL exports no cblas_dgemm_pack in some builds
+            continue
         gen = torch.Generator().manual_seed(0)
         for B, G, K in ((1, 40, 3), (7, 100, 33), (13, 148, 37), (32, 64, 16)):
             x = torch.randn(B, K + 5, generator=gen, dtype=dtype)[:, 2:K + 2]  # strided rows
             w = torch.randn(G, K, generator=gen, dtype=dtype)
             add = torch.randn(B, G, generator=gen, dtype=dtype)
-            got = native.gemm(x, w if vendor else native.pack_panels(w), G, add=add, vendor=vendor)
+            got = native.gemm(x, native.gemm_weight(w, choice, B), G, add=add, choice=choice)
             torch.testing.assert_close(got, x @ w.t() + add, atol=tol, rtol=tol)
 
 
@@ -190,22 +192,26 @@ def test_forced_64_byte_vectors_build_separately_and_match(fresh, monkeypatch):
     _fused_match_reference()
 
 
-def _has_vendor():
-    return native.library() is not None and native.vendor_gemm(torch.float32) is not None
+def _offered(choice):
+    return native.library() is not None and choice in native.available_choices(torch.float32)
 
 
 @needs_cc
-@pytest.mark.skipif(not _has_vendor(), reason="this torch exports no BLAS sgemm_")
-def test_vendor_gemm_matches():
-    _gemm_matches_torch(vendor=True)
+@pytest.mark.parametrize("choice", ["vendor", "vendor_packed"])
+def test_vendor_gemms_match(choice):
+    """The BLAS's ?gemm_ on the plain weight, and MKL's packed-weight GEMM (strided rows,
+    an addend, float32 and where offered float64), against torch."""
+    if not _offered(choice):
+        pytest.skip(f"this torch offers no {choice} GEMM")
+    _gemm_matches_torch(choice)
 
 
 @needs_cc
 @pytest.mark.parametrize("choice", native.GEMM_CHOICES)
 def test_each_gemm_choice_matches_the_reference(choice, monkeypatch):
     """RNNKIT_GEMM forces the per-step GEMM: rnnkit's packed one or the vendor BLAS."""
-    if choice == "vendor" and not _has_vendor():
-        pytest.skip("this torch exports no BLAS sgemm_")
+    if not _offered(choice):
+        pytest.skip(f"this torch offers no {choice} GEMM")
     monkeypatch.setenv("RNNKIT_GEMM", choice)
     assert native.gemm_choice(torch.float32, 3, 148, 37) == choice
     _fused_match_reference()

@@ -19,10 +19,12 @@ so concurrent first uses (DDP workers, pytest) never see a half-written file.
 loaded; part of the hash, so another cache file), e.g. ``-DRNNKIT_VEC_BYTES=64`` builds
 the GEMM's 64-byte (AVX-512 width) code on any x86 CPU, as the tests do.
 
-The per-step GEMM is either rnnkit's packed one (``gemm.h``) or the vendor BLAS torch
-links (its Fortran ``sgemm_``/``dgemm_``, called from the C through an address handed
-over here): :func:`gemm_choice` times both once per shape and keeps the faster
-(``$RNNKIT_GEMM`` = ``packed`` or ``vendor`` forces one; default ``auto``).
+The per-step GEMM is rnnkit's packed one (``gemm.h``), the vendor BLAS torch links (its
+Fortran ``sgemm_``/``dgemm_``), or, where torch links MKL, MKL's packed-weight GEMM
+(``cblas_?gemm_pack`` once, ``cblas_?gemm_compute`` per step: what oneDNN's own RNNs
+use), called from the C through addresses handed over here: :func:`gemm_choice` times
+them once per shape and keeps the fastest (``$RNNKIT_GEMM`` = ``packed``, ``vendor`` or
+``vendor_packed`` forces one; default ``auto``).
 
 Why C and not ``torch.compile``: the pointwise part of one step is ~10 small ops;
 Inductor's generated code needs the same compiler plus ~35 s per cell and its call
@@ -235,25 +237,65 @@ def pack_panels(weight):
 
 #: the vendor BLAS's Fortran GEMM per element type, as libtorch_cpu exports it
 BLAS_SYMBOLS = {"float32": "sgemm_", "float64": "dgemm_"}
-GEMM_CHOICES = ("packed", "vendor")
+GEMM_CHOICES = ("packed", "vendor", "vendor_packed")
+# MKL's packed-weight GEMM (CBLAS enums: row major, packed B, transposed source)
+_CBLAS_ROW_MAJOR, _CBLAS_B_MATRIX, _CBLAS_TRANS = 101, 162, 112
+
+
+def _blas_symbol(name: str):
+    """The function ``name`` exported by ``libtorch_cpu`` (or the process), or None."""
+    import torch  # deferred: the build helpers need no torch
+    for lib in (Path(torch.__file__).parent / "lib" / "libtorch_cpu.so", None):
+        try:
+            handle = ctypes.CDLL(None if lib is None else str(lib))  # torch loaded it: a handle, no reload
+            return getattr(handle, name)
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def _letter(dtype) -> str | None:
+    return {"float32": "s", "float64": "d"}.get(str(dtype).removeprefix("torch."))
 
 
 @functools.lru_cache(maxsize=None)
 def vendor_gemm(dtype) -> int | None:
     """The address of the BLAS ``?gemm_`` torch links (MKL, OpenBLAS), exported by
     ``libtorch_cpu`` (or the process), for ``dtype``; None where it is not exported."""
-    import torch  # deferred: the build helpers need no torch
     name = BLAS_SYMBOLS.get(str(dtype).removeprefix("torch."))
-    if name is None:
+    fn = None if name is None else _blas_symbol(name)
+    return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
+
+
+@functools.lru_cache(maxsize=None)
+def vendor_packed(dtype):
+    """MKL's ``(cblas_?gemm_pack_get_size, cblas_?gemm_pack, address of cblas_?gemm_compute)``
+    for ``dtype`` with their ctypes signatures, or None where torch links no MKL."""
+    letter = _letter(dtype)
+    fns = None if letter is None else [_blas_symbol(f"cblas_{letter}gemm_{n}") for n in ("pack_get_size", "pack",
+                                                                                        "compute")]
+    if fns is None or any(f is None for f in fns):
         return None
-    candidates = [Path(torch.__file__).parent / "lib" / "libtorch_cpu.so", None]
-    for lib in candidates:
-        try:
-            handle = ctypes.CDLL(None if lib is None else str(lib))  # torch loaded it: a handle, no reload
-            return ctypes.cast(getattr(handle, name), ctypes.c_void_p).value
-        except (OSError, AttributeError):
-            continue
-    return None
+    size, pack, compute = fns
+    real = ctypes.c_float if letter == "s" else ctypes.c_double
+    size.argtypes, size.restype = [ctypes.c_int] * 4, ctypes.c_size_t
+    pack.argtypes = [ctypes.c_int] * 6 + [real, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    pack.restype = None
+    return size, pack, ctypes.cast(compute, ctypes.c_void_p).value
+
+
+class _Blas(ctypes.Structure):
+    """``struct rnnkit_blas`` of native/gemm.h: which vendor GEMM the C calls."""
+    _fields_ = [("gemm", ctypes.c_void_p), ("compute", ctypes.c_void_p)]
+
+
+_BLAS: dict[tuple, _Blas] = {}  # kept alive: the C reads them by address
+
+
+def available_choices(dtype) -> tuple[str, ...]:
+    """The GEMM choices this torch build offers for ``dtype``."""
+    return tuple(c for c in GEMM_CHOICES if c == "packed" or (vendor_gemm(dtype) if c == "vendor"
+                                                                 else vendor_packed(dtype)) is not None)
 
 
 _CHOSEN: dict[tuple, str] = {}
@@ -283,9 +325,11 @@ def gemm_choice(dtype, batch: int, out_features: int, in_features: int, threads:
     forced = os.environ.get("RNNKIT_GEMM", "auto")
     if forced not in ("auto", *GEMM_CHOICES):
         raise ValueError(f"RNNKIT_GEMM must be auto, packed or vendor, not {forced!r}")
-    vendor = vendor_gemm(dtype)
-    if forced != "auto" or vendor is None:
-        return "vendor" if forced == "vendor" and vendor is not None else "packed"
+    offered = available_choices(dtype)
+    if forced != "auto":
+        return forced if forced in offered else "packed"
+    if len(offered) == 1:
+        return "packed"
     threads = torch.get_num_threads() if threads is None else threads
     key = (str(dtype), batch, out_features, in_features, threads, library()._name)
     if key not in _CHOSEN:
@@ -293,16 +337,16 @@ def gemm_choice(dtype, batch: int, out_features: int, in_features: int, threads:
         x = torch.randn(batch, in_features, generator=gen, dtype=dtype)
         w = torch.randn(out_features, in_features, generator=gen, dtype=dtype)
         out = x.new_empty(batch, out_features)
-        panels = pack_panels(w)
         fn = bind("gemm_select", dtype)
         common = (batch, out_features, in_features, in_features, threads, x.data_ptr())
-        packed_args = (None, *common, panels.data_ptr(), None, out.data_ptr())
-        vendor_args = (vendor, *common, w.data_ptr(), None, out.data_ptr())
-        t_packed, t_vendor = float("inf"), float("inf")
-        for _ in range(2):  # alternating: a drift in load hits both
-            t_packed = min(t_packed, _time_gemm(fn, packed_args))
-            t_vendor = min(t_vendor, _time_gemm(fn, vendor_args))
-        _CHOSEN[key] = "vendor" if t_vendor < 0.97 * t_packed else "packed"
+        weights = {c: gemm_weight(w, c, batch) for c in offered}  # held while timed
+        args = {c: (vendor_arg(dtype, c), *common, weights[c].data_ptr(), None, out.data_ptr()) for c in offered}
+        times = dict.fromkeys(offered, float("inf"))
+        for _ in range(2):  # alternating: a drift in load hits all
+            for c in offered:
+                times[c] = min(times[c], _time_gemm(fn, args[c]))
+        best = min(times, key=times.get)
+        _CHOSEN[key] = best if times[best] < 0.97 * times["packed"] else "packed"
     return _CHOSEN[key]
 
 
@@ -312,34 +356,56 @@ def gemm_choices() -> dict[tuple, str]:
     return dict(_CHOSEN)
 
 
-def gemm_weight(weight, choice: str):
-    """What the C sequences take for ``weight (G, K)`` under ``choice``: its packed
-    panels, or (vendor) the weight itself, contiguous."""
-    return pack_panels(weight.contiguous()) if choice == "packed" else weight.contiguous()
+def gemm_weight(weight, choice: str, batch: int):
+    """What the C sequences take for ``weight (G, K)`` under ``choice`` in products with
+    ``batch`` rows: its packed panels, the weight itself (vendor, contiguous), or MKL's
+    packed form of ``W^T`` (vendor_packed)."""
+    weight = weight.contiguous()
+    if choice == "packed":
+        return pack_panels(weight)
+    if choice == "vendor":
+        return weight
+    size, pack, _ = vendor_packed(weight.dtype)
+    G, K = weight.shape
+    buf = weight.new_empty(-(-size(_CBLAS_B_MATRIX, batch, G, K) // weight.element_size()))
+    pack(_CBLAS_ROW_MAJOR, _CBLAS_B_MATRIX, _CBLAS_TRANS, batch, G, K, 1.0, weight.data_ptr(), K, buf.data_ptr())
+    return buf
 
 
 def vendor_arg(dtype, choice: str) -> int | None:
-    """The C sequences' ``vendor`` argument for ``choice``."""
-    return vendor_gemm(dtype) if choice == "vendor" else None
+    """The C sequences' ``vendor`` argument for ``choice``: None for rnnkit's packed GEMM,
+    else the address of a ``struct rnnkit_blas`` naming the vendor function."""
+    if choice == "packed":
+        return None
+    key = (str(dtype), choice)
+    if key not in _BLAS:
+        _BLAS[key] = (_Blas(vendor_gemm(dtype), None) if choice == "vendor"
+                      else _Blas(None, vendor_packed(dtype)[2]))
+    return ctypes.addressof(_BLAS[key])
 
 
-def gemm(x, panels, out_features: int, add=None, out=None, vendor: bool = False):
-    """``x (B, K) @ W.T (+ add (B, N))`` with ``W (N = out_features, K)`` packed by
-    :func:`pack_panels` (rows of ``x`` may be strided), into ``out`` (contiguous ``(B, N)``)
-    or a new tensor: the C GEMM the sequence kernels run per step, for tests and
-    benchmarks. With ``vendor`` the BLAS's (``panels`` is then ``W`` itself, contiguous).
-    Shapes are checked: the C would read or write past a wrong one."""
+def gemm(x, panels, out_features: int, add=None, out=None, choice: str = "packed"):
+    """``x (B, K) @ W.T (+ add (B, N))`` with ``W (N = out_features, K)`` in the form
+    :func:`gemm_weight` gives for ``choice`` (rows of ``x`` may be strided), into ``out``
+    (contiguous ``(B, N)``) or a new tensor: the C GEMM the sequence kernels run per step,
+    for tests and benchmarks. Shapes are checked: the C would read or write past a wrong one."""
     import torch  # deferred: the build helpers above need no torch
     B, K = x.shape
-    if vendor:
-        if vendor_gemm(x.dtype) is None:
-            raise RuntimeError("gemm: no vendor BLAS ?gemm_ symbol found in this torch")
+    if choice not in available_choices(x.dtype):
+        raise RuntimeError(f"gemm: choice {choice!r} is not offered by this torch build for {x.dtype} "
+                           f"(offered: {available_choices(x.dtype)})")
+    if choice == "vendor":
         if tuple(panels.shape) != (out_features, K) or panels.dtype != x.dtype or not panels.is_contiguous():
             raise ValueError(f"gemm: vendor wants the contiguous ({out_features}, {K}) {x.dtype} weight")
-    else:
+    elif choice == "packed":
         nr = panel_width(x.dtype)
         if panels.numel() != (out_features + nr - 1) // nr * K * nr or panels.dtype != x.dtype:
             raise ValueError(f"gemm: panels of {panels.numel()} {panels.dtype} do not pack a "
+                             f"({out_features}, {K}) {x.dtype} weight")
+    else:
+        need = vendor_packed(x.dtype)[0](_CBLAS_B_MATRIX, B, out_features, K)
+        if panels.numel() * panels.element_size() < need or panels.dtype != x.dtype:
+            raise ValueError(f"gemm: {panels.numel()} {panels.dtype} values do not hold MKL's packed "
                              f"({out_features}, {K}) {x.dtype} weight")
     for name, t in (("add", add), ("out", out)):
         if t is not None and (tuple(t.shape) != (B, out_features) or t.dtype != x.dtype):
@@ -350,7 +416,7 @@ def gemm(x, panels, out_features: int, add=None, out=None, vendor: bool = False)
     x = x if x.stride(1) == 1 else x.contiguous()
     out = x.new_empty(B, out_features) if out is None else out
     add = None if add is None else add.contiguous()
-    bind("gemm_select", x.dtype)(vendor_gemm(x.dtype) if vendor else None, B, out_features, K, x.stride(0),
+    bind("gemm_select", x.dtype)(vendor_arg(x.dtype, choice), B, out_features, K, x.stride(0),
                                  torch.get_num_threads(), x.data_ptr(), panels.data_ptr(),
                                  None if add is None else add.data_ptr(), out.data_ptr())
     return out

@@ -13,9 +13,9 @@
  * 64-byte code can be built and tested on an AVX2 CPU. The panel width follows
  * (NR = two vectors); Python asks gemm_panel_width for it.
  *
- * The alternative, gemm_vendor: the BLAS torch links (MKL, OpenBLAS), its Fortran
- * ?gemm_ called through an address Python hands over (no BLAS headers here), on the
- * plain row-major weight. Which one a sequence uses is chosen in Python (see
+ * The alternatives: the BLAS torch links (MKL, OpenBLAS), its Fortran ?gemm_ on the
+ * plain row-major weight (gemm_vendor), or MKL's packed-weight GEMM (gemm_vendor_packed),
+ * called through addresses Python hands over (no BLAS headers here). Which one a sequence uses is chosen in Python (see
  * rnnkit/kernels/cpu/native/__init__.py, gemm_choice); gemm_any dispatches. */
 
 #ifndef RNNKIT_VEC_BYTES
@@ -146,14 +146,47 @@ static void NAME(gemm_vendor)(const void* vendor, long B, long G, long K, long l
     ((NAME(blas_gemm))vendor)("T", "N", &m, &n, &k, &one, W, &lda, x, &ldb, &beta, out, &ldc);
 }
 
+#ifndef RNNKIT_BLAS_DEFINED
+#define RNNKIT_BLAS_DEFINED
+/* What a non-NULL `vendor` points to (a struct Python keeps): the Fortran ?gemm_ (P the plain
+ * weight), or MKL's cblas_?gemm_compute (P the weight packed by cblas_?gemm_pack: MKL lays it
+ * out for its own micro-kernel once, as oneDNN's RNNs do; the faster choice on AVX-512 CPUs). */
+struct rnnkit_blas {
+    const void* gemm;
+    const void* compute;
+};
+enum { RNNKIT_CBLAS_ROW_MAJOR = 101, RNNKIT_CBLAS_NO_TRANS = 111, RNNKIT_CBLAS_PACKED = 151 };
+#endif
+
+typedef void (*NAME(blas_compute))(int layout, int transa, int transb, int m, int n, int k, const real* a,
+                                   int lda, const real* b, int ldb, real beta, real* c, int ldc);
+
+/* out (B, G) = x (B, K; rows ldx apart) W^T (+ add) by MKL's packed-weight GEMM, P = pack(W^T)
+ * (row-major, B rows). Its own threads. */
+static void NAME(gemm_vendor_packed)(const void* compute, long B, long G, long K, long ldx, const real* x,
+                                     const real* P, const real* add, real* out) {
+    real beta = 0;
+    if (add) {
+        for (long i = 0; i < B * G; i++) out[i] = add[i];
+        beta = 1;
+    }
+    ((NAME(blas_compute))compute)(RNNKIT_CBLAS_ROW_MAJOR, RNNKIT_CBLAS_NO_TRANS, RNNKIT_CBLAS_PACKED, (int)B, (int)G,
+                                  (int)K, x, (int)ldx, P, (int)K, beta, out, (int)G);
+}
+
 /* The sequences' GEMM: with `vendor` NULL, P is packed (gemm_pack) and the packed GEMM
- * runs; else P is the plain weight (G, K) and the vendor BLAS runs. */
+ * runs; else `vendor` is a struct rnnkit_blas and P what its GEMM takes. */
 static inline void NAME(gemm_any)(const void* vendor, long B, long G, long K, long ldx, long threads,
                                   const real* x, const real* P, const real* add, real* out) {
-    if (vendor)
-        NAME(gemm_vendor)(vendor, B, G, K, ldx, x, P, add, out);
-    else
+    if (!vendor) {
         NAME(gemm_packed)(B, G, K, ldx, threads, x, P, add, out);
+        return;
+    }
+    const struct rnnkit_blas* blas = (const struct rnnkit_blas*)vendor;
+    if (blas->compute)
+        NAME(gemm_vendor_packed)(blas->compute, B, G, K, ldx, x, P, add, out);
+    else
+        NAME(gemm_vendor)(blas->gemm, B, G, K, ldx, x, P, add, out);
 }
 
 /* gemm_any exported, for tests and for timing the two choices */

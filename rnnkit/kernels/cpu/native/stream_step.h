@@ -12,10 +12,20 @@
  * only where nothing is differentiated.
  */
 
-/* y (M) = W (M, K) v (K) (+ b): four rows per pass so each load of v serves four rows */
-static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const real* b, real* y) {
-    long m = 0;
-    for (; m + 4 <= M; m += 4) {
+#ifndef STREAM_PARALLEL_MIN
+/* fewest weights (M * K) worth splitting a GEMV over threads: each thread then streams
+ * its own rows (from its own cache, from the second step on); below, the fork costs more */
+#define STREAM_PARALLEL_MIN (1L << 16)
+#endif
+
+/* y (M) = W (M, K) v (K) (+ b): four rows per pass so each load of v serves four rows;
+ * the passes split over `threads` for large W */
+static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const real* b, real* y,
+                            long threads) {
+    long quads = M / 4;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && M * K >= STREAM_PARALLEL_MIN) schedule(static)
+    for (long q = 0; q < quads; q++) {
+        long m = 4 * q;
         const real *w0 = W + m * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
         real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         SIMD_SUM(s0, s1, s2, s3)
@@ -25,7 +35,7 @@ static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const 
         }
         y[m] = s0; y[m + 1] = s1; y[m + 2] = s2; y[m + 3] = s3;
     }
-    for (; m < M; m++) {
+    for (long m = 4 * quads; m < M; m++) {
         const real* w = W + m * K;
         real s = 0;
         SIMD_SUM(s)
@@ -45,7 +55,7 @@ static INLINE void NAME(join)(long I, long S, const real* x, const real* h, real
 /* LSTM (optionally with peepholes: w_ci, w_cf, w_co not NULL), B streams:
  * a = W [x; h] + b, gates i f g o, c' = f c + i g, h' = o tanh(c').
  * work: I + H + 4H scratch values. h_out/c_out may not alias h/c. */
-void NAME(lstm_stream_step)(long B, long I, long H, const real* W, const real* bias,
+void NAME(lstm_stream_step)(long B, long I, long H, long threads, const real* W, const real* bias,
                             const real* x, const real* h, const real* c,
                             const real* w_ci, const real* w_cf, const real* w_co,
                             real* h_out, real* c_out, real* work) {
@@ -55,7 +65,7 @@ void NAME(lstm_stream_step)(long B, long I, long H, const real* W, const real* b
         const real* cp = c + b * H;
         real *hn = h_out + b * H, *cn = c_out + b * H;
         NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(4 * H, K, W, v, bias, a);
+        NAME(gemv_rows)(4 * H, K, W, v, bias, a, threads);
         if (w_ci) {
             SIMD
             for (long j = 0; j < H; j++) {
@@ -78,14 +88,14 @@ void NAME(lstm_stream_step)(long B, long I, long H, const real* W, const real* b
 
 /* Elman RNN, B streams: h' = act(W [x; h] + b), act tanh (relu = 0) or relu (relu = 1).
  * work: I + 2H scratch values. */
-void NAME(rnn_stream_step)(long B, long I, long H, long relu, const real* W, const real* bias,
+void NAME(rnn_stream_step)(long B, long I, long H, long threads, long relu, const real* W, const real* bias,
                            const real* x, const real* h, real* h_out, real* work) {
     const long K = I + H;
     real *v = work, *a = work + K;
     for (long b = 0; b < B; b++) {
         real* hn = h_out + b * H;
         NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(H, K, W, v, bias, a);
+        NAME(gemv_rows)(H, K, W, v, bias, a, threads);
         if (relu) {
             for (long j = 0; j < H; j++) hn[j] = a[j] > 0 ? a[j] : (a[j] != a[j] ? a[j] : 0);
         } else {
@@ -98,15 +108,15 @@ void NAME(rnn_stream_step)(long B, long I, long H, long relu, const real* W, con
 /* GRU as torch.nn.GRU (reset after the recurrent product): W_i (3H, I), W_h (3H, H),
  * b_i, b_h (3H) or NULL; r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r hn),
  * h' = (1 - z) n + z h. work: 6H scratch values. */
-void NAME(gru_stream_step)(long B, long I, long H, const real* W_i, const real* W_h,
+void NAME(gru_stream_step)(long B, long I, long H, long threads, const real* W_i, const real* W_h,
                            const real* b_i, const real* b_h, const real* x, const real* h,
                            real* h_out, real* work) {
     real *gi = work, *gh = work + 3 * H;
     for (long b = 0; b < B; b++) {
         const real* hp = h + b * H;
         real* hn = h_out + b * H;
-        NAME(gemv_rows)(3 * H, I, W_i, x + b * I, b_i, gi);
-        NAME(gemv_rows)(3 * H, H, W_h, hp, b_h, gh);
+        NAME(gemv_rows)(3 * H, I, W_i, x + b * I, b_i, gi, threads);
+        NAME(gemv_rows)(3 * H, H, W_h, hp, b_h, gh, threads);
         SIMD
         for (long j = 0; j < H; j++) {
             real r = NAME(sigm)(gi[j] + gh[j]), z = NAME(sigm)(gi[H + j] + gh[H + j]);
