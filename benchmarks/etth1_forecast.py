@@ -24,9 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rnnkit.results import write_result  # noqa: E402
-from rnnkit.tasks.forecast_multi import naive, report_horizons, seasonal_naive  # noqa: E402
+from rnnkit.tasks.forecast_multi import report_horizons  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
-from rnnkit.train.loop import Loop  # noqa: E402
+from rnnkit.train.loop import fresh_run  # noqa: E402
 
 
 def train_forecaster(a) -> tuple[dict, object, dict]:
@@ -37,15 +37,10 @@ def train_forecaster(a) -> tuple[dict, object, dict]:
              "out": a.out, "eval_every": a.eval_every}
     model = {"cell": "gru", "hidden_size": a.hidden}
     cfg = build_config(None, {"train": train, "model": model})
-    task = cfg.make_task()
-    task.prepare()
-    print(task.summary(), flush=True)
-    loop = Loop(cfg, task)
-    loop.open(overwrite=True)
-    try:
+    with fresh_run(cfg) as loop:
+        task = loop.task
+        print(task.summary(), flush=True)
         result = loop.fit()
-    finally:
-        loop.close()
     print(f"forecaster: stopped by {result['stopped_by']} after {result['steps']} updates", flush=True)
     return result["test"], task, {"train": train, "model": model, "stopped_by": result["stopped_by"],
                                   "steps": result["steps"]}

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 import rnnkit.tasks  # noqa: E402,F401  (first: the task registry imports the layers in order)
 from rnnkit.results import REFERENCES, write_result  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
-from rnnkit.train.loop import Loop  # noqa: E402
+from rnnkit.train.loop import fresh_run  # noqa: E402
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 
@@ -39,15 +39,10 @@ def train(args, heldout: str, epochs: int, minutes: float) -> tuple[dict, dict]:
                                         "out": out},
                               "model": {"cell": args.cell, "hidden_size": args.hidden_size, "pooling": "mean",
                                         "num_layers": args.num_layers, "dropout": args.dropout}})
-    task = cfg.make_task()
-    task.prepare()
-    print(task.summary(), flush=True)
-    loop = Loop(cfg, task)
-    loop.open(overwrite=True)
-    try:
+    with fresh_run(cfg) as loop:
+        task = loop.task
+        print(task.summary(), flush=True)
         result = loop.fit()
-    finally:
-        loop.close()
     print(f"  {heldout or 'official'}: test {task.describe(result['test'])}", flush=True)
     return result, cfg.to_dict()
 

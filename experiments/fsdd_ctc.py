@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 import rnnkit.tasks  # noqa: E402,F401  (first: the task registry imports the layers in order)
 from rnnkit.results import REFERENCES, write_result  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
-from rnnkit.train.loop import Loop  # noqa: E402
+from rnnkit.train.loop import fresh_run  # noqa: E402
 
 
 def train(args, heldout: str, minutes: float) -> tuple[dict, dict]:
@@ -42,15 +42,10 @@ def train(args, heldout: str, minutes: float) -> tuple[dict, dict]:
                                         "out": f"{args.out}-{heldout or 'official'}"},
                               "model": {"cell": args.cell, "hidden_size": args.hidden_size,
                                         "num_layers": args.num_layers, "frame_stack": 3, "dropout": 0.1}})
-    task = cfg.make_task()
-    task.prepare()
-    print(task.summary(), flush=True)
-    loop = Loop(cfg, task)
-    loop.open(overwrite=True)
-    try:
+    with fresh_run(cfg) as loop:
+        task = loop.task
+        print(task.summary(), flush=True)
         result = loop.fit()
-    finally:
-        loop.close()
     print(f"  {heldout or 'official'}: test {task.describe(result['test'])}", flush=True)
     return result, cfg.to_dict()
 

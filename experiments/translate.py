@@ -16,7 +16,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
 
 from rnnkit.results import write_result  # noqa: E402
 from rnnkit.tasks.translate import attention_heatmap, translate_split  # noqa: E402

@@ -613,3 +613,18 @@ def _stop_on_signals(loop: Loop):
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+@contextmanager
+def fresh_run(run: RunConfig) -> Iterator[Loop]:
+    """One run of ``run`` from scratch, as experiment scripts do it: its task made and
+    prepared (``loop.task``), the run directory opened (overwritten), closed afterwards
+    whatever happens. ``with fresh_run(cfg) as loop: result = loop.fit()``."""
+    task = run.make_task()
+    task.prepare()
+    loop = Loop(run, task)
+    loop.open(overwrite=True)
+    try:
+        yield loop
+    finally:
+        loop.close()

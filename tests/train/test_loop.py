@@ -197,3 +197,26 @@ def test_checkpoints_of_the_pre_loop_trainer_still_load(tmp_path):
     tokens = torch.randint(0, 24, (2, 9))
     logits, _ = loaded.model(tokens)
     assert logits.shape == (2, 9, 24) and torch.isfinite(logits).all()
+
+
+def test_fresh_run_prepares_trains_and_closes_even_on_error(tmp_path, monkeypatch):
+    """fresh_run (what experiment scripts use): the task prepared, the run directory
+    overwritten, and the loop closed after the block, also when the block raises."""
+    from rnnkit.train.config import build_config
+    from rnnkit.train.loop import fresh_run
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. a dog ran far.\n" * 30)
+    cfg = build_config(None, {"train": {"data": str(corpus), "level": "char", "batch_size": 4, "bptt": 8,
+                                        "max_steps": 2, "progress": False, "out": str(tmp_path / "run")},
+                              "model": {"hidden_size": 8, "embedding_dim": 4, "num_layers": 1}})
+    closed = []
+    with fresh_run(cfg) as loop:
+        monkeypatch.setattr(loop, "close", lambda real=loop.close: (closed.append(1), real()))
+        result = loop.fit()
+    assert result["steps"] == 2 and closed and set(closed) == {1}  # fit closes too: close is idempotent
+    with pytest.raises(RuntimeError, match="boom"):
+        with fresh_run(cfg) as loop:     # the finished run's directory is overwritten, not refused
+            monkeypatch.setattr(loop, "close", lambda real=loop.close: (closed.append(2), real()))
+            raise RuntimeError("boom")
+    assert closed[-1] == 2  # closed although the block raised
