@@ -3,7 +3,7 @@ a BiGRU over 40 log-mel channels, mean-pooled, with SpecAugment. One run on the 
 split (test: takes 0-4 of every speaker) and one per held-out speaker (train on five
 speakers, test on the sixth).
 
-    OMP_NUM_THREADS=1 RNNKIT_DATA=../shared/data python experiments/fsdd.py --epochs 30 --heldout-epochs 15
+    OMP_NUM_THREADS=1 RNNKIT_DATA=../shared/data python experiments/fsdd.py --epochs 40 --minutes 11 --lr-decay 0.92 --heldout-epochs 10 --heldout-minutes 2
 
 Writes results/fsdd-digits.json: ``metrics.test`` is the official split's, and
 ``metrics.heldout`` the test accuracy per held-out speaker (with their mean).

@@ -4,7 +4,7 @@ channels (frames stacked by 3) and a linear layer to ten digits + blank. Test WE
 with best-path decoding and with prefix beam search, on seen speakers (the official split:
 test utterances made of takes 0-4 only) and on one held-out speaker.
 
-    OMP_NUM_THREADS=1 RNNKIT_DATA=../shared/data python experiments/fsdd_ctc.py --minutes 15 --heldout-minutes 10
+    OMP_NUM_THREADS=1 RNNKIT_DATA=../shared/data python experiments/fsdd_ctc.py --epochs 40 --minutes 18 --heldout jackson --heldout-minutes 10
 
 Utterances (rnnkit/tasks/transcribe.py): 2-7 takes of one speaker joined with pauses uniform
 in 50-200 ms (0-100 ms before and after), drawn from torch.Generator(3 * data_seed + split)
