@@ -109,6 +109,15 @@ def _packed(layer, k: int, spec: LayerStep, w: tuple[Tensor | None, ...]) -> tup
     return packed
 
 
+def _next_sweep(layer) -> int:
+    """0, 1, 0, 1, ... per call for ``layer``: the order the C step runs its weight rows in."""
+    per_layer = _PACKED.get(layer)
+    if per_layer is None:
+        per_layer = _PACKED[layer] = {}
+    sweep = per_layer["sweep"] = 1 - per_layer.get("sweep", 1)
+    return sweep
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -138,16 +147,17 @@ def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tupl
     scratch = torch.empty(max(I, H) + 5 * H, dtype=x.dtype)  # kept alive: C writes to it
     work, x_ptr = scratch.data_ptr(), x.data_ptr()
     threads = torch.get_num_threads()  # large weights: the GEMV's rows split over torch's threads
+    sweep = _next_sweep(layer)  # alternate the rows' order step to step (stream_step.h: cache reuse)
     for k, (spec, w) in enumerate(zip(steps, weights)):
         p = _packed(layer, k, spec, w)
         at = k * stride
         if spec.kind == "lstm":
-            fns["lstm"](B, I, H, threads, p[0].data_ptr(), _ptr(p[1]), x_ptr, h_in + at, c_in + at, _ptr(p[2]),
+            fns["lstm"](B, I, H, threads, sweep, p[0].data_ptr(), _ptr(p[1]), x_ptr, h_in + at, c_in + at, _ptr(p[2]),
                         _ptr(p[3]), _ptr(p[4]), h_out + at, c_out + at, work)
         elif spec.kind == "rnn":
-            fns["rnn"](B, I, H, threads, spec.option, p[0].data_ptr(), _ptr(p[1]), x_ptr, h_in + at, h_out + at, work)
+            fns["rnn"](B, I, H, threads, sweep, spec.option, p[0].data_ptr(), _ptr(p[1]), x_ptr, h_in + at, h_out + at, work)
         else:
-            fns["gru"](B, I, H, threads, p[0].data_ptr(), p[1].data_ptr(), _ptr(p[2]), _ptr(p[3]), x_ptr, h_in + at,
+            fns["gru"](B, I, H, threads, sweep, p[0].data_ptr(), p[1].data_ptr(), _ptr(p[2]), _ptr(p[3]), x_ptr, h_in + at,
                        h_out + at, work)
         x_ptr, I = h_out + at, H
     return outs[0][-1], outs

@@ -19,13 +19,18 @@
 #endif
 
 /* y (M) = W (M, K) v (K) (+ b): four rows per pass so each load of v serves four rows;
- * the passes split over `threads` for large W */
+ * the passes split over `threads` for large W. On one thread an odd `sweep` runs the rows
+ * last to first: a stream alternates, so each step starts on the rows the previous one
+ * ended with, still in cache, where weights a little larger than the cache would otherwise
+ * all come from the next level every step (same sums either way: only the order of rows). */
 static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const real* b, real* y,
-                            long threads) {
+                            long threads, long sweep) {
     long quads = M / 4;
-#pragma omp parallel for num_threads(threads) if (threads > 1 && M * K >= STREAM_PARALLEL_MIN) schedule(static)
-    for (long q = 0; q < quads; q++) {
-        long m = 4 * q;
+    int parallel = threads > 1 && M * K >= STREAM_PARALLEL_MIN;
+    int backwards = (sweep & 1) && !parallel;  /* threads keep their own rows: no alternation */
+#pragma omp parallel for num_threads(threads) if (parallel) schedule(static)
+    for (long i = 0; i < quads; i++) {
+        long m = 4 * (backwards ? quads - 1 - i : i);
         const real *w0 = W + m * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
         real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         SIMD_SUM(s0, s1, s2, s3)
@@ -55,7 +60,7 @@ static INLINE void NAME(join)(long I, long S, const real* x, const real* h, real
 /* LSTM (optionally with peepholes: w_ci, w_cf, w_co not NULL), B streams:
  * a = W [x; h] + b, gates i f g o, c' = f c + i g, h' = o tanh(c').
  * work: I + H + 4H scratch values. h_out/c_out may not alias h/c. */
-void NAME(lstm_stream_step)(long B, long I, long H, long threads, const real* W, const real* bias,
+void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep, const real* W, const real* bias,
                             const real* x, const real* h, const real* c,
                             const real* w_ci, const real* w_cf, const real* w_co,
                             real* h_out, real* c_out, real* work) {
@@ -65,7 +70,7 @@ void NAME(lstm_stream_step)(long B, long I, long H, long threads, const real* W,
         const real* cp = c + b * H;
         real *hn = h_out + b * H, *cn = c_out + b * H;
         NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(4 * H, K, W, v, bias, a, threads);
+        NAME(gemv_rows)(4 * H, K, W, v, bias, a, threads, sweep);
         if (w_ci) {
             SIMD
             for (long j = 0; j < H; j++) {
@@ -88,14 +93,14 @@ void NAME(lstm_stream_step)(long B, long I, long H, long threads, const real* W,
 
 /* Elman RNN, B streams: h' = act(W [x; h] + b), act tanh (relu = 0) or relu (relu = 1).
  * work: I + 2H scratch values. */
-void NAME(rnn_stream_step)(long B, long I, long H, long threads, long relu, const real* W, const real* bias,
+void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep, long relu, const real* W, const real* bias,
                            const real* x, const real* h, real* h_out, real* work) {
     const long K = I + H;
     real *v = work, *a = work + K;
     for (long b = 0; b < B; b++) {
         real* hn = h_out + b * H;
         NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(H, K, W, v, bias, a, threads);
+        NAME(gemv_rows)(H, K, W, v, bias, a, threads, sweep);
         if (relu) {
             for (long j = 0; j < H; j++) hn[j] = a[j] > 0 ? a[j] : (a[j] != a[j] ? a[j] : 0);
         } else {
@@ -108,15 +113,15 @@ void NAME(rnn_stream_step)(long B, long I, long H, long threads, long relu, cons
 /* GRU as torch.nn.GRU (reset after the recurrent product): W_i (3H, I), W_h (3H, H),
  * b_i, b_h (3H) or NULL; r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r hn),
  * h' = (1 - z) n + z h. work: 6H scratch values. */
-void NAME(gru_stream_step)(long B, long I, long H, long threads, const real* W_i, const real* W_h,
+void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep, const real* W_i, const real* W_h,
                            const real* b_i, const real* b_h, const real* x, const real* h,
                            real* h_out, real* work) {
     real *gi = work, *gh = work + 3 * H;
     for (long b = 0; b < B; b++) {
         const real* hp = h + b * H;
         real* hn = h_out + b * H;
-        NAME(gemv_rows)(3 * H, I, W_i, x + b * I, b_i, gi, threads);
-        NAME(gemv_rows)(3 * H, H, W_h, hp, b_h, gh, threads);
+        NAME(gemv_rows)(3 * H, I, W_i, x + b * I, b_i, gi, threads, sweep);
+        NAME(gemv_rows)(3 * H, H, W_h, hp, b_h, gh, threads, sweep);
         SIMD
         for (long j = 0; j < H; j++) {
             real r = NAME(sigm)(gi[j] + gh[j]), z = NAME(sigm)(gi[H + j] + gh[H + j]);
