@@ -2,12 +2,12 @@
 log-mel features, normalisation, SpecAugment, the feature cache."""
 import math
 import tarfile
-import wave
 
 import numpy as np
 import pytest
 import torch
 from shared_data import DATA, needs
+from wav_files import write_wav
 
 from rnnkit.data.audio import (
     FeatureSettings, LogMelStream, cache_path, cached_features, compute_features, hz_to_mel, log_mel,
@@ -16,13 +16,6 @@ from rnnkit.data.audio import (
 from rnnkit.errors import ConfigError, DataError
 
 
-def _write_wav(path, samples, rate=8000, width=2, channels=1):
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(width)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(samples).tobytes())
-    return path
 
 
 def _sine(freq, rate, seconds=1.0, amp=0.5):
@@ -39,20 +32,20 @@ def _peak_hz(x, rate):
 
 def test_16_bit_round_trip_is_exact(tmp_path):
     ints = np.array([0, 1, -1, 32767, -32768, 1234, -4321], dtype="<i2")
-    x, rate = read_wav(_write_wav(tmp_path / "a.wav", ints, rate=8000))
+    x, rate = read_wav(write_wav(tmp_path / "a.wav", ints, rate=8000))
     assert rate == 8000 and x.dtype == torch.float32 and x.shape == (7,)
     assert np.array_equal((x.numpy() * 32768).astype(np.int64), ints.astype(np.int64))
 
 
 def test_8_and_32_bit(tmp_path):
-    x, _ = read_wav(_write_wav(tmp_path / "b.wav", np.array([128, 0, 255], dtype=np.uint8), width=1))
+    x, _ = read_wav(write_wav(tmp_path / "b.wav", np.array([128, 0, 255], dtype=np.uint8), width=1))
     assert x.tolist() == [0.0, -1.0, 127 / 128]
-    x, _ = read_wav(_write_wav(tmp_path / "c.wav", np.array([0, -2**31, 2**30], dtype="<i4"), width=4))
+    x, _ = read_wav(write_wav(tmp_path / "c.wav", np.array([0, -2**31, 2**30], dtype="<i4"), width=4))
     assert x.tolist() == [0.0, -1.0, 0.5]
 
 
 def test_bytes_source_uses_the_given_name(tmp_path):
-    p = _write_wav(tmp_path / "d.wav", np.array([5, 6], dtype="<i2"))
+    p = write_wav(tmp_path / "d.wav", np.array([5, 6], dtype="<i2"))
     x, rate = read_wav("archive.tar:d.wav", data=p.read_bytes())
     assert rate == 8000 and x.shape == (2,)
     with pytest.raises(DataError, match=r"archive\.tar:d\.wav"):
@@ -60,13 +53,13 @@ def test_bytes_source_uses_the_given_name(tmp_path):
 
 
 def test_stereo_is_refused_naming_the_file(tmp_path):
-    p = _write_wav(tmp_path / "stereo.wav", np.zeros(20, dtype="<i2"), channels=2)
+    p = write_wav(tmp_path / "stereo.wav", np.zeros(20, dtype="<i2"), channels=2)
     with pytest.raises(DataError, match=r"stereo\.wav: stereo audio; only mono"):
         read_wav(p)
 
 
 def test_empty_recording_names_the_file(tmp_path):
-    p = _write_wav(tmp_path / "empty.wav", np.zeros(0, dtype="<i2"))
+    p = write_wav(tmp_path / "empty.wav", np.zeros(0, dtype="<i2"))
     with pytest.raises(DataError, match=r"empty\.wav: empty recording"):
         read_wav(p)
 
@@ -75,7 +68,7 @@ def test_non_wav_corrupt_truncated_and_missing_name_the_file(tmp_path):
     (tmp_path / "notes.wav").write_text("this is not audio\n")
     with pytest.raises(DataError, match=r"notes\.wav: not a readable PCM WAV"):
         read_wav(tmp_path / "notes.wav")
-    good = _write_wav(tmp_path / "good.wav", np.arange(100, dtype="<i2")).read_bytes()
+    good = write_wav(tmp_path / "good.wav", np.arange(100, dtype="<i2")).read_bytes()
     (tmp_path / "cut.wav").write_bytes(good[:30])  # header cut short
     with pytest.raises(DataError, match=r"cut\.wav"):
         read_wav(tmp_path / "cut.wav")
@@ -121,7 +114,7 @@ def test_resampling_identity_and_bad_rates():
 
 def test_resampling_a_file_at_another_rate_via_the_pipeline(tmp_path):
     ints = (_sine(300.0, 16000, 0.5) * 32767).numpy().astype("<i2")
-    p = _write_wav(tmp_path / "hi.wav", ints, rate=16000)
+    p = write_wav(tmp_path / "hi.wav", ints, rate=16000)
     f = compute_features(p, FeatureSettings(rate=8000))
     assert f.shape == (1 + 4000 // 80, 40) and torch.isfinite(f).all()
 
@@ -258,7 +251,7 @@ def test_spec_augment_masks_exact_widths_reproducibly():
 @pytest.mark.parametrize("chunk", [1, 7, 80, 256, 333, 5000, 100000])
 def test_chunked_and_whole_file_features_agree(tmp_path, chunk):
     ints = (_speechlike(8000, 8123) * 32767).numpy().astype("<i2")
-    p = _write_wav(tmp_path / "long.wav", ints)
+    p = write_wav(tmp_path / "long.wav", ints)
     whole, rate = read_wav(p)
     pieces = list(wav_chunks(p, chunk))
     assert all(r == rate for _, r in pieces) and max(len(x) for x, _ in pieces) <= chunk
@@ -286,16 +279,16 @@ def test_stream_emits_frames_as_soon_as_they_are_complete():
 
 
 def test_chunked_bad_input_names_the_file(tmp_path):
-    stereo = _write_wav(tmp_path / "stereo.wav", np.zeros(20, dtype="<i2"), channels=2)
+    stereo = write_wav(tmp_path / "stereo.wav", np.zeros(20, dtype="<i2"), channels=2)
     with pytest.raises(DataError, match=r"stereo\.wav: stereo audio"):
         list(wav_chunks(stereo, 10))
-    empty = _write_wav(tmp_path / "empty.wav", np.zeros(0, dtype="<i2"))
+    empty = write_wav(tmp_path / "empty.wav", np.zeros(0, dtype="<i2"))
     with pytest.raises(DataError, match=r"empty\.wav: empty recording"):
         list(wav_chunks(empty, 10))
     (tmp_path / "notes.wav").write_text("this is not audio\n")
     with pytest.raises(DataError, match=r"notes\.wav: not a readable PCM WAV"):
         list(wav_chunks(tmp_path / "notes.wav", 10))
-    good = _write_wav(tmp_path / "good.wav", np.arange(100, dtype="<i2")).read_bytes()
+    good = write_wav(tmp_path / "good.wav", np.arange(100, dtype="<i2")).read_bytes()
     (tmp_path / "short.wav").write_bytes(good[:-50])
     with pytest.raises(DataError, match=r"short\.wav: truncated: header says 100 samples, data holds 75"):
         list(wav_chunks(tmp_path / "short.wav", 10))
@@ -313,7 +306,7 @@ def test_chunked_bad_input_names_the_file(tmp_path):
 
 
 def test_a_rate_that_cannot_be_resampled_names_the_file(tmp_path):
-    p = _write_wav(tmp_path / "odd-rate.wav", np.zeros(441, dtype="<i2") + 100, rate=44101)
+    p = write_wav(tmp_path / "odd-rate.wav", np.zeros(441, dtype="<i2") + 100, rate=44101)
     with pytest.raises(DataError, match=r"odd-rate\.wav: cannot resample 44101 Hz -> 8000 Hz"):
         compute_features(p, FeatureSettings(rate=8000))
 
@@ -322,7 +315,7 @@ def test_a_rate_that_cannot_be_resampled_names_the_file(tmp_path):
 
 def test_cache_round_trip_and_keying(tmp_path):
     ints = (_sine(500.0, 8000, 0.3) * 20000).numpy().astype("<i2")
-    p = _write_wav(tmp_path / "u.wav", ints)
+    p = write_wav(tmp_path / "u.wav", ints)
     cache = tmp_path / "cache"
     s = FeatureSettings()
     f1 = cached_features(p, cache, s)

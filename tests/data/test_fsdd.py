@@ -1,9 +1,7 @@
 """FSDD loader on tiny synthetic archives (WAVs written with ``wave``), and the real files when present."""
 import io
 import tarfile
-import wave
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,21 +9,11 @@ from rnnkit.data import fsdd
 from rnnkit.data.audio import FeatureSettings, compute_features
 from rnnkit.errors import DataError
 from shared_data import DATA, needs
+from wav_files import digit_tone
 
 SPEAKERS = ("alice", "bob")
 
 
-def wav_bytes(digit: int, index: int, rate: int = 8000, n: int = 2400) -> bytes:
-    """A tone whose pitch encodes the digit, 16-bit mono."""
-    t = np.arange(n) / rate
-    x = 0.3 * np.sin(2 * np.pi * (300 + 150 * digit + 7 * index) * t)
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def write_tar(path, members: dict[str, bytes], directory: bool = True) -> None:
@@ -41,7 +29,7 @@ def write_tar(path, members: dict[str, bytes], directory: bool = True) -> None:
 
 
 def make_fsdd(path, speakers=SPEAKERS, digits=range(10), takes=12) -> None:
-    write_tar(path, {f"recordings/{d}_{s}_{i}.wav": wav_bytes(d, i)
+    write_tar(path, {f"recordings/{d}_{s}_{i}.wav": digit_tone(d, i)
                      for s in speakers for d in digits for i in range(takes)})
 
 
@@ -58,7 +46,7 @@ def test_read_recordings_reads_every_wav_in_memory(tmp_path):
     recs = fsdd.read_recordings(tmp_path / "r.tar")
     assert len(recs) == 2 * 10 * 3 and fsdd.speakers_of(recs) == list(SPEAKERS)
     r = next(r for r in recs if (r.digit, r.speaker, r.index) == (4, "bob", 2))
-    assert r.data == wav_bytes(4, 2) and r.name == "recordings/4_bob_2.wav"
+    assert r.data == digit_tone(4, 2) and r.name == "recordings/4_bob_2.wav"
 
 
 def test_official_split_tests_takes_0_to_4_and_validates_on_5_to_9(tmp_path):
@@ -95,7 +83,7 @@ def test_features_equal_the_audio_front_end_and_are_cached(tmp_path):
 
 
 def test_bad_archives_are_one_clear_error(tmp_path):
-    write_tar(tmp_path / "names.tar", {"recordings/seven_bob_1.wav": wav_bytes(7, 1)})
+    write_tar(tmp_path / "names.tar", {"recordings/seven_bob_1.wav": digit_tone(7, 1)})
     with pytest.raises(DataError, match="unexpected member 'recordings/seven_bob_1.wav'"):
         fsdd.read_recordings(tmp_path / "names.tar")
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)

@@ -2,7 +2,6 @@
 synthetic FSDD archive, error rates against a hand count, and ``rnnkit transcribe``."""
 import io
 import tarfile
-import wave
 
 import numpy as np
 import pytest
@@ -14,28 +13,13 @@ from rnnkit.errors import ConfigError
 from rnnkit.tasks import transcribe as tr
 from rnnkit.train.config import build_config
 from rnnkit.train.loop import Loop
+from wav_files import digit_tone, write_wav
 
 SPEAKERS = ("alice", "bob")
 
 
-def wav_bytes(digit: int, index: int, rate: int = 8000, n: int = 1600) -> bytes:
-    t = np.arange(n) / rate
-    x = 0.3 * np.sin(2 * np.pi * (300 + 150 * digit + 7 * index) * t)
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
-def write_wav(path, samples: np.ndarray, rate: int = 8000, channels: int = 1) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
 
 
 def fake_fsdd(tmp_path, monkeypatch, takes: int = 11) -> None:
@@ -45,7 +29,7 @@ def fake_fsdd(tmp_path, monkeypatch, takes: int = 11) -> None:
         for s in SPEAKERS:
             for d in range(10):
                 for i in range(takes):
-                    data = wav_bytes(d, i)
+                    data = digit_tone(d, i, n=1600)
                     info = tarfile.TarInfo(f"recordings/{d}_{s}_{i}.wav")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
@@ -112,7 +96,7 @@ def test_one_training_step_through_the_loop_and_the_cli(tmp_path, monkeypatch, c
     wavs = []
     for i, d in enumerate((3, 7)):
         wavs.append(tmp_path / f"{i}.wav")
-        wavs[-1].write_bytes(wav_bytes(d, 1))
+        wavs[-1].write_bytes(digit_tone(d, 1, n=1600))
     assert main(["transcribe", str(tmp_path / "run" / "best.safetensors"), *map(str, wavs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all(set(line) <= set("0123456789") for line in lines)
@@ -120,7 +104,7 @@ def test_one_training_step_through_the_loop_and_the_cli(tmp_path, monkeypatch, c
     # a file at another rate is resampled to the model's 8 kHz
     hi = tmp_path / "hi.wav"
     t = np.arange(3200) / 16000
-    write_wav(hi, 0.3 * 32767 * np.sin(2 * np.pi * (300 + 150 * 3 + 7) * t), rate=16000)
+    write_wav(hi, (0.3 * 32767 * np.sin(2 * np.pi * (300 + 150 * 3 + 7) * t)).astype("<i2"), rate=16000)
     assert main(["transcribe", "--beam", "0", ckpt, str(hi)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
     # bad input: one clear error naming the file, exit status 2
