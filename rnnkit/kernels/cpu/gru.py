@@ -7,7 +7,8 @@ the reset gate before its candidate's GEMM, so each step is GEMM, pointwise, GEM
 pointwise both ways (``W_rz h``, gates, ``W_n (r h)``, state); the simplified GRU one
 of each. The backward's pointwise step leaves ``P``, the part of ``dh_{t-1}`` that
 bypasses ``W_hh``, and the step's GEMM adds ``dA W_hh`` to it. Padded steps (mask 0)
-keep the state: ``dA = 0``, ``P = dh``.
+keep the state: ``dA = 0``, ``P = dh``. In a graph the loops run as the custom ops
+``rnnkit::gru_scan`` and ``rnnkit::gru_scan_backward`` (:func:`gru_scan_graph`).
 """
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ BLAS) and pointwise work, layer norms included, forward; another the whole hand-
 BPTT. No Python, no torch dispatch per step. The weight gradients are a few big GEMMs
 by torch after it (:mod:`rnnkit.kernels.grads`). When no backward can follow (no_grad,
 nothing requiring grad) the forward keeps one step's buffers, not ``T``.
+
+In a graph (``torch.compile``, ``torch.export``) the same C loops run as the custom ops
+``rnnkit::lstm_scan`` and ``rnnkit::lstm_scan_backward`` (:func:`lstm_scan_graph`);
+:func:`run` picks the form.
 """
 from __future__ import annotations
 
