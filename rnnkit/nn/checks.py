@@ -107,7 +107,8 @@ def check_lengths(name: str, lengths, batch: int, steps: int) -> Tensor:
     lengths = lengths.to("cpu", torch.int64)
     bad = (lengths < 1) | (lengths > steps)
     if torch.compiler.is_compiling():  # a Python branch on values would break the graph: checked as an op
-        torch._assert_async(~bad.any(), f"{name}: lengths must be in [1, seq_len={steps}]")
+        # a constant message: formatting seq_len into it would fix the sequence length in the graph
+        torch._assert_async(~bad.any(), f"{name}: lengths must be in [1, seq_len]")
     elif bool(bad.any()):
         i = int(bad.nonzero()[0])
         raise ShapeError(f"{name}: lengths[{i}] = {int(lengths[i])} is outside [1, {steps}] "

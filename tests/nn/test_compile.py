@@ -31,15 +31,18 @@ def _grads(layer, x, y, h):
     return torch.autograd.grad(loss, [x, *layer.parameters()])
 
 
+LENGTHS = {"no_lengths": None, "padded": [7, 5, 2], "unpadded": [7, 7, 7]}  # unpadded: a mask, nothing padded
+
+
 @pytest.mark.parametrize("name", LAYERS)
-@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
-def test_compiled_fullgraph_keeps_the_kernel_and_matches_eager(name, with_lengths):
+@pytest.mark.parametrize("lengths", LENGTHS)
+def test_compiled_fullgraph_keeps_the_kernel_and_matches_eager(name, lengths):
     torch._dynamo.reset()
     torch.manual_seed(0)
     layer = LAYERS[name]()
     x = torch.randn(7, 3, 4, requires_grad=True)
     _needs_kernel(layer, x)
-    kwargs = {"lengths": torch.tensor([7, 5, 2])} if with_lengths else {}
+    kwargs = {} if LENGTHS[lengths] is None else {"lengths": torch.tensor(LENGTHS[lengths])}
     graphs = EagerAndRecordGraphs()
     compiled = torch.compile(layer, fullgraph=True, backend=graphs)   # fullgraph: any break raises
     y, h = compiled(x, **kwargs)
@@ -103,3 +106,25 @@ def test_recurrent_dropout_under_compile_traces_the_reference_and_matches():
     torch.manual_seed(1)
     y, _ = compiled(x)
     torch.testing.assert_close(y, y_eager, atol=1e-6, rtol=1e-6)
+
+
+def test_inductor_with_lengths_and_new_sequence_lengths_without_recompiling_per_length():
+    """The default backend (inductor) compiles the graph with the op (its fake shapes are
+    checked against the real ones), unpadded and padded lengths, and a new sequence length
+    reuses the dynamic graph instead of compiling once per length."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(4, 8, peephole=True)
+    x = torch.randn(9, 3, 4)
+    _needs_kernel(layer, x)
+    compiled = torch.compile(layer, fullgraph=True)
+    frames = []
+    for T, lengths in ((5, [5, 5, 5]), (7, [7, 2, 4]), (9, [9, 9, 1]), (6, [6, 6, 6])):
+        xs, lens = x[:T], torch.tensor(lengths)
+        y, (h, c) = compiled(xs, lengths=lens)
+        y_eager, (h_eager, c_eager) = layer(xs, lengths=lens)
+        torch.testing.assert_close(y, y_eager, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(c, c_eager, atol=1e-6, rtol=1e-6)
+        frames.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert frames[-1] <= 2, f"compiled graphs per call: {frames} (one per sequence length?)"

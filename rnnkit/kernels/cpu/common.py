@@ -127,7 +127,12 @@ def present(t: Tensor) -> Optional[Tensor]:
     return t if t.numel() else None
 
 
-def own_output(t: Tensor) -> Tensor:
-    """``t``, or a copy if it is a view (the layer norms' gradients are rows of one
-    buffer): an op's outputs must not alias each other."""
-    return t if t._base is None else t.clone()
+def states_output(Y: Tensor, mask: Tensor | None) -> Tensor:
+    """An op's output ``y`` from the states ``Y (T, B, ...)``: ``Y`` itself without a mask,
+    else a copy with the padded steps zeroed (a copy even when nothing is padded: whether
+    anything is cannot be known while tracing, and the op then also returns ``Y``, which
+    its outputs must not alias)."""
+    if mask is None:
+        return Y
+    y = masked_copy(Y, padded_rows(mask))
+    return Y.clone() if y is Y else y

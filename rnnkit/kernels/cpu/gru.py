@@ -28,7 +28,7 @@ from ..specs import compiling, folded_projection, gru_supported
 from ..step_masks import SELECT, KernelMasks, kernel_masks
 from . import native
 from .common import (available, byte_mask, empty_output, masked_copy, match_cpu, no_masks, padded_rows,
-                     pointwise_threads, present, ptr)
+                     pointwise_threads, present, ptr, states_output)
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -171,17 +171,16 @@ SAMPLES = tuple(Sample(f"gru_{variant}{suffix}", lambda i, h, variant=variant, b
 @torch.library.custom_op("rnnkit::gru_scan", mutates_args=())
 def gru_scan_op(xp: Tensor, h0: Tensor, mask: Optional[Tensor], w_hh: Tensor, reset_before: bool,
                 reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``xp (T, B, 3H)`` (input projection, biases folded in) -> ``(y (T, B, H), h_n (B, H),
+    """``xp (T, B, G*H)`` (input projection, biases folded in; G = 3 reset-before, 2 simplified) -> ``(y (T, B, H), h_n (B, H),
     A, RH, Y)``: the outputs, then the backward's buffers (``RH`` empty unless
-    reset-before; ``Y`` empty when it equals ``y``, i.e. without a mask)."""
+    reset-before; ``Y``, the states, empty without a mask)."""
     variant = "reset_before" if reset_before else "simplified"
     km = no_masks(xp.shape[1], (w_hh.shape[1],), xp.device)
-    f = _forward(_fns(xp.dtype), variant, reverse, True, xp.contiguous(), h0.contiguous(),
-                            mask, w_hh.contiguous(), km)
-    rows = padded_rows(mask)
-    y = masked_copy(f.Y, rows)
+    f = _forward(_fns(xp.dtype), variant, reverse, True, xp.contiguous(), h0.contiguous(), mask,
+                 w_hh.contiguous(), km)
+    y = states_output(f.Y, mask)
     h_n = f.Y[0 if reverse else -1].clone()
-    return (y, h_n, f.A, f.RH if reset_before else empty_output(xp), empty_output(xp) if y is f.Y else f.Y)
+    return (y, h_n, f.A, f.RH if reset_before else empty_output(xp), empty_output(xp) if mask is None else f.Y)
 
 
 @gru_scan_op.register_fake

@@ -33,7 +33,7 @@ from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, compiling, folded_project
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
 from .common import (available, byte_mask, empty_output, grad_projection, masked_copy, match_cpu, no_masks,
-                     own_output, padded_rows, pointwise_threads, present, ptr)
+                     padded_rows, pointwise_threads, present, ptr, states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks
 _LSTM_PARAMS = ("w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")  # the ops' weights
@@ -278,9 +278,9 @@ def lstm_scan_op(xp: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], w_h
     f = _forward(steps_fns(xp.dtype), spec, xp.contiguous(), h0.contiguous(),
                              c0.contiguous(), mask, w_hh.contiguous(), peep, ln, params[6], km)
     last = 0 if reverse else xp.shape[0] - 1
-    y = masked_copy(f.Y, padded_rows(mask))  # an op's outputs never alias: Y only when it differs
+    y = states_output(f.Y, mask)
     return (y, f.Y[last].clone(), f.C[last].clone(), f.A, f.C, f.U, f.M if spec.proj else empty_output(xp),
-            f.HP if layer_norm else empty_output(xp), f.stats if layer_norm else empty_output(xp), empty_output(xp) if y is f.Y else f.Y)
+            f.HP if layer_norm else empty_output(xp), f.stats if layer_norm else empty_output(xp), empty_output(xp) if mask is None else f.Y)
 
 
 @lstm_scan_op.register_fake
@@ -318,7 +318,12 @@ def lstm_scan_backward_op(dy: Tensor, dh_n: Tensor, dc_n: Tensor, mask: Optional
                               ln, params[7], km)
     needs = {name: w is not None for name, w in zip(_LSTM_PARAMS, params)}
     w = _weight_grads(spec, f, g, h0, c0, rows, needs, km)
-    return [own_output(t) for t in (g.dA, g.dh0, g.dc0, *(w[n] if needs[n] else empty_output(A) for n in _LSTM_PARAMS))]
+    # the peephole and layer-norm gradients are views of shared buffers (unbind, rows of one
+    # sum): copies, since an op's outputs must not alias (views cannot be told apart under
+    # a dispatch mode, so every one is copied; they are vectors)
+    small = ("w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b")
+    weights = [(w[n].clone() if n in small else w[n]) if needs[n] else empty_output(A) for n in _LSTM_PARAMS]
+    return [g.dA, g.dh0, g.dc0, *weights]
 
 
 @lstm_scan_backward_op.register_fake

@@ -14,6 +14,14 @@ pytestmark = pytest.mark.skipif(available() is not True, reason="no native libra
 T, B, I, H = 5, 3, 4, 6
 
 
+MASKS = {False: None, True: [5, 3, 1], "full": [5, 5, 5]}  # "full": a mask with nothing padded
+
+
+def _mask(kind):
+    lengths = MASKS[kind]
+    return None if lengths is None else (torch.arange(T).unsqueeze(1) < torch.tensor(lengths)).unsqueeze(-1)
+
+
 def _lstm_args(peephole, layer_norm, proj, mask, reverse):
     torch.manual_seed(0)
     layer = rnnkit.LSTM(I, H, peephole=peephole, layer_norm=layer_norm, proj_size=3 if proj else 0).double()
@@ -22,19 +30,32 @@ def _lstm_args(peephole, layer_norm, proj, mask, reverse):
     xp = torch.randn(T, B, 4 * H, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(B, R, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
-    m = (torch.arange(T).unsqueeze(1) < torch.tensor([5, 3, 1])).unsqueeze(-1) if mask else None
+    m = _mask(mask)
     weights = [getattr(p, n, None) for n in ("weight_hh", "weight_ci", "weight_cf", "weight_co", "ln_hh_weight",
                                              "ln_c_weight", "ln_c_bias", "weight_hr")]
     return (xp, h0, c0, m, *weights, peephole, layer_norm, reverse, 1e-5)
 
 
 LSTM_CASES = [(True, False, False, False, False), (False, True, False, True, False), (True, True, True, True, True),
-              (True, False, True, False, True)]
+              (True, False, True, False, True), (True, True, False, "full", False)]
 
 
 @pytest.mark.parametrize("case", LSTM_CASES, ids=lambda c: "".join("PLpMr"[i] if v else "-" for i, v in enumerate(c)))
 def test_lstm_op_passes_torch_opcheck(case):
     torch.library.opcheck(torch.ops.rnnkit.lstm_scan.default, _lstm_args(*case))
+
+
+@pytest.mark.parametrize("case", LSTM_CASES, ids=lambda c: "".join("PLpMr"[i] if v else "-" for i, v in enumerate(c)))
+def test_lstm_backward_op_passes_torch_opcheck(case):
+    """The backward op too (what a compiled backward graph calls): schema, fake shapes,
+    no aliasing among its outputs (the peephole and layer-norm gradients)."""
+    args = _lstm_args(*case)
+    outs = cpu_lstm.lstm_scan_op(*args)
+    y, h, c, A, C, U, M, HP, stats, Y = (t.detach() for t in outs)
+    mask, weights, flags = args[3], [None if w is None else w.detach() for w in args[4:12]], args[12:]
+    backward_args = (torch.randn_like(y), torch.randn_like(h), torch.randn_like(c), mask, args[1].detach(),
+                     args[2].detach(), *weights, y, A, C, U, M, HP, stats, Y, *flags)
+    torch.library.opcheck(torch.ops.rnnkit.lstm_scan_backward.default, backward_args)
 
 
 @pytest.mark.parametrize("case", LSTM_CASES, ids=lambda c: "".join("PLpMr"[i] if v else "-" for i, v in enumerate(c)))
@@ -60,18 +81,20 @@ def _gru_args(reset_before, mask, reverse):
     w_hh = torch.randn(gates * H, H, dtype=torch.float64, requires_grad=True)
     xp = torch.randn(T, B, gates * H, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
-    m = (torch.arange(T).unsqueeze(1) < torch.tensor([5, 3, 1])).unsqueeze(-1) if mask else None
-    return xp, h0, m, w_hh, reset_before, reverse
+    return xp, h0, _mask(mask), w_hh, reset_before, reverse
 
 
-GRU_CASES = [(True, False, False), (False, True, False), (True, True, True)]
+GRU_CASES = [(True, False, False), (False, True, False), (True, True, True), (False, "full", True)]
 
 
 @pytest.mark.parametrize("case", GRU_CASES)
 def test_gru_op_passes_torch_opcheck_and_gradcheck(case):
     args = _gru_args(*case)
     torch.library.opcheck(torch.ops.rnnkit.gru_scan.default, args)
+    y, h, A, RH, Y = (t.detach() for t in cpu_gru.gru_scan_op(*args))
     xp, h0, m, w_hh, rb, rev = args
+    torch.library.opcheck(torch.ops.rnnkit.gru_scan_backward.default,
+                          (torch.randn_like(y), torch.randn_like(h), m, h0.detach(), w_hh.detach(), y, A, RH, Y, rb, rev))
     assert torch.autograd.gradcheck(lambda a, b, c: cpu_gru.gru_scan_op(a, b, m, c, rb, rev)[:2], (xp, h0, w_hh),
                                     atol=1e-6)
 
