@@ -1,9 +1,10 @@
 """Spoken-digit classification on FSDD through the one loop (``--task classify --dataset fsdd``):
-a BiGRU over 40 log-mel channels, mean-pooled, with SpecAugment. One run on the official
-split (test: takes 0-4 of every speaker) and one per held-out speaker (train on five
-speakers, test on the sixth).
+a BiGRU over 40 log-mel channels (optionally frames stacked, utterance-level standardisation,
+speed perturbation), mean-pooled, with SpecAugment. One run on the official split (test:
+takes 0-4 of every speaker) and one per held-out speaker (train on five speakers, test on
+the sixth).
 
-    OMP_NUM_THREADS=1 RNNKIT_DATA=../shared/data python experiments/fsdd.py --epochs 40 --minutes 11 --lr-decay 0.92 --heldout-epochs 10 --heldout-minutes 2
+    OMP_NUM_THREADS=1 RNNKIT_DATA=../shared/data python experiments/fsdd.py --frame-stack 3 --speed-perturb 0.15 --feature-norm utterance --epochs 60 --minutes 6 --lr-decay 0.94 --heldout-epochs 30 --heldout-minutes 2 --threads 1
 
 Writes results/fsdd-digits.json: ``metrics.test`` is the official split's, and
 ``metrics.heldout`` the test accuracy per held-out speaker (with their mean).
@@ -33,12 +34,15 @@ def train(args, heldout: str, epochs: int, minutes: float) -> tuple[dict, dict]:
     out = f"{args.out}-{heldout or 'official'}"
     cfg = build_config(None, {"train": {"task": "classify", "dataset": "fsdd", "heldout_speaker": heldout,
                                         "spec_augment": True, "feature_cache": args.feature_cache,
+                                        "speed_perturb": args.speed_perturb,
+                                        "feature_norm": args.feature_norm, "weight_decay": args.weight_decay,
                                         "epochs": epochs, "batch_size": 32, "lr": args.lr,
                                         "lr_decay": args.lr_decay, "lr_decay_start": 5,
                                         "max_minutes": minutes, "seed": args.seed, "progress": False,
                                         "out": out},
-                              "model": {"cell": args.cell, "hidden_size": args.hidden_size, "pooling": "mean",
-                                        "num_layers": args.num_layers, "dropout": args.dropout}})
+                              "model": {"cell": args.cell, "hidden_size": args.hidden_size, "pooling": args.pooling,
+                                        "num_layers": args.num_layers, "dropout": args.dropout,
+                                        "frame_stack": args.frame_stack}})
     with fresh_run(cfg) as loop:
         task = loop.task
         print(task.summary(), flush=True)
@@ -59,6 +63,11 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--lr-decay", type=float, default=0.9, help="per epoch after the fifth")
     ap.add_argument("--cell", default="gru")
+    ap.add_argument("--pooling", default="mean", help="last, mean, max or attention")
+    ap.add_argument("--speed-perturb", type=float, default=0.0, help="time-stretch training inputs by up to this")
+    ap.add_argument("--feature-norm", default="channel", help="channel or utterance standardisation")
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--frame-stack", type=int, default=1, help="consecutive log-mel frames per recurrent step")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speakers", default=",".join(SPEAKERS), help="held-out speakers to run ('' = none)")
     ap.add_argument("--feature-cache", default="runs/features")

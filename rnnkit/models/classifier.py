@@ -3,7 +3,9 @@ DNA motif, any symbolic sequence).
 
 ``forward(x, lengths) -> logits (B, C)``: ``x`` is token ids ``(B, T)`` (learned or
 hashed embeddings, or one-hot) or feature vectors ``(B, T, I)``; a recurrent stack
-(any rnnkit cell, uni- or bidirectional, deep) reads it; a pooling turns the per-step
+(any rnnkit cell, uni- or bidirectional, deep) reads it (feature input may first have
+``frame_stack`` consecutive frames concatenated into one step, ``T' = ceil(T / k)``, as
+:class:`~rnnkit.models.ctc.CTCModel` does); a pooling turns the per-step
 outputs ``o_t (B, T, D)`` into one vector:
 
 * ``last``: the final state of each direction at the sequence's own last real step
@@ -20,9 +22,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from ..options import option, require
 from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
                     stack_checks)
@@ -50,6 +53,7 @@ class ClassifierConfig(RegularizationOptions):
     bidirectional: bool = option(True, "read the sequence both ways")
     pooling: str = option("last", "how the outputs become one vector: " + ", ".join(POOLINGS))
     dropout: float = option(0.0, "dropout on the embeddings, between layers and before the head")
+    frame_stack: int = option(1, "features input: concatenate this many consecutive frames into one step")
     init: str = option("torch", "weight init: torch, orthogonal, identity or xavier")
 
     def __post_init__(self) -> None:
@@ -62,11 +66,24 @@ class ClassifierConfig(RegularizationOptions):
             (self.embedding_dim > 0 and self.num_hashes > 0 and self.hash_buckets >= 0,
              "embedding_dim and num_hashes must be > 0, hash_buckets >= 0"),
             (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}, got {self.pooling!r}"),
+            (self.frame_stack >= 1, f"frame_stack must be >= 1, got {self.frame_stack}"),
         ]
         require(checks + stack_checks(self) + regularization_checks(self), "model config:")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def stack_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(B, T, I) -> (B, ceil(T / k), k * I)``: ``k`` consecutive frames become one step (fewer
+    recurrent steps, same information); each row's last group is zero-padded, lengths ``ceil(n / k)``."""
+    if k == 1:
+        return x, lengths
+    b, t, i = x.shape
+    # zero the padded frames: a row's last group may take some, and they must not leak into it
+    real = torch.arange(t, device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
+    x = F.pad(x * real.unsqueeze(-1), (0, 0, 0, (-t) % k))
+    return x.reshape(b, -1, k * i), (lengths + k - 1) // k
 
 
 class SequenceClassifier(nn.Module):
@@ -75,9 +92,12 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = c = config
+        # checked here, not in the config: a run's config is first validated with id placeholders
+        if c.frame_stack != 1 and c.input in TOKEN_INPUTS:
+            raise ConfigError(f"model config: frame_stack applies to 'features' input only, not {c.input!r}")
         self.encoder = TokenEncoder(c.input, c.vocab_size, c.embedding_dim, c.hash_buckets, c.num_hashes) \
             if c.input in TOKEN_INPUTS else None
-        in_size = self.encoder.size if self.encoder is not None else c.input_size
+        in_size = self.encoder.size if self.encoder is not None else c.input_size * c.frame_stack
         self.rnn = recurrent_layer(c.cell, in_size, c.hidden_size, c.num_layers, dropout=c.dropout, init=c.init,
                                    bidirectional=c.bidirectional, **layer_regularization(c))
         width = c.hidden_size * (2 if c.bidirectional else 1)
@@ -107,6 +127,8 @@ class SequenceClassifier(nn.Module):
         if lengths.shape != (b,) or int(lengths.min()) < 1 or int(lengths.max()) > t:
             raise ShapeError(f"SequenceClassifier: lengths must be (batch={b},) in [1, {t}], got "
                              f"{tuple(lengths.shape)} with range [{int(lengths.min())}, {int(lengths.max())}]")
+        inputs, lengths = stack_frames(inputs, lengths, self.config.frame_stack)
+        t = inputs.shape[1]
         out, state = self.rnn(inputs, lengths=lengths)              # out (B, T, D)
         mask = (torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)).to(out.device)   # (B, T) real steps
         return self.head(self.drop(self.pool(out, state, mask)))

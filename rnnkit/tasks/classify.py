@@ -12,7 +12,9 @@ Datasets (``--dataset``):
   log-mel features ``(T, n_mels)`` (25 ms windows, 10 ms hop; :mod:`rnnkit.data.audio`),
   the model reading vectors, not ids. The official split (test: takes 0-4) or, with
   ``--heldout-speaker NAME``, all of one speaker as test (:mod:`rnnkit.data.fsdd`);
-  ``--spec-augment`` masks time and frequency bands of training inputs.
+  ``--spec-augment`` masks time and frequency bands of training inputs, ``--speed-perturb S``
+  time-stretches them by a factor in [1 - S, 1 + S]; ``--feature-norm`` standardises each
+  mel channel of an utterance (``channel``) or the utterance as a whole (``utterance``).
 
 Batches hold sequences of similar length (bucketed, shuffled per epoch from the run's
 seed), padded, with their lengths: the model stops at each length.
@@ -38,6 +40,7 @@ from .examples import length_buckets
 
 DATASETS = ("dna_motif", "sst", "fsdd")
 BASES = "ACGT"
+FEATURE_NORMS = ("channel", "utterance")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class ClassifyOptions:
     heldout_speaker: str = option("", "fsdd: test on this speaker, train on the others ('' = official split)")
     spec_augment: bool = option(False, "fsdd: SpecAugment (2 time masks of 5 frames, 2 of 5 mel channels) "
                                 "on training inputs")
+    speed_perturb: float = option(0.0, "fsdd: stretch each training input in time by a factor drawn uniformly "
+                                  "from [1 - s, 1 + s] (0 = off); speaking-rate augmentation")
+    feature_norm: str = option("channel", "fsdd: per-utterance standardisation of the log-mels: channel (each "
+                               "channel over time) or utterance (one mean and std: keeps the spectral shape)")
     n_mels: int = option(40, "fsdd: log-mel channels (25 ms windows, 10 ms hop)")
     feature_cache: str = option("~/.cache/rnnkit/features", "fsdd: folder of cached log-mel features ('' = none)")
 
@@ -69,7 +76,11 @@ class ClassifyOptions:
                   (len(self.motif) <= self.seq_len, f"motif ({len(self.motif)}) longer than seq_len {self.seq_len}"),
                   (self.n_mels >= 1, f"n_mels must be >= 1, got {self.n_mels}"),
                   (not self.heldout_speaker or self.dataset == "fsdd", "heldout_speaker applies to dataset fsdd only"),
-                  (not self.spec_augment or self.dataset == "fsdd", "spec_augment applies to dataset fsdd only")]
+                  (not self.spec_augment or self.dataset == "fsdd", "spec_augment applies to dataset fsdd only"),
+                  (self.feature_norm in FEATURE_NORMS,
+                   f"feature_norm must be one of {FEATURE_NORMS}, got {self.feature_norm!r}"),
+                  (0.0 <= self.speed_perturb < 1.0, f"speed_perturb must be in [0, 1), got {self.speed_perturb}"),
+                  (not self.speed_perturb or self.dataset == "fsdd", "speed_perturb applies to dataset fsdd only")]
         checks += [(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
                    for k in ("seq_len", "train_size", "valid_size", "test_size")]
         require(checks, "config: [train]")
@@ -93,6 +104,31 @@ def dna_motif(n: int, seq_len: int, motif: str, generator: torch.Generator) -> t
     for i in torch.nonzero(y).flatten().tolist():
         x[i, pos[i]:pos[i] + len(motif)] = m
     return x.tolist(), y.tolist()
+
+
+def standardize(features: Tensor) -> Tensor:
+    """``(T, C)`` log-mels less their mean over the whole utterance, over their std: the
+    recording's gain goes, the spectral shape stays (per-channel standardisation of one short
+    word would remove the word's own mean spectrum, which tells digits apart)."""
+    std = features.std(unbiased=False)
+    return (features - features.mean()) / (std if std > 1e-5 else 1.0)
+
+
+def stretch_batch(x: Tensor, lengths: Tensor, max_stretch: float,
+                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Time-stretch each row's real frames of ``x`` ``(B, T, C)`` by its own factor drawn
+    uniformly from ``[1 - max_stretch, 1 + max_stretch]`` (linear interpolation between
+    frames, ends kept), re-padded: ``(x' (B, T', C), lengths' (B,))``. A faster or slower
+    speaker gives about the same frames, stretched; cheaper than resampling the audio."""
+    factors = 1 + max_stretch * (2 * torch.rand(len(lengths), generator=generator) - 1)
+    rows = []
+    for row, n, f in zip(x, lengths.tolist(), factors.tolist()):
+        size = max(2, round(n * f)) if n > 1 else 1
+        frames = row[:n].T.unsqueeze(0)                                       # (1, C, n)
+        rows.append(F.interpolate(frames, size=size, mode="linear", align_corners=True)[0].T if n > 1
+                    else frames[0].T)
+    out, new = pad_features(rows)
+    return out.to(x.device), new.to(lengths.device)
 
 
 class ClassifyTask(Task):
@@ -134,10 +170,11 @@ class ClassifyTask(Task):
         o = self.options
         files = resolve("fsdd", o.data_dir)
         splits = fsdd.split_recordings(fsdd.read_recordings(files["recordings"]), o.heldout_speaker)
-        settings = FeatureSettings(n_mels=o.n_mels)
+        settings = FeatureSettings(n_mels=o.n_mels, normalize=o.feature_norm == "channel")
         cache = Path(o.feature_cache).expanduser() if o.feature_cache else None
         self.labels = [str(d) for d in range(10)]
-        self.splits = {split: (fsdd.features(recs, settings, cache), [r.digit for r in recs])
+        norm = standardize if o.feature_norm == "utterance" else (lambda f: f)
+        self.splits = {split: ([norm(f) for f in fsdd.features(recs, settings, cache)], [r.digit for r in recs])
                        for split, recs in splits.items()}
 
     def _prepare_sst(self) -> None:
@@ -194,8 +231,12 @@ class ClassifyTask(Task):
     # --- one batch ----------------------------------------------------------------
     def step(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], state: Any = None) -> StepOutput:
         x, lengths, y = batch
-        if model.training and self.options.spec_augment:
-            x = spec_augment_batch(x, lengths, self.clock.generator())
+        if model.training and (self.options.speed_perturb or self.options.spec_augment):
+            g = self.clock.generator()                 # one stream: stretch and masks drawn independently
+            if self.options.speed_perturb:
+                x, lengths = stretch_batch(x, lengths, self.options.speed_perturb, g)
+            if self.options.spec_augment:
+                x = spec_augment_batch(x, lengths, g)
         logits = model(x, lengths).float()
         nll = F.cross_entropy(logits, y, reduction="sum")
         correct = int((logits.argmax(-1) == y).sum())

@@ -140,7 +140,7 @@ def test_fsdd_audio_features_train_one_step_through_the_loop(tmp_path, monkeypat
     fake_fsdd(tmp_path, monkeypatch)
     monkeypatch.setattr(classify, "resolve", lambda name, data_dir=None: {"recordings": tmp_path / "recordings.tar"})
     cfg = build_config(None, {"train": {"task": "classify", "dataset": "fsdd", "heldout_speaker": "bob",
-                                        "spec_augment": True, "n_mels": 20, "feature_cache": str(tmp_path / "cache"),
+                                        "spec_augment": True, "speed_perturb": 0.2, "feature_norm": "utterance", "n_mels": 20, "feature_cache": str(tmp_path / "cache"),
                                         "epochs": 1, "batch_size": 30, "progress": False, "out": str(tmp_path / "run")},
                               "model": {"hidden_size": 8, "pooling": "mean"}})
     task = cfg.make_task()
@@ -152,3 +152,44 @@ def test_fsdd_audio_features_train_one_step_through_the_loop(tmp_path, monkeypat
     assert result["steps"] == 2 and 0 <= result["test"]["accuracy"] <= 1
     loaded = load_model(tmp_path / "run" / "best.safetensors")
     assert loaded.model.config.input == "features" and loaded.model.config.input_size == 20
+
+
+def test_stretch_batch_interpolates_each_row_to_its_drawn_length():
+    from rnnkit.tasks.classify import stretch_batch
+
+    ramp = torch.arange(10, dtype=torch.float32)
+    x = torch.zeros(2, 10, 2)
+    x[0, :6] = torch.stack([ramp[:6], 2 * ramp[:6]], -1)      # a linear ramp stays a ramp when stretched
+    x[1] = torch.stack([ramp, -ramp], -1)
+    lengths = torch.tensor([6, 10])
+    out, new = stretch_batch(x, lengths, 0.3, torch.Generator().manual_seed(0))
+    factors = 1 + 0.3 * (2 * torch.rand(2, generator=torch.Generator().manual_seed(0)) - 1)   # same draws
+    assert new.tolist() == [round(6 * factors[0].item()), round(10 * factors[1].item())] != [6, 10]
+    assert out.shape == (2, int(new.max()), 2)
+    for i, (n, m) in enumerate(zip(lengths.tolist(), new.tolist())):
+        want = torch.linspace(0, n - 1, m)                   # ends kept, evenly spaced in between
+        torch.testing.assert_close(out[i, :m, 0], want)
+        torch.testing.assert_close(out[i, :m, 1], want * (2 if i == 0 else -1))
+        assert (out[i, m:] == 0).all()                       # re-padded with zeros
+    same, n0 = stretch_batch(x, lengths, 0.0, torch.Generator().manual_seed(0))
+    assert n0.tolist() == [6, 10] and torch.equal(same, x)  # no stretch: unchanged
+
+
+def test_speed_perturb_is_checked():
+    with pytest.raises(ConfigError, match="speed_perturb must be in"):
+        build_config(None, {"train": {"task": "classify", "dataset": "fsdd", "speed_perturb": 1.5}})
+    with pytest.raises(ConfigError, match="speed_perturb applies to dataset fsdd"):
+        build_config(None, {"train": {"task": "classify", "speed_perturb": 0.1}})
+
+
+def test_utterance_standardisation_keeps_the_spectral_shape():
+    from rnnkit.tasks.classify import standardize
+
+    f = torch.randn(30, 8, generator=torch.Generator().manual_seed(0)) + torch.linspace(-3, 3, 8)   # a tilt
+    out = standardize(2.5 * f + 7.0)                          # gain and offset go
+    want = (f - f.mean()) / f.std(unbiased=False)
+    torch.testing.assert_close(out, want)
+    assert out.mean(0)[-1] - out.mean(0)[0] > 2               # the tilt across channels stays
+    assert torch.equal(standardize(torch.full((3, 4), 5.0)), torch.zeros(3, 4))   # silence: centred, no NaN
+    with pytest.raises(ConfigError, match="feature_norm must be one of"):
+        build_config(None, {"train": {"task": "classify", "dataset": "fsdd", "feature_norm": "global"}})
