@@ -135,14 +135,24 @@ class SequenceClassifier(nn.Module):
 
     def pool(self, out: Tensor, state, mask: Tensor) -> Tensor:
         """``(B, T, D)`` outputs -> ``(B, D)``, ignoring padded steps."""
-        how = self.config.pooling
-        if how == "last":
-            h = state[0] if isinstance(state, tuple) else state     # (L * dirs, B, H), at each last real step
-            return torch.cat([h[-2], h[-1]], dim=-1) if self.config.bidirectional else h[-1]
-        m = mask.unsqueeze(-1)
-        if how == "mean":
-            return (out * m).sum(1) / m.sum(1)
-        if how == "max":
-            return out.masked_fill(~m, float("-inf")).max(1).values
-        scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))   # (B, T)
-        return (torch.softmax(scores, dim=1).unsqueeze(-1) * out).sum(1)
+        return pool_sequence(out, state, mask, self.config.pooling, self.config.bidirectional,
+                             getattr(self, "attention", None))
+
+
+def pool_sequence(out: Tensor, state, mask: Tensor, how: str, bidirectional: bool,
+                  attention: nn.Module | None = None) -> Tensor:
+    """A recurrent layer's outputs ``out (B, T, D)`` (``mask (B, T)``: True at real steps)
+    as one vector per sequence ``(B, D)``: ``last`` (the final state of each direction,
+    at each sequence's last real step: from ``state``), ``mean``, ``max`` or ``attention``
+    (``attention``: a module scoring each step ``(B, T, D) -> (B, T, 1)``), padded steps
+    ignored. Many-to-one models (classifiers, frame sequences) share it."""
+    if how == "last":
+        h = state[0] if isinstance(state, tuple) else state     # (L * dirs, B, H), at each last real step
+        return torch.cat([h[-2], h[-1]], dim=-1) if bidirectional else h[-1]
+    m = mask.unsqueeze(-1)
+    if how == "mean":
+        return (out * m).sum(1) / m.sum(1)
+    if how == "max":
+        return out.masked_fill(~m, float("-inf")).max(1).values
+    scores = attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))   # (B, T)
+    return (torch.softmax(scores, dim=1).unsqueeze(-1) * out).sum(1)

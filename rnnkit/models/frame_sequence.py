@@ -39,6 +39,7 @@ from ..errors import DtypeError, ShapeError
 from ..options import option, require
 from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
                     stack_checks)
+from .classifier import pool_sequence
 
 POOLINGS = ("last", "mean", "max")
 SPATIAL_POOLINGS = ("max", "mean", "flatten")
@@ -165,11 +166,4 @@ class FrameSequenceClassifier(nn.Module):
 
     def pool(self, out: Tensor, state, mask: Tensor) -> Tensor:
         """``(B, T, D)`` outputs -> ``(B, D)``, ignoring padded frames."""
-        how = self.config.pooling
-        if how == "last":
-            h = state[0] if isinstance(state, tuple) else state     # (L * dirs, B, H), at each last real frame
-            return torch.cat([h[-2], h[-1]], dim=-1) if self.config.bidirectional else h[-1]
-        m = mask.unsqueeze(-1)
-        if how == "mean":
-            return (out * m).sum(1) / m.sum(1)
-        return out.masked_fill(~m, float("-inf")).max(1).values
+        return pool_sequence(out, state, mask, self.config.pooling, self.config.bidirectional)
