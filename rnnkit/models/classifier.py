@@ -22,14 +22,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ShapeError
 from ..options import option, require
 from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
                     stack_checks)
-from .inputs import TOKEN_INPUTS, TokenEncoder
+from .inputs import TOKEN_INPUTS, TokenEncoder, stack_frames
 
 POOLINGS = ("last", "mean", "max", "attention")
 INPUTS = TOKEN_INPUTS + ("features",)
@@ -73,17 +72,6 @@ class ClassifierConfig(RegularizationOptions):
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def stack_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``(B, T, I) -> (B, ceil(T / k), k * I)``: ``k`` consecutive frames become one step (fewer
-    recurrent steps, same information); each row's last group is zero-padded, lengths ``ceil(n / k)``."""
-    if k == 1:
-        return x, lengths
-    b, t, i = x.shape
-    # zero the padded frames: a row's last group may take some, and they must not leak into it
-    real = torch.arange(t, device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
-    x = F.pad(x * real.unsqueeze(-1), (0, 0, 0, (-t) % k))
-    return x.reshape(b, -1, k * i), (lengths + k - 1) // k
 
 
 class SequenceClassifier(nn.Module):

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ShapeError
 from ..options import option, require
 from .cells import (CELLS, RegularizationOptions, layer_regularization, recurrent_layer, regularization_checks,
                     stack_checks)
+from .inputs import stack_frames
 
 BLANK = 0
 
@@ -62,13 +62,9 @@ class CTCModel(nn.Module):
         self.head = nn.Linear(c.hidden_size * (2 if c.bidirectional else 1), c.num_labels)
 
     def stack(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, T, I) -> (B, ceil(T / k), k * I)``, zero-padding the last group; lengths likewise."""
-        k = self.config.frame_stack
-        if k == 1:
-            return x, lengths
-        b, t, i = x.shape
-        x = F.pad(x, (0, 0, 0, (-t) % k))
-        return x.reshape(b, -1, k * i), (lengths + k - 1) // k
+        """``(B, T, I) -> (B, ceil(T / k), k * I)`` for ``k = frame_stack``; lengths likewise
+        (:func:`~rnnkit.models.inputs.stack_frames`: padded frames zeroed first)."""
+        return stack_frames(x, lengths, self.config.frame_stack)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         c = self.config

@@ -1,6 +1,7 @@
 """How token ids become input vectors: one choice for every model that reads symbols."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,3 +32,15 @@ class TokenEncoder(nn.Module):
         if self.encoder is None:
             return F.one_hot(ids, self.vocab_size).float()
         return self.encoder(ids)
+
+
+def stack_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(B, T, I) -> (B, ceil(T / k), k * I)``: ``k`` consecutive frames become one step (fewer
+    recurrent steps, same information); each row's last group is zero-padded, lengths ``ceil(n / k)``."""
+    if k == 1:
+        return x, lengths
+    b, t, i = x.shape
+    # zero the padded frames: a row's last group may take some, and they must not leak into it
+    real = torch.arange(t, device=x.device).unsqueeze(0) < lengths.to(x.device).unsqueeze(1)
+    x = F.pad(x * real.unsqueeze(-1), (0, 0, 0, (-t) % k))
+    return x.reshape(b, -1, k * i), (lengths + k - 1) // k

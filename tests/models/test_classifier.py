@@ -4,7 +4,7 @@ import torch
 
 from rnnkit.errors import ConfigError
 from rnnkit.models import ClassifierConfig, SequenceClassifier
-from rnnkit.models.classifier import stack_frames
+from rnnkit.models.inputs import stack_frames
 
 
 def _model(frame_stack: int, pooling: str = "mean") -> SequenceClassifier:
