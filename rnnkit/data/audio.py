@@ -364,6 +364,15 @@ def normalize(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (features - mean) / torch.where(std < eps, torch.ones_like(std), std)
 
 
+def standardize(features: torch.Tensor) -> torch.Tensor:
+    """``(T, C)`` features less their mean over the whole utterance, over their std (one
+    scalar each, unlike :func:`normalize`'s per channel): the recording's gain goes, the
+    spectral shape stays (per-channel standardisation of one short word would remove the
+    word's own mean spectrum, which tells digits apart)."""
+    std = features.std(unbiased=False)
+    return (features - features.mean()) / (std if std > 1e-5 else 1.0)
+
+
 def spec_augment(features: torch.Tensor, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2,
                  freq_width: int = 5, generator: torch.Generator | None = None,
                  value: float = 0.0) -> torch.Tensor:

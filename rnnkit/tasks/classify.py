@@ -106,13 +106,6 @@ def dna_motif(n: int, seq_len: int, motif: str, generator: torch.Generator) -> t
     return x.tolist(), y.tolist()
 
 
-def standardize(features: Tensor) -> Tensor:
-    """``(T, C)`` log-mels less their mean over the whole utterance, over their std: the
-    recording's gain goes, the spectral shape stays (per-channel standardisation of one short
-    word would remove the word's own mean spectrum, which tells digits apart)."""
-    std = features.std(unbiased=False)
-    return (features - features.mean()) / (std if std > 1e-5 else 1.0)
-
 
 def stretch_batch(x: Tensor, lengths: Tensor, max_stretch: float,
                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -165,7 +158,7 @@ class ClassifyTask(Task):
 
     def _prepare_fsdd(self) -> None:
         from ..data import fsdd
-        from ..data.audio import FeatureSettings
+        from ..data.audio import FeatureSettings, standardize
 
         o = self.options
         files = resolve("fsdd", o.data_dir)

@@ -183,7 +183,7 @@ def test_speed_perturb_is_checked():
 
 
 def test_utterance_standardisation_keeps_the_spectral_shape():
-    from rnnkit.tasks.classify import standardize
+    from rnnkit.data.audio import standardize
 
     f = torch.randn(30, 8, generator=torch.Generator().manual_seed(0)) + torch.linspace(-3, 3, 8)   # a tilt
     out = standardize(2.5 * f + 7.0)                          # gain and offset go
