@@ -127,6 +127,15 @@ def present(t: Tensor) -> Optional[Tensor]:
     return t if t.numel() else None
 
 
+def eager_or_graph(eager, graph):
+    """A kernel's ``run`` (the reference scan's signature) from its two forms: ``eager``
+    (the autograd Function) in eager mode, ``graph`` (the custom ops) under
+    ``torch.compile``/``torch.export``."""
+    def run(cell, p, x: Tensor, state, mask: Tensor | None = None, reverse: bool = False):
+        return (graph if compiling() else eager)(cell, p, x, state, mask, reverse)
+    return run
+
+
 def states_output(Y: Tensor, mask: Tensor | None) -> Tensor:
     """An op's output ``y`` from the states ``Y (T, B, ...)``: ``Y`` itself without a mask,
     else a copy with the padded steps zeroed (a copy even when nothing is padded: whether

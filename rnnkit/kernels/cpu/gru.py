@@ -24,10 +24,10 @@ from ..grads import grad_weight_prev
 from ..higher_order import Rebuild
 from ..reference import zero_padding
 from ..registry import Kernel, Sample, register
-from ..specs import compiling, folded_projection, gru_supported
+from ..specs import folded_projection, gru_supported
 from ..step_masks import SELECT, KernelMasks, kernel_masks
 from . import native
-from .common import (available, byte_mask, empty_output, masked_copy, match_cpu, no_masks, padded_rows,
+from .common import (available, byte_mask, eager_or_graph, empty_output, masked_copy, match_cpu, no_masks, padded_rows,
                      pointwise_threads, present, ptr, states_output)
 
 
@@ -239,12 +239,8 @@ def gru_scan_graph(cell: GRUCell, p: Params, x: Tensor, state: State, mask: Tens
     return y, (h,)
 
 
-def run(cell: GRUCell, p: Params, x: Tensor, state: State, mask: Tensor | None = None,
-        reverse: bool = False) -> tuple[Tensor, State]:
-    """The kernel: :func:`gru_scan` (an autograd Function) in eager mode, the custom op in a graph."""
-    if compiling():
-        return gru_scan_graph(cell, p, x, state, mask, reverse)
-    return gru_scan(cell, p, x, state, mask, reverse)
+#: the kernel: gru_scan (the autograd Function) in eager mode, the custom op in a graph
+run = eager_or_graph(gru_scan, gru_scan_graph)
 
 
 KERNEL = register(Kernel("cpu.gru", "cpu", run, gru_supported, match, priority=0, available=available,

@@ -13,7 +13,7 @@ nothing requiring grad) the forward keeps one step's buffers, not ``T``.
 
 In a graph (``torch.compile``, ``torch.export``) the same C loops run as the custom ops
 ``rnnkit::lstm_scan`` and ``rnnkit::lstm_scan_backward`` (:func:`lstm_scan_graph`);
-:func:`run` picks the form.
+``run`` picks the form.
 """
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ from ..grads import grad_weight_prev, peephole_grads, sum_tb
 from ..higher_order import Rebuild
 from ..reference import zero_padding
 from ..registry import Kernel, Sample, Verdict, register
-from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, compiling, folded_projection, lstm_supported
+from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, folded_projection, lstm_supported
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
-from .common import (available, byte_mask, empty_output, grad_projection, masked_copy, match_cpu, no_masks,
-                     padded_rows, pointwise_threads, present, ptr, states_output)
+from .common import (available, byte_mask, eager_or_graph, empty_output, grad_projection, masked_copy, match_cpu,
+                     no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks
 _LSTM_PARAMS = ("w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")  # the ops' weights
@@ -364,12 +364,8 @@ def lstm_scan_graph(cell: LSTMCell, p: Params, x: Tensor, state: State, mask: Te
     return y, (h, c)
 
 
-def run(cell: LSTMCell, p: Params, x: Tensor, state: State, mask: Tensor | None = None,
-        reverse: bool = False) -> tuple[Tensor, State]:
-    """The kernel: :func:`lstm_scan` (an autograd Function) in eager mode, the custom op in a graph."""
-    if compiling():
-        return lstm_scan_graph(cell, p, x, state, mask, reverse)
-    return lstm_scan(cell, p, x, state, mask, reverse)
+#: the kernel: lstm_scan (the autograd Function) in eager mode, the custom op in a graph
+run = eager_or_graph(lstm_scan, lstm_scan_graph)
 
 
 KERNEL = register(Kernel("cpu.lstm", "cpu", run, supports, match, priority=0, available=available,
