@@ -219,6 +219,19 @@ def _sample_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
 
 
+def _load_for(task: str, noun: str, path: str, device: str):
+    """The saved model at ``path`` on ``device``, refused unless its task is ``task``
+    (``noun``: what the command needs, for the error)."""
+    from .train.config import check_device
+    from .train.saved import load_model
+
+    check_device(device)
+    loaded = load_model(path, device)
+    if loaded.task.name != task:
+        raise ConfigError(f"{path} is a {loaded.task.name!r} model, not {noun} (train with --task {task})")
+    return loaded
+
+
 def _load_lm(path: str, device: str, overrides: dict | None = None):
     from .train.config import check_device
     from .train.saved import load_model
@@ -352,13 +365,8 @@ def _tag_parser(sub) -> None:
 
 def _run_tag(args) -> int:
     from .data.text import read_text_file
-    from .train.config import check_device
-    from .train.saved import load_model
 
-    check_device(args.device)
-    loaded = load_model(args.checkpoint, args.device)
-    if loaded.task.name != "tag":
-        raise ConfigError(f"{args.checkpoint} is a {loaded.task.name!r} model, not a tagger (train with --task tag)")
+    loaded = _load_for("tag", "a tagger", args.checkpoint, args.device)
     text = sys.stdin.read() if args.input == "-" else read_text_file(args.input)
     sentences = [line.split() for line in text.splitlines() if line.strip()]
     for words, tags in zip(sentences, loaded.task.tag(loaded.model, sentences)):
@@ -377,16 +385,10 @@ def _translate_parser(sub) -> None:
 
 def _run_translate(args) -> int:
     from .data.text import read_text_file
-    from .train.config import check_device
-    from .train.saved import load_model
 
-    check_device(args.device)
     if args.beam < 1:
         raise ConfigError(f"--beam must be >= 1, got {args.beam}")
-    loaded = load_model(args.checkpoint, args.device)
-    if loaded.task.name != "translate":
-        raise ConfigError(f"{args.checkpoint} is a {loaded.task.name!r} model, not a translator "
-                          "(train with --task translate)")
+    loaded = _load_for("translate", "a translator", args.checkpoint, args.device)
     text = sys.stdin.read() if args.input == "-" else read_text_file(args.input)
     lines = [line for line in text.splitlines() if line.strip()]
     for out in loaded.task.translate(loaded.model, lines, args.beam, args.length_penalty):
@@ -406,16 +408,10 @@ def _transcribe_parser(sub) -> None:
 
 def _run_transcribe(args) -> int:
     from .data.audio import read_wav, resample
-    from .train.config import check_device
-    from .train.saved import load_model
 
-    check_device(args.device)
     if args.beam < 0:
         raise ConfigError(f"--beam must be >= 0, got {args.beam}")
-    loaded = load_model(args.checkpoint, args.device)
-    if loaded.task.name != "transcribe":
-        raise ConfigError(f"{args.checkpoint} is a {loaded.task.name!r} model, not a transcriber "
-                          "(train with --task transcribe)")
+    loaded = _load_for("transcribe", "a transcriber", args.checkpoint, args.device)
     rate = loaded.task.settings().rate
     samples = []
     for path in args.files:
