@@ -1,14 +1,12 @@
 """Elman recurrence (simple RNN), tanh or ReLU."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import Params
 from ..errors import ArgumentError
-from .base import RecurrentCell, State, owner_name, recurrent_input
+from .base import Params, RecurrentCell, State, owner_name, recurrent_input
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu}
 

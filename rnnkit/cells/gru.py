@@ -2,14 +2,12 @@
 and the simplified GRU with an update gate only."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import Params
 from ..errors import ArgumentError
-from .base import RecurrentCell, State, owner_name, recurrent_input
+from .base import Params, RecurrentCell, State, owner_name, recurrent_input
 
 GRU_VARIANTS = ("reset_after", "reset_before", "simplified")
 

@@ -1,14 +1,12 @@
 """Jordan recurrence: output-to-hidden feedback only."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import Params
 from ..errors import ArgumentError, ShapeError
-from .base import RecurrentCell, State, check_int, owner_name, recurrent_input
+from .base import Params, RecurrentCell, State, check_int, owner_name, recurrent_input
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid, "identity": lambda v: v}
 

@@ -1,14 +1,12 @@
 """Long short-term memory, with peepholes, layer normalisation and projection."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import Params
 from ..errors import ArgumentError
-from .base import RecurrentCell, State, check_bool, check_int, layer_norm, owner_name, recurrent_input
+from .base import Params, RecurrentCell, State, check_bool, check_int, layer_norm, owner_name, recurrent_input
 
 
 class LSTMCell(RecurrentCell):

@@ -14,13 +14,11 @@ Both call the same coefficient code, so the two modes cannot drift apart.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .base import Params
-from .base import RecurrentCell, State
+from .base import Params, RecurrentCell, State
 
 
 def g(x: Tensor) -> Tensor:

@@ -28,8 +28,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..cells.base import Params
-from ..cells.base import RecurrentCell
+from ..cells.base import Params, RecurrentCell
 from ..errors import RnnkitError
 from .reference import scan_projected
 

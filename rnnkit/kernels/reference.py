@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..cells.base import Params
-from ..cells.base import RecurrentCell, State
+from ..cells.base import Params, RecurrentCell, State
 
 
 def zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:

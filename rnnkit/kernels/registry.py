@@ -19,8 +19,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor
 
-from ..cells.base import Params
-from ..cells.base import RecurrentCell, State
+from ..cells.base import Params, RecurrentCell, State
 
 #: ``True``: the kernel takes it; ``False`` or a reason (a string): it does not
 Verdict = Union[bool, str]

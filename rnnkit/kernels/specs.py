@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..cells.base import Params
-from ..cells.base import RecurrentCell, State, layer_norm
+from ..cells.base import Params, RecurrentCell, State, layer_norm
 from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
 from .registry import Verdict

@@ -12,8 +12,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells.base import Params
-from ..cells.base import RecurrentCell, built_for, check_bool, params_namespace
+from ..cells.base import Params, RecurrentCell, built_for, check_bool, params_namespace
 from ..errors import ArgumentError, ArgumentTypeError, DtypeError, ShapeError
 from . import checks, dispatch
 from .init import INIT_SCHEMES, init_cell_parameters

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from ..cells.base import Params
-from ..cells.base import RecurrentCell, State
+from ..cells.base import Params, RecurrentCell, State
 from .. import kernels
 from ..kernels.reference import scan
 from .regularization import locked_dropout

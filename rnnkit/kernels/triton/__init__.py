@@ -65,8 +65,7 @@ import os
 import torch
 from torch import Tensor
 
-from ...cells.base import Params
-from ...cells.base import RecurrentCell, State
+from ...cells.base import Params, RecurrentCell, State
 from ...cells.gru import GRUCell
 from ...cells.lstm import LSTMCell
 from ..higher_order import Rebuild
