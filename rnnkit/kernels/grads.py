@@ -41,20 +41,6 @@ def sum_prev_products(d: Tensor, Y: Tensor, s0: Tensor, reverse: bool) -> Tensor
     return sum_tb(d[cur] * Y[prev]) + (d[first] * s0).sum(0)
 
 
-def peephole_grads(dA: Tensor, C: Tensor, c0: Tensor, reverse: bool,
-                   needs: dict[str, bool]) -> dict[str, Tensor | None]:
-    r"""The LSTM peepholes' gradients from ``dA (T, B, 4H)`` (wrt the unscaled ``i, f, o``
-    pre-activations) and the cell states ``C (T, B, H)``, initial ``c0 (B, H)``:
-    ``dw_ci = \sum dA_i c_{t-1}``, ``dw_cf = \sum dA_f c_{t-1}``, ``dw_co = \sum dA_o c_t``."""
-    T, B, G = dA.shape
-    dA4, out = dA.view(T, B, 4, G // 4), {}
-    if needs["w_ci"] or needs["w_cf"]:
-        out["w_ci"], out["w_cf"] = sum_prev_products(dA4[:, :, :2], C.unsqueeze(2), c0.unsqueeze(1),
-                                                     reverse).unbind(0)
-    out["w_co"] = sum_tb(dA4[:, :, 3] * C) if needs["w_co"] else None
-    return out
-
-
 def sum_tb(x: Tensor) -> Tensor:
     """Sum over time and batch: ``(T, B, *F) -> (*F)``."""
     return x.sum(dim=(0, 1))

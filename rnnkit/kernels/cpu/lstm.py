@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ...cells.base import Params, RecurrentCell, State
 from ...cells.lstm import LSTMCell
-from ..grads import grad_weight_prev, peephole_grads, sum_tb
+from ..grads import grad_weight_prev
 from ..higher_order import Rebuild
 from ..reference import zero_padding
 from ..registry import Kernel, Sample, Verdict, register
@@ -105,13 +105,15 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
               c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
     """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
     (grad wrt ``xp``), ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)``
-    (grad wrt ``W_hh h``, layer norm only), ``dh0, dc0`` and the norms' gain/shift grads."""
+    (grad wrt ``W_hh h``, layer norm only), ``dh0, dc0`` and ``sums`` (3, 4H): the layer norms'
+    and peepholes' gradients (lstm_step.h's layout), or None."""
     T, B, G = f.A.shape
     H, R = G // 4, w_hh.shape[1]
     g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
                         dHP=torch.empty_like(f.A) if spec.layer_norm else None)
     threads = pointwise_threads(B, G)
-    sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm else None  # per thread, summed after
+    # per thread the layer norms' and peepholes' gradients (lstm_step.h), summed after
+    sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm or spec.peephole else None
     m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
@@ -131,27 +133,27 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
         first = T - 1 if spec.reverse else 0
         grad.add_(torch.where(mask[first], 0.0, g.DH[first]))
     g.dh0 = grad
-    g.d_ln = sums.sum(0) if spec.layer_norm else None
+    g.sums = None if sums is None else sums.sum(0)
     return g
 
 
-def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, c0: Tensor, rows: Tensor | None,
+def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, rows: Tensor | None,
                   needs: dict[str, bool], km: KernelMasks) -> dict[str, Tensor | None]:
     """Parameter gradients as a few big GEMMs/reductions over all steps
-    (:mod:`rnnkit.kernels.grads`); the layer norms' from the sums the C backward kept."""
+    (:mod:`rnnkit.kernels.grads`); the layer norms' and peepholes' from the sums the C
+    backward kept."""
     T, B, G = f.A.shape
     out: dict[str, Tensor | None] = {}
     if needs["w_hh"]:
         d = km.drop_h  # W_hh saw h * drop_h
         out["w_hh"] = grad_weight_prev(g.dHP if spec.layer_norm else g.dA, f.Y if d is None else f.Y * d,
                                        h0 if d is None else h0 * d, spec.reverse)
-    if spec.peephole:
-        out |= peephole_grads(g.dA, f.C, c0, spec.reverse, needs)
-        if f.CN is not None and needs["w_co"]:  # w_co saw the cell's own c', not the zoned c
-            out["w_co"] = sum_tb(g.dA[..., 3 * (G // 4):] * f.CN)
+    H = G // 4
+    if spec.peephole:  # summed by the C backward (lstm_step.h)
+        out |= {name: g.sums[1, k * H:(k + 1) * H] if needs[name] else None
+                for k, name in enumerate(("w_ci", "w_cf", "w_co"), 1)}
     if spec.layer_norm:
-        H = G // 4
-        out |= {"ln_hh_w": g.d_ln[0], "ln_c_w": g.d_ln[1, :H], "ln_c_b": g.d_ln[2, :H]}
+        out |= {"ln_hh_w": g.sums[0], "ln_c_w": g.sums[1, :H], "ln_c_b": g.sums[2, :H]}
     if spec.proj and needs["w_hr"]:
         out["w_hr"] = grad_projection(g.DH, f.M, rows)
     return out
@@ -197,7 +199,7 @@ class NativeLSTMScan(torch.autograd.Function):
         rows = padded_rows(mask)
         dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
         g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, w_hh, peep, ln, w_hr, ctx.km)
-        w = _weight_grads(spec, f, g, h0, c0, rows, needs, ctx.km)
+        w = _weight_grads(spec, f, g, h0, rows, needs, ctx.km)
         return (None, None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
 
@@ -317,7 +319,7 @@ def lstm_scan_backward_op(dy: Tensor, dh_n: Tensor, dc_n: Tensor, mask: Optional
     g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, params[0], peep,
                               ln, params[7], km)
     needs = {name: w is not None for name, w in zip(_LSTM_PARAMS, params)}
-    w = _weight_grads(spec, f, g, h0, c0, rows, needs, km)
+    w = _weight_grads(spec, f, g, h0, rows, needs, km)
     # the peephole and layer-norm gradients are views of shared buffers (unbind, rows of one
     # sum): copies, since an op's outputs must not alias (views cannot be told apart under
     # a dispatch mode, so every one is copied; they are vectors)

@@ -173,13 +173,16 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
                                       const real* gamma_c, real mean_c, real rstd_c,
                                       real* d_gamma_c, real* d_beta_c,
                                       const real* r, const real* gamma_h, real mean_h, real rstd_h,
-                                      real* dhp, real* d_gamma_h, real* dc, real* da, real* work) {
+                                      real* dhp, real* d_gamma_h, real* d_peep, real* dc, real* da,
+                                      real* work) {
     real *dchat = work, *dcn = work + H, *scratch = work + 2 * H;
     SIMD
     for (long j = 0; j < H; j++) {
         real o = a[3 * H + j];
-        da[3 * H + j] = dm[j] * u[j] * o * (1 - o);
+        real dao = dm[j] * u[j] * o * (1 - o);
+        da[3 * H + j] = dao;
         dcn[j] = dm[j] * o * (1 - u[j] * u[j]);
+        if (peep) d_peep[2 * H + j] += dao * c[j];  /* w_co saw this step's own c */
     }
     if (ln) {
         for (long j = 0; j < H; j++) dchat[j] = dcn[j];
@@ -193,6 +196,10 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
         real dai = d * g * i * (1 - i), daf = d * cp[j] * f * (1 - f);
         da[j] = dai;
         da[H + j] = daf;
+        if (peep) {  /* w_ci, w_cf saw the previous c */
+            d_peep[j] += dai * cp[j];
+            d_peep[H + j] += daf * cp[j];
+        }
         da[2 * H + j] = d * i * (1 - g * g);
         real dcp = d * f;
         if (peep) dcp += dai * w_ci[j] + daf * w_cf[j];
@@ -205,11 +212,14 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
 #define BACKWARD_ROW(PEEP, LN) NAME(backward_row)(H, PEEP, LN, dm, A + b * G, C + b * H, \
     c_prev + b * H, U + b * H, w_ci, w_cf, w_co, gamma_c, ln ? mean_c[b] : 0, ln ? rstd_c[b] : 1, \
     ln ? acc + G : 0, ln ? acc + 2 * G : 0, ln ? rec + b * G : 0, gamma_h, ln ? mean_h[b] : 0, ln ? rstd_h[b] : 1, \
-    ln ? dHP + b * G : 0, ln ? acc : 0, dc + b * H, da, work)
+    ln ? dHP + b * G : 0, ln ? acc : 0, PEEP ? acc + G + H : 0, dc + b * H, da, work)
 
-/* Per thread k (of `threads`): work + k (2H + 4H) scratch values and the layer norms'
- * gradient sums in sums + k * 3 * 4H, [d gamma_h (4H), d gamma_c (H of 4H), d beta_c
- * (H of 4H)], added to (the caller sums over threads: a fixed order, so deterministic). */
+/* Per thread k (of `threads`): work + k (2H + 4H) scratch values and the parameter
+ * gradients summed over rows and steps in sums + k * 3 * 4H: [d gamma_h (4H) | d gamma_c,
+ * d w_ci, d w_cf, d w_co (H each) | d beta_c (H of 4H)] (layer norm: the gammas and beta;
+ * peepholes: the w's), added to (the caller sums over threads: a fixed order, so
+ * deterministic). Summed here, in the loop, rather than after it from dA and C: that
+ * would read both (T, B, 4H) and (T, B, H) again. */
 static void NAME(lstm_backward)(long B, long H, long flags, long threads,
                          const real* g_in, const real* dy, const real* carry, const unsigned char* carry_mask,
                          real* dm_out,
