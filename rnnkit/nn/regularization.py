@@ -25,6 +25,7 @@ the weights as they are.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass, field
 
@@ -191,19 +192,56 @@ def step_masks(reg: Regularization, cell, x: Tensor, training: bool) -> Params:
 
 #: zoneout draws its per-step masks from 16 random bits per unit: rates are exact to 2^-16
 MASK_BITS = 16
+#: SplitMix64's constants (kernels/cpu/native/masks.h), as the int64 values of their bits
+_GOLDEN, _MIX1, _MIX2 = (c - (1 << 64) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
 
 
 def bernoulli_mask(shape: tuple[int, ...], p: float, device) -> Tensor:
     """A bool mask of ``shape``, True with probability ``p`` (rounded to a multiple of
-    2^-16): each element compares 16 bits of a 64-bit draw with a threshold, so the
-    generator runs once per four elements. A per-step zoneout mask has T*B*S elements,
-    and ``torch.rand(shape) < p`` (one float draw each) cost ~10% of a fused step."""
+    2^-16): one 64-bit seed from torch's generator, expanded by SplitMix64 into 16 bits
+    per element (kernels/cpu/native/masks.h). A per-step zoneout mask has T*B*S
+    elements; drawn through torch's generator (even four to a 64-bit draw) they cost
+    about as much as the zoned loop's own pointwise work. On the CPU the C library
+    expands the seed; elsewhere (or without it, or under torch.compile) torch ops compute
+    the same bits."""
     n = 1
     for d in shape:
         n *= d
-    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-    threshold = min(round(p * 2 ** MASK_BITS), 2 ** MASK_BITS - 1) - 2 ** (MASK_BITS - 1)
-    return (words.view(torch.int16)[:n] < threshold).view(shape)
+    threshold = min(round(p * 2 ** MASK_BITS), 2 ** MASK_BITS - 1)
+    seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64, device=device)
+    expand = None if seed.device.type != "cpu" or torch.compiler.is_compiling() else _native_mask()
+    if expand is None:
+        return splitmix_mask(n, seed, threshold).view(shape)
+    out = torch.empty(shape, dtype=torch.bool)
+    expand(n, seed.item(), threshold, out.data_ptr())
+    return out
+
+
+def splitmix_mask(n: int, seed: Tensor, threshold: int) -> Tensor:
+    """``n`` bools from ``seed`` (an int64 scalar tensor) as masks.h computes them, in
+    torch ops on the seed's device (int64 arithmetic wraps, as the C's unsigned does)."""
+    i = torch.arange(1, (n + 3) // 4 + 1, dtype=torch.int64, device=seed.device)
+    z = seed + i * _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    z = z ^ _shift_right(z, 31)
+    lanes = torch.stack([_shift_right(z, 16 * k) & 0xFFFF for k in range(4)], 1)
+    return lanes.flatten()[:n] < threshold
+
+
+def _shift_right(z: Tensor, k: int) -> Tensor:
+    """The logical (unsigned) shift of int64 bits: torch's ``>>`` copies the sign bit."""
+    return (z >> k) & ((1 << (64 - k)) - 1) if k else z
+
+
+@functools.lru_cache(maxsize=None)
+def _native_mask():
+    """The C mask expander (kernels/cpu/native/masks.h), or None without the library."""
+    from ..kernels.cpu import native
+
+    if not native.enabled() or native.library() is None:
+        return None
+    return native.bind("bernoulli_mask", torch.float32)
 
 
 def probe_masks(reg: Regularization, cell, x: Tensor, training: bool) -> Params:

@@ -273,3 +273,29 @@ def test_zoneout_masks_have_the_rate_and_independent_units(p):
         assert abs(joint - p * p) <= 5 * sd + 1e-12
     torch.manual_seed(3)
     assert torch.equal(bernoulli_mask((200, 50, 100), p, "cpu"), m)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 1001, 4096])
+@pytest.mark.parametrize("threshold", [0, 1, 3277, 32768, 65535])
+def test_zoneout_masks_are_the_same_from_c_and_from_torch_ops(n, threshold):
+    """The C expander (masks.h) and the torch ops (other devices, torch.compile) give
+    the same bits for the same seed, tails (n not a multiple of 4) and extremes included;
+    and both match SplitMix64 computed here with Python ints."""
+    from rnnkit.nn import regularization as R
+
+    expand = R._native_mask()
+    if expand is None:
+        pytest.skip("no native library")
+    seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64)
+    c = torch.empty(n, dtype=torch.bool)
+    expand(n, seed.item(), threshold, c.data_ptr())
+    assert torch.equal(c, R.splitmix_mask(n, seed, threshold))
+    mask64 = (1 << 64) - 1
+    expected = []
+    for i in range((n + 3) // 4):
+        z = (seed.item() + (i + 1) * 0x9E3779B97F4A7C15) & mask64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask64
+        z ^= z >> 31
+        expected += [((z >> (16 * k)) & 0xFFFF) < threshold for k in range(4)]
+    assert c.tolist() == expected[:n]

@@ -65,6 +65,7 @@ static inline float fast_tanhf(float x) {
 #include "lstm_step.h"
 #include "gru_step.h"
 #include "stream_step.h"
+#include "masks.h"
 #undef real
 #undef NAME
 #undef EXPF
@@ -81,3 +82,4 @@ static inline float fast_tanhf(float x) {
 #include "lstm_step.h"
 #include "gru_step.h"
 #include "stream_step.h"
+#include "masks.h"
