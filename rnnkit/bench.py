@@ -271,6 +271,8 @@ def add_arguments(p: argparse.ArgumentParser, out: str | None = None) -> None:
     p.add_argument("--modes", nargs="+", default=["forward+backward"], choices=MODES)
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=list(DTYPES))
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default; 1 on a machine shared with other jobs)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
                    help="default: all of " + ", ".join(VARIANTS))
     p.add_argument("--out", default=out, help="write the rows as JSON here")
@@ -281,6 +283,10 @@ def run(args: argparse.Namespace, command: str) -> list[Row]:
     """Time the grid the flags describe, print the table, write JSON if asked."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"bench: --device {args.device} but CUDA is not available on this machine")
+    if args.threads < 0:
+        raise ConfigError(f"bench: --threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # before anything is timed: environment() records it
     sizes = FULL_GRID if args.grid == "full" else {"batch": args.batch, "steps": args.steps, "hidden": args.hidden}
     rows = time_grid(sizes["batch"], sizes["steps"], args.input_size, sizes["hidden"], args.modes, args.variants,
                      args.device, args.repeats, dtypes=args.dtypes, progress=not args.no_progress)

@@ -62,3 +62,21 @@ def test_cli_cuda_without_gpu_is_one_clear_error(capsys):
         pytest.skip("a GPU is present")
     assert main(["bench", "--device", "cuda", "--no-progress"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_cli_threads_is_applied_and_recorded(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    out = tmp_path / "b.json"
+    try:
+        assert main(["bench", "--batch", "2", "--steps", "3", "--input-size", "4", "--hidden", "5", "--repeats", "1",
+                     "--variants", "torch.nn.LSTM", "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["environment"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_negative_threads_is_one_clear_error(capsys):
+    assert main(["bench", "--threads", "-1", "--no-progress"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
