@@ -58,6 +58,10 @@ class Rebuild:
     projection: Callable[[RecurrentCell, Params, Tensor], Tensor]
     recurrent: Sequence[str]
     reverse: bool
+    #: ``finish(cell, q, xp)``: what the cell's ``recur`` takes, when the Function's ``xp``
+    #: is not it yet (the CPU LSTM normalises a layer-norm cell's input inside its loop);
+    #: ``q`` maps ``recurrent`` to the Function's own inputs
+    finish: Callable[[RecurrentCell, Params, Tensor], Tensor] | None = None
     _names: list[str] = field(default_factory=list, init=False, repr=False)  # p's tensors, as taken
 
     def take_tensors(self) -> list[Tensor]:
@@ -86,7 +90,8 @@ class Rebuild:
             p = Params(**{**vars(self.p), **dict(zip(self._names, rest))})
             xp = self.projection(self.cell, p, x)
             q = Params(**{**vars(p), "bias_hh": None, **dict(zip(self.recurrent, params))})
-            y, final = scan_projected(self.cell, q, xp, tuple(states), mask, self.reverse)
+            xq = xp if self.finish is None else self.finish(self.cell, q, xp)
+            y, final = scan_projected(self.cell, q, xq, tuple(states), mask, self.reverse)
             return differentiate((y, *final), [xp, *states, *params], needs, grad_outputs)
 
 

@@ -3,7 +3,8 @@ projection (:class:`rnnkit.cells.LSTMCell`, gate order ``i, f, g, o``), and any
 ``LSTMCell`` without projection with recurrent dropout or zoneout in its time loop.
 
 One :class:`torch.autograd.Function` runs the whole sequence: the input projection for
-all steps as one GEMM by torch before it, then the time loop in C
+all steps as one GEMM by torch before it (a layer-norm cell's input norm then runs in the
+loop, row by row, forward and backward), then the time loop in C
 (:mod:`rnnkit.kernels.cpu.native`; equations in ``native/lstm_step.h``): one call runs
 every step's recurrent GEMM (rnnkit's packed GEMM, ``native/gemm.h``, or the vendor
 BLAS) and pointwise work, layer norms included, forward; another the whole hand-derived
@@ -22,22 +23,27 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+import torch.nn.functional as F
 
-from ...cells.base import Params, RecurrentCell, State
+from ...cells.base import Params, RecurrentCell, State, layer_norm
 from ...cells.lstm import LSTMCell
 from ..grads import grad_weight_prev
 from ..higher_order import Rebuild
 from ..reference import zero_padding
 from ..registry import Kernel, Sample, Verdict, register
-from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, folded_projection, lstm_supported
+from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, folded_projection, lstm_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
 from .common import (available, byte_mask, eager_or_graph, empty_output, grad_projection, masked_copy, match_cpu,
                      no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
 
-#: the Function's tensor inputs, in its argument order after the masks
-_LSTM_PARAMS = ("w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")  # the ops' weights
-_INPUTS = ("xp", "h0", "c0", "w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr")
+#: the Function's tensor inputs, in its argument order after the masks; with layer norm
+#: ``xp`` is the raw input projection ``W_ih x`` and ``ln_x_w``, ``ln_x_b`` its norm's gain
+#: and shift (``b_ih + b_hh``): the C loop normalises each row as it uses it
+_LSTM_PARAMS = ("w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr", "ln_x_w", "ln_x_b")  # the ops'
+_INPUTS = ("xp", "h0", "c0", *_LSTM_PARAMS)
+#: the cell's names for the inputs after the states, as the rebuild (double backward) maps them
+_REBUILD_NAMES = (*LSTM_PARAMETERS, "ln_ih_weight", "input_shift")
 
 # the flags of native/steps.c
 PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
@@ -59,11 +65,12 @@ def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
 def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
              w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, 4H)`` (input projection plus all additive
-    biases), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
+    biases; with layer norm the raw ``W_ih x``, normalised in the loop by ``ln``'s last
+    two), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
     ``C (T, B, H)`` cells and, with ``spec.store`` (a backward will follow), what it
     needs: ``A (T, B, 4H)`` gate activations, ``U (T, B, H)`` ``tanh`` of the
     (normalised) cell, ``M`` (projection input; ``Y`` without projection), with layer
-    norm ``HP (T, B, 4H)`` = ``W_hh h`` and both norms' statistics ``(4, T, B)``.
+    norm ``HP (T, B, 4H)`` = ``W_hh h`` and the three norms' statistics ``(6, T, B)``.
     Without ``store`` those buffers hold one step, reused. ``km``: recurrent dropout and
     zoneout (then ``CN`` keeps the cell's own ``c'`` before zoneout, for the backward)."""
     T, B, G = xp.shape
@@ -72,7 +79,7 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T, B, H), A=xp.new_empty(n, B, G),
                         U=xp.new_empty(n, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
                         HP=xp.new_empty(T, B, G) if spec.layer_norm and spec.store else None,
-                        stats=xp.new_empty(4, n, B),  # mean_h, rstd_h, mean_c, rstd_c
+                        stats=xp.new_empty(6, n, B),  # mean, rstd of h, c, x
                         CN=xp.new_empty(n, B, H) if km.modes[1] else None)
     hd = xp.new_empty(B, R) if km.drop_h is not None else None  # one step's h * drop_h
     m8 = byte_mask(mask)
@@ -81,11 +88,13 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     panels_hh = native.gemm_weight(w_hh, choice, B)
     panels_hr = native.gemm_weight(w_hr, choice, B) if spec.proj else None
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
-    g_h, g_c, b_c = (ptr(w) for w in ln) if ln else (None,) * 3
+    g_h, g_c, b_c = (ptr(w) for w in ln[:3]) if ln else (None,) * 3
+    shift = (ln[4] if ln[4] is not None else xp.new_zeros(G)) if ln else None  # held: the C gets its address
+    g_x, b_x = (ptr(ln[3]), ptr(shift)) if ln else (None, None)
     rec = xp.new_empty(B, G)  # one step's GEMM output (held here: the C only gets its address)
     fns.forward(T, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
                 int(spec.store), spec.eps, native.vendor_arg(xp.dtype, choice), xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
-                c0.data_ptr(), g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
+                c0.data_ptr(), g_x, b_x, g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
                 f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr(),
                 *_mask_args(km, ptr(hd)), ptr(f.CN))
     if not spec.proj:
@@ -102,21 +111,23 @@ def _mask_args(km: KernelMasks, *scratch) -> tuple:
 
 
 def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
-              c0: Tensor, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
+              c0: Tensor, xp: Tensor | None, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr,
+              km: KernelMasks) -> SimpleNamespace:
     """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
-    (grad wrt ``xp``), ``DH (T, B, R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)``
-    (grad wrt ``W_hh h``, layer norm only), ``dh0, dc0`` and ``sums`` (3, 4H): the layer norms'
-    and peepholes' gradients (lstm_step.h's layout), or None."""
+    (grad wrt ``xp``; with layer norm the raw projection, which it then reads), ``DH (T, B,
+    R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)`` (grad wrt ``W_hh h``, layer norm
+    only), ``dh0, dc0`` and ``sums`` (5, 4H): the layer norms' and peepholes' gradients
+    (lstm_step.h's layout), or None."""
     T, B, G = f.A.shape
     H, R = G // 4, w_hh.shape[1]
     g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
                         dHP=torch.empty_like(f.A) if spec.layer_norm else None)
     threads = pointwise_threads(B, G)
     # per thread the layer norms' and peepholes' gradients (lstm_step.h), summed after
-    sums = f.A.new_zeros(threads, 3, G) if spec.layer_norm or spec.peephole else None
+    sums = f.A.new_zeros(threads, 5, G) if spec.layer_norm or spec.peephole else None
     m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
-    g_h, g_c = (ptr(ln[0]), ptr(ln[1])) if ln else (None, None)
+    g_h, g_c, g_x = (ptr(ln[0]), ptr(ln[1]), ptr(ln[3])) if ln else (None, None, None)
     choice = native.gemm_choice(f.A.dtype, B, R, G)
     panels_hh_t = native.gemm_weight(w_hh.t(), choice, B)
     panels_hr_t = native.gemm_weight(w_hr.t(), choice, B) if spec.proj else None
@@ -124,7 +135,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     scratch, dm = f.A.new_empty(threads, 3 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
     hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}
     fns.backward(T, B, H, R, step_flags(spec), torch.get_num_threads(), threads, int(spec.reverse),
-                 native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(),
+                 native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(), ptr(xp), g_x,
                  f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
                  w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), g.DH.data_ptr(), ptr(g.dHP), g.dc0.data_ptr(),
                  grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr(), *_mask_args(km),
@@ -153,29 +164,32 @@ def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, rows: Tensor | None,
         out |= {name: g.sums[1, k * H:(k + 1) * H] if needs[name] else None
                 for k, name in enumerate(("w_ci", "w_cf", "w_co"), 1)}
     if spec.layer_norm:
-        out |= {"ln_hh_w": g.sums[0], "ln_c_w": g.sums[1, :H], "ln_c_b": g.sums[2, :H]}
+        out |= {"ln_hh_w": g.sums[0], "ln_c_w": g.sums[1, :H], "ln_c_b": g.sums[2, :H], "ln_x_w": g.sums[3],
+                "ln_x_b": g.sums[4] if needs["ln_x_b"] else None}
     if spec.proj and needs["w_hr"]:
         out["w_hr"] = grad_projection(g.DH, f.M, rows)
     return out
 
 
 class NativeLSTMScan(torch.autograd.Function):
-    """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
-    -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the input projection with every
-    additive bias folded in, absent parameters are None. ``rebuild``
+    """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+    ln_x_w, ln_x_b) -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the input projection
+    with every additive bias folded in (with layer norm: the raw ``W_ih x``, see
+    :func:`kernel_projection`), absent parameters are None. ``rebuild``
     (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
     (double backward): the reference's autograd instead of the C BPTT."""
 
     @staticmethod
     def forward(ctx, rebuild, spec: LSTMSpec, mask: Tensor | None, km: KernelMasks, xp: Tensor, h0: Tensor,
-                c0: Tensor, w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr):
+                c0: Tensor, w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b):
         fns = steps_fns(xp.dtype)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
-        ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
+        ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w, ln_x_b) if spec.layer_norm else None
         f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr, km)
         ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
         if spec.store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
-            ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+            ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w,
+                                  ln_x_b, xp if spec.layer_norm else None,  # the input norm's backward reads it
                                   f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats, f.CN,
                                   *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
@@ -185,20 +199,20 @@ class NativeLSTMScan(torch.autograd.Function):
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
         assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
-        (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
+        (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b, xp,
          A, C, U, Y, M, HP, stats, CN, *saved) = ctx.saved_tensors
         needs = dict(zip(_INPUTS, ctx.needs_input_grad[4:]))
         if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
-            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)
+            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)
             grads = ctx.rebuild.grads(saved, inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
             return (None, None, None, None, *grads)
         h0, c0 = h0.contiguous(), c0.contiguous()
         f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
-        ln = (ln_hh_w, ln_c_w, ln_c_b) if spec.layer_norm else None
+        ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w, ln_x_b) if spec.layer_norm else None
         rows = padded_rows(mask)
         dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
-        g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, w_hh, peep, ln, w_hr, ctx.km)
+        g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, xp, mask, w_hh, peep, ln, w_hr, ctx.km)
         w = _weight_grads(spec, f, g, h0, rows, needs, ctx.km)
         return (None, None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
@@ -212,15 +226,35 @@ def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
     h0, c0 = state
     km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
     x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
-    params = [getattr(p, name, None) for name in LSTM_PARAMETERS]
+    params = [getattr(p, name, None) for name in LSTM_PARAMETERS] + input_norm(cell, p)
     params = [None if w is None else w.contiguous() for w in params]
-    xp = folded_projection(cell, p, x).contiguous()
+    xp = kernel_projection(cell, p, x).contiguous()
     store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xp, h0, c0, *params))
     spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
                     reverse=reverse, store=store)
-    rebuild = Rebuild(cell, p, x, folded_projection, LSTM_PARAMETERS, reverse)
+    rebuild = Rebuild(cell, p, x, kernel_projection, _REBUILD_NAMES, reverse, finish=normalise_input)
     y, h, c = NativeLSTMScan.apply(rebuild, spec, mask, km, xp, h0, c0, *params)
     return y, (h, c)
+
+
+def kernel_projection(cell: LSTMCell, p: Params, x: Tensor) -> Tensor:
+    """What the kernel takes as ``xp``: the cell's input projection with ``b_hh`` folded in;
+    with layer norm the raw ``W_ih x``, which the C loop normalises row by row (its
+    gain and shift, :func:`input_norm`, are inputs of their own): one pass over
+    ``(T, B, 4H)`` fewer each way, and the norm's backward where the rows are in cache."""
+    return F.linear(x, p.weight_ih) if cell.layer_norm else folded_projection(cell, p, x)
+
+
+def input_norm(cell: LSTMCell, p: Params) -> list[Tensor | None]:
+    """The input norm's ``[gain, shift]`` the kernel applies to :func:`kernel_projection`
+    (the shift ``b_ih + b_hh``), ``[None, None]`` without layer norm."""
+    return [p.ln_ih_weight, summed_bias(p)] if cell.layer_norm else [None, None]
+
+
+def normalise_input(cell: LSTMCell, q: Params, xp: Tensor) -> Tensor:
+    """:func:`kernel_projection`'s ``xp`` as the cell's ``recur`` takes it (for the rebuild:
+    ``q`` maps ``ln_ih_weight``, ``input_shift`` to the Function's own inputs)."""
+    return layer_norm(xp, q.ln_ih_weight, q.input_shift) if cell.layer_norm else xp
 
 
 def supports(cell: RecurrentCell) -> Verdict:
@@ -266,17 +300,19 @@ SAMPLES = tuple(Sample(name, _lstm(**options)) for name, options in {
 def lstm_scan_op(xp: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], w_hh: Tensor,
                  w_ci: Optional[Tensor], w_cf: Optional[Tensor], w_co: Optional[Tensor],
                  ln_hh_w: Optional[Tensor], ln_c_w: Optional[Tensor], ln_c_b: Optional[Tensor],
-                 w_hr: Optional[Tensor], peephole: bool, layer_norm: bool, reverse: bool,
+                 w_hr: Optional[Tensor], ln_x_w: Optional[Tensor], ln_x_b: Optional[Tensor], peephole: bool,
+                 layer_norm: bool, reverse: bool,
                  eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``xp (T, B, 4H)`` (input projection, biases folded in) -> ``(y (T, B, R), h_n (B, R),
+    """``xp (T, B, 4H)`` (:func:`kernel_projection`) -> ``(y (T, B, R), h_n (B, R),
     c_n (B, H), A, C, U, M, HP, stats, Y)``: the outputs, then the buffers the backward
     reads (``M``, ``HP``, ``stats``: empty without projection / layer norm; ``Y``, the states with
     the padded steps', empty without a mask, when it is ``y``)."""
     spec = LSTMSpec(peephole=peephole, layer_norm=layer_norm, proj=w_hr is not None, reverse=reverse, eps=eps)
     km = no_masks(xp.shape[1], (w_hh.shape[1], xp.shape[2] // 4), xp.device)
-    params = [None if w is None else w.contiguous() for w in (w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)]
+    params = [None if w is None else w.contiguous()
+              for w in (w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)]
     peep = tuple(params[:3]) if peephole else None
-    ln = tuple(params[3:6]) if layer_norm else None
+    ln = (*params[3:6], *params[7:]) if layer_norm else None
     f = _forward(steps_fns(xp.dtype), spec, xp.contiguous(), h0.contiguous(),
                              c0.contiguous(), mask, w_hh.contiguous(), peep, ln, params[6], km)
     last = 0 if reverse else xp.shape[0] - 1
@@ -286,13 +322,13 @@ def lstm_scan_op(xp: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], w_h
 
 
 @lstm_scan_op.register_fake
-def _(xp, h0, c0, mask, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, peephole, layer_norm, reverse,
-      eps):
+def _(xp, h0, c0, mask, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b, peephole, layer_norm,
+      reverse, eps):
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
     return (xp.new_empty(T, B, R), xp.new_empty(B, R), xp.new_empty(B, H), xp.new_empty(T, B, G),
             xp.new_empty(T, B, H), xp.new_empty(T, B, H), xp.new_empty(T, B, H) if w_hr is not None else xp.new_empty(0),
-            xp.new_empty(T, B, G) if layer_norm else xp.new_empty(0), xp.new_empty(4, T, B) if layer_norm else xp.new_empty(0),
+            xp.new_empty(T, B, G) if layer_norm else xp.new_empty(0), xp.new_empty(6, T, B) if layer_norm else xp.new_empty(0),
             xp.new_empty(T, B, R) if mask is not None else xp.new_empty(0))
 
 
@@ -300,53 +336,58 @@ def _(xp, h0, c0, mask, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, p
 def lstm_scan_backward_op(dy: Tensor, dh_n: Tensor, dc_n: Tensor, mask: Optional[Tensor], h0: Tensor, c0: Tensor,
                           w_hh: Tensor, w_ci: Optional[Tensor], w_cf: Optional[Tensor], w_co: Optional[Tensor],
                           ln_hh_w: Optional[Tensor], ln_c_w: Optional[Tensor], ln_c_b: Optional[Tensor],
-                          w_hr: Optional[Tensor], y: Tensor, A: Tensor, C: Tensor, U: Tensor, M: Tensor, HP: Tensor,
+                          w_hr: Optional[Tensor], ln_x_w: Optional[Tensor], ln_x_b: Optional[Tensor], xp: Tensor,
+                          y: Tensor, A: Tensor, C: Tensor, U: Tensor, M: Tensor, HP: Tensor,
                           stats: Tensor, Y: Tensor, peephole: bool, layer_norm: bool, reverse: bool, eps: float) -> list[Tensor]:
     """The C BPTT: gradients wrt ``(xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w,
-    ln_c_b, w_hr)``, empty for absent parameters."""
+    ln_c_b, w_hr, ln_x_w, ln_x_b)``, empty for absent parameters; ``xp`` (the forward's,
+    read with layer norm only) may be empty without."""
     T, B, G = A.shape
     spec = LSTMSpec(peephole=peephole, layer_norm=layer_norm, proj=w_hr is not None, reverse=reverse, eps=eps)
     km = no_masks(B, (w_hh.shape[1], G // 4), A.device)
     Y = Y if Y.numel() else y
-    stats = stats if layer_norm else A.new_empty(4, T, B)  # read only with layer norm
+    stats = stats if layer_norm else A.new_empty(6, T, B)  # read only with layer norm
     f = Params(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=present(HP), stats=stats, CN=None)
-    params = [None if w is None else w.contiguous() for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)]
+    params = [None if w is None else w.contiguous()
+              for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)]
     peep = tuple(params[1:4]) if peephole else None
-    ln = tuple(params[4:7]) if layer_norm else None
+    ln = (*params[4:7], *params[8:]) if layer_norm else None
     rows = padded_rows(mask)
     dy = masked_copy(dy, rows).contiguous()
     h0, c0 = h0.contiguous(), c0.contiguous()
-    g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, mask, params[0], peep,
-                              ln, params[7], km)
+    g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, xp.contiguous() if layer_norm else None, mask,
+                  params[0], peep, ln, params[7], km)
     needs = {name: w is not None for name, w in zip(_LSTM_PARAMS, params)}
     w = _weight_grads(spec, f, g, h0, rows, needs, km)
     # the peephole and layer-norm gradients are views of shared buffers (unbind, rows of one
     # sum): copies, since an op's outputs must not alias (views cannot be told apart under
     # a dispatch mode, so every one is copied; they are vectors)
-    small = ("w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b")
+    small = ("w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "ln_x_w", "ln_x_b")
     weights = [(w[n].clone() if n in small else w[n]) if needs[n] else empty_output(A) for n in _LSTM_PARAMS]
     return [g.dA, g.dh0, g.dc0, *weights]
 
 
 @lstm_scan_backward_op.register_fake
-def _(dy, dh_n, dc_n, mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, y, A, C, U, M, HP, stats,
-      Y, peephole, layer_norm, reverse, eps):
+def _(dy, dh_n, dc_n, mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b, xp, y, A,
+      C, U, M, HP, stats, Y, peephole, layer_norm, reverse, eps):
     grads = [torch.empty_like(A), torch.empty_like(h0), torch.empty_like(c0)]
     return grads + [A.new_empty(0) if w is None else torch.empty_like(w)
-                    for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr)]
+                    for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)]
 
 
 def _lstm_setup(ctx, inputs, output) -> None:
-    xp, h0, c0, mask, *weights = inputs[:12]
-    ctx.flags = inputs[12:]
-    ctx.save_for_backward(mask, h0, c0, *weights, output[0], *output[3:])
+    xp, h0, c0, mask, *weights = inputs[:14]
+    ctx.flags = inputs[14:]
+    layer_norm = ctx.flags[1]  # the input norm's backward reads the raw projection
+    ctx.save_for_backward(mask, h0, c0, *weights, xp if layer_norm else empty_output(xp), output[0], *output[3:])
 
 
 def _lstm_backward(ctx, dy, dh_n, dc_n, *_buffers):
     mask, h0, c0, *rest = ctx.saved_tensors
-    weights, (y, A, C, U, M, HP, stats, Y) = rest[:8], rest[8:]
+    weights, (xp, y, A, C, U, M, HP, stats, Y) = rest[:10], rest[10:]
     dy, dh_n, dc_n = (torch.zeros_like(t) if d is None else d for d, t in ((dy, y), (dh_n, h0), (dc_n, c0)))
-    grads = lstm_scan_backward_op(dy, dh_n, dc_n, mask, h0, c0, *weights, y, A, C, U, M, HP, stats, Y, *ctx.flags)
+    grads = lstm_scan_backward_op(dy, dh_n, dc_n, mask, h0, c0, *weights, xp, y, A, C, U, M, HP, stats, Y,
+                                  *ctx.flags)
     dxp, dh0, dc0, *dw = grads
     return (dxp, dh0, dc0, None, *(None if w is None else d for w, d in zip(weights, dw)), None, None, None, None)
 
@@ -360,8 +401,8 @@ def lstm_scan_graph(cell: LSTMCell, p: Params, x: Tensor, state: State, mask: Te
     result): ``x (T, B, I)``, ``state = (h (B, R), c (B, H))`` -> ``(y (T, B, R), (h_n, c_n))``."""
     h0, c0 = state
     x = zero_padding(x, mask)
-    xp = folded_projection(cell, p, x)
-    weights = [getattr(p, name, None) for name in LSTM_PARAMETERS]
+    xp = kernel_projection(cell, p, x)
+    weights = [getattr(p, name, None) for name in LSTM_PARAMETERS] + input_norm(cell, p)
     y, h, c, *_ = lstm_scan_op(xp, h0, c0, mask, *weights, cell.peephole, cell.layer_norm, reverse, LN_EPS)
     return y, (h, c)
 

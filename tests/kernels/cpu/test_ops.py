@@ -33,7 +33,9 @@ def _lstm_args(peephole, layer_norm, proj, mask, reverse):
     m = _mask(mask)
     weights = [getattr(p, n, None) for n in ("weight_hh", "weight_ci", "weight_cf", "weight_co", "ln_hh_weight",
                                              "ln_c_weight", "ln_c_bias", "weight_hr")]
-    return (xp, h0, c0, m, *weights, peephole, layer_norm, reverse, 1e-5)
+    # with layer norm, the input norm's gain and shift (xp is then the raw W_ih x)
+    norm = [None if w is None else w.detach().requires_grad_() for w in cpu_lstm.input_norm(layer.cells[0], p)]
+    return (xp, h0, c0, m, *weights, *norm, peephole, layer_norm, reverse, 1e-5)
 
 
 LSTM_CASES = [(True, False, False, False, False), (False, True, False, True, False), (True, True, True, True, True),
@@ -52,9 +54,10 @@ def test_lstm_backward_op_passes_torch_opcheck(case):
     args = _lstm_args(*case)
     outs = cpu_lstm.lstm_scan_op(*args)
     y, h, c, A, C, U, M, HP, stats, Y = (t.detach() for t in outs)
-    mask, weights, flags = args[3], [None if w is None else w.detach() for w in args[4:12]], args[12:]
+    mask, weights, flags = args[3], [None if w is None else w.detach() for w in args[4:14]], args[14:]
+    xp = args[0].detach() if args[15] else torch.empty(0, dtype=y.dtype)  # read with layer norm only
     backward_args = (torch.randn_like(y), torch.randn_like(h), torch.randn_like(c), mask, args[1].detach(),
-                     args[2].detach(), *weights, y, A, C, U, M, HP, stats, Y, *flags)
+                     args[2].detach(), *weights, xp, y, A, C, U, M, HP, stats, Y, *flags)
     torch.library.opcheck(torch.ops.rnnkit.lstm_scan_backward.default, backward_args)
 
 
@@ -63,9 +66,9 @@ def test_lstm_op_gradients_pass_gradcheck(case):
     args = _lstm_args(*case)
 
     def f(xp, h0, c0, *weights):
-        y, h, c, *_ = cpu_lstm.lstm_scan_op(xp, h0, c0, args[3], *weights, *args[12:])
+        y, h, c, *_ = cpu_lstm.lstm_scan_op(xp, h0, c0, args[3], *weights, *args[14:])
         return y, h, c
-    inputs = [args[0], args[1], args[2], *(w for w in args[4:12])]
+    inputs = [args[0], args[1], args[2], *(w for w in args[4:14])]
     present = [t for t in inputs if t is not None]
     assert torch.autograd.gradcheck(lambda *t: f(*_fill(inputs, t)), present, atol=1e-6)
 

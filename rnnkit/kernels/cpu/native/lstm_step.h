@@ -10,7 +10,8 @@
  * pointer means "absent" (no mask, no dy, no carry, ...).
  *
  * Forward (see rnnkit/cells/lstm.py for the equations):
- *   a   = xp + rec                    or xp + gamma_h * LN(rec)    (LN)
+ *   a   = xp + rec                    or gamma_x LN(xp) + beta_x + gamma_h LN(rec)    (LN;
+ *                                        xp then the raw W_ih x_t: its norm runs here too)
  *   i   = s(a_i + w_ci c_prev)   f = s(a_f + w_cf c_prev)   g = tanh(a_g)
  *   c   = f c_prev + i g
  *   o   = s(a_o + w_co c)        u = tanh(c)  or tanh(gamma_c LN(c) + beta_c)
@@ -23,8 +24,8 @@
  *   dc'  = dc + LN_c^T(dchat) + da_o w_co      (LN_c^T = identity without LN)
  *   da_i = dc' g i (1 - i)   da_f = dc' c_prev f (1 - f)   da_g = dc' i (1 - g^2)
  *   dc_prev = dc' f + da_i w_ci + da_f w_cf
- * and with LN_h, dHP = LN_h^T(dA) (the gradient wrt rec). Padded rows pass dc
- * through and get dA = 0.
+ * and with LN, dHP = LN_h^T(dA) (the gradient wrt rec), then dA = LN_x^T(dA) in place
+ * (the gradient wrt the raw xp). Padded rows pass dc through and get dA = 0.
  */
 
 /* Clamped so exp never overflows (the results differ from the exact ones by less
@@ -83,18 +84,24 @@ static void NAME(norm_backward)(const real* dy, const real* x, long n, real mean
  * a SIMD loop becomes masked loads of the absent (NULL) weights, which AMD CPUs
  * execute ~4x slower (measured). */
 static INLINE void NAME(forward_row)(long H, const int peep, const int ln, real eps,
-                                     const real* x, const real* r, const real* gamma_h,
+                                     const real* x, const real* gamma_x, const real* beta_x,
+                                     real* mean_x, real* rstd_x, const real* r, const real* gamma_h,
                                      real* mean_h, real* rstd_h, const real* cp,
                                      const real* w_ci, const real* w_cf, const real* w_co,
                                      const real* gamma_c, const real* beta_c, real* mean_c, real* rstd_c,
                                      real* a, real* c, real* u, real* m) {
     const long G = 4 * H;
-    if (ln) {
-        real mu, rs;
+    if (ln) {  /* a = LN_x(x) + LN_h(r): x the raw input projection W_ih x_t, r = W_hh h */
+        real mu, rs, mu_x, rs_x;
+        NAME(moments)(x, G, eps, &mu_x, &rs_x);
         NAME(moments)(r, G, eps, &mu, &rs);
+        *mean_x = mu_x;
+        *rstd_x = rs_x;
         *mean_h = mu;
         *rstd_h = rs;
-        for (long j = 0; j < G; j++) a[j] = x[j] + gamma_h[j] * ((r[j] - mu) * rs);
+        SIMD
+        for (long j = 0; j < G; j++)
+            a[j] = gamma_x[j] * ((x[j] - mu_x) * rs_x) + beta_x[j] + gamma_h[j] * ((r[j] - mu) * rs);
     } else {
         for (long j = 0; j < G; j++) a[j] = x[j] + r[j];
     }
@@ -123,12 +130,14 @@ static INLINE void NAME(forward_row)(long H, const int peep, const int ln, real 
     }
 }
 
-#define FORWARD_ROW(PEEP, LN) NAME(forward_row)(H, PEEP, LN, eps, xp + b * G, rec + b * G, gamma_h, \
+#define FORWARD_ROW(PEEP, LN) NAME(forward_row)(H, PEEP, LN, eps, xp + b * G, gamma_x, beta_x, \
+    ln ? mean_x + b : 0, ln ? rstd_x + b : 0, rec + b * G, gamma_h, \
     ln ? mean_h + b : 0, ln ? rstd_h + b : 0, c_prev + b * H, w_ci, w_cf, w_co, gamma_c, beta_c, \
     ln ? mean_c + b : 0, ln ? rstd_c + b : 0, A + b * G, C + b * H, U + b * H, M + b * H)
 
 static void NAME(lstm_forward)(long B, long H, long flags, long threads, real eps,
-                        const real* xp, const real* rec, const real* gamma_h, real* mean_h, real* rstd_h,
+                        const real* xp, const real* gamma_x, const real* beta_x, real* mean_x, real* rstd_x,
+                        const real* rec, const real* gamma_h, real* mean_h, real* rstd_h,
                         const real* c_prev, const real* w_ci, const real* w_cf, const real* w_co,
                         const real* gamma_c, const real* beta_c, real* mean_c, real* rstd_c,
                         const unsigned char* mask, const real* h_prev,
@@ -214,12 +223,15 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
     ln ? acc + G : 0, ln ? acc + 2 * G : 0, ln ? rec + b * G : 0, gamma_h, ln ? mean_h[b] : 0, ln ? rstd_h[b] : 1, \
     ln ? dHP + b * G : 0, ln ? acc : 0, PEEP ? acc + G + H : 0, dc + b * H, da, work)
 
-/* Per thread k (of `threads`): work + k (2H + 4H) scratch values and the parameter
- * gradients summed over rows and steps in sums + k * 3 * 4H: [d gamma_h (4H) | d gamma_c,
- * d w_ci, d w_cf, d w_co (H each) | d beta_c (H of 4H)] (layer norm: the gammas and beta;
- * peepholes: the w's), added to (the caller sums over threads: a fixed order, so
- * deterministic). Summed here, in the loop, rather than after it from dA and C: that
- * would read both (T, B, 4H) and (T, B, H) again. */
+/* Per thread k (of `threads`): work + k (3H + 4H) scratch values and the parameter
+ * gradients summed over rows and steps in sums + k * SUMS_ROWS * 4H: [d gamma_h (4H) |
+ * d gamma_c, d w_ci, d w_cf, d w_co (H each) | d beta_c (H of 4H) | d gamma_x (4H) |
+ * d beta_x (4H)] (layer norm: the gammas and betas; peepholes: the w's), added to (the
+ * caller sums over threads: a fixed order, so deterministic). Summed here, in the loop,
+ * rather than after it from dA and C: that would read both (T, B, 4H) and (T, B, H)
+ * again. With layer norm, xp is the raw input projection (T, B, 4H) the forward
+ * normalised (mean_x, rstd_x its statistics) and dA comes out wrt it. */
+#define SUMS_ROWS 5
 static void NAME(lstm_backward)(long B, long H, long flags, long threads,
                          const real* g_in, const real* dy, const real* carry, const unsigned char* carry_mask,
                          real* dm_out,
@@ -227,7 +239,8 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
                          const real* w_ci, const real* w_cf, const real* w_co,
                          const real* gamma_c, const real* mean_c, const real* rstd_c,
                          const real* rec, const real* gamma_h, const real* mean_h, const real* rstd_h,
-                         real* dHP, real* sums,
+                         real* dHP, real* sums, const real* xp, const real* gamma_x,
+                         const real* mean_x, const real* rstd_x,
                          const unsigned char* mask, real* dc, real* dA, real* scratch,
                          long zh, long zc, const unsigned char* kh, const unsigned char* kc,
                          real zh_rate, real zc_rate, real* hk) {
@@ -237,7 +250,7 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
     for (long b = 0; b < B; b++) {
         real* work = scratch + THREAD_ID * (3 * H + G);
         real* dc_kept = work + 2 * H + G;
-        real* acc = sums ? sums + THREAD_ID * 3 * G : 0;
+        real* acc = sums ? sums + THREAD_ID * SUMS_ROWS * G : 0;
         /* dm = g_in + dy (+ the later padded step's dm): separate loops, no tests inside */
         real* dm = dm_out ? dm_out + b * H : work;
         for (long j = 0; j < H; j++) dm[j] = g_in[b * H + j];
@@ -270,6 +283,9 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
         else if (peep) BACKWARD_ROW(1, 0);
         else if (ln) BACKWARD_ROW(0, 1);
         else BACKWARD_ROW(0, 0);
+        if (ln)  /* through the input norm, in place: da becomes the gradient wrt W_ih x_t */
+            NAME(norm_backward)(da, xp + b * G, G, mean_x[b], rstd_x[b], gamma_x, acc + 3 * G, acc + 4 * G,
+                                work + 2 * H, da);
         if (zc)
             for (long j = 0; j < H; j++) dc[b * H + j] += dc_kept[j];
     }
@@ -280,7 +296,8 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
  * packed W_hh, the pointwise step and, with a projection (P_hr not NULL), its GEMM,
  * with no return to Python in between. Y (T, B, R) gets the states, C (T, B, H) the
  * cells. With `store` (a backward will follow) A (T, B, 4H), U (T, B, H), M (T, B, H;
- * projection only), HP (T, B, 4H; layer norm only: W_hh h) and stats (4, T, B) keep
+ * projection only), HP (T, B, 4H; layer norm only: W_hh h) and stats (6, T, B: mean_h,
+ * rstd_h, mean_c, rstd_c, mean_x, rstd_x) keep
  * every step; without, they hold one step, reused (HP may then be NULL: rec is used).
  * rec: one step's GEMM output (B, 4H). flags as lstm_forward's; threads for the
  * GEMMs, pw_threads for the pointwise step (one for small steps: a fork costs more).
@@ -288,7 +305,7 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
  * the plain weights (see gemm_any). */
 void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long pw_threads,
                          long reverse, long store, real eps, const void* vendor, const real* xp, const real* P_hh, const real* P_hr,
-                         const real* h0, const real* c0, const real* gamma_h,
+                         const real* h0, const real* c0, const real* gamma_x, const real* beta_x, const real* gamma_h,
                          const real* w_ci, const real* w_cf, const real* w_co,
                          const real* gamma_c, const real* beta_c, const unsigned char* mask,
                          real* Y, real* C, real* A, real* U, real* M, real* HP, real* stats,
@@ -307,7 +324,8 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
             operand = hd;
         }
         NAME(gemm_any)(vendor, B, G, R, R, threads, operand, P_hh, 0, r);
-        NAME(lstm_forward)(B, H, flags, pw_threads, eps, xp + t * B * G, r, gamma_h, st, st + Ts * B,
+        NAME(lstm_forward)(B, H, flags, pw_threads, eps, xp + t * B * G, gamma_x, beta_x, st + 4 * Ts * B,
+                           st + 5 * Ts * B, r, gamma_h, st, st + Ts * B,
                            c, w_ci, w_cf, w_co, gamma_c, beta_c, st + 2 * Ts * B, st + 3 * Ts * B,
                            m, h, A + k * B * G, C + t * B * H, U + k * B * H, P_hr ? M + k * B * H : y,
                            zh, zc, kh ? kh + t * B * H : 0, kc ? kc + t * B * H : 0, zh_rate, zc_rate,
@@ -331,6 +349,7 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
 void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, long threads,
                                   long pw_threads, long reverse, const void* vendor, const real* P_hhT, const real* P_hrT,
                                   const real* dy, const unsigned char* mask, const real* c0,
+                                  const real* xp, const real* gamma_x,
                                   const real* A, const real* C, const real* U, const real* HP,
                                   const real* stats, const real* w_ci, const real* w_cf,
                                   const real* w_co, const real* gamma_c, const real* gamma_h,
@@ -349,6 +368,7 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
         const real *st = stats + t * B;
         const real *mean_h = ln ? st : 0, *rstd_h = ln ? st + T * B : 0;
         const real *mean_c = ln ? st + 2 * T * B : 0, *rstd_c = ln ? st + 3 * T * B : 0;
+        const real *mean_x = ln ? st + 4 * T * B : 0, *rstd_x = ln ? st + 5 * T * B : 0, *x = ln ? xp + t * B * G : 0;
         if (P_hrT) {  /* DH_t = grad + dy_t (+ the later padded step's DH), then dm = DH_t W_hr */
             for (long i = 0; i < B * R; i++) dh[i] = grad[i] + dy[t * B * R + i];
             for (long b = 0; ml && b < B; b++)
@@ -357,14 +377,14 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
             NAME(gemm_any)(vendor, B, H, R, R, threads, dh, P_hrT, 0, dm);
             NAME(lstm_backward)(B, H, flags, pw_threads, dm, 0, 0, 0, 0, A + t * B * G, C + t * B * H,
                                 c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c, mean_c, rstd_c,
-                                ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h, dhp, sums, m, dc, da,
-                                scratch, 0, 0, 0, 0, 0, 0, 0);
+                                ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h, dhp, sums, x, gamma_x,
+                                mean_x, rstd_x, m, dc, da, scratch, 0, 0, 0, 0, 0, 0, 0);
         } else {  /* lstm_backward adds grad, dy_t and the carry up into DH_t */
             NAME(lstm_backward)(B, H, flags, pw_threads, grad, dy + t * B * R,
                                 ml ? DH + later * B * R : 0, ml, dh, A + t * B * G,
                                 (CN ? CN : C) + t * B * H, c_prev, U + t * B * H, w_ci, w_cf, w_co, gamma_c,
                                 mean_c, rstd_c, ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h,
-                                dhp, sums, m, dc, da, scratch, zh, zc, kh ? kh + t * B * H : 0,
+                                dhp, sums, x, gamma_x, mean_x, rstd_x, m, dc, da, scratch, zh, zc, kh ? kh + t * B * H : 0,
                                 kc ? kc + t * B * H : 0, zh_rate, zc_rate, hk);
         }
         NAME(gemm_any)(vendor, B, R, G, G, threads, ln ? dhp : da, P_hhT, 0, grad);
