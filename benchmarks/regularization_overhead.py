@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 
 import torch
 
 import rnnkit
+from rnnkit.atomic import atomic_write_text
 from rnnkit.bench import environment, interleaved
 
 CELLS = {
@@ -42,8 +45,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="docs/benchmarks/regularization_overhead.json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     print("| cell | regularisation | H | path | plain ms | regularised ms | ratio |\n|---|---|---|---|---|---|---|")
     for H in args.hidden:
@@ -61,9 +67,8 @@ def main() -> None:
                              "plain_ms": 1e3 * p, "regularized_ms": 1e3 * q, "ratio": q / p})
                 print(f"| {cname} | {rname} | {H} | {plain.path}->{reg.path} | {1e3 * p:.1f} | {1e3 * q:.1f} "
                       f"| {q / p:.2f}x |", flush=True)
-    doc = {"command": "python benchmarks/regularization_overhead.py", "machine": environment(), "rows": rows}
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
+    doc = {"command": "python " + shlex.join(sys.argv), "environment": environment(), "rows": rows}
+    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
