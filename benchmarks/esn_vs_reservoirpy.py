@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from rnnkit.bench import environment  # noqa: E402
 from rnnkit.data.series import mackey_glass  # noqa: E402
 from rnnkit.reservoir import EchoStateNetwork, ESNConfig  # noqa: E402
-from rnnkit.results import write_result  # noqa: E402
+from rnnkit.results import git_commit, write_result  # noqa: E402
 
 HORIZON = 84
 
@@ -78,6 +78,7 @@ def reservoirpy_esn(a, train_u, train_y, test_u, test_y, starts):
 
 
 def main() -> int:
+    git_commit()  # the commit this run starts from: write_result records it at the end
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--units", type=int, default=300)
     ap.add_argument("--leak", type=float, default=0.3)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from rnnkit.results import write_result  # noqa: E402
+from rnnkit.results import git_commit, write_result  # noqa: E402
 from rnnkit.tasks.forecast_multi import report_horizons  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
 from rnnkit.train.loop import fresh_run  # noqa: E402
@@ -73,6 +73,7 @@ def train_darts(a, task) -> tuple[dict | None, str | None]:
 
 
 def main() -> int:
+    git_commit()  # the commit this run starts from: write_result records it at the end
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None, help="folder holding etth1/ETTh1.csv (default $RNNKIT_DATA)")
     p.add_argument("--mode", default="direct", choices=("direct", "autoregressive"))

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from rnnkit.baselines.ngram import KneserNeyLM  # noqa: E402
 from rnnkit.exposure_bias import plot_horizon, series_free_running, text_free_running  # noqa: E402
-from rnnkit.results import write_result  # noqa: E402
+from rnnkit.results import git_commit, write_result  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
 from rnnkit.train.loop import Loop  # noqa: E402
 
@@ -58,6 +58,7 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 
 def main() -> int:
+    git_commit()  # the commit this run starts from: write_result records it at the end
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--series-steps", type=int, default=400)

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import rnnkit.tasks  # noqa: E402,F401  (first: the task registry imports the layers in order)
-from rnnkit.results import REFERENCES, write_result  # noqa: E402
+from rnnkit.results import REFERENCES, git_commit, write_result  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
 from rnnkit.train.loop import fresh_run  # noqa: E402
 
@@ -54,6 +54,7 @@ def train(args, heldout: str, epochs: int, minutes: float) -> tuple[dict, dict]:
 
 
 def main() -> int:
+    git_commit()  # the commit this run starts from: write_result records it at the end
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--minutes", type=float, default=6.0, help="training budget of the official-split run")

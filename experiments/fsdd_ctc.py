@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import rnnkit.tasks  # noqa: E402,F401  (first: the task registry imports the layers in order)
-from rnnkit.results import REFERENCES, write_result  # noqa: E402
+from rnnkit.results import REFERENCES, git_commit, write_result  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
 from rnnkit.train.loop import fresh_run  # noqa: E402
 
@@ -51,6 +51,7 @@ def train(args, heldout: str, minutes: float) -> tuple[dict, dict]:
 
 
 def main() -> int:
+    git_commit()  # the commit this run starts from: write_result records it at the end
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--minutes", type=float, default=15.0, help="training budget of the official-split run")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from rnnkit.results import write_result  # noqa: E402
+from rnnkit.results import git_commit, write_result  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
 from rnnkit.train.loop import Loop  # noqa: E402
 
@@ -29,6 +29,7 @@ MODELS = {
 
 
 def main() -> int:
+    git_commit()  # the commit this run starts from: write_result records it at the end
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-from rnnkit.results import write_result  # noqa: E402
+from rnnkit.results import git_commit, write_result  # noqa: E402
 from rnnkit.tasks.translate import attention_heatmap, translate_split  # noqa: E402
 from rnnkit.train.config import build_config  # noqa: E402
 from rnnkit.train.loop import Loop  # noqa: E402
@@ -26,6 +26,7 @@ from rnnkit.train.saved import load_model  # noqa: E402
 
 
 def main() -> int:
+    git_commit()  # the commit this run starts from: write_result records it at the end
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=25.0, help="training budget")
     ap.add_argument("--epochs", type=int, default=20)

@@ -125,6 +125,10 @@ def _run_train(args) -> int:
         raise ConfigError(f"--experiment must be a plain name (letters, digits, '.', '_', '-'), got {args.experiment!r}")
     if args.ngram_order < 1 or args.samples < 0:
         raise ConfigError("--ngram-order must be >= 1 and --samples >= 0")
+    if args.experiment is not None:
+        from .results import git_commit
+
+        git_commit()  # the commit this run starts from: write_result records it at the end
     cfg = build_config(args.preset, load_toml(args.config) if args.config else None, _overrides(args))
     ctx = init_from_env(cfg.train.device)
     say = print if ctx.is_main else (lambda *a, **k: None)
@@ -160,7 +164,6 @@ def _run_train(args) -> int:
     say(f"{'model':<28} valid {task.describe(result['valid'])}   test {task.describe(result['test'])}")
     if baseline is not None:
         say(f"{baseline['name']:<28} valid {task.describe(baseline['valid'])}   test {task.describe(baseline['test'])}")
-    out = loop.rundir.path
     if args.samples > 0 and hasattr(task, "join"):
         with loop.best_weights() as model:
             _print_samples(model.eval(), task, args.samples, cfg.train.seed)

@@ -5,6 +5,7 @@ table in ``docs/results.md`` generated from them (never typed by hand).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -53,7 +54,11 @@ REFERENCES: dict[str, tuple[str, str, float, str]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
+    """HEAD when first called in this process, then the same value: a run calls it when it
+    starts, so the commit recorded at its end is the code that ran, not one made while it
+    trained (hours, sometimes)."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True, cwd=Path(__file__).parent).stdout.strip()

@@ -24,3 +24,27 @@ def test_char_reference_metric_exists_in_both_model_and_baseline_metrics():
     _, key, _, _ = REFERENCES["char-small"]
     split, name = key.split(".")
     assert name in loss_metrics(1.0, "char")  # the baseline's evaluate() reports bits_per_token too
+
+
+def test_git_commit_is_read_once_so_a_long_run_records_the_commit_it_started_from(monkeypatch):
+    """A run pins the commit when it starts; a commit made while it trains must not be
+    credited with its result."""
+    import subprocess
+
+    from rnnkit import results
+
+    heads = iter(["a" * 40, "b" * 40])
+    calls = []
+
+    def fake_run(*args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, stdout=next(heads) + "\n")
+
+    results.git_commit.cache_clear()
+    monkeypatch.setattr(results.subprocess, "run", fake_run)
+    try:
+        assert results.git_commit() == "a" * 40
+        assert results.git_commit() == "a" * 40  # HEAD moved on: still the start's
+        assert len(calls) == 1
+    finally:
+        results.git_commit.cache_clear()

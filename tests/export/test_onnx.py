@@ -14,7 +14,7 @@ import onnxruntime  # noqa: E402
 
 import rnnkit  # noqa: E402
 from rnnkit import cells as cell_module  # noqa: E402
-from rnnkit.errors import ArgumentError, ConfigError, DtypeError, ShapeError  # noqa: E402
+from rnnkit.errors import ArgumentError, DtypeError, ShapeError  # noqa: E402
 from rnnkit.export import OnnxRecurrent, export_onnx  # noqa: E402
 from rnnkit.export.cells import EMITTERS  # noqa: E402
 from rnnkit.models.cells import CELLS  # noqa: E402

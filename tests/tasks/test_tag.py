@@ -3,7 +3,6 @@ IOBES decoding, your own CoNLL files, `rnnkit tag`, and errors naming file and l
 import random
 
 import pytest
-import torch
 
 from rnnkit.cli import main
 from rnnkit.errors import ConfigError, DataError

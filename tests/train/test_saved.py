@@ -12,7 +12,7 @@ from safetensors.torch import save as st_save
 
 from rnnkit.data import Vocab
 from rnnkit.errors import CheckpointError
-from rnnkit.models import LanguageModel, LMConfig
+from rnnkit.models import LanguageModel
 from rnnkit.tasks.lm import LanguageModelTask, LMOptions
 from rnnkit.train import checkpoint
 from rnnkit.train.saved import load_model, model_record
