@@ -34,8 +34,8 @@ from ..registry import Kernel, Sample, Verdict, register
 from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, folded_projection, lstm_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
-from .common import (available, byte_mask, eager_or_graph, empty_output, grad_projection, masked_copy, match_cpu,
-                     no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
+from .common import (available, byte_mask, eager_or_graph, empty_output, grad_projection, inference_projection,
+                     masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks; with layer norm
 #: ``xp`` is the raw input projection ``W_ih x`` and ``ln_x_w``, ``ln_x_b`` its norm's gain
@@ -71,12 +71,14 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     needs: ``A (T, B, 4H)`` gate activations, ``U (T, B, H)`` ``tanh`` of the
     (normalised) cell, ``M`` (projection input; ``Y`` without projection), with layer
     norm ``HP (T, B, 4H)`` = ``W_hh h`` and the three norms' statistics ``(6, T, B)``.
-    Without ``store`` those buffers hold one step, reused. ``km``: recurrent dropout and
+    Without ``store`` those buffers hold one step, reused, and ``C`` two (step ``t`` at
+    ``t % 2``). ``km``: recurrent dropout and
     zoneout (then ``CN`` keeps the cell's own ``c'`` before zoneout, for the backward)."""
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
     n = T if spec.store else 1
-    f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T, B, H), A=xp.new_empty(n, B, G),
+    # C: every step's cell when stored, else the last two (the C alternates: step t at t & 1)
+    f = SimpleNamespace(Y=xp.new_empty(T, B, R), C=xp.new_empty(T if spec.store else 2, B, H), A=xp.new_empty(n, B, G),
                         U=xp.new_empty(n, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
                         HP=xp.new_empty(T, B, G) if spec.layer_norm and spec.store else None,
                         stats=xp.new_empty(6, n, B),  # mean, rstd of h, c, x
@@ -193,7 +195,8 @@ class NativeLSTMScan(torch.autograd.Function):
                                   f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats, f.CN,
                                   *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
-        return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), f.C[last].clone()
+        c_last = f.C[last if spec.store else last % 2]
+        return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), c_last.clone()
 
     @staticmethod
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
@@ -228,8 +231,12 @@ def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
     x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
     params = [getattr(p, name, None) for name in LSTM_PARAMETERS] + input_norm(cell, p)
     params = [None if w is None else w.contiguous() for w in params]
-    xp = kernel_projection(cell, p, x).contiguous()
-    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xp, h0, c0, *params))
+    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (
+        x, p.weight_ih, p.bias_ih, p.bias_hh, h0, c0, *params))  # whether a backward can follow
+    if store:
+        xp = kernel_projection(cell, p, x).contiguous()
+    else:
+        xp = inference_projection(x, p.weight_ih, None if cell.layer_norm else summed_bias(p))
     spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
                     reverse=reverse, store=store)
     rebuild = Rebuild(cell, p, x, kernel_projection, _REBUILD_NAMES, reverse, finish=normalise_input)

@@ -298,7 +298,8 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
  * cells. With `store` (a backward will follow) A (T, B, 4H), U (T, B, H), M (T, B, H;
  * projection only), HP (T, B, 4H; layer norm only: W_hh h) and stats (6, T, B: mean_h,
  * rstd_h, mean_c, rstd_c, mean_x, rstd_x) keep
- * every step; without, they hold one step, reused (HP may then be NULL: rec is used).
+ * every step; without, they hold one step, reused (HP may then be NULL: rec is used), and
+ * C two: step t's cell is at C + (t & 1) B H.
  * rec: one step's GEMM output (B, 4H). flags as lstm_forward's; threads for the
  * GEMMs, pw_threads for the pointwise step (one for small steps: a fork costs more).
  * vendor: NULL, P_hh / P_hr packed by gemm_pack; or a BLAS ?gemm_ address, P_hh / P_hr
@@ -315,7 +316,9 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
     const long G = 4 * H, Ts = store ? T : 1;
     for (long s = 0; s < T; s++) {
         long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, k = store ? t : 0;
-        const real *h = s ? Y + prev * B * R : h0, *c = s ? C + prev * B * H : c0;
+        /* without store, C holds two steps (this one and the one before), alternating */
+        const long ct = store ? t : t & 1, cp = store ? prev : prev & 1;
+        const real *h = s ? Y + prev * B * R : h0, *c = s ? C + cp * B * H : c0;
         const unsigned char* m = mask ? mask + t * B : 0;
         real *y = Y + t * B * R, *r = (HP && store) ? HP + t * B * G : rec, *st = stats + k * B;
         const real* operand = h;
@@ -327,7 +330,7 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
         NAME(lstm_forward)(B, H, flags, pw_threads, eps, xp + t * B * G, gamma_x, beta_x, st + 4 * Ts * B,
                            st + 5 * Ts * B, r, gamma_h, st, st + Ts * B,
                            c, w_ci, w_cf, w_co, gamma_c, beta_c, st + 2 * Ts * B, st + 3 * Ts * B,
-                           m, h, A + k * B * G, C + t * B * H, U + k * B * H, P_hr ? M + k * B * H : y,
+                           m, h, A + k * B * G, C + ct * B * H, U + k * B * H, P_hr ? M + k * B * H : y,
                            zh, zc, kh ? kh + t * B * H : 0, kc ? kc + t * B * H : 0, zh_rate, zc_rate,
                            CN ? CN + k * B * H : 0);
         if (P_hr) {
