@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..cells.base import Params
 from .. import kernels
 from ..errors import ArgumentError
+from ..kernels.specs import compiling
 from ..kernels.triton import interpreting
 
 BACKENDS = ("auto", "torch", "scan", "triton")
@@ -102,6 +103,14 @@ def runs_torch(layer: Layer) -> bool:
     if reg is not None and reg.steps_masked(layer.training):
         return False
     return layer.backend in ("auto", "torch") and layer.cells[0].torch_mode is not None
+
+
+def runs_torch_on(layer: Layer, lengths: Tensor | None) -> bool:
+    """:func:`runs_torch` for a forward with these ``lengths``: torch.nn's kernel takes
+    lengths as a packed batch, and packing cannot be traced, so under ``torch.compile``
+    (``fullgraph=True`` included) and ``torch.export`` a forward with lengths masks in the
+    scan instead (the same results: the tests compare packed and masked runs)."""
+    return runs_torch(layer) and not (lengths is not None and compiling())
 
 
 def choose_path(layer: Layer) -> str:

@@ -267,7 +267,7 @@ class Recurrent(nn.Module):
     def _run(self, x: Tensor, h0: tuple[Tensor, ...], lengths: Tensor | None):
         if self.regularization.active:
             return self._run_regularized(x, h0, lengths)
-        if dispatch.runs_torch(self):
+        if dispatch.runs_torch_on(self, lengths):
             return dispatch.run_torch(self, x, h0, lengths)
         return self._run_scan(x, h0, lengths)
 
@@ -405,7 +405,7 @@ class Recurrent(nn.Module):
         if training and reg.input_dropout:
             x = locked_dropout(x, reg.input_dropout, True)
         dropped = self._dropped_recurrent_weights() if training and reg.weight_drop else {}
-        if dispatch.runs_torch(self):
+        if dispatch.runs_torch_on(self, lengths):
             out, finals = self._run_torch_by_layer(x, h0, lengths, dropped)
         else:
             out, finals = self._run_scan(x, h0, lengths, dropped)

@@ -1,6 +1,7 @@
 """torch.compile(fullgraph=True) and torch.export of layers with custom cells: the fused
 CPU kernels stay in the graph as the custom ops of rnnkit/kernels/cpu/{lstm,gru}.py, and the
-results (outputs, final states, gradients) equal eager mode's."""
+results (outputs, final states, gradients) equal eager mode's; torch.nn configurations with
+lengths compile whole too."""
 import pytest
 import torch
 from torch._dynamo.testing import EagerAndRecordGraphs
@@ -53,6 +54,36 @@ def test_compiled_fullgraph_keeps_the_kernel_and_matches_eager(name, lengths):
     assert layer.path == "kernel"                                   # the same path as eager
     got = _grads(layer, x, y, h)
     y_eager, h_eager = layer(x, **kwargs)
+    torch.testing.assert_close(y, y_eager, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(h, h_eager, atol=1e-6, rtol=1e-6)
+    for a, b in zip(got, _grads(layer, x, y_eager, h_eager)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+TORCH_PATH_LAYERS = {
+    "lstm": lambda: rnnkit.LSTM(4, 8),
+    "gru_2layers_bidir": lambda: rnnkit.GRU(4, 8, num_layers=2, bidirectional=True),
+    "rnn_relu_batch_first": lambda: rnnkit.RNN(4, 8, nonlinearity="relu", batch_first=True),
+    "lstm_weight_drop_between_layers": lambda: rnnkit.LSTM(4, 8, num_layers=2, weight_drop=0.3,
+                                                           hidden_dropout=0.2).eval(),
+}
+
+
+@pytest.mark.parametrize("name", TORCH_PATH_LAYERS)
+def test_torch_path_with_lengths_compiles_fullgraph_and_matches_eager(name):
+    """torch.nn's kernel takes lengths as a packed batch, which dynamo cannot trace (so
+    torch.nn.LSTM itself breaks the graph there); rnnkit's layers mask in the scan instead,
+    with the eager (packed) results and gradients."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = TORCH_PATH_LAYERS[name]()
+    assert layer.path == "torch"
+    x = torch.randn(3, 7, 4) if layer.batch_first else torch.randn(7, 3, 4)
+    x.requires_grad_()
+    lengths = torch.tensor([7, 5, 2])
+    y, h = torch.compile(layer, fullgraph=True, backend="eager")(x, lengths=lengths)
+    got = _grads(layer, x, y, h)
+    y_eager, h_eager = layer(x, lengths=lengths)
     torch.testing.assert_close(y, y_eager, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(h, h_eager, atol=1e-6, rtol=1e-6)
     for a, b in zip(got, _grads(layer, x, y_eager, h_eager)):
