@@ -6,7 +6,8 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from ..errors import ArgumentError
-from .base import Params, RecurrentCell, State, check_bool, check_int, layer_norm, owner_name, recurrent_input
+from .base import (Params, RecurrentCell, State, check_bool, check_int, layer_norm, linear, owner_name,
+                   recurrent_input)
 
 
 class LSTMCell(RecurrentCell):
@@ -84,9 +85,9 @@ class LSTMCell(RecurrentCell):
 
     def project_input(self, x: Tensor, p: Params) -> Tensor:
         if not self.layer_norm:
-            return F.linear(x, p.weight_ih, p.bias_ih)
+            return linear(x, p.weight_ih, p.bias_ih)
         # the bias is the norm's shift: one pass over (T, B, 4H) instead of two
-        return layer_norm(F.linear(x, p.weight_ih), p.ln_ih_weight, p.bias_ih)
+        return layer_norm(linear(x, p.weight_ih), p.ln_ih_weight, p.bias_ih)
 
     def recur(self, xp: Tensor, state: State, p: Params) -> tuple[Tensor, State]:
         h, c = state

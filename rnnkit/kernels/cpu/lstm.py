@@ -23,9 +23,8 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-import torch.nn.functional as F
 
-from ...cells.base import Params, RecurrentCell, State, layer_norm
+from ...cells.base import Params, RecurrentCell, State, layer_norm, linear
 from ...cells.lstm import LSTMCell
 from ..grads import grad_weight_prev
 from ..higher_order import Rebuild
@@ -249,7 +248,7 @@ def kernel_projection(cell: LSTMCell, p: Params, x: Tensor) -> Tensor:
     with layer norm the raw ``W_ih x``, which the C loop normalises row by row (its
     gain and shift, :func:`input_norm`, are inputs of their own): one pass over
     ``(T, B, 4H)`` fewer each way, and the norm's backward where the rows are in cache."""
-    return F.linear(x, p.weight_ih) if cell.layer_norm else folded_projection(cell, p, x)
+    return linear(x, p.weight_ih) if cell.layer_norm else folded_projection(cell, p, x)
 
 
 def input_norm(cell: LSTMCell, p: Params) -> list[Tensor | None]:
