@@ -166,10 +166,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"cell": "lstm", "embedding_dim": 64, "hidden_size": 512, "num_layers": 2, "dropout": 0.2},
     },
     # the same network regularised as AWD-LSTM regularises (Merity et al. 2018): locked
-    # dropout around and between the layers and DropConnect on W_hh, all on PyTorch's kernel
+    # dropout around and between the layers and DropConnect on W_hh, all on PyTorch's kernel;
+    # lr x 0.85 per epoch from the third (valid 1.326 after 30 epochs; x 0.9: 1.3425 after 11)
     "shakespeare-char-reg": {
         "train": {"data": "tinyshakespeare", "batch_size": 32, "bptt": 100, "epochs": 30, "optimizer": "adam",
-                  "lr": 2e-3, "lr_decay": 0.9, "lr_decay_start": 3, "clip_norm": 1.0, "patience": 4,
+                  "lr": 2e-3, "lr_decay": 0.85, "lr_decay_start": 3, "clip_norm": 1.0, "patience": 4,
                   "log_every": 50},
         "model": {"cell": "lstm", "embedding_dim": 64, "hidden_size": 512, "num_layers": 2, "input_dropout": 0.1,
                   "hidden_dropout": 0.25, "output_dropout": 0.25, "weight_drop": 0.2},
