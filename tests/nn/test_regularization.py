@@ -3,12 +3,11 @@ same masks, evaluation behaviour, the PyTorch-kernel path against the reference 
 exact resume through the loop, and the bad inputs."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import rnnkit
 from rnnkit.errors import ArgumentError, ArgumentTypeError, ConfigError
 from rnnkit.models.language_model import LanguageModel, LMConfig
-from rnnkit.nn.regularization import LockedDropout, activation_penalty, embedding_dropout, step_masks
+from rnnkit.nn.regularization import LockedDropout, activation_penalty, drop_weight, embedding_dropout, step_masks
 from rnnkit.train.config import build_config
 from rnnkit.train.loop import Loop
 
@@ -127,7 +126,7 @@ def test_weight_drop_runs_pytorchs_kernel_on_the_dropped_matrix():
     ref = torch.nn.LSTM(5, 6, num_layers=2)  # built before the seed: its init draws too
     ref.load_state_dict(layer.state_dict())
     torch.manual_seed(11)
-    dropped = {f"weight_hh_l{k}": F.dropout(getattr(layer, f"weight_hh_l{k}"), 0.5, True) for k in range(2)}
+    dropped = {f"weight_hh_l{k}": drop_weight(getattr(layer, f"weight_hh_l{k}"), 0.5, True) for k in range(2)}
     want, _ = torch.func.functional_call(ref, dropped, (x,))
     torch.testing.assert_close(y, want)
     y.sum().backward()
@@ -299,3 +298,22 @@ def test_zoneout_masks_are_the_same_from_c_and_from_torch_ops(n, threshold):
         z ^= z >> 31
         expected += [((z >> (16 * k)) & 0xFFFF) < threshold for k in range(4)]
     assert c.tolist() == expected[:n]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_mask_is_inverted_dropout_with_the_rate(dtype, p):
+    """Every dropout here (weight drop, locked, variational, embedding) multiplies by this:
+    0 with probability p, else 1 / (1 - p), so its expectation is 1."""
+    from rnnkit.nn.regularization import dropout_mask
+
+    torch.manual_seed(0)
+    like = torch.zeros(1, dtype=dtype)
+    m = dropout_mask((400, 500), p, like)
+    assert m.dtype == dtype and m.shape == (400, 500)
+    values = m.unique().tolist()
+    assert values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p)) and len(values) == 2
+    sd = (p * (1 - p) / m.numel()) ** 0.5
+    assert abs((m == 0).double().mean().item() - p) <= 5 * sd + 2 ** -16
+    torch.manual_seed(0)
+    assert torch.equal(dropout_mask((400, 500), p, like), m)  # seeded by torch's generator
