@@ -108,11 +108,6 @@ def recurrent_weight_name(cell) -> str | None:
     return next((n for n in ("weight_hh", "weight_oh") if n in shapes), None)
 
 
-def variational_mask(like: Tensor, batch_dim_size: int, features: int, p: float) -> Tensor:
-    """A ``(B, F)`` inverted-dropout mask: 0 with probability ``p``, else ``1 / (1 - p)``."""
-    return dropout_mask((batch_dim_size, features), p, like)
-
-
 def dropout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     """Inverted dropout's multipliers of ``shape`` in ``like``'s dtype and device: 0 with
     probability ``p`` (to 2^-16), else ``1 / (1 - p)``; drawn by :func:`bernoulli_mask`.
@@ -185,7 +180,7 @@ def step_masks(reg: Regularization, cell, x: Tensor, training: bool) -> Params:
     sizes = dict(zip(cell.state_names, cell.state_sizes()))
     drop_h = None
     if training and reg.recurrent_dropout:
-        drop_h = variational_mask(x, B, sizes[cell.state_names[0]], reg.recurrent_dropout)
+        drop_h = dropout_mask((B, sizes[cell.state_names[0]]), reg.recurrent_dropout, x)  # one per sequence
     zone: list = []
     for name in cell.state_names:
         z = reg.zoneout.get(name, 0.0)

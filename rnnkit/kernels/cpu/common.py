@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...cells.base import Params
+from ...cells.base import Params, linear
 
 from .. import reference
 from ..registry import Verdict
@@ -131,7 +131,7 @@ def inference_projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tens
     G = weight.shape[0]
     n = T * B * G
     if n * x.element_size() < WORKSPACE_MIN_BYTES:
-        return torch.nn.functional.linear(x, weight, bias)
+        return linear(x, weight, bias)
     buf = getattr(_WORKSPACE, "buf", None)
     if buf is None or buf.numel() < n or buf.dtype != x.dtype:
         with torch.inference_mode(False):  # a plain tensor: later calls may run outside inference mode
@@ -142,6 +142,12 @@ def inference_projection(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tens
     else:
         torch.addmm(bias, x2, weight.t(), out=out)
     return out.view(T, B, G)
+
+
+def backward_follows(*tensors: Tensor | None) -> bool:
+    """Whether a backward can follow a kernel call on ``tensors`` (its inputs and what they
+    are computed from; None for absent ones): then the forward keeps every step's buffers."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 # --- the custom ops' shared pieces (cpu/lstm.py, cpu/gru.py) -----------------------------

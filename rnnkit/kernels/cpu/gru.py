@@ -27,8 +27,8 @@ from ..registry import Kernel, Sample, register
 from ..specs import folded_projection, gru_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, kernel_masks
 from . import native
-from .common import (available, byte_mask, eager_or_graph, empty_output, inference_projection, masked_copy, match_cpu,
-                     no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
+from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, inference_projection,
+                     masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -145,8 +145,7 @@ def gru_scan(cell: GRUCell, p: Params, x: Tensor, state: State,
     took: ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)`` -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
     x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
-    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (
-        x, p.weight_ih, p.bias_ih, p.bias_hh, h0, p.weight_hh))  # whether a backward can follow
+    store = backward_follows(x, p.weight_ih, p.bias_ih, p.bias_hh, h0, p.weight_hh)
     if store:
         xp = folded_projection(cell, p, x).contiguous()
     else:  # the projection is the cell's own (RecurrentCell.project_input) with b_hh folded in

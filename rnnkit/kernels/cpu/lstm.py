@@ -30,11 +30,12 @@ from ..grads import grad_weight_prev
 from ..higher_order import Rebuild
 from ..reference import zero_padding
 from ..registry import Kernel, Sample, Verdict, register
-from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, folded_projection, lstm_supported, summed_bias
+from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, lstm_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
-from .common import (available, byte_mask, eager_or_graph, empty_output, grad_projection, inference_projection,
-                     masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
+from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, grad_projection,
+                     inference_projection, masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present,
+                     ptr, states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks; with layer norm
 #: ``xp`` is the raw input projection ``W_ih x`` and ``ln_x_w``, ``ln_x_b`` its norm's gain
@@ -230,12 +231,9 @@ def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
     x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
     params = [getattr(p, name, None) for name in LSTM_PARAMETERS] + input_norm(cell, p)
     params = [None if w is None else w.contiguous() for w in params]
-    store = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (
-        x, p.weight_ih, p.bias_ih, p.bias_hh, h0, c0, *params))  # whether a backward can follow
-    if store:
-        xp = kernel_projection(cell, p, x).contiguous()
-    else:
-        xp = inference_projection(x, p.weight_ih, None if cell.layer_norm else summed_bias(p))
+    store = backward_follows(x, p.weight_ih, p.bias_ih, p.bias_hh, h0, c0, *params)
+    bias = projection_bias(cell, p)
+    xp = linear(x, p.weight_ih, bias) if store else inference_projection(x, p.weight_ih, bias)
     spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
                     reverse=reverse, store=store)
     rebuild = Rebuild(cell, p, x, kernel_projection, _REBUILD_NAMES, reverse, finish=normalise_input)
@@ -244,11 +242,17 @@ def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
 
 
 def kernel_projection(cell: LSTMCell, p: Params, x: Tensor) -> Tensor:
-    """What the kernel takes as ``xp``: the cell's input projection with ``b_hh`` folded in;
-    with layer norm the raw ``W_ih x``, which the C loop normalises row by row (its
-    gain and shift, :func:`input_norm`, are inputs of their own): one pass over
-    ``(T, B, 4H)`` fewer each way, and the norm's backward where the rows are in cache."""
-    return linear(x, p.weight_ih) if cell.layer_norm else folded_projection(cell, p, x)
+    """What the kernel takes as ``xp``: the cell's input projection (``LSTMCell.project_input``)
+    with ``b_hh`` folded in; with layer norm the raw ``W_ih x``, which the C loop normalises
+    row by row (its gain and shift, :func:`input_norm`, are inputs of their own): one pass
+    over ``(T, B, 4H)`` fewer each way, and the norm's backward where the rows are in cache."""
+    return linear(x, p.weight_ih, projection_bias(cell, p))
+
+
+def projection_bias(cell: LSTMCell, p: Params) -> Tensor | None:
+    """The bias inside :func:`kernel_projection`: ``b_ih + b_hh``, or None with layer norm
+    (there it is the input norm's shift)."""
+    return None if cell.layer_norm else summed_bias(p)
 
 
 def input_norm(cell: LSTMCell, p: Params) -> list[Tensor | None]:
