@@ -1,6 +1,14 @@
 import random
 
 import pytest
+from hypothesis import settings
+
+# The same examples every run (hypothesis picks them from a fixed seed): a property test
+# then fails for a change to the code, not for the draw of a run. A float32 comparison at
+# a tight tolerance has rare draws that cancel badly (e.g. a layer norm gain's gradient
+# summing to 4e-3 from terms ~1); with fresh draws each run, CI would meet one now and then.
+settings.register_profile("rnnkit", derandomize=True)
+settings.load_profile("rnnkit")
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ projection (:class:`rnnkit.cells.LSTMCell`, gate order ``i, f, g, o``), and any
 ``LSTMCell`` without projection with recurrent dropout or zoneout in its time loop.
 
 One :class:`torch.autograd.Function` runs the whole sequence: the input projection for
-all steps as one GEMM by torch before it (a layer-norm cell's input norm then runs in the
-loop, row by row, forward and backward), then the time loop in C
+all steps as one GEMM by torch before it (without bias: the loop adds the biases, and a
+layer-norm cell's input norm runs there too, row by row, forward and backward), then the time loop in C
 (:mod:`rnnkit.kernels.cpu.native`; equations in ``native/lstm_step.h``): one call runs
 every step's recurrent GEMM (rnnkit's packed GEMM, ``native/gemm.h``, or the vendor
 BLAS) and pointwise work, layer norms included, forward; another the whole hand-derived
@@ -37,10 +37,10 @@ from .common import (available, backward_follows, byte_mask, eager_or_graph, emp
                      inference_projection, masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present,
                      ptr, states_output)
 
-#: the Function's tensor inputs, in its argument order after the masks; with layer norm
-#: ``xp`` is the raw input projection ``W_ih x`` and ``ln_x_w``, ``ln_x_b`` its norm's gain
-#: and shift (``b_ih + b_hh``): the C loop normalises each row as it uses it
-_LSTM_PARAMS = ("w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr", "ln_x_w", "ln_x_b")  # the ops'
+#: the Function's tensor inputs, in its argument order after the masks: ``xp`` is the raw
+#: input projection ``W_ih x`` and ``shift`` the summed biases ``b_ih + b_hh``, which the C
+#: loop adds as it reads each row (with layer norm after normalising it with gain ``ln_x_w``)
+_LSTM_PARAMS = ("w_hh", "w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "w_hr", "ln_x_w", "shift")  # the ops'
 _INPUTS = ("xp", "h0", "c0", *_LSTM_PARAMS)
 #: the cell's names for the inputs after the states, as the rebuild (double backward) maps them
 _REBUILD_NAMES = (*LSTM_PARAMETERS, "ln_ih_weight", "input_shift")
@@ -63,10 +63,10 @@ def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
 
 
 def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
-             w_hh: Tensor, peep, ln, w_hr, km: KernelMasks) -> SimpleNamespace:
-    """The recurrence over ``xp (T, B, 4H)`` (input projection plus all additive
-    biases; with layer norm the raw ``W_ih x``, normalised in the loop by ``ln``'s last
-    two), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
+             w_hh: Tensor, peep, ln, w_hr, km: KernelMasks, shift: Tensor | None) -> SimpleNamespace:
+    """The recurrence over ``xp (T, B, 4H)`` (the raw input projection ``W_ih x``; the loop
+    adds ``shift``, the summed biases, and with layer norm first normalises it with gain
+    ``ln[3]``), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
     ``C (T, B, H)`` cells and, with ``spec.store`` (a backward will follow), what it
     needs: ``A (T, B, 4H)`` gate activations, ``U (T, B, H)`` ``tanh`` of the
     (normalised) cell, ``M`` (projection input; ``Y`` without projection), with layer
@@ -90,13 +90,12 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     panels_hh = native.gemm_weight(w_hh, choice, B)
     panels_hr = native.gemm_weight(w_hr, choice, B) if spec.proj else None
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
-    g_h, g_c, b_c = (ptr(w) for w in ln[:3]) if ln else (None,) * 3
-    shift = (ln[4] if ln[4] is not None else xp.new_zeros(G)) if ln else None  # held: the C gets its address
-    g_x, b_x = (ptr(ln[3]), ptr(shift)) if ln else (None, None)
+    g_h, g_c, b_c, g_x = (ptr(w) for w in ln) if ln else (None,) * 4
+    shift = shift if shift is not None else xp.new_zeros(G)  # held: the C gets its address
     rec = xp.new_empty(B, G)  # one step's GEMM output (held here: the C only gets its address)
     fns.forward(T, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
                 int(spec.store), spec.eps, native.vendor_arg(xp.dtype, choice), xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
-                c0.data_ptr(), g_x, b_x, g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
+                c0.data_ptr(), g_x, shift.data_ptr(), g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
                 f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr(),
                 *_mask_args(km, ptr(hd)), ptr(f.CN))
     if not spec.proj:
@@ -118,15 +117,15 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
     (grad wrt ``xp``; with layer norm the raw projection, which it then reads), ``DH (T, B,
     R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)`` (grad wrt ``W_hh h``, layer norm
-    only), ``dh0, dc0`` and ``sums`` (5, 4H): the layer norms' and peepholes' gradients
-    (lstm_step.h's layout), or None."""
+    only), ``dh0, dc0`` and ``sums`` (5, 4H): the layer norms', peepholes' and shift's
+    gradients (lstm_step.h's layout)."""
     T, B, G = f.A.shape
     H, R = G // 4, w_hh.shape[1]
     g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
                         dHP=torch.empty_like(f.A) if spec.layer_norm else None)
     threads = pointwise_threads(B, G)
-    # per thread the layer norms' and peepholes' gradients (lstm_step.h), summed after
-    sums = f.A.new_zeros(threads, 5, G) if spec.layer_norm or spec.peephole else None
+    # per thread the layer norms', peepholes' and shift's gradients (lstm_step.h), summed after
+    sums = f.A.new_zeros(threads, 5, G)
     m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, g_x = (ptr(ln[0]), ptr(ln[1]), ptr(ln[3])) if ln else (None, None, None)
@@ -146,7 +145,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
         first = T - 1 if spec.reverse else 0
         grad.add_(torch.where(mask[first], 0.0, g.DH[first]))
     g.dh0 = grad
-    g.sums = None if sums is None else sums.sum(0)
+    g.sums = sums.sum(0)
     return g
 
 
@@ -166,8 +165,8 @@ def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, rows: Tensor | None,
         out |= {name: g.sums[1, k * H:(k + 1) * H] if needs[name] else None
                 for k, name in enumerate(("w_ci", "w_cf", "w_co"), 1)}
     if spec.layer_norm:
-        out |= {"ln_hh_w": g.sums[0], "ln_c_w": g.sums[1, :H], "ln_c_b": g.sums[2, :H], "ln_x_w": g.sums[3],
-                "ln_x_b": g.sums[4] if needs["ln_x_b"] else None}
+        out |= {"ln_hh_w": g.sums[0], "ln_c_w": g.sums[1, :H], "ln_c_b": g.sums[2, :H], "ln_x_w": g.sums[3]}
+    out["shift"] = g.sums[4] if needs["shift"] else None
     if spec.proj and needs["w_hr"]:
         out["w_hr"] = grad_projection(g.DH, f.M, rows)
     return out
@@ -175,23 +174,23 @@ def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, rows: Tensor | None,
 
 class NativeLSTMScan(torch.autograd.Function):
     """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
-    ln_x_w, ln_x_b) -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the input projection
-    with every additive bias folded in (with layer norm: the raw ``W_ih x``, see
-    :func:`kernel_projection`), absent parameters are None. ``rebuild``
+    ln_x_w, shift) -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the raw input projection
+    ``W_ih x`` (:func:`kernel_projection`), ``shift`` the summed biases the loop adds to it;
+    absent parameters are None. ``rebuild``
     (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
     (double backward): the reference's autograd instead of the C BPTT."""
 
     @staticmethod
     def forward(ctx, rebuild, spec: LSTMSpec, mask: Tensor | None, km: KernelMasks, xp: Tensor, h0: Tensor,
-                c0: Tensor, w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b):
+                c0: Tensor, w_hh: Tensor, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift):
         fns = steps_fns(xp.dtype)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
-        ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w, ln_x_b) if spec.layer_norm else None
-        f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr, km)
+        ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w) if spec.layer_norm else None
+        f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr, km, shift)
         ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
         if spec.store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
             ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w,
-                                  ln_x_b, xp if spec.layer_norm else None,  # the input norm's backward reads it
+                                  shift, xp if spec.layer_norm else None,  # the input norm's backward reads it
                                   f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats, f.CN,
                                   *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
@@ -202,17 +201,17 @@ class NativeLSTMScan(torch.autograd.Function):
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
         assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
-        (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b, xp,
+        (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift, xp,
          A, C, U, Y, M, HP, stats, CN, *saved) = ctx.saved_tensors
         needs = dict(zip(_INPUTS, ctx.needs_input_grad[4:]))
         if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
-            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)
+            inputs = (None, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift)
             grads = ctx.rebuild.grads(saved, inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
             return (None, None, None, None, *grads)
         h0, c0 = h0.contiguous(), c0.contiguous()
         f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
-        ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w, ln_x_b) if spec.layer_norm else None
+        ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w) if spec.layer_norm else None
         rows = padded_rows(mask)
         dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
         g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, xp, mask, w_hh, peep, ln, w_hr, ctx.km)
@@ -232,8 +231,7 @@ def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
     params = [getattr(p, name, None) for name in LSTM_PARAMETERS] + input_norm(cell, p)
     params = [None if w is None else w.contiguous() for w in params]
     store = backward_follows(x, p.weight_ih, p.bias_ih, p.bias_hh, h0, c0, *params)
-    bias = projection_bias(cell, p)
-    xp = linear(x, p.weight_ih, bias) if store else inference_projection(x, p.weight_ih, bias)
+    xp = kernel_projection(cell, p, x) if store else inference_projection(x, p.weight_ih, None)
     spec = LSTMSpec(peephole=cell.peephole, layer_norm=cell.layer_norm, proj=cell.proj_size > 0,
                     reverse=reverse, store=store)
     rebuild = Rebuild(cell, p, x, kernel_projection, _REBUILD_NAMES, reverse, finish=normalise_input)
@@ -242,29 +240,26 @@ def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
 
 
 def kernel_projection(cell: LSTMCell, p: Params, x: Tensor) -> Tensor:
-    """What the kernel takes as ``xp``: the cell's input projection (``LSTMCell.project_input``)
-    with ``b_hh`` folded in; with layer norm the raw ``W_ih x``, which the C loop normalises
-    row by row (its gain and shift, :func:`input_norm`, are inputs of their own): one pass
-    over ``(T, B, 4H)`` fewer each way, and the norm's backward where the rows are in cache."""
-    return linear(x, p.weight_ih, projection_bias(cell, p))
-
-
-def projection_bias(cell: LSTMCell, p: Params) -> Tensor | None:
-    """The bias inside :func:`kernel_projection`: ``b_ih + b_hh``, or None with layer norm
-    (there it is the input norm's shift)."""
-    return None if cell.layer_norm else summed_bias(p)
+    """What the kernel takes as ``xp``: the raw input projection ``W_ih x``, no bias. The C
+    loop adds the summed biases (:func:`input_norm`'s shift) as it reads each row and sums
+    their gradient there: a bias inside the GEMM costs a ``(T, B, 4H)`` copy forward (addmm
+    starts from it) and a reduction over it backward. With layer norm it normalises the row
+    first, forward and backward, where the rows are in cache."""
+    return linear(x, p.weight_ih)
 
 
 def input_norm(cell: LSTMCell, p: Params) -> list[Tensor | None]:
-    """The input norm's ``[gain, shift]`` the kernel applies to :func:`kernel_projection`
-    (the shift ``b_ih + b_hh``), ``[None, None]`` without layer norm."""
-    return [p.ln_ih_weight, summed_bias(p)] if cell.layer_norm else [None, None]
+    """``[gain, shift]`` the kernel applies to :func:`kernel_projection`'s rows: the input
+    norm's gain (None without layer norm) and ``b_ih + b_hh`` (None without biases)."""
+    return [p.ln_ih_weight if cell.layer_norm else None, summed_bias(p)]
 
 
 def normalise_input(cell: LSTMCell, q: Params, xp: Tensor) -> Tensor:
     """:func:`kernel_projection`'s ``xp`` as the cell's ``recur`` takes it (for the rebuild:
     ``q`` maps ``ln_ih_weight``, ``input_shift`` to the Function's own inputs)."""
-    return layer_norm(xp, q.ln_ih_weight, q.input_shift) if cell.layer_norm else xp
+    if cell.layer_norm:
+        return layer_norm(xp, q.ln_ih_weight, q.input_shift)
+    return xp if q.input_shift is None else xp + q.input_shift
 
 
 def supports(cell: RecurrentCell) -> Verdict:
@@ -310,7 +305,7 @@ SAMPLES = tuple(Sample(name, _lstm(**options)) for name, options in {
 def lstm_scan_op(xp: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], w_hh: Tensor,
                  w_ci: Optional[Tensor], w_cf: Optional[Tensor], w_co: Optional[Tensor],
                  ln_hh_w: Optional[Tensor], ln_c_w: Optional[Tensor], ln_c_b: Optional[Tensor],
-                 w_hr: Optional[Tensor], ln_x_w: Optional[Tensor], ln_x_b: Optional[Tensor], peephole: bool,
+                 w_hr: Optional[Tensor], ln_x_w: Optional[Tensor], shift: Optional[Tensor], peephole: bool,
                  layer_norm: bool, reverse: bool,
                  eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``xp (T, B, 4H)`` (:func:`kernel_projection`) -> ``(y (T, B, R), h_n (B, R),
@@ -320,11 +315,11 @@ def lstm_scan_op(xp: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], w_h
     spec = LSTMSpec(peephole=peephole, layer_norm=layer_norm, proj=w_hr is not None, reverse=reverse, eps=eps)
     km = no_masks(xp.shape[1], (w_hh.shape[1], xp.shape[2] // 4), xp.device)
     params = [None if w is None else w.contiguous()
-              for w in (w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)]
+              for w in (w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift)]
     peep = tuple(params[:3]) if peephole else None
-    ln = (*params[3:6], *params[7:]) if layer_norm else None
+    ln = (*params[3:6], params[7]) if layer_norm else None
     f = _forward(steps_fns(xp.dtype), spec, xp.contiguous(), h0.contiguous(),
-                             c0.contiguous(), mask, w_hh.contiguous(), peep, ln, params[6], km)
+                 c0.contiguous(), mask, w_hh.contiguous(), peep, ln, params[6], km, params[8])
     last = 0 if reverse else xp.shape[0] - 1
     y = states_output(f.Y, mask)
     return (y, f.Y[last].clone(), f.C[last].clone(), f.A, f.C, f.U, f.M if spec.proj else empty_output(xp),
@@ -332,7 +327,7 @@ def lstm_scan_op(xp: Tensor, h0: Tensor, c0: Tensor, mask: Optional[Tensor], w_h
 
 
 @lstm_scan_op.register_fake
-def _(xp, h0, c0, mask, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b, peephole, layer_norm,
+def _(xp, h0, c0, mask, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift, peephole, layer_norm,
       reverse, eps):
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
@@ -346,11 +341,11 @@ def _(xp, h0, c0, mask, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, l
 def lstm_scan_backward_op(dy: Tensor, dh_n: Tensor, dc_n: Tensor, mask: Optional[Tensor], h0: Tensor, c0: Tensor,
                           w_hh: Tensor, w_ci: Optional[Tensor], w_cf: Optional[Tensor], w_co: Optional[Tensor],
                           ln_hh_w: Optional[Tensor], ln_c_w: Optional[Tensor], ln_c_b: Optional[Tensor],
-                          w_hr: Optional[Tensor], ln_x_w: Optional[Tensor], ln_x_b: Optional[Tensor], xp: Tensor,
+                          w_hr: Optional[Tensor], ln_x_w: Optional[Tensor], shift: Optional[Tensor], xp: Tensor,
                           y: Tensor, A: Tensor, C: Tensor, U: Tensor, M: Tensor, HP: Tensor,
                           stats: Tensor, Y: Tensor, peephole: bool, layer_norm: bool, reverse: bool, eps: float) -> list[Tensor]:
     """The C BPTT: gradients wrt ``(xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w,
-    ln_c_b, w_hr, ln_x_w, ln_x_b)``, empty for absent parameters; ``xp`` (the forward's,
+    ln_c_b, w_hr, ln_x_w, shift)``, empty for absent parameters; ``xp`` (the forward's,
     read with layer norm only) may be empty without."""
     T, B, G = A.shape
     spec = LSTMSpec(peephole=peephole, layer_norm=layer_norm, proj=w_hr is not None, reverse=reverse, eps=eps)
@@ -359,9 +354,9 @@ def lstm_scan_backward_op(dy: Tensor, dh_n: Tensor, dc_n: Tensor, mask: Optional
     stats = stats if layer_norm else A.new_empty(6, T, B)  # read only with layer norm
     f = Params(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=present(HP), stats=stats, CN=None)
     params = [None if w is None else w.contiguous()
-              for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)]
+              for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift)]
     peep = tuple(params[1:4]) if peephole else None
-    ln = (*params[4:7], *params[8:]) if layer_norm else None
+    ln = (*params[4:7], params[8]) if layer_norm else None
     rows = padded_rows(mask)
     dy = masked_copy(dy, rows).contiguous()
     h0, c0 = h0.contiguous(), c0.contiguous()
@@ -372,17 +367,17 @@ def lstm_scan_backward_op(dy: Tensor, dh_n: Tensor, dc_n: Tensor, mask: Optional
     # the peephole and layer-norm gradients are views of shared buffers (unbind, rows of one
     # sum): copies, since an op's outputs must not alias (views cannot be told apart under
     # a dispatch mode, so every one is copied; they are vectors)
-    small = ("w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "ln_x_w", "ln_x_b")
+    small = ("w_ci", "w_cf", "w_co", "ln_hh_w", "ln_c_w", "ln_c_b", "ln_x_w", "shift")
     weights = [(w[n].clone() if n in small else w[n]) if needs[n] else empty_output(A) for n in _LSTM_PARAMS]
     return [g.dA, g.dh0, g.dc0, *weights]
 
 
 @lstm_scan_backward_op.register_fake
-def _(dy, dh_n, dc_n, mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b, xp, y, A,
+def _(dy, dh_n, dc_n, mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift, xp, y, A,
       C, U, M, HP, stats, Y, peephole, layer_norm, reverse, eps):
     grads = [torch.empty_like(A), torch.empty_like(h0), torch.empty_like(c0)]
     return grads + [A.new_empty(0) if w is None else torch.empty_like(w)
-                    for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, ln_x_b)]
+                    for w in (w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift)]
 
 
 def _lstm_setup(ctx, inputs, output) -> None:

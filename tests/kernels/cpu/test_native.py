@@ -57,12 +57,25 @@ def test_failing_compiler_warns_once_leaves_no_library_and_is_not_rerun(fresh, m
         assert native.library() is None
     assert not list(fresh.glob("*.so")) and not list(fresh.glob("*.tmp"))  # no half-written library
     runs = len(calls.read_text().split())
-    assert runs == len(native.VARIANTS)
+    assert runs == len(native.variants())
     assert native.library() is None  # memoised in this process: no second warning, no build
     native.library.cache_clear()  # a new process: the refusal is remembered in the cache
     with pytest.warns(RuntimeWarning, match="earlier build"):
         assert native.library() is None
     assert len(calls.read_text().split()) == runs
+
+
+def test_avx512_cpus_build_wide_vectors_first_then_fall_back(monkeypatch):
+    """On an AVX-512 CPU the tuned builds ask for 512-bit vectors (GCC's -march=native keeps
+    256), each followed by the same build without, for a compiler that refuses the flag;
+    elsewhere the variants are as listed."""
+    monkeypatch.setattr(native, "_cpu_signature", lambda: "flags\t: fpu sse2 avx2 fma")
+    assert native.variants() == native.VARIANTS
+    monkeypatch.setattr(native, "_cpu_signature", lambda: "flags\t: fpu sse2 avx2 avx512f avx512bw")
+    tried = native.variants()
+    assert tried[0] == (*native.VARIANTS[0], *native.WIDE_VECTORS)
+    assert [v for v in tried if v[-1] != native.WIDE_VECTORS[-1]] == list(native.VARIANTS)
+    assert all("-march=native" in v for v in tried if v[-1] == native.WIDE_VECTORS[-1])
 
 
 @needs_cc

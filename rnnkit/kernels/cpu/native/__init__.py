@@ -69,6 +69,21 @@ FLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros", "-
 #: rows (libgomp, the runtime torch loads), then less, for compilers without either.
 VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native", "-fopenmp-simd"),
             ("-fopenmp-simd",))
+#: on a CPU with AVX-512, what the tuned variants add: GCC's -march=native keeps its loops at
+#: 256 bits there (for old CPUs that slowed their clock on 512-bit code); the pointwise steps
+#: and the layer norms' sums then do half the work per instruction. Measured on an AVX-512
+#: Xeon (B32 T100 H128, forward+backward): layer-norm LSTM 1.26x -> 1.19x torch.nn.LSTM,
+#: peephole 1.07x -> 1.04x; AMD's double-pumped AVX-512 is no slower with it.
+WIDE_VECTORS = ("-mprefer-vector-width=512",)
+
+
+def variants() -> tuple[tuple[str, ...], ...]:
+    """The build variants to try, in order (:data:`VARIANTS`, the tuned ones widened to 512-bit
+    vectors on an AVX-512 CPU, then as they are, for a compiler that does not know the flag)."""
+    if not re.search(r"\bavx512f\b", _cpu_signature()):
+        return VARIANTS
+    wide = tuple((*v, *WIDE_VECTORS) for v in VARIANTS if "-march=native" in v)
+    return (wide[0], *VARIANTS[:2], wide[1], *VARIANTS[2:])
 
 
 def cache_dir() -> Path:
@@ -150,7 +165,7 @@ def library() -> ctypes.CDLL | None:
     if cc is None:
         return None
     errors = []
-    for variant in VARIANTS:
+    for variant in variants():
         variant = (*variant, *extra_flags())
         path = _library_path(cc, variant)
         failed = path.with_suffix(".failed")  # a build that failed: not retried by every process

@@ -10,8 +10,9 @@
  * pointer means "absent" (no mask, no dy, no carry, ...).
  *
  * Forward (see rnnkit/cells/lstm.py for the equations):
- *   a   = xp + rec                    or gamma_x LN(xp) + beta_x + gamma_h LN(rec)    (LN;
- *                                        xp then the raw W_ih x_t: its norm runs here too)
+ *   a   = xp + beta_x + rec           or gamma_x LN(xp) + beta_x + gamma_h LN(rec)    (LN)
+ *        xp the raw input projection W_ih x_t, beta_x the shift b_ih + b_hh (the input norm's
+ *        with LN, which runs here too)
  *   i   = s(a_i + w_ci c_prev)   f = s(a_f + w_cf c_prev)   g = tanh(a_g)
  *   c   = f c_prev + i g
  *   o   = s(a_o + w_co c)        u = tanh(c)  or tanh(gamma_c LN(c) + beta_c)
@@ -57,6 +58,28 @@ static void NAME(moments)(const real* x, long n, real eps, real* mean, real* rst
     *rstd = 1 / SQRTF(v / n + eps);
 }
 
+/* moments of two rows x and r of n (even) values at once: four sums running side by
+ * side (each row's two halves) instead of one after another, each adding onto the
+ * last (the add's latency, not the loads, bounds a single sum). */
+static void NAME(moments2)(const real* x, const real* r, long n, real eps, real* mean_x, real* rstd_x,
+                           real* mean_r, real* rstd_r) {
+    const long h = n / 2;
+    real sx0 = 0, sx1 = 0, sr0 = 0, sr1 = 0;
+    SIMD_SUM(sx0, sx1, sr0, sr1)
+    for (long j = 0; j < h; j++) { sx0 += x[j]; sx1 += x[h + j]; sr0 += r[j]; sr1 += r[h + j]; }
+    real mx = (sx0 + sx1) / n, mr = (sr0 + sr1) / n;
+    real vx0 = 0, vx1 = 0, vr0 = 0, vr1 = 0;
+    SIMD_SUM(vx0, vx1, vr0, vr1)
+    for (long j = 0; j < h; j++) {
+        real a = x[j] - mx, b = x[h + j] - mx, c = r[j] - mr, d = r[h + j] - mr;
+        vx0 += a * a; vx1 += b * b; vr0 += c * c; vr1 += d * d;
+    }
+    *mean_x = mx;
+    *rstd_x = 1 / SQRTF((vx0 + vx1) / n + eps);
+    *mean_r = mr;
+    *rstd_r = 1 / SQRTF((vr0 + vr1) / n + eps);
+}
+
 /* dx of y = gamma * xhat (+ beta), xhat = (x - mean) rstd, given dy; accumulates
  * d_gamma += dy xhat (and d_beta += dy when given). work: n scratch values. */
 static void NAME(norm_backward)(const real* dy, const real* x, long n, real mean, real rstd,
@@ -79,6 +102,34 @@ static void NAME(norm_backward)(const real* dy, const real* x, long n, real mean
     for (long j = 0; j < n; j++) dx[j] = rstd * (work[j] - s1 - (x[j] - mean) * rstd * s2);
 }
 
+/* Both 4H norms of a layer-norm row at once, given da (the gradient wrt a = gamma_x
+ * LN(x) + beta_x + gamma_h LN(r)): dr gets the gradient wrt r and da, in place, the one
+ * wrt x; d_gamma_x, d_beta_x, d_gamma_h accumulate. One pass for the four sums and the
+ * parameter gradients, one for the two outputs (norm_backward twice took five, and
+ * read da twice). */
+static void NAME(norm2_backward)(real* da, const real* x, const real* r, long n, real mean_x, real rstd_x,
+                                 real mean_r, real rstd_r, const real* gamma_x, const real* gamma_r,
+                                 real* d_gamma_x, real* d_beta_x, real* d_gamma_r, real* dr) {
+    real s1x = 0, s2x = 0, s1r = 0, s2r = 0;
+    SIMD_SUM(s1x, s2x, s1r, s2r)
+    for (long j = 0; j < n; j++) {
+        real d = da[j], xhat = (x[j] - mean_x) * rstd_x, rhat = (r[j] - mean_r) * rstd_r;
+        real gx = d * gamma_x[j], gr = d * gamma_r[j];
+        d_gamma_x[j] += d * xhat;
+        d_beta_x[j] += d;
+        d_gamma_r[j] += d * rhat;
+        s1x += gx; s2x += gx * xhat;
+        s1r += gr; s2r += gr * rhat;
+    }
+    s1x /= n; s2x /= n; s1r /= n; s2r /= n;
+    SIMD
+    for (long j = 0; j < n; j++) {
+        real d = da[j], xhat = (x[j] - mean_x) * rstd_x, rhat = (r[j] - mean_r) * rstd_r;
+        dr[j] = rstd_r * (d * gamma_r[j] - s1r - rhat * s2r);
+        da[j] = rstd_x * (d * gamma_x[j] - s1x - xhat * s2x);
+    }
+}
+
 /* One row of the forward; peep and ln are compile-time constants at every call
  * site (INLINE), so each flag combination gets its own loops: a runtime test inside
  * a SIMD loop becomes masked loads of the absent (NULL) weights, which AMD CPUs
@@ -93,8 +144,7 @@ static INLINE void NAME(forward_row)(long H, const int peep, const int ln, real 
     const long G = 4 * H;
     if (ln) {  /* a = LN_x(x) + LN_h(r): x the raw input projection W_ih x_t, r = W_hh h */
         real mu, rs, mu_x, rs_x;
-        NAME(moments)(x, G, eps, &mu_x, &rs_x);
-        NAME(moments)(r, G, eps, &mu, &rs);
+        NAME(moments2)(x, r, G, eps, &mu_x, &rs_x, &mu, &rs);
         *mean_x = mu_x;
         *rstd_x = rs_x;
         *mean_h = mu;
@@ -102,8 +152,9 @@ static INLINE void NAME(forward_row)(long H, const int peep, const int ln, real 
         SIMD
         for (long j = 0; j < G; j++)
             a[j] = gamma_x[j] * ((x[j] - mu_x) * rs_x) + beta_x[j] + gamma_h[j] * ((r[j] - mu) * rs);
-    } else {
-        for (long j = 0; j < G; j++) a[j] = x[j] + r[j];
+    } else {  /* beta_x: the summed biases b_ih + b_hh (zeros without), added here, not in the GEMM */
+        SIMD
+        for (long j = 0; j < G; j++) a[j] = x[j] + beta_x[j] + r[j];
     }
     SIMD
     for (long j = 0; j < H; j++) {
@@ -180,9 +231,7 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
                                       const real* a, const real* c, const real* cp, const real* u,
                                       const real* w_ci, const real* w_cf, const real* w_co,
                                       const real* gamma_c, real mean_c, real rstd_c,
-                                      real* d_gamma_c, real* d_beta_c,
-                                      const real* r, const real* gamma_h, real mean_h, real rstd_h,
-                                      real* dhp, real* d_gamma_h, real* d_peep, real* dc, real* da,
+                                      real* d_gamma_c, real* d_beta_c, real* d_peep, real* dc, real* da,
                                       real* work) {
     real *dchat = work, *dcn = work + H, *scratch = work + 2 * H;
     SIMD
@@ -214,19 +263,16 @@ static INLINE void NAME(backward_row)(long H, const int peep, const int ln, cons
         if (peep) dcp += dai * w_ci[j] + daf * w_cf[j];
         dc[j] = dcp;
     }
-    if (ln)
-        NAME(norm_backward)(da, r, 4 * H, mean_h, rstd_h, gamma_h, d_gamma_h, 0, scratch, dhp);
 }
 
 #define BACKWARD_ROW(PEEP, LN) NAME(backward_row)(H, PEEP, LN, dm, A + b * G, C + b * H, \
     c_prev + b * H, U + b * H, w_ci, w_cf, w_co, gamma_c, ln ? mean_c[b] : 0, ln ? rstd_c[b] : 1, \
-    ln ? acc + G : 0, ln ? acc + 2 * G : 0, ln ? rec + b * G : 0, gamma_h, ln ? mean_h[b] : 0, ln ? rstd_h[b] : 1, \
-    ln ? dHP + b * G : 0, ln ? acc : 0, PEEP ? acc + G + H : 0, dc + b * H, da, work)
+    ln ? acc + G : 0, ln ? acc + 2 * G : 0, PEEP ? acc + G + H : 0, dc + b * H, da, work)
 
 /* Per thread k (of `threads`): work + k (3H + 4H) scratch values and the parameter
  * gradients summed over rows and steps in sums + k * SUMS_ROWS * 4H: [d gamma_h (4H) |
  * d gamma_c, d w_ci, d w_cf, d w_co (H each) | d beta_c (H of 4H) | d gamma_x (4H) |
- * d beta_x (4H)] (layer norm: the gammas and betas; peepholes: the w's), added to (the
+ * d beta_x (4H): the shift's, with or without LN] (layer norm: the gammas; peepholes: the w's), added to (the
  * caller sums over threads: a fixed order, so deterministic). Summed here, in the loop,
  * rather than after it from dA and C: that would read both (T, B, 4H) and (T, B, H)
  * again. With layer norm, xp is the raw input projection (T, B, 4H) the forward
@@ -283,9 +329,14 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
         else if (peep) BACKWARD_ROW(1, 0);
         else if (ln) BACKWARD_ROW(0, 1);
         else BACKWARD_ROW(0, 0);
-        if (ln)  /* through the input norm, in place: da becomes the gradient wrt W_ih x_t */
-            NAME(norm_backward)(da, xp + b * G, G, mean_x[b], rstd_x[b], gamma_x, acc + 3 * G, acc + 4 * G,
-                                work + 2 * H, da);
+        if (ln)  /* through both input norms: dHP gets the gradient wrt W_hh h, da (in place) wrt W_ih x_t */
+            NAME(norm2_backward)(da, xp + b * G, rec + b * G, G, mean_x[b], rstd_x[b], mean_h[b], rstd_h[b],
+                                 gamma_x, gamma_h, acc + 3 * G, acc + 4 * G, acc, dHP + b * G);
+        else if (acc) {  /* the shift's (the biases') gradient, summed while da is in cache */
+            real* d_shift = acc + 4 * G;
+            SIMD
+            for (long j = 0; j < G; j++) d_shift[j] += da[j];
+        }
         if (zc)
             for (long j = 0; j < H; j++) dc[b * H + j] += dc_kept[j];
     }
