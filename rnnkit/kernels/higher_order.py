@@ -86,13 +86,25 @@ class Rebuild:
         n_states = len(self.cell.state_sizes())
         states, params = list(inputs[1:1 + n_states]), list(inputs[1 + n_states:])
         with torch.enable_grad():
-            x, *rest = saved
-            p = Params(**{**vars(self.p), **dict(zip(self._names, rest))})
+            x, p = self._restore(saved)
             xp = self.projection(self.cell, p, x)
             q = Params(**{**vars(p), "bias_hh": None, **dict(zip(self.recurrent, params))})
             xq = xp if self.finish is None else self.finish(self.cell, q, xp)
             y, final = scan_projected(self.cell, q, xq, tuple(states), mask, self.reverse)
             return differentiate((y, *final), [xp, *states, *params], needs, grad_outputs)
+
+
+    def projected(self, saved: Sequence[Tensor]) -> Tensor:
+        """The Function's ``xp`` again, from :meth:`take_tensors`' tensors, without a graph
+        (for a kernel whose backward consumed its own buffers and must run its forward again)."""
+        with torch.no_grad():
+            x, p = self._restore(saved)
+            return self.projection(self.cell, p, x)
+
+    def _restore(self, saved: Sequence[Tensor]) -> tuple[Tensor, Params]:
+        """``(x, p)`` from :meth:`take_tensors`' tensors."""
+        x, *rest = saved
+        return x, Params(**{**vars(self.p), **dict(zip(self._names, rest))})
 
 
 def differentiate(outputs: Sequence[Tensor], inputs: Sequence[Tensor | None], needs: Sequence[bool],

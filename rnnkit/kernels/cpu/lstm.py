@@ -113,16 +113,19 @@ def _mask_args(km: KernelMasks, *scratch) -> tuple:
 
 def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
               c0: Tensor, xp: Tensor | None, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr,
-              km: KernelMasks) -> SimpleNamespace:
+              km: KernelMasks, in_place: bool = False) -> SimpleNamespace:
     """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
     (grad wrt ``xp``; with layer norm the raw projection, which it then reads), ``DH (T, B,
     R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)`` (grad wrt ``W_hh h``, layer norm
     only), ``dh0, dc0`` and ``sums`` (5, 4H): the layer norms', peepholes' and shift's
-    gradients (lstm_step.h's layout)."""
+    gradients (lstm_step.h's layout). ``in_place``: ``dA`` and ``dHP`` are written over
+    ``f.A`` and ``f.HP`` (each row of a step is read just before its gradient is written),
+    which then hold gradients, not the forward's values."""
     T, B, G = f.A.shape
     H, R = G // 4, w_hh.shape[1]
-    g = SimpleNamespace(dA=torch.empty_like(f.A), DH=f.A.new_empty(T, B, R), dc0=dc_n.contiguous().clone(),
-                        dHP=torch.empty_like(f.A) if spec.layer_norm else None)
+    g = SimpleNamespace(dA=f.A if in_place else torch.empty_like(f.A), DH=f.A.new_empty(T, B, R),
+                        dc0=dc_n.contiguous().clone(),
+                        dHP=(f.HP if in_place else torch.empty_like(f.A)) if spec.layer_norm else None)
     threads = pointwise_threads(B, G)
     # per thread the layer norms', peepholes' and shift's gradients (lstm_step.h), summed after
     sums = f.A.new_zeros(threads, 5, G)
@@ -188,6 +191,7 @@ class NativeLSTMScan(torch.autograd.Function):
         ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w) if spec.layer_norm else None
         f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr, km, shift)
         ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
+        ctx.consumed = False  # whether a backward has written its gradients over A and HP
         if spec.store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
             ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w,
                                   shift, xp if spec.layer_norm else None,  # the input norm's backward reads it
@@ -209,12 +213,21 @@ class NativeLSTMScan(torch.autograd.Function):
             grads = ctx.rebuild.grads(saved, inputs, list(needs.values()), mask, (dy, dh_n, dc_n))
             return (None, None, None, None, *grads)
         h0, c0 = h0.contiguous(), c0.contiguous()
-        f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN)
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w) if spec.layer_norm else None
+        fns = steps_fns(A.dtype)
+        if ctx.consumed:  # a second backward (retain_graph): the first wrote over A and HP, so run the forward again
+            again = xp if spec.layer_norm else ctx.rebuild.projected(saved)
+            f = _forward(fns, spec, again, h0, c0, mask, w_hh, peep, ln, w_hr, ctx.km, shift)
+        else:
+            f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN)
+        # the gradients over the forward's gate buffers: a fresh (T, B, 4H) tensor each was most of
+        # a layer-norm LSTM's gap to torch.nn.LSTM at H128 (B32 T100: 1.19x -> 1.04x; a new stream
+        # of stores per tensor, and its pages faulted in each call)
+        ctx.consumed = True
         rows = padded_rows(mask)
         dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
-        g = _backward(steps_fns(A.dtype), spec, f, dy, dh_n, dc_n, c0, xp, mask, w_hh, peep, ln, w_hr, ctx.km)
+        g = _backward(fns, spec, f, dy, dh_n, dc_n, c0, xp, mask, w_hh, peep, ln, w_hr, ctx.km, in_place=True)
         w = _weight_grads(spec, f, g, h0, rows, needs, ctx.km)
         return (None, None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))

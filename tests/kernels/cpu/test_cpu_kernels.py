@@ -206,6 +206,42 @@ def test_native_without_backward_keeps_no_history_and_matches(name, reverse, mas
 
 
 @needs_native
+@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if n.startswith("lstm")))
+def test_lstm_backward_again_over_a_retained_graph_gives_the_same_gradients(name):
+    """The LSTM kernel's backward writes its gate gradients over the forward's buffers; a
+    second backward over the same graph (retain_graph) runs the forward again first: every
+    gradient exactly the first's, and the reference scan's."""
+    cell = _cell(name, 4, 6, torch.float32)
+    x, state, mask = _inputs(cell, 7, 3, torch.float32, True, [7, 2, 5])
+    kernel = _kernel(cell, x)
+    y, final = kernel(cell, cell.own_params(), x, state, mask, reverse=False)
+    loss = (y * torch.linspace(-1, 1, y.shape[-1])).sum() + final[1].square().sum()
+    inputs = [x, *state, *cell.parameters()]
+    first, second, third = (torch.autograd.grad(loss, inputs, retain_graph=True) for _ in range(3))
+    y_ref, final_ref = scan(cell, cell.own_params(), x, state, mask)
+    want = torch.autograd.grad((y_ref * torch.linspace(-1, 1, y.shape[-1])).sum() + final_ref[1].square().sum(),
+                               inputs)
+    for a, b, c, w in zip(first, second, third, want):
+        assert torch.equal(a, b) and torch.equal(a, c)
+        torch.testing.assert_close(a, w, atol=1e-5, rtol=1e-5)
+
+
+def test_zoneout_lstm_backward_again_over_a_retained_graph_reuses_its_masks():
+    """With recurrent dropout and zoneout in the loop, the forward run again for a second
+    backward draws nothing new: the same masks, the same gradients."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(4, 6, recurrent_dropout=0.3, zoneout=0.2)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    y, _ = layer(x)
+    assert layer.path == "kernel", layer.path
+    loss = (y * torch.linspace(-1, 1, 6)).sum()
+    inputs = [x, *layer.parameters()]
+    first, second = (torch.autograd.grad(loss, inputs, retain_graph=True) for _ in range(2))
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@needs_native
 @pytest.mark.parametrize("name", ["lstm_all_proj", "lstm_peephole_layer_norm", "gru_reset_before", "gru_simplified"])
 @pytest.mark.parametrize("T,B,H", [(1, 1, 2), (3, 7, 17), (2, 13, 5)])
 def test_native_odd_shapes(name, T, B, H):
