@@ -214,11 +214,18 @@ def _isa_flags() -> list[str] | None:
     return None
 
 
+#: environment variables that make oneDNN, MKL, ATen or rnnkit's C loops use less than the CPU has
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY",
+                     "RNNKIT_NATIVE_CFLAGS")
+
+
 def environment(device: str = "cpu") -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(),
            "machine": platform.machine(), "processor": _cpu_model() or platform.processor() or platform.machine(),
            "isa_flags": _isa_flags(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device}
+    # what caps the ISA a run used below the CPU's own (an AVX2 run on an AVX-512 machine)
+    env["isa_caps"] = {v: os.environ[v] for v in ISA_CAP_VARIABLES if os.environ.get(v)}
     if device.startswith("cuda") and torch.cuda.is_available():
         env |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version()}

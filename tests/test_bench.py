@@ -55,6 +55,19 @@ def test_cli_writes_json_with_environment(tmp_path, capsys):
     assert "rnnkit.LSTM(peephole)" in capsys.readouterr().out
 
 
+def test_environment_records_what_caps_the_isa(monkeypatch):
+    """A run with oneDNN or MKL held to AVX2 on an AVX-512 CPU says so: its CPU flags alone
+    would pass it off as an AVX-512 figure."""
+    from rnnkit.bench import environment
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY",
+                 "RNNKIT_NATIVE_CFLAGS"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment()["isa_caps"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    assert environment()["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
 def test_cli_cuda_without_gpu_is_one_clear_error(capsys):
     pytest.importorskip("torch")
     import torch
