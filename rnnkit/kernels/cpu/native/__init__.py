@@ -219,9 +219,16 @@ def signature(name: str) -> tuple[str, ...]:
 
 def bind(name: str, dtype):
     """The C function ``name`` for ``dtype`` (a torch dtype) with its ctypes signature."""
-    suffix, real = SUFFIXES[str(dtype).removeprefix("torch.")]
+    return _bind(library(), name, str(dtype).removeprefix("torch."))
+
+
+@functools.lru_cache(maxsize=None)
+def _bind(lib: ctypes.CDLL, name: str, dtype: str):
+    """:func:`bind`, once per library, function and dtype: setting a ctypes signature took
+    ~20 us, paid twice per kernel call (a tenth of a small layer's whole call)."""
+    suffix, real = SUFFIXES[dtype]
     types = {"long": ctypes.c_long, "real": real, "pointer": ctypes.c_void_p}
-    fn = getattr(library(), name + suffix)
+    fn = getattr(lib, name + suffix)
     fn.argtypes = [types[kind] for kind in signature(name)]
     fn.restype = None
     return fn
