@@ -206,6 +206,41 @@ def test_native_without_backward_keeps_no_history_and_matches(name, reverse, mas
 
 
 @needs_native
+@pytest.mark.parametrize("name,reverse,masked", [(n, r, m) for n in sorted(CONFIGS) if n.startswith("lstm")
+                                                 for r, m in [(False, True), (True, True), (True, False)]])
+def test_lstm_forward_without_backward_in_chunks_matches_the_reference(name, reverse, masked, monkeypatch):
+    """A large projection with no backward to follow runs a chunk of steps at a time: with
+    chunks of 2 steps (and a last one of 1) the outputs and final states are the reference's,
+    padding and direction included."""
+    cell = _cell(name, 4, 6, torch.float32)
+    x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
+    monkeypatch.setattr(cpu_lstm, "CHUNK_BYTES", 2 * 3 * 4 * 6 * 4)  # two steps of (B 3, 4H 24) floats
+    kernel = _kernel(cell, x)
+    with torch.no_grad():
+        want = scan(cell, cell.own_params(), x, state, mask, reverse=reverse)
+        got = kernel(cell, cell.own_params(), x, state, mask, reverse=reverse)
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(got[1], want[1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_zoneout_lstm_forward_in_chunks_keeps_each_steps_masks(monkeypatch):
+    """Training-mode zoneout without autograd, in chunks: each chunk reads its own steps' masks
+    (the same outputs as one chunk)."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(4, 6, zoneout=0.3, recurrent_dropout=0.2)
+    x = torch.randn(7, 3, 4)
+    outs = []
+    for chunk in (cpu_lstm.CHUNK_BYTES, 2 * 3 * 24 * 4):
+        monkeypatch.setattr(cpu_lstm, "CHUNK_BYTES", chunk)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            outs.append(layer(x))
+        assert layer.path == "kernel", layer.path
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=0, rtol=0)
+
+
+@needs_native
 @pytest.mark.parametrize("name", sorted(n for n in CONFIGS if n.startswith("lstm")))
 def test_lstm_backward_again_over_a_retained_graph_gives_the_same_gradients(name):
     """The LSTM kernel's backward writes its gate gradients over the forward's buffers; a
