@@ -31,6 +31,12 @@ class KernelMasks:
     def zoned(self) -> bool:
         return any(self.modes)
 
+    def steps(self, t0: int, t1: int) -> "KernelMasks":
+        """These masks for steps ``t0:t1`` only (the per-step keep masks sliced; the rest is
+        per sequence), for a loop run over a chunk of the sequence."""
+        keep = tuple(k[t0:t1] if m == SELECT else k for k, m in zip(self.keep, self.modes))
+        return KernelMasks(self.drop_h, keep, self.modes, self.rates)
+
     def at(self, i: int, t: int, dummy: Tensor) -> Tensor:
         """State ``i``'s keep values for step ``t`` (``dummy`` when not zoned: never read)."""
         mode, k = self.modes[i], self.keep[i]

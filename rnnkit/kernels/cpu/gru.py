@@ -27,7 +27,7 @@ from ..registry import Kernel, Sample, register
 from ..specs import folded_projection, gru_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, kernel_masks
 from . import native
-from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, inference_projection,
+from .common import (available, backward_follows, byte_mask, chunk_ranges, eager_or_graph, empty_output, inference_projection,
                      masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
 
 
@@ -55,13 +55,14 @@ def _mask_args(km: KernelMasks, B: int, H: int, dtype, *extra) -> tuple:
 
 
 def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
-             w_hh: Tensor, km: KernelMasks) -> SimpleNamespace:
+             w_hh: Tensor, km: KernelMasks, Y: Tensor | None = None) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, G*H)``, one C call. Returns the states
-    ``Y (T, B, H)`` and, with ``store`` (a backward will follow), ``A (T, B, G*H)`` gate
-    activations and ``RH (T, B, H)`` = ``r h`` (reset-before); without, those hold one step."""
+    ``Y (T, B, H)`` (into ``Y`` when given) and, with ``store`` (a backward will follow),
+    ``A (T, B, G*H)`` gate activations and ``RH (T, B, H)`` = ``r h`` (reset-before);
+    without, those hold one step."""
     T, B, GH = xp.shape
     H, n, rb = w_hh.shape[1], T if store else 1, variant == "reset_before"
-    f = SimpleNamespace(Y=xp.new_empty(T, B, H), A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
+    f = SimpleNamespace(Y=xp.new_empty(T, B, H) if Y is None else Y, A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
     m8 = byte_mask(mask)
     choice = native.gemm_choice(xp.dtype, B, 2 * H, H)  # packed or vendor GEMM, by the main product's shape
     p_a, p_b = _packed(w_hh, rb, False, choice, B)
@@ -145,15 +146,31 @@ def gru_scan(cell: GRUCell, p: Params, x: Tensor, state: State,
     took: ``x (T, B, I)``, ``state = (h (B, H),)``, ``mask (T, B, 1)`` -> ``(y (T, B, H), (h_n,))``."""
     (h0,) = state
     x = zero_padding(x, mask)  # before the projection: nothing a padded step holds gets in
-    store = backward_follows(x, p.weight_ih, p.bias_ih, p.bias_hh, h0, p.weight_hh)
-    if store:
-        xp = folded_projection(cell, p, x).contiguous()
-    else:  # the projection is the cell's own (RecurrentCell.project_input) with b_hh folded in
-        xp = inference_projection(x, p.weight_ih, summed_bias(p))
-    rebuild = Rebuild(cell, p, x, folded_projection, ("weight_hh",), reverse)
     km = kernel_masks(p, x.shape[1], cell.state_sizes(), x.device)
-    y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, store, mask, km, xp, h0, p.weight_hh)
+    if not backward_follows(x, p.weight_ih, p.bias_ih, p.bias_hh, h0, p.weight_hh):
+        y, h = _forward_in_chunks(cell.variant, p, x, h0.contiguous(), mask, reverse, km)
+        return y, (h,)
+    xp = folded_projection(cell, p, x).contiguous()
+    rebuild = Rebuild(cell, p, x, folded_projection, ("weight_hh",), reverse)
+    y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, True, mask, km, xp, h0, p.weight_hh)
     return y, (h,)
+
+
+def _forward_in_chunks(variant: str, p: Params, x: Tensor, h0: Tensor, mask: Tensor | None, reverse: bool,
+                       km: KernelMasks) -> tuple[Tensor, Tensor]:
+    """The forward when no backward can follow: ``x (T, B, I)`` -> ``(y (T, B, H), h_n)``, the
+    input projection (the cell's own, ``b_hh`` folded in) into this thread's reused buffer
+    (:func:`inference_projection`), a large one a chunk of steps at a time (:func:`chunk_ranges`)."""
+    T, B, _ = x.shape
+    fns, bias, w_hh = _fns(x.dtype), summed_bias(p), p.weight_hh.contiguous()
+    Y = x.new_empty(T, B, w_hh.shape[1])
+    h = h0
+    for t0, t1 in chunk_ranges(T, B * p.weight_ih.shape[0] * x.element_size(), reverse):
+        xp = inference_projection(x[t0:t1], p.weight_ih, bias)
+        _forward(fns, variant, reverse, False, xp, h, None if mask is None else mask[t0:t1], w_hh,
+                 km.steps(t0, t1), Y=Y[t0:t1])
+        h = Y[t0 if reverse else t1 - 1]  # the chunk's last step
+    return masked_copy(Y, padded_rows(mask)), h.clone()
 
 
 def match(cell: GRUCell, x: Tensor, p: Params, state: State | None, mask: Tensor | None):

@@ -18,7 +18,6 @@ In a graph (``torch.compile``, ``torch.export``) the same C loops run as the cus
 """
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 from typing import Optional
 
@@ -34,7 +33,7 @@ from ..registry import Kernel, Sample, Verdict, register
 from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, lstm_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
-from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, grad_projection,
+from .common import (available, backward_follows, byte_mask, chunk_ranges, eager_or_graph, empty_output, grad_projection,
                      inference_projection, masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present,
                      ptr, states_output)
 
@@ -258,44 +257,25 @@ def lstm_scan(cell: LSTMCell, p: Params, x: Tensor, state: State,
     return y, (h, c)
 
 
-#: the input projection's bytes per chunk in a forward no backward follows: a projection larger
-#: than two chunks is made (and read by the loop) a chunk of steps at a time
-CHUNK_BYTES = 8 << 20
-
-
 def _forward_in_chunks(spec: LSTMSpec, x: Tensor, w_ih: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
                        params: list[Tensor | None], km: KernelMasks) -> tuple[Tensor, Tensor, Tensor]:
-    """The forward when no backward can follow: ``x (T, B, I)`` -> ``(y (T, B, R), h_n, c_n)``.
-    The input projection goes into this thread's reused buffer (:func:`inference_projection`);
-    a large one a chunk of steps at a time, each chunk's steps run right after its GEMM, while
-    it is in cache: at B256 T100 H128 the whole projection is 52 MB, written out to memory
-    and read back (measured: 53 -> 45 ms a peephole forward, chunks of 16 steps). Chunks cost
-    a call each (~0.1 ms), so smaller projections stay whole."""
+    """The forward when no backward can follow: ``x (T, B, I)`` -> ``(y (T, B, R), h_n, c_n)``,
+    the input projection into this thread's reused buffer (:func:`inference_projection`), a
+    large one a chunk of steps at a time (:func:`chunk_ranges`)."""
     T, B, _ = x.shape
     w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift = params
     peep = (w_ci, w_cf, w_co) if spec.peephole else None
     ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w) if spec.layer_norm else None
-    step_bytes = B * w_ih.shape[0] * x.element_size()
-    steps = T if T * step_bytes <= 2 * CHUNK_BYTES else max(1, CHUNK_BYTES // step_bytes)
     fns = steps_fns(x.dtype)
     Y = x.new_empty(T, B, w_hh.shape[1])
-    starts = list(range(0, T, steps))
     h, c = h0, c0
-    for t0 in reversed(starts) if spec.reverse else starts:
-        t1 = min(t0 + steps, T)
-        chunk = _chunk_masks(km, t0, t1)
+    for t0, t1 in chunk_ranges(T, B * w_ih.shape[0] * x.element_size(), spec.reverse):
         xp = inference_projection(x[t0:t1], w_ih, None)
-        f = _forward(fns, spec, xp, h, c, None if mask is None else mask[t0:t1], w_hh, peep, ln, w_hr, chunk,
-                     shift, Y=Y[t0:t1])
+        f = _forward(fns, spec, xp, h, c, None if mask is None else mask[t0:t1], w_hh, peep, ln, w_hr,
+                     km.steps(t0, t1), shift, Y=Y[t0:t1])
         last = 0 if spec.reverse else t1 - t0 - 1  # the chunk's last step, in its own time
         h, c = Y[t0 + last], f.C[last % 2]
     return masked_copy(Y, padded_rows(mask)), h.clone(), c.clone()
-
-
-def _chunk_masks(km: KernelMasks, t0: int, t1: int) -> KernelMasks:
-    """``km`` for steps ``t0:t1`` (the per-step keep masks sliced; the rest is per sequence)."""
-    keep = tuple(k[t0:t1] if m == SELECT else k for k, m in zip(km.keep, km.modes))
-    return dataclasses.replace(km, keep=keep)
 
 
 def kernel_projection(cell: LSTMCell, p: Params, x: Tensor) -> Tensor:

@@ -206,15 +206,15 @@ def test_native_without_backward_keeps_no_history_and_matches(name, reverse, mas
 
 
 @needs_native
-@pytest.mark.parametrize("name,reverse,masked", [(n, r, m) for n in sorted(CONFIGS) if n.startswith("lstm")
+@pytest.mark.parametrize("name,reverse,masked", [(n, r, m) for n in sorted(CONFIGS)
                                                  for r, m in [(False, True), (True, True), (True, False)]])
-def test_lstm_forward_without_backward_in_chunks_matches_the_reference(name, reverse, masked, monkeypatch):
+def test_forward_without_backward_in_chunks_matches_the_reference(name, reverse, masked, monkeypatch):
     """A large projection with no backward to follow runs a chunk of steps at a time: with
-    chunks of 2 steps (and a last one of 1) the outputs and final states are the reference's,
-    padding and direction included."""
+    chunks of 2 or 4 steps (and a shorter last one) the outputs and final states are the
+    reference's, padding and direction included."""
     cell = _cell(name, 4, 6, torch.float32)
     x, state, mask = _inputs(cell, 7, 3, torch.float32, masked, [7, 2, 5])
-    monkeypatch.setattr(cpu_lstm, "CHUNK_BYTES", 2 * 3 * 4 * 6 * 4)  # two steps of (B 3, 4H 24) floats
+    monkeypatch.setattr(cpu_common, "CHUNK_BYTES", 2 * 3 * 4 * 6 * 4)  # LSTM: 2 steps of (B 3, 4H 24); GRUs: 2, 4
     kernel = _kernel(cell, x)
     with torch.no_grad():
         want = scan(cell, cell.own_params(), x, state, mask, reverse=reverse)
@@ -224,15 +224,16 @@ def test_lstm_forward_without_backward_in_chunks_matches_the_reference(name, rev
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_zoneout_lstm_forward_in_chunks_keeps_each_steps_masks(monkeypatch):
+@pytest.mark.parametrize("layer_type", [rnnkit.LSTM, lambda *a, **kw: rnnkit.GRU(*a, variant="reset_before", **kw)])
+def test_zoneout_forward_in_chunks_keeps_each_steps_masks(layer_type, monkeypatch):
     """Training-mode zoneout without autograd, in chunks: each chunk reads its own steps' masks
     (the same outputs as one chunk)."""
     torch.manual_seed(0)
-    layer = rnnkit.LSTM(4, 6, zoneout=0.3, recurrent_dropout=0.2)
+    layer = layer_type(4, 6, zoneout=0.3, recurrent_dropout=0.2)
     x = torch.randn(7, 3, 4)
     outs = []
-    for chunk in (cpu_lstm.CHUNK_BYTES, 2 * 3 * 24 * 4):
-        monkeypatch.setattr(cpu_lstm, "CHUNK_BYTES", chunk)
+    for chunk in (cpu_common.CHUNK_BYTES, 2 * 3 * 24 * 4):
+        monkeypatch.setattr(cpu_common, "CHUNK_BYTES", chunk)
         torch.manual_seed(1)
         with torch.no_grad():
             outs.append(layer(x))
