@@ -9,8 +9,11 @@ layer-norm cell's input norm runs there too, row by row, forward and backward), 
 every step's recurrent GEMM (rnnkit's packed GEMM, ``native/gemm.h``, or the vendor
 BLAS) and pointwise work, layer norms included, forward; another the whole hand-derived
 BPTT. No Python, no torch dispatch per step. The weight gradients are a few big GEMMs
-by torch after it (:mod:`rnnkit.kernels.grads`). When no backward can follow (no_grad,
-nothing requiring grad) the forward keeps one step's buffers, not ``T``.
+by torch after it (:mod:`rnnkit.kernels.grads`). The backward writes its gate gradients over
+the forward's gate buffers, and without layer norm the forward its gates over the projection.
+When no backward can follow (no_grad, nothing requiring grad) the forward runs outside the
+Function, keeps one step's buffers, not ``T``, and makes a large projection a chunk of steps
+at a time.
 
 In a graph (``torch.compile``, ``torch.export``) the same C loops run as the custom ops
 ``rnnkit::lstm_scan`` and ``rnnkit::lstm_scan_backward`` (:func:`lstm_scan_graph`);
@@ -33,9 +36,9 @@ from ..registry import Kernel, Sample, Verdict, register
 from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, lstm_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
-from .common import (available, backward_follows, byte_mask, chunk_ranges, eager_or_graph, empty_output, grad_projection,
-                     inference_projection, masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present,
-                     ptr, states_output)
+from .common import (available, backward_follows, byte_mask, chunk_ranges, eager_or_graph, empty_output,
+                     grad_projection, inference_projection, masked_copy, match_cpu, no_masks, padded_rows,
+                     pointwise_threads, present, ptr, states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks: ``xp`` is the raw
 #: input projection ``W_ih x`` and ``shift`` the summed biases ``b_ih + b_hh``, which the C
