@@ -64,7 +64,7 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     H, n, rb = w_hh.shape[1], T if store else 1, variant == "reset_before"
     f = SimpleNamespace(Y=xp.new_empty(T, B, H) if Y is None else Y, A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
     m8 = byte_mask(mask)
-    choice = native.gemm_choice(xp.dtype, B, 2 * H, H)  # packed or vendor GEMM, by the main product's shape
+    choice = native.gemm_choice(xp.dtype, B, 2 * H, H, steps=T)  # which GEMM, by the main product's shape
     p_a, p_b = _packed(w_hh, rb, False, choice, B)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, xp.dtype)
@@ -83,7 +83,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     H, rb = w_hh.shape[1], variant == "reset_before"
     dA, grad = torch.empty_like(A), dh_n.contiguous().clone()  # grad: dh_T down to dh_0, in place
     m8 = byte_mask(mask)
-    choice = native.gemm_choice(A.dtype, B, H, 2 * H)
+    choice = native.gemm_choice(A.dtype, B, H, 2 * H, steps=T)
     p_a, p_b = _packed(w_hh, rb, True, choice, B)
     P, drh, Q = A.new_empty(B, H), A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, A.dtype, Q.data_ptr())

@@ -96,7 +96,7 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     hd = xp.new_empty(B, R) if km.drop_h is not None else None  # one step's h * drop_h
     m8 = byte_mask(mask)
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
-    choice = native.gemm_choice(xp.dtype, B, G, R)  # packed or vendor GEMM, by the main product's shape
+    choice = native.gemm_choice(xp.dtype, B, G, R, steps=T)  # which GEMM, by the main product's shape
     panels_hh = native.gemm_weight(w_hh, choice, B)
     panels_hr = native.gemm_weight(w_hr, choice, B) if spec.proj else None
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
@@ -142,7 +142,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, g_x = (ptr(ln[0]), ptr(ln[1]), ptr(ln[3])) if ln else (None, None, None)
-    choice = native.gemm_choice(f.A.dtype, B, R, G)
+    choice = native.gemm_choice(f.A.dtype, B, R, G, steps=T)
     panels_hh_t = native.gemm_weight(w_hh.t(), choice, B)
     panels_hr_t = native.gemm_weight(w_hr.t(), choice, B) if spec.proj else None
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0

@@ -230,12 +230,23 @@ def test_each_gemm_choice_matches_the_reference(choice, monkeypatch):
     _fused_match_reference()
 
 
+def test_gemm_choice_weighs_packing_against_the_steps():
+    """A short sequence takes the GEMM whose weight needs no packing even if its product is
+    slower; a long one the faster product; packed unless another is cheaper by over 3%."""
+    times = {"packed": (1e-3, 1e-6), "vendor": (0.0, 2e-6), "vendor_packed": (4e-3, 0.5e-6)}
+    assert native._cheapest(times, None) == "vendor_packed"
+    assert native._cheapest(times, 10) == "vendor"
+    assert native._cheapest(times, 100_000) == "vendor_packed"
+    assert native._cheapest({"packed": (0.0, 1.0), "vendor": (0.0, 0.98)}, 5) == "packed"
+
+
 @needs_cc
 def test_auto_gemm_choice_is_timed_once_and_remembered(monkeypatch):
     monkeypatch.setenv("RNNKIT_GEMM", "auto")
     first = native.gemm_choice(torch.float32, 5, 64, 16, threads=1)
     assert first in native.GEMM_CHOICES
     assert native.gemm_choice(torch.float32, 5, 64, 16, threads=1) == first
+    assert native.gemm_choice(torch.float32, 5, 64, 16, threads=1, steps=3) in native.GEMM_CHOICES
     assert any(k[:5] == ("torch.float32", 5, 64, 16, 1) for k in native.gemm_choices())
     monkeypatch.setenv("RNNKIT_GEMM", "fastest")
     with pytest.raises(ValueError, match="RNNKIT_GEMM"):

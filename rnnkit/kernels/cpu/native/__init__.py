@@ -321,6 +321,8 @@ def available_choices(dtype) -> tuple[str, ...]:
 
 
 _CHOSEN: dict[tuple, str] = {}
+#: per shape key, per choice: (seconds to pack the weight, seconds per product)
+_TIMES: dict[tuple, dict[str, tuple[float, float]]] = {}
 
 
 def _time_gemm(fn, args, rounds: int = 5) -> float:
@@ -334,15 +336,20 @@ def _time_gemm(fn, args, rounds: int = 5) -> float:
     return best
 
 
-def gemm_choice(dtype, batch: int, out_features: int, in_features: int, threads: int | None = None) -> str:
-    """``"packed"`` (rnnkit's GEMM) or ``"vendor"`` (the BLAS torch links) for the
-    sequences' per-step product ``(batch, in) @ W.T`` with ``W (out, in)``.
+def gemm_choice(dtype, batch: int, out_features: int, in_features: int, threads: int | None = None,
+                steps: int | None = None) -> str:
+    """``"packed"`` (rnnkit's GEMM), ``"vendor"`` (the BLAS torch links) or ``"vendor_packed"``
+    (MKL's packed-weight GEMM) for the sequences' per-step product ``(batch, in) @ W.T`` with
+    ``W (out, in)``, over ``steps`` steps (None: so many that packing the weight is free).
 
-    ``$RNNKIT_GEMM`` = ``packed`` or ``vendor`` forces one (tests run both); the default,
-    ``auto``, times both once per (dtype, shape, threads) in this process (best of a few
-    calls each, alternating) and keeps the faster, packed unless the vendor's is faster
-    by more than 3%. Packed wins at these small batches on AVX2 CPUs where we measured;
-    on AVX-512 ones oneDNN/MKL's wider kernels can win. No vendor symbol: packed."""
+    ``$RNNKIT_GEMM`` forces one (tests run each); the default, ``auto``, times each once per
+    (dtype, shape, threads) in this process (best of a few calls each, alternating): its
+    product and the packing of the weight it needs, which a call pays once (MKL packs a
+    2048 x 512 weight for one row in 4.4 ms, rnnkit in 0.5 ms, the plain BLAS needs none:
+    for a short sequence the packing is most of the cost). It keeps the least total for
+    ``steps``, packed unless another is cheaper by more than 3%. Packed wins at small
+    batches on AVX2 CPUs where we measured; on AVX-512 ones MKL's kernels can win. No
+    vendor symbol: packed."""
     import torch
     forced = os.environ.get("RNNKIT_GEMM", "auto")
     if forced not in ("auto", *GEMM_CHOICES):
@@ -354,22 +361,44 @@ def gemm_choice(dtype, batch: int, out_features: int, in_features: int, threads:
         return "packed"
     threads = torch.get_num_threads() if threads is None else threads
     key = (str(dtype), batch, out_features, in_features, threads, library()._name)
-    if key not in _CHOSEN:
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, in_features, generator=gen, dtype=dtype)
-        w = torch.randn(out_features, in_features, generator=gen, dtype=dtype)
-        out = x.new_empty(batch, out_features)
-        fn = bind("gemm_select", dtype)
-        common = (batch, out_features, in_features, in_features, threads, x.data_ptr())
-        weights = {c: gemm_weight(w, c, batch) for c in offered}  # held while timed
-        args = {c: (vendor_arg(dtype, c), *common, weights[c].data_ptr(), None, out.data_ptr()) for c in offered}
-        times = dict.fromkeys(offered, float("inf"))
-        for _ in range(2):  # alternating: a drift in load hits all
-            for c in offered:
-                times[c] = min(times[c], _time_gemm(fn, args[c]))
-        best = min(times, key=times.get)
-        _CHOSEN[key] = best if times[best] < 0.97 * times["packed"] else "packed"
-    return _CHOSEN[key]
+    if key not in _TIMES:
+        _TIMES[key] = _time_choices(dtype, batch, out_features, in_features, threads, offered)
+        _CHOSEN[key] = _cheapest(_TIMES[key], None)
+    return _CHOSEN[key] if steps is None else _cheapest(_TIMES[key], steps)
+
+
+def _time_choices(dtype, batch: int, out_features: int, in_features: int, threads: int,
+                  offered: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Seconds to pack the weight and for one product, per choice (best of a few, alternating:
+    a drift in load hits all)."""
+    import time
+
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, in_features, generator=gen, dtype=dtype)
+    w = torch.randn(out_features, in_features, generator=gen, dtype=dtype)
+    out = x.new_empty(batch, out_features)
+    fn = bind("gemm_select", dtype)
+    common = (batch, out_features, in_features, in_features, threads, x.data_ptr())
+    weights = {c: gemm_weight(w, c, batch) for c in offered}  # held while timed
+    args = {c: (vendor_arg(dtype, c), *common, weights[c].data_ptr(), None, out.data_ptr()) for c in offered}
+    pack = dict.fromkeys(offered, float("inf"))
+    step = dict.fromkeys(offered, float("inf"))
+    for _ in range(2):
+        for c in offered:
+            step[c] = min(step[c], _time_gemm(fn, args[c]))
+            t0 = time.perf_counter()
+            gemm_weight(w, c, batch)
+            pack[c] = min(pack[c], time.perf_counter() - t0)
+    return {c: (pack[c], step[c]) for c in offered}
+
+
+def _cheapest(times: dict[str, tuple[float, float]], steps: int | None) -> str:
+    """The choice of least cost for ``steps`` products (None: the products alone), packed
+    unless another is cheaper by more than 3%."""
+    cost = {c: s if steps is None else p + steps * s for c, (p, s) in times.items()}
+    best = min(cost, key=cost.get)
+    return best if cost[best] < 0.97 * cost["packed"] else "packed"
 
 
 def gemm_choices() -> dict[tuple, str]:
