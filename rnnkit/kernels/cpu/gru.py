@@ -46,6 +46,14 @@ def _packed(w_hh: Tensor, reset_before: bool, transpose: bool, choice: str, batc
     return tuple(None if w is None else native.gemm_weight(w.t() if transpose else w, choice, batch) for w in blocks)
 
 
+def pack_weights(w_hh: Tensor, reset_before: bool, B: int, T: int) -> tuple[str, Tensor, Tensor | None]:
+    """``(choice, *blocks)``: ``W_hh`` as the forward's per-step GEMMs take it (:func:`_packed`)
+    for ``T`` steps of ``B`` rows, the GEMM by the main product's shape."""
+    H = w_hh.shape[1]
+    choice = native.gemm_choice(w_hh.dtype, B, 2 * H, H, steps=T)
+    return (choice, *_packed(w_hh, reset_before, False, choice, B))
+
+
 def _mask_args(km: KernelMasks, B: int, H: int, dtype, *extra) -> tuple:
     """The C loops' recurrent-dropout and zoneout arguments, and the scratch they need:
     ``drop, hd, *extra, zh, kh, zh_rate`` (``hd``: one step's ``h * drop``)."""
@@ -55,17 +63,17 @@ def _mask_args(km: KernelMasks, B: int, H: int, dtype, *extra) -> tuple:
 
 
 def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tensor, mask: Tensor | None,
-             w_hh: Tensor, km: KernelMasks, Y: Tensor | None = None) -> SimpleNamespace:
+             w_hh: Tensor, km: KernelMasks, Y: Tensor | None = None, packed: tuple | None = None) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, G*H)``, one C call. Returns the states
     ``Y (T, B, H)`` (into ``Y`` when given) and, with ``store`` (a backward will follow),
     ``A (T, B, G*H)`` gate activations and ``RH (T, B, H)`` = ``r h`` (reset-before);
-    without, those hold one step."""
+    without, those hold one step. ``packed``: :func:`pack_weights`' result, when the caller
+    runs several calls on the same weights."""
     T, B, GH = xp.shape
     H, n, rb = w_hh.shape[1], T if store else 1, variant == "reset_before"
     f = SimpleNamespace(Y=xp.new_empty(T, B, H) if Y is None else Y, A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
     m8 = byte_mask(mask)
-    choice = native.gemm_choice(xp.dtype, B, 2 * H, H, steps=T)  # which GEMM, by the main product's shape
-    p_a, p_b = _packed(w_hh, rb, False, choice, B)
+    choice, p_a, p_b = packed or pack_weights(w_hh, rb, B, T)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, xp.dtype)
     fns.forward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
@@ -165,10 +173,11 @@ def _forward_in_chunks(variant: str, p: Params, x: Tensor, h0: Tensor, mask: Ten
     fns, bias, w_hh = _fns(x.dtype), summed_bias(p), p.weight_hh.contiguous()
     Y = x.new_empty(T, B, w_hh.shape[1])
     h = h0
+    packed = pack_weights(w_hh, variant == "reset_before", B, T)  # once for every chunk
     for t0, t1 in chunk_ranges(T, B * p.weight_ih.shape[0] * x.element_size(), reverse):
         xp = inference_projection(x[t0:t1], p.weight_ih, bias)
         _forward(fns, variant, reverse, False, xp, h, None if mask is None else mask[t0:t1], w_hh,
-                 km.steps(t0, t1), Y=Y[t0:t1])
+                 km.steps(t0, t1), Y=Y[t0:t1], packed=packed)
         h = Y[t0 if reverse else t1 - 1]  # the chunk's last step
     return masked_copy(Y, padded_rows(mask)), h.clone()
 

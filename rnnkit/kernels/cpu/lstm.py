@@ -67,7 +67,7 @@ def steps_fns(dtype: torch.dtype) -> SimpleNamespace:
 
 def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tensor | None,
              w_hh: Tensor, peep, ln, w_hr, km: KernelMasks, shift: Tensor | None,
-             Y: Tensor | None = None, in_place: bool = False) -> SimpleNamespace:
+             Y: Tensor | None = None, in_place: bool = False, packed: tuple | None = None) -> SimpleNamespace:
     """The recurrence over ``xp (T, B, 4H)`` (the raw input projection ``W_ih x``; the loop
     adds ``shift``, the summed biases, and with layer norm first normalises it with gain
     ``ln[3]``), the whole time loop in one C call. Returns ``Y (T, B, R)`` states and
@@ -81,7 +81,8 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     where to write the states (contiguous ``(T, B, R)``), else a new tensor. ``in_place``
     (``xp`` is the caller's own, read by nothing else): without layer norm a stored ``A`` is
     written over ``xp``, each row just after it is read (B32 T100 H128 peephole forward and
-    backward 0.93-0.95x -> 0.87-0.90x torch.nn.LSTM, B256 0.95-0.97x -> 0.83-0.84x)."""
+    backward 0.93-0.95x -> 0.87-0.90x torch.nn.LSTM, B256 0.95-0.97x -> 0.83-0.84x). ``packed``:
+    :func:`pack_weights`' result, when the caller runs several calls on the same weights."""
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
     n = T if spec.store else 1
@@ -96,9 +97,7 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     hd = xp.new_empty(B, R) if km.drop_h is not None else None  # one step's h * drop_h
     m8 = byte_mask(mask)
     flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
-    choice = native.gemm_choice(xp.dtype, B, G, R, steps=T)  # which GEMM, by the main product's shape
-    panels_hh = native.gemm_weight(w_hh, choice, B)
-    panels_hr = native.gemm_weight(w_hr, choice, B) if spec.proj else None
+    choice, panels_hh, panels_hr = packed or pack_weights(w_hh, w_hr, B, T)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c, g_x = (ptr(w) for w in ln) if ln else (None,) * 4
     shift = shift if shift is not None else xp.new_zeros(G)  # held: the C gets its address
@@ -111,6 +110,14 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     if not spec.proj:
         f.M = f.Y
     return f
+
+
+def pack_weights(w_hh: Tensor, w_hr: Tensor | None, B: int, T: int) -> tuple[str, Tensor, Tensor | None]:
+    """``(choice, W_hh, W_hr)`` as the forward's per-step GEMMs take them (``native.gemm_weight``),
+    for ``T`` steps of ``B`` rows: the GEMM by the main product's shape."""
+    choice = native.gemm_choice(w_hh.dtype, B, w_hh.shape[0], w_hh.shape[1], steps=T)
+    return (choice, native.gemm_weight(w_hh, choice, B),
+            None if w_hr is None else native.gemm_weight(w_hr, choice, B))
 
 
 def _mask_args(km: KernelMasks, *scratch) -> tuple:
@@ -279,10 +286,11 @@ def _forward_in_chunks(spec: LSTMSpec, x: Tensor, w_ih: Tensor, h0: Tensor, c0: 
     fns = steps_fns(x.dtype)
     Y = x.new_empty(T, B, w_hh.shape[1])
     h, c = h0, c0
+    packed = pack_weights(w_hh, w_hr if spec.proj else None, B, T)  # once for every chunk
     for t0, t1 in chunk_ranges(T, B * w_ih.shape[0] * x.element_size(), spec.reverse):
         xp = inference_projection(x[t0:t1], w_ih, None)
         f = _forward(fns, spec, xp, h, c, None if mask is None else mask[t0:t1], w_hh, peep, ln, w_hr,
-                     km.steps(t0, t1), shift, Y=Y[t0:t1])
+                     km.steps(t0, t1), shift, Y=Y[t0:t1], packed=packed)
         last = 0 if spec.reverse else t1 - t0 - 1  # the chunk's last step, in its own time
         h, c = Y[t0 + last], f.C[last % 2]
     return masked_copy(Y, padded_rows(mask)), h.clone(), c.clone()
