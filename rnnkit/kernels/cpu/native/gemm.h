@@ -66,79 +66,37 @@ static inline void NAME(store_row)(NAME(vec) lo, NAME(vec) hi, real* out, const 
         for (long j = 0; j < width; j++) out[j] = buf[j];
 }
 
-/* 6 rows of x against one panel: twelve accumulators, spelled out so they stay in
- * registers (an array of them, or a loop over rows, ends up in memory) and enough of
- * them to cover the FMA latency on two pipes; tile2 and tile1 take the remainder. */
-static inline void NAME(tile6)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
-                               const real* add, long width) {
-    NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0};
-    NAME(vec) a3 = {0}, b3 = {0}, a4 = {0}, b4 = {0}, a5 = {0}, b5 = {0};
-    const real *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx,
-               *x5 = x + 5 * ldx;
-    for (long k = 0; k < K; k++) {
-        NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);
-        a0 += x0[k] * w0; b0 += x0[k] * w1;
-        a1 += x1[k] * w0; b1 += x1[k] * w1;
-        a2 += x2[k] * w0; b2 += x2[k] * w1;
-        a3 += x3[k] * w0; b3 += x3[k] * w1;
-        a4 += x4[k] * w0; b4 += x4[k] * w1;
-        a5 += x5[k] * w0; b5 += x5[k] * w1;
+/* The register tiles: N rows of x against one panel, 2N accumulators. Each row's two are
+ * named variables, spelled out by the row lists (an array of them, or a loop over rows,
+ * ends up in memory); 6 rows cover the FMA latency on two pipes, 12 (with 512-bit vectors,
+ * whose 32 registers hold 24 accumulators) read the panel half as often per row; 2 and 1
+ * take the remainder. */
+#ifndef RNNKIT_TILE_MACROS
+#define RNNKIT_TILE_MACROS
+#define TILE_ROWS1(F) F(0)
+#define TILE_ROWS2(F) TILE_ROWS1(F) F(1)
+#define TILE_ROWS6(F) TILE_ROWS2(F) F(2) F(3) F(4) F(5)
+#define TILE_ROWS12(F) TILE_ROWS6(F) F(6) F(7) F(8) F(9) F(10) F(11)
+#define TILE_INIT(i) NAME(vec) a##i = {0}, b##i = {0}; const real* x##i = x + i * ldx;
+#define TILE_FMA(i) a##i += x##i[k] * w0; b##i += x##i[k] * w1;
+#define TILE_STORE(i) NAME(store_row)(a##i, b##i, out + i * ldo, add ? add + i * ldo : 0, width);
+#define DEFINE_TILE(N)                                                                             \
+    static inline void NAME(tile##N)(long K, const real* x, long ldx, const real* pp, real* out,   \
+                                     long ldo, const real* add, long width) {                     \
+        TILE_ROWS##N(TILE_INIT)                                                                    \
+        for (long k = 0; k < K; k++) {                                                             \
+            NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);           \
+            TILE_ROWS##N(TILE_FMA)                                                                 \
+        }                                                                                          \
+        TILE_ROWS##N(TILE_STORE)                                                                   \
     }
-    NAME(vec) lo[6] = {a0, a1, a2, a3, a4, a5}, hi[6] = {b0, b1, b2, b3, b4, b5};
-    for (int i = 0; i < 6; i++)
-        NAME(store_row)(lo[i], hi[i], out + i * ldo, add ? add + i * ldo : 0, width);
-}
-
-#if RNNKIT_VEC_BYTES == 64
-/* 12 rows against one panel where 32 vector registers hold the 24 accumulators (AVX-512):
- * half the panel reads per row of tile6, more FMAs per load. */
-static inline void NAME(tile12)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
-                                const real* add, long width) {
-    NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0}, a3 = {0}, b3 = {0}, a4 = {0}, b4 = {0}, a5 = {0}, b5 = {0}, a6 = {0}, b6 = {0}, a7 = {0}, b7 = {0}, a8 = {0}, b8 = {0}, a9 = {0}, b9 = {0}, a10 = {0}, b10 = {0}, a11 = {0}, b11 = {0};
-    const real *x0 = x + 0 * ldx, *x1 = x + 1 * ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx, *x5 = x + 5 * ldx, *x6 = x + 6 * ldx, *x7 = x + 7 * ldx, *x8 = x + 8 * ldx, *x9 = x + 9 * ldx, *x10 = x + 10 * ldx, *x11 = x + 11 * ldx;
-    for (long k = 0; k < K; k++) {
-        NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);
-        a0 += x0[k] * w0; b0 += x0[k] * w1;
-        a1 += x1[k] * w0; b1 += x1[k] * w1;
-        a2 += x2[k] * w0; b2 += x2[k] * w1;
-        a3 += x3[k] * w0; b3 += x3[k] * w1;
-        a4 += x4[k] * w0; b4 += x4[k] * w1;
-        a5 += x5[k] * w0; b5 += x5[k] * w1;
-        a6 += x6[k] * w0; b6 += x6[k] * w1;
-        a7 += x7[k] * w0; b7 += x7[k] * w1;
-        a8 += x8[k] * w0; b8 += x8[k] * w1;
-        a9 += x9[k] * w0; b9 += x9[k] * w1;
-        a10 += x10[k] * w0; b10 += x10[k] * w1;
-        a11 += x11[k] * w0; b11 += x11[k] * w1;
-    }
-    NAME(vec) lo[12] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11}, hi[12] = {b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11};
-    for (int i = 0; i < 12; i++)
-        NAME(store_row)(lo[i], hi[i], out + i * ldo, add ? add + i * ldo : 0, width);
-}
 #endif
-
-static inline void NAME(tile2)(long K, const real* x, long ldx, const real* pp, real* out, long ldo,
-                               const real* add, long width) {
-    NAME(vec) a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0};
-    const real *x0 = x, *x1 = x + ldx;
-    for (long k = 0; k < K; k++) {
-        NAME(vec) w0 = NAME(vload)(pp + k * NR), w1 = NAME(vload)(pp + k * NR + VL);
-        a0 += x0[k] * w0; b0 += x0[k] * w1;
-        a1 += x1[k] * w0; b1 += x1[k] * w1;
-    }
-    NAME(store_row)(a0, b0, out, add, width);
-    NAME(store_row)(a1, b1, out + ldo, add ? add + ldo : 0, width);
-}
-
-static inline void NAME(tile1)(long K, const real* x, const real* pp, real* out, const real* add,
-                               long width) {
-    NAME(vec) a0 = {0}, b0 = {0};
-    for (long k = 0; k < K; k++) {
-        a0 += x[k] * NAME(vload)(pp + k * NR);
-        b0 += x[k] * NAME(vload)(pp + k * NR + VL);
-    }
-    NAME(store_row)(a0, b0, out, add, width);
-}
+DEFINE_TILE(6)
+DEFINE_TILE(2)
+DEFINE_TILE(1)
+#if RNNKIT_VEC_BYTES == 64
+DEFINE_TILE(12)
+#endif
 
 /* out (B, G) = x (B, K; rows ldx apart) W^T (+ add (B, G)), W packed by gemm_pack */
 void NAME(gemm_packed)(long B, long G, long K, long ldx, long threads, const real* x, const real* P,
@@ -163,7 +121,7 @@ void NAME(gemm_packed)(long B, long G, long K, long ldx, long threads, const rea
             for (; b + 2 <= B; b += 2)
                 NAME(tile2)(kc, xk + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
             for (; b < B; b++)
-                NAME(tile1)(kc, xk + b * ldx, pp, o + b * G, a ? a + b * G : 0, width);
+                NAME(tile1)(kc, xk + b * ldx, ldx, pp, o + b * G, G, a ? a + b * G : 0, width);
         }
 }
 
