@@ -320,7 +320,6 @@ def available_choices(dtype) -> tuple[str, ...]:
                                                                  else vendor_packed(dtype)) is not None)
 
 
-_CHOSEN: dict[tuple, str] = {}
 #: per shape key, per choice: (seconds to pack the weight, seconds per product)
 _TIMES: dict[tuple, dict[str, tuple[float, float]]] = {}
 
@@ -363,8 +362,7 @@ def gemm_choice(dtype, batch: int, out_features: int, in_features: int, threads:
     key = (str(dtype), batch, out_features, in_features, threads, library()._name)
     if key not in _TIMES:
         _TIMES[key] = _time_choices(dtype, batch, out_features, in_features, threads, offered)
-        _CHOSEN[key] = _cheapest(_TIMES[key], None)
-    return _CHOSEN[key] if steps is None else _cheapest(_TIMES[key], steps)
+    return _cheapest(_TIMES[key], steps)
 
 
 def _time_choices(dtype, batch: int, out_features: int, in_features: int, threads: int,
@@ -404,7 +402,7 @@ def _cheapest(times: dict[str, tuple[float, float]], steps: int | None) -> str:
 def gemm_choices() -> dict[tuple, str]:
     """The choices :func:`gemm_choice` timed in this process: ``(dtype, B, N, K, threads,
     library) -> "packed" | "vendor"`` (benchmarks record them)."""
-    return dict(_CHOSEN)
+    return {key: _cheapest(times, None) for key, times in _TIMES.items()}
 
 
 def gemm_weight(weight, choice: str, batch: int):
