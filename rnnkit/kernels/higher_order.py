@@ -93,7 +93,6 @@ class Rebuild:
             y, final = scan_projected(self.cell, q, xq, tuple(states), mask, self.reverse)
             return differentiate((y, *final), [xp, *states, *params], needs, grad_outputs)
 
-
     def projected(self, saved: Sequence[Tensor]) -> Tensor:
         """The Function's ``xp`` again, from :meth:`take_tensors`' tensors, without a graph
         (for a kernel whose backward consumed its own buffers and must run its forward again)."""

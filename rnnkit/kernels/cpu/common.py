@@ -11,7 +11,7 @@ once: far cheaper on CPU than a broadcast ``masked_fill_``).
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -160,6 +160,16 @@ def chunk_ranges(T: int, step_bytes: int, reverse: bool) -> list[tuple[int, int]
     steps = T if T * step_bytes <= 2 * CHUNK_BYTES else max(1, CHUNK_BYTES // step_bytes)
     starts = range(0, T, steps)
     return [(t0, min(t0 + steps, T)) for t0 in (reversed(starts) if reverse else starts)]
+
+
+def projected_chunks(x: Tensor, weight: Tensor, bias: Tensor | None,
+                     reverse: bool) -> Iterator[tuple[int, int, Tensor]]:
+    """``(t0, t1, xp)`` for each of :func:`chunk_ranges`' ranges of ``x (T, B, I)``, in processing
+    order: ``xp (t1 - t0, B, G)`` the chunk's input projection (:func:`inference_projection`:
+    this thread's buffer, overwritten by the next chunk's)."""
+    T, B, _ = x.shape
+    for t0, t1 in chunk_ranges(T, B * weight.shape[0] * x.element_size(), reverse):
+        yield t0, t1, inference_projection(x[t0:t1], weight, bias)
 
 
 def backward_follows(*tensors: Tensor | None) -> bool:

@@ -27,8 +27,8 @@ from ..registry import Kernel, Sample, register
 from ..specs import folded_projection, gru_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, kernel_masks
 from . import native
-from .common import (available, backward_follows, byte_mask, chunk_ranges, eager_or_graph, empty_output, inference_projection,
-                     masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, ptr, states_output)
+from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, masked_copy, match_cpu,
+                     no_masks, padded_rows, pointwise_threads, present, projected_chunks, ptr, states_output)
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -117,35 +117,34 @@ def _weight_grad(variant: str, reverse: bool, dA: Tensor, RH: Tensor | None, Y: 
 
 
 class NativeGRUScan(torch.autograd.Function):
-    """``(rebuild, variant, reverse, store, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H))
+    """``(rebuild, variant, reverse, mask, xp (T, B, G*H), h0 (B, H), w_hh (G*H, H))
     -> (y (T, B, H), h_n (B, H))``; ``xp`` is the input projection with both biases folded
-    in, ``store`` whether a backward may follow. ``rebuild``
+    in. Applied only when a backward can follow (else :func:`_forward_in_chunks` runs). ``rebuild``
     (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
     (double backward): the reference's autograd instead of the C BPTT."""
 
     @staticmethod
-    def forward(ctx, rebuild, variant: str, reverse: bool, store: bool, mask: Tensor | None, km: KernelMasks,
+    def forward(ctx, rebuild, variant: str, reverse: bool, mask: Tensor | None, km: KernelMasks,
                 xp: Tensor, h0: Tensor, w_hh: Tensor):
-        f = _forward(_fns(xp.dtype), variant, reverse, store, xp, h0.contiguous(), mask, w_hh.contiguous(), km)
-        if store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
-            ctx.save_for_backward(mask, h0, w_hh, f.A, f.RH, f.Y, *rebuild.take_tensors())
-        ctx.variant, ctx.reverse, ctx.store, ctx.rebuild, ctx.km = variant, reverse, store, rebuild, km
+        f = _forward(_fns(xp.dtype), variant, reverse, True, xp, h0.contiguous(), mask, w_hh.contiguous(), km)
+        # the inputs themselves (not contiguous copies): the rebuild differentiates them
+        ctx.save_for_backward(mask, h0, w_hh, f.A, f.RH, f.Y, *rebuild.take_tensors())
+        ctx.variant, ctx.reverse, ctx.rebuild, ctx.km = variant, reverse, rebuild, km
         Y = f.Y
         return masked_copy(Y, padded_rows(mask)), Y[0 if reverse else -1].clone()
 
     @staticmethod
     def backward(ctx, dy: Tensor, dh_n: Tensor):
-        assert ctx.store, "forward kept no buffers: it ran without any input requiring grad"
         mask, h0, w_hh, A, RH, Y, *saved = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: differentiate the reference instead
-            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), needs[6:], mask, (dy, dh_n))
-            return (None, None, None, None, None, None, *grads)
+            grads = ctx.rebuild.grads(saved, (None, h0, w_hh), needs[5:], mask, (dy, dh_n))
+            return (None, None, None, None, None, *grads)
         h0, w_hh = h0.contiguous(), w_hh.contiguous()
         dy = masked_copy(dy, padded_rows(mask)).contiguous()  # y = m * Y: padded outputs' gradients go nowhere
         dA, dh0 = _backward(_fns(A.dtype), ctx.variant, ctx.reverse, A, Y, h0, mask, dy, dh_n, w_hh, ctx.km)
-        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0, ctx.km.drop_h) if needs[8] else None
-        return None, None, None, None, None, None, dA if needs[6] else None, dh0 if needs[7] else None, dw
+        dw = _weight_grad(ctx.variant, ctx.reverse, dA, RH, Y, h0, ctx.km.drop_h) if needs[7] else None
+        return None, None, None, None, None, dA if needs[5] else None, dh0 if needs[6] else None, dw
 
 
 def gru_scan(cell: GRUCell, p: Params, x: Tensor, state: State,
@@ -160,22 +159,21 @@ def gru_scan(cell: GRUCell, p: Params, x: Tensor, state: State,
         return y, (h,)
     xp = folded_projection(cell, p, x).contiguous()
     rebuild = Rebuild(cell, p, x, folded_projection, ("weight_hh",), reverse)
-    y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, True, mask, km, xp, h0, p.weight_hh)
+    y, h = NativeGRUScan.apply(rebuild, cell.variant, reverse, mask, km, xp, h0, p.weight_hh)
     return y, (h,)
 
 
 def _forward_in_chunks(variant: str, p: Params, x: Tensor, h0: Tensor, mask: Tensor | None, reverse: bool,
                        km: KernelMasks) -> tuple[Tensor, Tensor]:
     """The forward when no backward can follow: ``x (T, B, I)`` -> ``(y (T, B, H), h_n)``, the
-    input projection (the cell's own, ``b_hh`` folded in) into this thread's reused buffer
-    (:func:`inference_projection`), a large one a chunk of steps at a time (:func:`chunk_ranges`)."""
+    input projection (the cell's own, ``b_hh`` folded in) a chunk of steps at a time when large
+    (:func:`projected_chunks`)."""
     T, B, _ = x.shape
     fns, bias, w_hh = _fns(x.dtype), summed_bias(p), p.weight_hh.contiguous()
     Y = x.new_empty(T, B, w_hh.shape[1])
     h = h0
     packed = pack_weights(w_hh, variant == "reset_before", B, T)  # once for every chunk
-    for t0, t1 in chunk_ranges(T, B * p.weight_ih.shape[0] * x.element_size(), reverse):
-        xp = inference_projection(x[t0:t1], p.weight_ih, bias)
+    for t0, t1, xp in projected_chunks(x, p.weight_ih, bias, reverse):
         _forward(fns, variant, reverse, False, xp, h, None if mask is None else mask[t0:t1], w_hh,
                  km.steps(t0, t1), Y=Y[t0:t1], packed=packed)
         h = Y[t0 if reverse else t1 - 1]  # the chunk's last step

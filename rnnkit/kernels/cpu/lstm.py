@@ -36,9 +36,9 @@ from ..registry import Kernel, Sample, Verdict, register
 from ..specs import LN_EPS, LSTM_PARAMETERS, LSTMSpec, lstm_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
-from .common import (available, backward_follows, byte_mask, chunk_ranges, eager_or_graph, empty_output,
-                     grad_projection, inference_projection, masked_copy, match_cpu, no_masks, padded_rows,
-                     pointwise_threads, present, ptr, states_output)
+from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, grad_projection,
+                     masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, projected_chunks, ptr,
+                     states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks: ``xp`` is the raw
 #: input projection ``W_ih x`` and ``shift`` the summed biases ``b_ih + b_hh``, which the C
@@ -196,7 +196,8 @@ class NativeLSTMScan(torch.autograd.Function):
     """``(rebuild, spec, mask, xp, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr,
     ln_x_w, shift) -> (y (T, B, R), h_n (B, R), c_n (B, H))``; ``xp`` is the raw input projection
     ``W_ih x`` (:func:`kernel_projection`), ``shift`` the summed biases the loop adds to it;
-    absent parameters are None. ``rebuild``
+    absent parameters are None. Applied only when a backward can follow (``spec.store``; else
+    :func:`_forward_in_chunks` runs). ``rebuild``
     (:class:`~rnnkit.kernels.higher_order.Rebuild`) serves a backward that builds a graph
     (double backward): the reference's autograd instead of the C BPTT."""
 
@@ -211,19 +212,17 @@ class NativeLSTMScan(torch.autograd.Function):
                      in_place=True)
         ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
         ctx.consumed = False  # whether a backward has written its gradients over A and HP
-        if spec.store:  # the inputs themselves (not contiguous copies): the rebuild differentiates them
-            ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w,
-                                  shift, xp if spec.layer_norm else None,  # the input norm's backward reads it
-                                  f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats, f.CN,
-                                  *rebuild.take_tensors())
+        # the inputs themselves (not contiguous copies): the rebuild differentiates them
+        ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w,
+                              shift, xp if spec.layer_norm else None,  # the input norm's backward reads it
+                              f.A, f.C, f.U, f.Y, f.M if spec.proj else None, f.HP, f.stats, f.CN,
+                              *rebuild.take_tensors())
         last = 0 if spec.reverse else xp.shape[0] - 1
-        c_last = f.C[last if spec.store else last % 2]
-        return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), c_last.clone()
+        return masked_copy(f.Y, padded_rows(mask)), f.Y[last].clone(), f.C[last].clone()
 
     @staticmethod
     def backward(ctx, dy: Tensor, dh_n: Tensor, dc_n: Tensor):
         spec: LSTMSpec = ctx.spec
-        assert spec.store, "forward kept no buffers: it ran without any input requiring grad"
         (mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift, xp,
          A, C, U, Y, M, HP, stats, CN, *saved) = ctx.saved_tensors
         needs = dict(zip(_INPUTS, ctx.needs_input_grad[4:]))
@@ -278,7 +277,7 @@ def _forward_in_chunks(spec: LSTMSpec, x: Tensor, w_ih: Tensor, h0: Tensor, c0: 
                        params: list[Tensor | None], km: KernelMasks) -> tuple[Tensor, Tensor, Tensor]:
     """The forward when no backward can follow: ``x (T, B, I)`` -> ``(y (T, B, R), h_n, c_n)``,
     the input projection into this thread's reused buffer (:func:`inference_projection`), a
-    large one a chunk of steps at a time (:func:`chunk_ranges`)."""
+    large one a chunk of steps at a time (:func:`projected_chunks`)."""
     T, B, _ = x.shape
     w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w, shift = params
     peep = (w_ci, w_cf, w_co) if spec.peephole else None
@@ -287,8 +286,7 @@ def _forward_in_chunks(spec: LSTMSpec, x: Tensor, w_ih: Tensor, h0: Tensor, c0: 
     Y = x.new_empty(T, B, w_hh.shape[1])
     h, c = h0, c0
     packed = pack_weights(w_hh, w_hr if spec.proj else None, B, T)  # once for every chunk
-    for t0, t1 in chunk_ranges(T, B * w_ih.shape[0] * x.element_size(), spec.reverse):
-        xp = inference_projection(x[t0:t1], w_ih, None)
+    for t0, t1, xp in projected_chunks(x, w_ih, None, spec.reverse):
         f = _forward(fns, spec, xp, h, c, None if mask is None else mask[t0:t1], w_hh, peep, ln, w_hr,
                      km.steps(t0, t1), shift, Y=Y[t0:t1], packed=packed)
         last = 0 if spec.reverse else t1 - t0 - 1  # the chunk's last step, in its own time
