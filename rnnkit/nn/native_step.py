@@ -5,7 +5,7 @@ product over the layer's weights plus ~10 pointwise ops; through torch that is G
 calls sized for matrices (oneDNN reads a row vector at about half the memory bandwidth
 a plain dot product gets) and one dispatch per op, so torch.nn's ``LSTMCell`` spends
 most of a step outside arithmetic. The C functions of
-``rnnkit/kernels/native/stream_step.h`` do the layer's whole step in one call on a
+``rnnkit/kernels/cpu/native/stream_step.h`` do the layer's whole step in one call on a
 row-major ``[W_ih | W_hh]`` kept here (rebuilt whenever a weight changes).
 
 Taken by :func:`rnnkit.nn.streaming.step_layers` when: the native library is built, the
@@ -14,10 +14,16 @@ nothing is differentiated (``torch.no_grad``/``inference_mode`` or frozen weight
 autocast, and every layer is an LSTM (optionally with peepholes; no projection, no
 layer norm), an Elman RNN or torch.nn's GRU. Otherwise :func:`step_stack` returns None
 and the torch step runs. Both compute the same function; the tests compare them.
+
+The C steps are bound to the layer's weights once (:class:`StackProgram`, rebuilt when
+a weight changes); after a first step through the general path, ``layer.step`` calls
+:func:`fast_step`, which only confirms the step is the one that program was made for
+(the general path's checks and dispatch cost more than the arithmetic at batch 1).
 """
 from __future__ import annotations
 
 import functools
+import operator
 import weakref
 from typing import NamedTuple
 
@@ -25,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ..cells.lstm import LSTMCell
+from ..kernels.cpu import native
 
 #: above this many streams one GEMM reading the weights once beats a dot product per stream
 NATIVE_MAX_BATCH = 2
@@ -39,8 +46,8 @@ class LayerStep(NamedTuple):
     names: tuple[str | None, ...]  # the layer's parameter attributes the step reads
 
 
-_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # layer -> tuple[LayerStep] | None
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> {k: (sources, stamps, packed)}
+_SPECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()     # layer -> tuple[LayerStep] | None
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> StackProgram
 
 
 def _layer_step(cell, names: dict[str, str]) -> LayerStep | None:
@@ -61,7 +68,7 @@ def specs(layer) -> tuple[LayerStep, ...] | None:
     if layer in _SPECS:
         return _SPECS[layer]
     steps = tuple(_layer_step(cell, layer._param_names[k][0]) for k, cell in enumerate(layer.cells))
-    out = None if any(s is None for s in steps) else steps
+    out = None if layer.bidirectional or any(s is None for s in steps) else steps
     _SPECS[layer] = out
     return out
 
@@ -69,8 +76,6 @@ def specs(layer) -> tuple[LayerStep, ...] | None:
 @functools.lru_cache(maxsize=None)
 def _functions(dtype: torch.dtype):
     """``{kind: C function}`` for ``dtype``, or None without the native library."""
-    from ..kernels.cpu import native
-
     if not native.enabled() or native.library() is None:
         return None
     return {kind: native.bind(f"{kind}_stream_step", dtype) for kind in ("lstm", "rnn", "gru")}
@@ -82,51 +87,107 @@ def _weights(layer, names: tuple[str | None, ...]) -> tuple[Tensor | None, ...]:
     return tuple(None if n is None else (params[n] if n in params else getattr(layer, n)) for n in names)
 
 
-def _stamps(w: tuple[Tensor | None, ...]) -> list:
+def _stamps(sources: tuple[Tensor, ...]) -> tuple:
     """What changes when a weight is written in place (its version counter) or has its
-    data swapped (``.to()``, ``.float()``: its storage)."""
-    return [(t._version, t.data_ptr()) for t in w if t is not None]
-
-
-def _packed(layer, k: int, spec: LayerStep, w: tuple[Tensor | None, ...]) -> tuple[Tensor | None, ...]:
-    """The contiguous tensors layer ``k``'s C step reads, rebuilt whenever a weight was
-    replaced (a parametrisation computes a new tensor), had its data swapped or was
-    written in place (an optimiser step, ``load_state_dict``)."""
-    per_layer = _PACKED.get(layer)
-    if per_layer is None:
-        per_layer = _PACKED[layer] = {}
-    hit = per_layer.get(k)
-    if hit is not None and hit[1] == _stamps(w) and all(a is b for a, b in zip(hit[0], w)):
-        return hit[2]
-    with torch.inference_mode(False), torch.no_grad():
-        if spec.kind == "gru":  # the reset gate multiplies W_hn h + b_hn: the two products stay apart
-            packed = tuple(None if t is None else t.contiguous() for t in w)
-        else:
-            bias = None if w[2] is None else (w[2] + w[3]).contiguous()
-            packed = (torch.cat((w[0], w[1]), 1).contiguous(), bias,
-                      *(None if t is None else t.contiguous() for t in w[4:]))
-    per_layer[k] = (w, _stamps(w), packed)
-    return packed
-
-
-def _next_sweep(layer) -> int:
-    """0, 1, 0, 1, ... per call for ``layer``: the order the C step runs its weight rows in."""
-    per_layer = _PACKED.get(layer)
-    if per_layer is None:
-        per_layer = _PACKED[layer] = {}
-    sweep = per_layer["sweep"] = 1 - per_layer.get("sweep", 1)
-    return sweep
+    data swapped (``.to()``, ``.float()``: its storage). Not for inference tensors (they
+    keep no version counter)."""
+    return tuple((t._version, t.data_ptr()) for t in sources)
 
 
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+class StackProgram:
+    """A layer stack's C steps bound to its weights as they are now: per layer, the C
+    function and its constant arguments (the contiguous ``[W_ih | W_hh]``, the summed
+    bias, peepholes), so a step only passes its input and state.
+    Rebuilt when a weight is replaced, swapped or written in place (:meth:`current`)."""
+
+    __slots__ = ("dtype", "names", "sources", "tracked", "stamps", "regularization", "input_size", "hidden_size",
+                 "num_layers", "lstm", "scratch_size", "calls", "keep", "sweep")
+
+    def __init__(self, layer, steps: tuple[LayerStep, ...], weights: list[tuple[Tensor | None, ...]],
+                 fns: dict, dtype: torch.dtype):
+        self.dtype = dtype
+        self.names = tuple(n for s in steps for n in s.names if n is not None)
+        self.sources = tuple(t for w in weights for t in w if t is not None)
+        # weights made under inference_mode can change in place unseen: never reused then
+        self.tracked = not any(t.is_inference() for t in self.sources)
+        self.stamps = _stamps(self.sources) if self.tracked else None
+        self.regularization = layer.regularization
+        I, H = layer.input_size, layer.cells[0].hidden_size
+        self.input_size, self.hidden_size, self.num_layers = I, H, len(steps)
+        self.lstm = steps[0].kind == "lstm"
+        self.scratch_size = max(I, H) + 5 * H
+        self.keep, calls = [], []
+        with torch.inference_mode(False), torch.no_grad():  # plain constants whatever mode built them
+            for k, (spec, w) in enumerate(zip(steps, weights)):
+                if spec.kind == "gru":  # the reset gate multiplies W_hn h + b_hn: the two products stay apart
+                    packed = (w[0].contiguous(), w[1].contiguous(),
+                              *(None if t is None else t.contiguous() for t in w[2:]))
+                    consts = tuple(map(_ptr, packed))
+                else:
+                    bias = None if w[2] is None else (w[2] + w[3]).contiguous()
+                    packed = (torch.cat((w[0], w[1]), 1).contiguous(), bias,
+                              *(None if t is None else t.contiguous() for t in w[4:]))
+                    option = () if spec.kind == "lstm" else (spec.option,)
+                    consts = (*option, *map(_ptr, packed))
+                self.keep.append(packed)
+                calls.append((fns[spec.kind], I if k == 0 else H, consts))
+        self.calls = tuple(calls)
+        self.sweep = 1
+
+    def current(self, layer, weights: list[tuple[Tensor | None, ...]]) -> bool:
+        """Whether these are still the weights it was bound to, unchanged."""
+        now = tuple(t for w in weights for t in w if t is not None)
+        return (self.tracked and len(now) == len(self.sources) and all(a is b for a, b in zip(now, self.sources))
+                and _stamps(now) == self.stamps and layer.regularization is self.regularization)
+
+    def run(self, x: Tensor, states: tuple[Tensor, ...], batch: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """``x (B, I)`` or ``(I,)``, ``states`` each ``(L, B, H)`` or ``(L, H)``, all
+        contiguous -> ``(y, new states)``."""
+        H = self.hidden_size
+        h = states[0]
+        h_out = torch.empty_like(h)
+        # layer k's slice of an (L, B, H) state by address: indexing would build a view per call
+        stride = batch * H * h.element_size()
+        h_in, h_at = h.data_ptr(), h_out.data_ptr()
+        threads = torch.get_num_threads()  # large weights: the GEMV's rows split over torch's threads
+        sweep = self.sweep = 1 - self.sweep  # alternate the rows' order step to step (stream_step.h: cache reuse)
+        # per call, not kept: two threads may step the same layer at once
+        work = torch.empty(self.scratch_size, dtype=self.dtype)
+        x_ptr, at, w_ptr = x.data_ptr(), 0, work.data_ptr()
+        if self.lstm:
+            c_out = torch.empty_like(h)
+            c_in, c_at = states[1].data_ptr(), c_out.data_ptr()
+            for fn, I, consts in self.calls:
+                fn(batch, I, H, threads, sweep, x_ptr, h_in + at, c_in + at, h_at + at, c_at + at, *consts, w_ptr)
+                x_ptr = h_at + at
+                at += stride
+            return h_out[-1], (h_out, c_out)
+        for fn, I, consts in self.calls:
+            fn(batch, I, H, threads, sweep, x_ptr, h_in + at, h_at + at, *consts, w_ptr)
+            x_ptr = h_at + at
+            at += stride
+        return h_out[-1], (h_out,)
+
+
+def program(layer, steps: tuple[LayerStep, ...], weights: list[tuple[Tensor | None, ...]], fns: dict,
+            dtype: torch.dtype) -> StackProgram:
+    """The layer's bound C steps for ``weights`` (cached; rebuilt when they changed)."""
+    prog = _PROGRAMS.get(layer)
+    if prog is None or prog.dtype is not dtype or not prog.current(layer, weights):
+        prog = _PROGRAMS[layer] = StackProgram(layer, steps, weights, fns, dtype)
+    return prog
+
+
 def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tuple[Tensor, tuple[Tensor, ...]] | None:
     """``x (B, I)``, ``states`` each ``(L, B, S)`` -> ``(y (B, O), new states)`` through the
     C steps, or None when this layer, input or mode is not one they take."""
     steps = specs(layer)
-    if steps is None or x.device.type != "cpu" or x.dtype not in _DTYPES or torch.is_autocast_enabled():
+    if (steps is None or x.device.type != "cpu" or x.dtype not in _DTYPES or torch.is_autocast_enabled()
+            or layer.regularization.steps_masked(False)):  # zoneout: not in the C steps
         return None
     fns = _functions(x.dtype)
     if fns is None:
@@ -135,29 +196,50 @@ def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tupl
     if grad and (x.requires_grad or any(s.requires_grad for s in states)
                  or any(t is not None and t.requires_grad for w in weights for t in w)):
         return None
-    B, H = x.shape[0], states[0].shape[2]
-    x = x.contiguous()
-    states = tuple(s.contiguous() for s in states)
-    outs = tuple(torch.empty_like(s) for s in states)
-    # layer k's slice of an (L, B, H) state by address: indexing would build a view per call
-    stride = B * H * x.element_size()
-    h_in, h_out = states[0].data_ptr(), outs[0].data_ptr()
-    c_in, c_out = (states[1].data_ptr(), outs[1].data_ptr()) if len(states) > 1 else (0, 0)
-    I = x.shape[1]
-    scratch = torch.empty(max(I, H) + 5 * H, dtype=x.dtype)  # kept alive: C writes to it
-    work, x_ptr = scratch.data_ptr(), x.data_ptr()
-    threads = torch.get_num_threads()  # large weights: the GEMV's rows split over torch's threads
-    sweep = _next_sweep(layer)  # alternate the rows' order step to step (stream_step.h: cache reuse)
-    for k, (spec, w) in enumerate(zip(steps, weights)):
-        p = _packed(layer, k, spec, w)
-        at = k * stride
-        if spec.kind == "lstm":
-            fns["lstm"](B, I, H, threads, sweep, p[0].data_ptr(), _ptr(p[1]), x_ptr, h_in + at, c_in + at, _ptr(p[2]),
-                        _ptr(p[3]), _ptr(p[4]), h_out + at, c_out + at, work)
-        elif spec.kind == "rnn":
-            fns["rnn"](B, I, H, threads, sweep, spec.option, p[0].data_ptr(), _ptr(p[1]), x_ptr, h_in + at, h_out + at, work)
-        else:
-            fns["gru"](B, I, H, threads, sweep, p[0].data_ptr(), p[1].data_ptr(), _ptr(p[2]), _ptr(p[3]), x_ptr, h_in + at,
-                       h_out + at, work)
-        x_ptr, I = h_out + at, H
-    return outs[0][-1], outs
+    prog = program(layer, steps, weights, fns, x.dtype)
+    return prog.run(x.contiguous(), tuple(s.contiguous() for s in states), x.shape[0])
+
+
+def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]] | None:
+    """The whole of ``layer.step(x, state)`` for the deployed case, or None to take the
+    general path (which checks everything and raises the clear errors).
+
+    A stream's step at batch 1 costs ~10 us of arithmetic at H=256 and, through the
+    general path, twice that in Python (checks, plans, weight lookups, dispatch), whose
+    working set also pushes the weights out of cache. So this path only confirms, in a
+    few attribute reads, that the step is exactly the one the layer's bound program
+    (:class:`StackProgram`, built by an earlier general step) was made for: evaluation
+    mode, nothing differentiated, no autocast, an exact ``torch.Tensor`` input and state
+    of the expected shapes, dtype and device, contiguous, and the same weights, unchanged.
+    """
+    prog = _PROGRAMS.get(layer)
+    if prog is None or not prog.tracked or layer.training or state is None or type(x) is not Tensor:
+        return None
+    dtype, L, H = prog.dtype, prog.num_layers, prog.hidden_size
+    if x.dtype is not dtype or not x.is_cpu or not x.is_contiguous() or torch._C._is_any_autocast_enabled():
+        return None
+    shape = x.shape
+    if len(shape) == 2:
+        B, I = shape
+        if not 0 < B <= NATIVE_MAX_BATCH:
+            return None
+        expected = (L, B, H)
+    elif len(shape) == 1:
+        B, I, expected = 1, shape[0], (L, H)
+    else:
+        return None
+    states = (state,) if type(state) is Tensor else state
+    if I != prog.input_size or type(states) is not tuple or len(states) != (2 if prog.lstm else 1):
+        return None
+    for s in states:
+        if (type(s) is not Tensor or s.shape != expected or s.dtype is not dtype or not s.is_cpu
+                or not s.is_contiguous()):
+            return None
+    params, sources = layer._parameters, prog.sources
+    if (any(map(operator.is_not, map(params.get, prog.names), sources)) or _stamps(sources) != prog.stamps
+            or layer.regularization is not prog.regularization):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in (*states, *sources))):
+        return None
+    y, outs = prog.run(x, states, B)
+    return y, (outs if prog.lstm else outs[0])

@@ -19,7 +19,7 @@ from .init import INIT_SCHEMES, init_cell_parameters
 from .regularization import (RATES, drop_weight, locked_dropout, make_regularization, probe_masks,
                              recurrent_weight_name, step_masks)
 from .scan import scan_layers
-from . import streaming
+from . import native_step, streaming
 
 HiddenState = Tensor | tuple[Tensor, ...]
 #: constructor arguments shared with torch.nn.RNN/LSTM/GRU, same names and meaning
@@ -326,6 +326,10 @@ class Recurrent(nn.Module):
         reverse direction needs the rest of the sequence. In training, regularisation
         (dropout masks, zoneout) is drawn per step, as a forward on a one-step chunk does.
         """
+        if reset is None:  # a stream stepping in evaluation mode, as its last step did: no re-checks
+            done = native_step.fast_step(self, x_t, state)
+            if done is not None:
+                return done
         name = type(self).__name__
         if self.bidirectional:
             raise ArgumentError(f"{name}.step: a bidirectional layer cannot run step by step (its reverse "

@@ -98,3 +98,94 @@ def test_inputs_it_does_not_take_fall_back():
     assert native_step.step_stack(layer, x.requires_grad_(), s, grad=True) is None
     half = rnnkit.LSTM(I, H, dtype=torch.bfloat16).eval()
     assert native_step.step_stack(half, x.bfloat16(), states_of(half, 1, torch.bfloat16, None), grad=False) is None
+
+
+def _spy_fast_step(monkeypatch) -> list[bool]:
+    """Records, per ``layer.step`` call, whether the fast path took it."""
+    taken = []
+    real = native_step.fast_step
+
+    def spy(*args):
+        out = real(*args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native_step, "fast_step", spy)
+    return taken
+
+
+@pytest.mark.parametrize("shape", ["unbatched", "batch1", "batch2"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("name", sorted(NATIVE))
+def test_fast_step_equals_the_forward_on_the_whole_sequence(monkeypatch, name, layers, shape):
+    """After a stream's first step (the general path binds the C steps), every step is
+    taken by the fast path and the outputs and final state equal one forward."""
+    taken = _spy_fast_step(monkeypatch)
+    torch.manual_seed(0)
+    layer = NATIVE[name](num_layers=layers, dtype=torch.float64).eval()
+    B = {"unbatched": None, "batch1": 1, "batch2": 2}[shape]
+    xs = torch.randn(5, *(() if B is None else (B,)), I, dtype=torch.float64) * 3
+    with torch.no_grad():
+        state, ys = None, []
+        for x in xs:
+            y, state = layer.step(x, state)
+            ys.append(y)
+        want_y, want_state = layer(xs)
+    assert taken == [False, True, True, True, True]
+    torch.testing.assert_close(torch.stack(ys), want_y, rtol=1e-10, atol=1e-10)
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    want_state if isinstance(want_state, tuple) else (want_state,), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fast_step_declines_what_it_was_not_bound_for(monkeypatch):
+    """Anything but the stream it was bound for goes to the general path: its errors,
+    its autograd, the new weights."""
+    taken = _spy_fast_step(monkeypatch)
+    layer = rnnkit.LSTM(I, H, num_layers=2, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        layer.step(x, state)
+        assert taken == [False, True]
+        # bad input: the general path's clear errors
+        with pytest.raises(rnnkit.errors.ShapeError, match="state h has shape"):
+            layer.step(x, (state[0][:, :, :3].contiguous(), state[1]))
+        with pytest.raises(rnnkit.errors.DtypeError, match="x_t has dtype"):
+            layer.step(x.float(), state)
+        with pytest.raises(rnnkit.errors.ShapeError, match="x_t has shape"):
+            layer.step(torch.randn(1, I + 1, dtype=torch.float64), state)
+        # a list state, a non-contiguous input, a reset: the general path computes them
+        wide = torch.randn(1, 2 * I, dtype=torch.float64)[:, ::2]
+        y_list, _ = layer.step(wide, list(state))
+        y_reset, _ = layer.step(x, state, reset=torch.tensor([True]))
+        torch.testing.assert_close(y_list, layer(wide.unsqueeze(0), state)[0][0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(y_reset, layer(x.unsqueeze(0))[0][0], rtol=1e-10, atol=1e-10)
+        # a weight written in place, then one replaced: the next step sees each
+        layer.weight_hh_l1.mul_(-1)
+        y_in_place, _ = layer.step(x, state)
+        torch.testing.assert_close(y_in_place, layer(x.unsqueeze(0), state)[0][0], rtol=1e-10, atol=1e-10)
+        layer.weight_ih_l0 = torch.nn.Parameter(torch.randn_like(layer.weight_ih_l0))
+        y_replaced, _ = layer.step(x, state)
+        torch.testing.assert_close(y_replaced, layer(x.unsqueeze(0), state)[0][0], rtol=1e-10, atol=1e-10)
+        # training mode
+        layer.train()
+        layer.step(x, state)
+        layer.eval()
+    # gradients asked of the weights: autograd's path
+    y, _ = layer.step(x, state)
+    assert y.grad_fn is not None
+    assert taken == [False, True] + [False] * 8  # (the reset step does not ask it)
+
+
+def test_weights_made_under_inference_mode_are_bound_afresh_each_step():
+    """Inference tensors keep no version counter, so an in-place change cannot be seen:
+    the C steps are bound again every step rather than risk stale weights."""
+    with torch.inference_mode():
+        layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+        x = torch.randn(1, I, dtype=torch.float64)
+        _, state = layer.step(x)
+        layer.weight_hh_l0.mul_(-2)
+        y, _ = layer.step(x, state)
+        want = layer(x.unsqueeze(0), state)[0][0]
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)

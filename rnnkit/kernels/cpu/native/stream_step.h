@@ -5,8 +5,10 @@
  * H=256) plus ~10 pointwise ops; through torch that is two GEMM calls sized for
  * matrices (the vendor GEMM reads a row vector at half the memory bandwidth a
  * plain dot product gets) and a dispatch per op. Here the weights are one
- * row-major [W_ih | W_hh] (G, I + S) the caller keeps (rnnkit/nn/streaming.py), so
- * each gate row is one contiguous dot product with [x, h].
+ * row-major [W_ih | W_hh] (G, I + S) the caller keeps (rnnkit/nn/native_step.py), so
+ * each gate row is one contiguous dot product with [x, h]. (Panels of gate rows read as
+ * one sequential stream, as gemm_pack lays them out, were 20% faster in a loop of steps
+ * alone but no faster between Python's steps, where the cache is the limit.)
  *
  * Included twice by steps.c (float / double). No gradients: the caller uses this
  * only where nothing is differentiated.
@@ -57,13 +59,17 @@ static INLINE void NAME(join)(long I, long S, const real* x, const real* h, real
     for (long k = 0; k < S; k++) v[I + k] = h[k];
 }
 
+/* The three steps take what changes every call first (x, the state in and out), then the
+ * layer's constants (kept by the caller as one bound argument list), then the call's
+ * scratch. */
+
 /* LSTM (optionally with peepholes: w_ci, w_cf, w_co not NULL), B streams:
  * a = W [x; h] + b, gates i f g o, c' = f c + i g, h' = o tanh(c').
  * work: I + H + 4H scratch values. h_out/c_out may not alias h/c. */
-void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep, const real* W, const real* bias,
-                            const real* x, const real* h, const real* c,
-                            const real* w_ci, const real* w_cf, const real* w_co,
-                            real* h_out, real* c_out, real* work) {
+void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep,
+                            const real* x, const real* h, const real* c, real* h_out, real* c_out,
+                            const real* W, const real* bias, const real* w_ci, const real* w_cf,
+                            const real* w_co, real* work) {
     const long K = I + H;
     real *v = work, *a = work + K;
     for (long b = 0; b < B; b++) {
@@ -93,8 +99,9 @@ void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep, co
 
 /* Elman RNN, B streams: h' = act(W [x; h] + b), act tanh (relu = 0) or relu (relu = 1).
  * work: I + 2H scratch values. */
-void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep, long relu, const real* W, const real* bias,
-                           const real* x, const real* h, real* h_out, real* work) {
+void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep,
+                           const real* x, const real* h, real* h_out,
+                           long relu, const real* W, const real* bias, real* work) {
     const long K = I + H;
     real *v = work, *a = work + K;
     for (long b = 0; b < B; b++) {
@@ -113,9 +120,9 @@ void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep, lon
 /* GRU as torch.nn.GRU (reset after the recurrent product): W_i (3H, I), W_h (3H, H),
  * b_i, b_h (3H) or NULL; r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r hn),
  * h' = (1 - z) n + z h. work: 6H scratch values. */
-void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep, const real* W_i, const real* W_h,
-                           const real* b_i, const real* b_h, const real* x, const real* h,
-                           real* h_out, real* work) {
+void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep,
+                           const real* x, const real* h, real* h_out,
+                           const real* W_i, const real* W_h, const real* b_i, const real* b_h, real* work) {
     real *gi = work, *gh = work + 3 * H;
     for (long b = 0; b < B; b++) {
         const real* hp = h + b * H;
