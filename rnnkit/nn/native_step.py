@@ -36,6 +36,8 @@ from ..kernels.cpu import native
 #: above this many streams one GEMM reading the weights once beats a dot product per stream
 NATIVE_MAX_BATCH = 2
 _DTYPES = (torch.float32, torch.float64)
+#: scratch values the C steps keep on their own stack (stream_step.h's STREAM_STACK_REALS)
+STACK_SCRATCH = 8192
 
 
 class LayerStep(NamedTuple):
@@ -87,11 +89,11 @@ def _weights(layer, names: tuple[str | None, ...]) -> tuple[Tensor | None, ...]:
     return tuple(None if n is None else (params[n] if n in params else getattr(layer, n)) for n in names)
 
 
-def _stamps(sources: tuple[Tensor, ...]) -> tuple:
+def _stamps(sources: tuple[Tensor, ...]) -> list:
     """What changes when a weight is written in place (its version counter) or has its
     data swapped (``.to()``, ``.float()``: its storage). Not for inference tensors (they
     keep no version counter)."""
-    return tuple((t._version, t.data_ptr()) for t in sources)
+    return [(t._version, t.data_ptr()) for t in sources]
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -155,9 +157,10 @@ class StackProgram:
         h_in, h_at = h.data_ptr(), h_out.data_ptr()
         threads = torch.get_num_threads()  # large weights: the GEMV's rows split over torch's threads
         sweep = self.sweep = 1 - self.sweep  # alternate the rows' order step to step (stream_step.h: cache reuse)
-        # per call, not kept: two threads may step the same layer at once
-        work = torch.empty(self.scratch_size, dtype=self.dtype)
-        x_ptr, at, w_ptr = x.data_ptr(), 0, work.data_ptr()
+        # per call, not kept (two threads may step the same layer at once): on the C
+        # step's stack where it fits, else a tensor alive until the call returns
+        work = None if self.scratch_size <= STACK_SCRATCH else torch.empty(self.scratch_size, dtype=self.dtype)
+        x_ptr, at, w_ptr = x.data_ptr(), 0, _ptr(work)
         if self.lstm:
             c_out = torch.empty_like(h)
             c_in, c_at = states[1].data_ptr(), c_out.data_ptr()

@@ -189,3 +189,18 @@ def test_weights_made_under_inference_mode_are_bound_afresh_each_step():
         y, _ = layer.step(x, state)
         want = layer(x.unsqueeze(0), state)[0][0]
     torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "gru", "rnn_tanh"])
+def test_scratch_from_the_caller_equals_scratch_on_the_stack(monkeypatch, name):
+    """Steps whose scratch would not fit the C step's stack buffer get it from the caller
+    (forced here by a zero limit): same results."""
+    torch.manual_seed(0)
+    layer = NATIVE[name](num_layers=2, dtype=torch.float64).eval()
+    x = torch.randn(2, I, dtype=torch.float64)
+    states = states_of(layer, 2, torch.float64, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        on_stack = native_step.step_stack(layer, x, states, grad=False)
+        monkeypatch.setattr(native_step, "STACK_SCRATCH", 0)
+        from_caller = native_step.step_stack(layer, x, states, grad=False)
+    torch.testing.assert_close(from_caller, on_stack, rtol=0, atol=0)

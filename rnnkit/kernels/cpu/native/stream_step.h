@@ -14,6 +14,12 @@
  * only where nothing is differentiated.
  */
 
+#ifndef STREAM_STACK_REALS
+/* scratch values a step takes on its own stack when the caller passes work = NULL
+ * (32 KB of floats: up to H ~ 1300), sparing the caller an allocation per step */
+#define STREAM_STACK_REALS 8192
+#endif
+
 #ifndef STREAM_PARALLEL_MIN
 /* fewest weights (M * K) worth splitting a GEMV over threads: each thread then streams
  * its own rows (from its own cache, from the second step on); below, the fork costs more */
@@ -65,11 +71,14 @@ static INLINE void NAME(join)(long I, long S, const real* x, const real* h, real
 
 /* LSTM (optionally with peepholes: w_ci, w_cf, w_co not NULL), B streams:
  * a = W [x; h] + b, gates i f g o, c' = f c + i g, h' = o tanh(c').
- * work: I + H + 4H scratch values. h_out/c_out may not alias h/c. */
+ * work: I + H + 4H scratch values (NULL: on the stack, up to STREAM_STACK_REALS).
+ * h_out/c_out may not alias h/c. */
 void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep,
                             const real* x, const real* h, const real* c, real* h_out, real* c_out,
                             const real* W, const real* bias, const real* w_ci, const real* w_cf,
                             const real* w_co, real* work) {
+    real stack[work ? 1 : STREAM_STACK_REALS];
+    if (!work) work = stack;
     const long K = I + H;
     real *v = work, *a = work + K;
     for (long b = 0; b < B; b++) {
@@ -98,10 +107,12 @@ void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep,
 }
 
 /* Elman RNN, B streams: h' = act(W [x; h] + b), act tanh (relu = 0) or relu (relu = 1).
- * work: I + 2H scratch values. */
+ * work: I + 2H scratch values (or NULL, as for the LSTM). */
 void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep,
                            const real* x, const real* h, real* h_out,
                            long relu, const real* W, const real* bias, real* work) {
+    real stack[work ? 1 : STREAM_STACK_REALS];
+    if (!work) work = stack;
     const long K = I + H;
     real *v = work, *a = work + K;
     for (long b = 0; b < B; b++) {
@@ -119,10 +130,12 @@ void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep,
 
 /* GRU as torch.nn.GRU (reset after the recurrent product): W_i (3H, I), W_h (3H, H),
  * b_i, b_h (3H) or NULL; r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r hn),
- * h' = (1 - z) n + z h. work: 6H scratch values. */
+ * h' = (1 - z) n + z h. work: 6H scratch values (or NULL, as for the LSTM). */
 void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep,
                            const real* x, const real* h, real* h_out,
                            const real* W_i, const real* W_h, const real* b_i, const real* b_h, real* work) {
+    real stack[work ? 1 : STREAM_STACK_REALS];
+    if (!work) work = stack;
     real *gi = work, *gh = work + 3 * H;
     for (long b = 0; b < B; b++) {
         const real* hp = h + b * H;
