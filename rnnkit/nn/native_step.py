@@ -11,8 +11,8 @@ row-major ``[W_ih | W_hh]`` kept here (rebuilt whenever a weight changes).
 Taken by :func:`rnnkit.nn.streaming.step_layers` when: the native library is built, the
 input is a CPU float32/float64 tensor of at most :data:`NATIVE_MAX_BATCH` streams,
 nothing is differentiated (``torch.no_grad``/``inference_mode`` or frozen weights), no
-autocast, and every layer is an LSTM (optionally with peepholes; no projection, no
-layer norm), an Elman RNN or torch.nn's GRU. Otherwise :func:`step_stack` returns None
+autocast, and every layer is an LSTM (optionally with peepholes and/or layer norm; no
+projection), an Elman RNN or torch.nn's GRU. Otherwise :func:`step_stack` returns None
 and the torch step runs. Both compute the same function; the tests compare them.
 
 The C steps are bound to the layer's weights once (:class:`StackProgram`, rebuilt when
@@ -32,12 +32,16 @@ from torch import Tensor
 
 from ..cells.lstm import LSTMCell
 from ..kernels.cpu import native
+from ..kernels.specs import LN_EPS
 
 #: above this many streams one GEMM reading the weights once beats a dot product per stream
 NATIVE_MAX_BATCH = 2
 _DTYPES = (torch.float32, torch.float64)
 #: scratch values the C steps keep on their own stack (stream_step.h's STREAM_STACK_REALS)
 STACK_SCRATCH = 8192
+#: per kind of C step, the scratch values it needs for input size I and hidden size H
+_SCRATCH = {"lstm": lambda I, H: I + 5 * H, "lstm_ln": lambda I, H: 13 * H, "rnn": lambda I, H: I + 2 * H,
+            "gru": lambda I, H: 6 * H}
 
 
 class LayerStep(NamedTuple):
@@ -54,9 +58,12 @@ _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> S
 
 def _layer_step(cell, names: dict[str, str]) -> LayerStep | None:
     get = names.get
-    if type(cell) is LSTMCell and not cell.proj_size and not cell.layer_norm:
-        return LayerStep("lstm", int(cell.peephole), tuple(get(n) for n in (
-            "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci", "weight_cf", "weight_co")))
+    if type(cell) is LSTMCell and not cell.proj_size:
+        lstm = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci", "weight_cf", "weight_co")
+        if cell.layer_norm:
+            return LayerStep("lstm_ln", int(cell.peephole), tuple(get(n) for n in (
+                *lstm, "ln_ih_weight", "ln_hh_weight", "ln_c_weight", "ln_c_bias")))
+        return LayerStep("lstm", int(cell.peephole), tuple(get(n) for n in lstm))
     if cell.torch_mode in ("RNN_TANH", "RNN_RELU"):
         return LayerStep("rnn", int(cell.torch_mode == "RNN_RELU"),
                          tuple(get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
@@ -80,7 +87,7 @@ def _functions(dtype: torch.dtype):
     """``{kind: C function}`` for ``dtype``, or None without the native library."""
     if not native.enabled() or native.library() is None:
         return None
-    return {kind: native.bind(f"{kind}_stream_step", dtype) for kind in ("lstm", "rnn", "gru")}
+    return {kind: native.bind(f"{kind}_stream_step", dtype) for kind in _SCRATCH}
 
 
 def _weights(layer, names: tuple[str | None, ...]) -> tuple[Tensor | None, ...]:
@@ -98,6 +105,25 @@ def _stamps(sources: tuple[Tensor, ...]) -> list:
 
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
+
+
+def _bound(spec: LayerStep, w: tuple[Tensor | None, ...], H: int) -> tuple[tuple, tuple]:
+    """A layer's C-step constants: the tensors to keep alive, and the arguments (after
+    the state's) that pass them."""
+    def keep(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.contiguous()
+
+    if spec.kind == "gru":  # the reset gate multiplies W_hn h + b_hn: the two products stay apart
+        packed = tuple(map(keep, w))
+        return packed, tuple(map(_ptr, packed))
+    W = torch.cat((w[0], w[1]), 1).contiguous()
+    if spec.kind == "lstm_ln":  # the biases are the norms' shift; the C step needs one
+        shift = w[0].new_zeros(4 * H) if w[2] is None else w[2] + w[3]
+        packed = (W, shift, *map(keep, w[7:]), *map(keep, w[4:7]))
+        return packed, (LN_EPS, *map(_ptr, packed))
+    packed = (W, None if w[2] is None else (w[2] + w[3]).contiguous(), *map(keep, w[4:]))
+    option = () if spec.kind == "lstm" else (spec.option,)
+    return packed, (*option, *map(_ptr, packed))
 
 
 class StackProgram:
@@ -120,21 +146,12 @@ class StackProgram:
         self.regularization = layer.regularization
         I, H = layer.input_size, layer.cells[0].hidden_size
         self.input_size, self.hidden_size, self.num_layers = I, H, len(steps)
-        self.lstm = steps[0].kind == "lstm"
-        self.scratch_size = max(I, H) + 5 * H
+        self.lstm = steps[0].kind.startswith("lstm")
+        self.scratch_size = max(_SCRATCH[s.kind](I if k == 0 else H, H) for k, s in enumerate(steps))
         self.keep, calls = [], []
         with torch.inference_mode(False), torch.no_grad():  # plain constants whatever mode built them
             for k, (spec, w) in enumerate(zip(steps, weights)):
-                if spec.kind == "gru":  # the reset gate multiplies W_hn h + b_hn: the two products stay apart
-                    packed = (w[0].contiguous(), w[1].contiguous(),
-                              *(None if t is None else t.contiguous() for t in w[2:]))
-                    consts = tuple(map(_ptr, packed))
-                else:
-                    bias = None if w[2] is None else (w[2] + w[3]).contiguous()
-                    packed = (torch.cat((w[0], w[1]), 1).contiguous(), bias,
-                              *(None if t is None else t.contiguous() for t in w[4:]))
-                    option = () if spec.kind == "lstm" else (spec.option,)
-                    consts = (*option, *map(_ptr, packed))
+                packed, consts = _bound(spec, w, H)
                 self.keep.append(packed)
                 calls.append((fns[spec.kind], I if k == 0 else H, consts))
         self.calls = tuple(calls)

@@ -16,13 +16,15 @@ NATIVE = {
     "lstm": lambda **kw: rnnkit.LSTM(I, H, **kw),
     "lstm_peephole": lambda **kw: rnnkit.LSTM(I, H, peephole=True, **kw),
     "lstm_no_bias": lambda **kw: rnnkit.LSTM(I, H, bias=False, **kw),
+    "lstm_layer_norm": lambda **kw: rnnkit.LSTM(I, H, layer_norm=True, **kw),
+    "lstm_layer_norm_peephole_no_bias": lambda **kw: rnnkit.LSTM(I, H, layer_norm=True, peephole=True, bias=False,
+                                                                 **kw),
     "gru": lambda **kw: rnnkit.GRU(I, H, **kw),
     "gru_no_bias": lambda **kw: rnnkit.GRU(I, H, bias=False, **kw),
     "rnn_tanh": lambda **kw: rnnkit.RNN(I, H, nonlinearity="tanh", **kw),
     "rnn_relu": lambda **kw: rnnkit.RNN(I, H, nonlinearity="relu", **kw),
 }
 NOT_NATIVE = {
-    "lstm_layer_norm": lambda **kw: rnnkit.LSTM(I, H, layer_norm=True, **kw),
     "lstm_proj": lambda **kw: rnnkit.LSTM(I, H, proj_size=3, **kw),
     "gru_reset_before": lambda **kw: rnnkit.GRU(I, H, variant="reset_before", **kw),
     "mingru": lambda **kw: rnnkit.MinGRU(I, H, **kw),
@@ -191,7 +193,7 @@ def test_weights_made_under_inference_mode_are_bound_afresh_each_step():
     torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["lstm_peephole", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_layer_norm", "gru", "rnn_tanh"])
 def test_scratch_from_the_caller_equals_scratch_on_the_stack(monkeypatch, name):
     """Steps whose scratch would not fit the C step's stack buffer get it from the caller
     (forced here by a zero limit): same results."""

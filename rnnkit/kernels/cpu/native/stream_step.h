@@ -26,12 +26,12 @@
 #define STREAM_PARALLEL_MIN (1L << 16)
 #endif
 
-/* y (M) = W (M, K) v (K) (+ b): four rows per pass so each load of v serves four rows;
+/* y (M) = W (M, K; rows ldw apart) v (K) (+ b): four rows per pass so each load of v serves four rows;
  * the passes split over `threads` for large W. On one thread an odd `sweep` runs the rows
  * last to first: a stream alternates, so each step starts on the rows the previous one
  * ended with, still in cache, where weights a little larger than the cache would otherwise
  * all come from the next level every step (same sums either way: only the order of rows). */
-static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const real* b, real* y,
+static void NAME(gemv_rows)(long M, long K, long ldw, const real* W, const real* v, const real* b, real* y,
                             long threads, long sweep) {
     long quads = M / 4;
     int parallel = threads > 1 && M * K >= STREAM_PARALLEL_MIN;
@@ -39,7 +39,7 @@ static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const 
 #pragma omp parallel for num_threads(threads) if (parallel) schedule(static)
     for (long i = 0; i < quads; i++) {
         long m = 4 * (backwards ? quads - 1 - i : i);
-        const real *w0 = W + m * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        const real *w0 = W + m * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
         real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         SIMD_SUM(s0, s1, s2, s3)
         for (long k = 0; k < K; k++) {
@@ -49,7 +49,7 @@ static void NAME(gemv_rows)(long M, long K, const real* W, const real* v, const 
         y[m] = s0; y[m + 1] = s1; y[m + 2] = s2; y[m + 3] = s3;
     }
     for (long m = 4 * quads; m < M; m++) {
-        const real* w = W + m * K;
+        const real* w = W + m * ldw;
         real s = 0;
         SIMD_SUM(s)
         for (long k = 0; k < K; k++) s += w[k] * v[k];
@@ -85,7 +85,7 @@ void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep,
         const real* cp = c + b * H;
         real *hn = h_out + b * H, *cn = c_out + b * H;
         NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(4 * H, K, W, v, bias, a, threads, sweep);
+        NAME(gemv_rows)(4 * H, K, K, W, v, bias, a, threads, sweep);
         if (w_ci) {
             SIMD
             for (long j = 0; j < H; j++) {
@@ -106,6 +106,35 @@ void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep,
     }
 }
 
+/* Layer-norm LSTM (Ba et al. 2016), optionally with peepholes (w_ci, w_cf, w_co not
+ * NULL), B streams: the training kernel's forward row (lstm_step.h) on this step's two
+ * products, a = LN(W_ih x) gamma_x + shift + LN(W_hh h) gamma_h, c' = f c + i g,
+ * h' = o tanh(LN(c') gamma_c + beta_c). W: row-major [W_ih | W_hh] (4H, I + H), its two
+ * halves read as two products (each has its own norm); shift: b_ih + b_hh (never NULL).
+ * work: 13H scratch values (NULL: on the stack, up to STREAM_STACK_REALS). */
+void NAME(lstm_ln_stream_step)(long B, long I, long H, long threads, long sweep,
+                               const real* x, const real* h, const real* c, real* h_out, real* c_out,
+                               real eps, const real* W, const real* shift, const real* gamma_x,
+                               const real* gamma_h, const real* gamma_c, const real* beta_c,
+                               const real* w_ci, const real* w_cf, const real* w_co, real* work) {
+    real stack[work ? 1 : STREAM_STACK_REALS];
+    if (!work) work = stack;
+    const long G = 4 * H, K = I + H;
+    real *xp = work, *hp = work + G, *a = work + 2 * G, *u = work + 3 * G;
+    for (long b = 0; b < B; b++) {
+        const real* cp = c + b * H;
+        real mx, rx, mh, rh, mc, rc;  /* the norms' moments: the backward's, not needed here */
+        NAME(gemv_rows)(G, I, K, W, x + b * I, 0, xp, threads, sweep);
+        NAME(gemv_rows)(G, H, K, W + I, h + b * H, 0, hp, threads, sweep);
+        if (w_ci)
+            NAME(forward_row)(H, 1, 1, eps, xp, gamma_x, shift, &mx, &rx, hp, gamma_h, &mh, &rh, cp, w_ci, w_cf,
+                              w_co, gamma_c, beta_c, &mc, &rc, a, c_out + b * H, u, h_out + b * H);
+        else
+            NAME(forward_row)(H, 0, 1, eps, xp, gamma_x, shift, &mx, &rx, hp, gamma_h, &mh, &rh, cp, 0, 0, 0,
+                              gamma_c, beta_c, &mc, &rc, a, c_out + b * H, u, h_out + b * H);
+    }
+}
+
 /* Elman RNN, B streams: h' = act(W [x; h] + b), act tanh (relu = 0) or relu (relu = 1).
  * work: I + 2H scratch values (or NULL, as for the LSTM). */
 void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep,
@@ -118,7 +147,7 @@ void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep,
     for (long b = 0; b < B; b++) {
         real* hn = h_out + b * H;
         NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(H, K, W, v, bias, a, threads, sweep);
+        NAME(gemv_rows)(H, K, K, W, v, bias, a, threads, sweep);
         if (relu) {
             for (long j = 0; j < H; j++) hn[j] = a[j] > 0 ? a[j] : (a[j] != a[j] ? a[j] : 0);
         } else {
@@ -140,8 +169,8 @@ void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep,
     for (long b = 0; b < B; b++) {
         const real* hp = h + b * H;
         real* hn = h_out + b * H;
-        NAME(gemv_rows)(3 * H, I, W_i, x + b * I, b_i, gi, threads, sweep);
-        NAME(gemv_rows)(3 * H, H, W_h, hp, b_h, gh, threads, sweep);
+        NAME(gemv_rows)(3 * H, I, I, W_i, x + b * I, b_i, gi, threads, sweep);
+        NAME(gemv_rows)(3 * H, H, H, W_h, hp, b_h, gh, threads, sweep);
         SIMD
         for (long j = 0; j < H; j++) {
             real r = NAME(sigm)(gi[j] + gh[j]), z = NAME(sigm)(gi[H + j] + gh[H + j]);
