@@ -12,7 +12,7 @@ Taken by :func:`rnnkit.nn.streaming.step_layers` when: the native library is bui
 input is a CPU float32/float64 tensor of at most :data:`NATIVE_MAX_BATCH` streams,
 nothing is differentiated (``torch.no_grad``/``inference_mode`` or frozen weights), no
 autocast, and every layer is an LSTM (optionally with peepholes and/or layer norm; no
-projection), an Elman RNN or torch.nn's GRU. Otherwise :func:`step_stack` returns None
+projection), an Elman RNN, a GRU (any variant), a minGRU or a minLSTM. Otherwise :func:`step_stack` returns None
 and the torch step runs. Both compute the same function; the tests compare them.
 
 The C steps are bound to the layer's weights once (:class:`StackProgram`, rebuilt when
@@ -30,7 +30,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell
+from ..cells.min_rnn import MinGRUCell, MinLSTMCell
 from ..kernels.cpu import native
 from ..kernels.specs import LN_EPS
 
@@ -41,14 +43,14 @@ _DTYPES = (torch.float32, torch.float64)
 STACK_SCRATCH = 8192
 #: per kind of C step, the scratch values it needs for input size I and hidden size H
 _SCRATCH = {"lstm": lambda I, H: I + 5 * H, "lstm_ln": lambda I, H: 13 * H, "rnn": lambda I, H: I + 2 * H,
-            "gru": lambda I, H: 6 * H}
+            "gru": lambda I, H: 6 * H, "gru_variant": lambda I, H: 7 * H, "min_rnn": lambda I, H: 3 * H}
 
 
 class LayerStep(NamedTuple):
     """How one layer of the stack steps in C."""
 
     kind: str                 # "lstm", "rnn" or "gru"
-    option: int               # lstm: peepholes (1/0); rnn: relu (1) or tanh (0)
+    options: tuple[int, ...]  # the C step's option arguments (rnn: relu; gru_variant: variant; min_rnn: gates, positive)
     names: tuple[str | None, ...]  # the layer's parameter attributes the step reads
 
 
@@ -58,17 +60,21 @@ _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> S
 
 def _layer_step(cell, names: dict[str, str]) -> LayerStep | None:
     get = names.get
-    if type(cell) is LSTMCell and not cell.proj_size:
-        lstm = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ci", "weight_cf", "weight_co")
+    gru = tuple(get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    if type(cell) is LSTMCell and not cell.proj_size:  # peepholes: their pointers are not NULL
+        lstm = (*gru, *(get(n) for n in ("weight_ci", "weight_cf", "weight_co")))
         if cell.layer_norm:
-            return LayerStep("lstm_ln", int(cell.peephole), tuple(get(n) for n in (
-                *lstm, "ln_ih_weight", "ln_hh_weight", "ln_c_weight", "ln_c_bias")))
-        return LayerStep("lstm", int(cell.peephole), tuple(get(n) for n in lstm))
+            return LayerStep("lstm_ln", (), (*lstm, *(get(n) for n in (
+                "ln_ih_weight", "ln_hh_weight", "ln_c_weight", "ln_c_bias"))))
+        return LayerStep("lstm", (), lstm)
     if cell.torch_mode in ("RNN_TANH", "RNN_RELU"):
-        return LayerStep("rnn", int(cell.torch_mode == "RNN_RELU"),
-                         tuple(get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+        return LayerStep("rnn", (int(cell.torch_mode == "RNN_RELU"),), gru)
     if cell.torch_mode == "GRU":
-        return LayerStep("gru", 0, tuple(get(n) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+        return LayerStep("gru", (), gru)
+    if type(cell) is GRUCell:
+        return LayerStep("gru_variant", (1 if cell.variant == "reset_before" else 2,), gru)
+    if type(cell) in (MinGRUCell, MinLSTMCell):
+        return LayerStep("min_rnn", (cell.num_gates, int(cell.positive)), (get("weight_ih"), get("bias_ih")))
     return None
 
 
@@ -113,17 +119,16 @@ def _bound(spec: LayerStep, w: tuple[Tensor | None, ...], H: int) -> tuple[tuple
     def keep(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.contiguous()
 
-    if spec.kind == "gru":  # the reset gate multiplies W_hn h + b_hn: the two products stay apart
+    if spec.kind in ("gru", "gru_variant", "min_rnn"):  # (GRUs: r meets the products apart)
         packed = tuple(map(keep, w))
-        return packed, tuple(map(_ptr, packed))
+        return packed, (*spec.options, *map(_ptr, packed))
     W = torch.cat((w[0], w[1]), 1).contiguous()
     if spec.kind == "lstm_ln":  # the biases are the norms' shift; the C step needs one
         shift = w[0].new_zeros(4 * H) if w[2] is None else w[2] + w[3]
         packed = (W, shift, *map(keep, w[7:]), *map(keep, w[4:7]))
         return packed, (LN_EPS, *map(_ptr, packed))
     packed = (W, None if w[2] is None else (w[2] + w[3]).contiguous(), *map(keep, w[4:]))
-    option = () if spec.kind == "lstm" else (spec.option,)
-    return packed, (*option, *map(_ptr, packed))
+    return packed, (*spec.options, *map(_ptr, packed))
 
 
 class StackProgram:

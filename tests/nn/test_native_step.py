@@ -21,13 +21,18 @@ NATIVE = {
                                                                  **kw),
     "gru": lambda **kw: rnnkit.GRU(I, H, **kw),
     "gru_no_bias": lambda **kw: rnnkit.GRU(I, H, bias=False, **kw),
+    "gru_reset_before": lambda **kw: rnnkit.GRU(I, H, variant="reset_before", **kw),
+    "gru_reset_before_no_bias": lambda **kw: rnnkit.GRU(I, H, variant="reset_before", bias=False, **kw),
+    "gru_simplified": lambda **kw: rnnkit.GRU(I, H, variant="simplified", **kw),
+    "mingru": lambda **kw: rnnkit.MinGRU(I, H, **kw),
+    "mingru_linear_no_bias": lambda **kw: rnnkit.MinGRU(I, H, positive=False, bias=False, **kw),
+    "minlstm": lambda **kw: rnnkit.MinLSTM(I, H, **kw),
+    "minlstm_linear": lambda **kw: rnnkit.MinLSTM(I, H, positive=False, **kw),
     "rnn_tanh": lambda **kw: rnnkit.RNN(I, H, nonlinearity="tanh", **kw),
     "rnn_relu": lambda **kw: rnnkit.RNN(I, H, nonlinearity="relu", **kw),
 }
 NOT_NATIVE = {
     "lstm_proj": lambda **kw: rnnkit.LSTM(I, H, proj_size=3, **kw),
-    "gru_reset_before": lambda **kw: rnnkit.GRU(I, H, variant="reset_before", **kw),
-    "mingru": lambda **kw: rnnkit.MinGRU(I, H, **kw),
 }
 
 
@@ -193,7 +198,8 @@ def test_weights_made_under_inference_mode_are_bound_afresh_each_step():
     torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_layer_norm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_layer_norm", "gru", "gru_reset_before", "minlstm",
+                                  "rnn_tanh"])
 def test_scratch_from_the_caller_equals_scratch_on_the_stack(monkeypatch, name):
     """Steps whose scratch would not fit the C step's stack buffer get it from the caller
     (forced here by a zero limit): same results."""

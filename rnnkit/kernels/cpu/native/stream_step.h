@@ -179,3 +179,74 @@ void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep,
         }
     }
 }
+
+/* The GRU variants torch.nn has no step for: variant 1 = reset_before (Cho et al. 2014:
+ * n = tanh(xn + W_hn (r h) + b_hn), the recurrent product split around r), 2 = simplified
+ * (an update gate only: u = s(xu + hu), n = tanh(xn + hn), h' = h + u (n - h)). W_i
+ * (G H, I), W_h (G H, H), b_i, b_h (G H) or NULL, G = 3 or 2, gates in the cell's order.
+ * work: 7H scratch values (or NULL, as for the LSTM). */
+void NAME(gru_variant_stream_step)(long B, long I, long H, long threads, long sweep,
+                                   const real* x, const real* h, real* h_out,
+                                   long variant, const real* W_i, const real* W_h, const real* b_i,
+                                   const real* b_h, real* work) {
+    real stack[work ? 1 : STREAM_STACK_REALS];
+    if (!work) work = stack;
+    real *gi = work, *gh = work + 3 * H, *rh = work + 6 * H;
+    const long G = variant == 2 ? 2 : 3;
+    for (long b = 0; b < B; b++) {
+        const real* hp = h + b * H;
+        real* hn = h_out + b * H;
+        NAME(gemv_rows)(G * H, I, I, W_i, x + b * I, b_i, gi, threads, sweep);
+        if (variant == 2) {
+            NAME(gemv_rows)(2 * H, H, H, W_h, hp, b_h, gh, threads, sweep);
+            SIMD
+            for (long j = 0; j < H; j++) {
+                real u = NAME(sigm)(gi[j] + gh[j]), n = NAME(tanh)(gi[H + j] + gh[H + j]);
+                hn[j] = hp[j] + u * (n - hp[j]);
+            }
+            continue;
+        }
+        NAME(gemv_rows)(2 * H, H, H, W_h, hp, b_h, gh, threads, sweep);  /* r and z first */
+        SIMD
+        for (long j = 0; j < H; j++) {
+            gh[j] = NAME(sigm)(gi[j] + gh[j]);                 /* r */
+            gh[H + j] = NAME(sigm)(gi[H + j] + gh[H + j]);     /* z */
+            rh[j] = gh[j] * hp[j];
+        }
+        NAME(gemv_rows)(H, H, H, W_h + 2 * H * H, rh, b_h ? b_h + 2 * H : 0, gh + 2 * H, threads, sweep);
+        SIMD
+        for (long j = 0; j < H; j++) {
+            real n = NAME(tanh)(gi[2 * H + j] + gh[2 * H + j]);
+            hn[j] = n + gh[H + j] * (hp[j] - n);
+        }
+    }
+}
+
+/* log s(x) without underflow, in double (a few values a step) */
+static inline real NAME(log_sigm)(real x) {
+    double v = (double)x;
+    return (real)((v < 0 ? v : 0) - log1p(exp(-fabs(v))));
+}
+
+/* The minimal RNNs (Feng et al. 2024), whose gates read only x: h' = a h + b with
+ * minGRU (gates 2: z, h~): a = s(-k_z), b = s(k_z) g(k_h);
+ * minLSTM (gates 3: f, i, h~): d = log s(k_i) - log s(k_f), a = s(-d), b = s(d) g(k_h);
+ * g(k) = k + 0.5 (k >= 0) or s(k) when `positive`, else k. W (G H, I), bias (G H) or NULL.
+ * work: 3H scratch values (or NULL, as for the LSTM). */
+void NAME(min_rnn_stream_step)(long B, long I, long H, long threads, long sweep,
+                               const real* x, const real* h, real* h_out,
+                               long gates, long positive, const real* W, const real* bias, real* work) {
+    real stack[work ? 1 : STREAM_STACK_REALS];
+    if (!work) work = stack;
+    for (long b = 0; b < B; b++) {
+        const real* hp = h + b * H;
+        real* hn = h_out + b * H;
+        NAME(gemv_rows)(gates * H, I, I, W, x + b * I, bias, work, threads, sweep);
+        const real* kh = work + (gates - 1) * H;
+        for (long j = 0; j < H; j++) {
+            real k = kh[j], cand = positive ? (k >= 0 ? k + (real)0.5 : NAME(sigm)(k)) : k;
+            real d = gates == 2 ? work[j] : NAME(log_sigm)(work[H + j]) - NAME(log_sigm)(work[j]);
+            hn[j] = NAME(sigm)(d) * cand + NAME(sigm)(-d) * hp[j];
+        }
+    }
+}
