@@ -320,8 +320,11 @@ class Recurrent(nn.Module):
         layer's output; ``reset (B,)`` bool: those streams restart (from the initial state). Feeding a sequence step by step, in chunks through :meth:`forward`
         (carrying the state) or whole gives the same outputs and final state.
 
-        Built for latency at small batch: torch.nn configurations call ATen's fused cells
-        directly on the layer's weights; other cells run their reference step (see
+        Built for latency at small batch: without gradients, at most
+        :data:`~rnnkit.nn.native_step.NATIVE_MAX_BATCH` streams, one C call per layer on
+        weights bound once (:mod:`rnnkit.nn.native_step`; a stream's later steps skip the
+        checks its first step passed); otherwise ATen's fused cells for torch.nn
+        configurations and the cell's reference step for the others (see
         :mod:`rnnkit.nn.streaming`). Unidirectional layers only: a bidirectional layer's
         reverse direction needs the rest of the sequence. In training, regularisation
         (dropout masks, zoneout) is drawn per step, as a forward on a one-step chunk does.
