@@ -9,15 +9,18 @@ step at a time, the state carried, under ``torch.no_grad``, for each hidden size
 * the GRU and Elman RNN against their ``torch.nn`` cell loops, and the peephole and
   layer-norm LSTMs and minGRU (no torch.nn twin) for scale;
 * ``onnxruntime <cell> step`` — the same layers exported as one-step ONNX graphs
-  (:func:`rnnkit.export.export_onnx`, ``mode="step"``) run in a single-thread ONNX Runtime
-  session, the state fed back each step (the LSTM and GRU as ONNX's fused operators, the
-  peephole LSTM and minGRU as primitive ops); skipped when onnxruntime is not installed.
+  (:func:`rnnkit.export.export_onnx`, ``mode="step"``) run in an ONNX Runtime session
+  with torch's thread count (idle workers not spinning), the state fed back each step (the LSTM and GRU as ONNX's
+  fused operators, the peephole LSTM and minGRU as primitive ops); skipped when
+  onnxruntime is not installed.
 
 Every function runs a block of steps; all run once per round in a rotating order
 (:func:`rnnkit.bench.interleaved`), and the medians over rounds are reported, with the
 per-round paired ratio to the twin torch.nn cell loop. ``step_latency_ratio`` is
 rnnkit's LSTM step over the ``torch.nn.LSTMCell`` loop at B1 H256 (target <= 0.5).
-Input size = hidden size. ``--threads 1`` (default) for a machine shared with other jobs.
+Input size = hidden size. ``--threads 1`` (default) for a machine shared with other jobs;
+``--threads 2`` on a 2-core machine lets the C step split a GEMV's rows over both cores'
+caches (and torch's and ONNX Runtime's GEMVs use both too).
 
     python benchmarks/streaming.py [--hidden 128 256 512] [--repeats 31] [--steps 200] [--out PATH] [--no-onnx]
 """
@@ -85,7 +88,7 @@ def rnnkit_forward_per_step(layer: rnnkit.Recurrent, xs: torch.Tensor) -> Callab
 
 
 def onnxruntime_step(layer: rnnkit.Recurrent, xs: torch.Tensor, folder: Path) -> Callable[[], None]:
-    """``layer`` exported as a one-step graph, run in a single-thread session: one
+    """``layer`` exported as a one-step graph, run in a session with torch's threads: one
     ``session.run`` per step, the state outputs fed back as the next inputs."""
     import onnxruntime as ort
 
@@ -93,7 +96,10 @@ def onnxruntime_step(layer: rnnkit.Recurrent, xs: torch.Tensor, folder: Path) ->
 
     path = export_onnx(layer, folder / f"{id(layer)}.onnx", mode="step")
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1  # as torch's
+    # ONNX Runtime's idle workers spin by default, taking the cores from whatever runs next
+    # (torch.nn.LSTMCell's 2-thread GEMV: 54 -> 240 us a step); here they sleep
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     names = [f"{s}0" for s in layer.cells[0].state_names]
     steps = [x.numpy() for x in xs]
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
               "step_latency_ratio": ratio, "step_latency_ratio_target": TARGET,
               "step_latency_ratio_by_hidden": {str(h): r for h, r in ratios.items()},
               "onnxruntime": None if ort_version is None else {
-                  "version": ort_version, "session_threads": 1, "graph": "rnnkit.export.export_onnx(mode='step')",
+                  "version": ort_version, "session_threads": torch.get_num_threads(), "allow_spinning": False, "graph": "rnnkit.export.export_onnx(mode='step')",
                   "variants": sorted({r["variant"] for r in rows if r["variant"].startswith("onnxruntime")})},
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -63,18 +63,24 @@ def test_native_step_equals_the_forward(name, layers, batch, dtype, tol):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
-def test_the_public_step_runs_it_and_follows_weight_updates(monkeypatch):
-    """``layer.step`` under no_grad goes through the C step at batch 1, and a weight
-    written in place (an optimiser step) is seen by the next step."""
-    calls = []
-    real = native_step.step_stack
+def _spy(monkeypatch, name: str) -> list[bool]:
+    """Records, per call of ``native_step.<name>``, whether it took the step (not None)."""
+    taken = []
+    real = getattr(native_step, name)
 
     def spy(*args):
         out = real(*args)
-        calls.append(out is not None)
+        taken.append(out is not None)
         return out
 
-    monkeypatch.setattr(native_step, "step_stack", spy)
+    monkeypatch.setattr(native_step, name, spy)
+    return taken
+
+
+def test_the_public_step_runs_it_and_follows_weight_updates(monkeypatch):
+    """``layer.step`` under no_grad goes through the C step at batch 1, and a weight
+    written in place (an optimiser step) is seen by the next step."""
+    calls = _spy(monkeypatch, "step_stack")
     layer = rnnkit.LSTM(I, H, num_layers=2, peephole=True, dtype=torch.float64).eval()
     x = torch.randn(1, I, dtype=torch.float64)
     with torch.no_grad():
@@ -107,27 +113,13 @@ def test_inputs_it_does_not_take_fall_back():
     assert native_step.step_stack(half, x.bfloat16(), states_of(half, 1, torch.bfloat16, None), grad=False) is None
 
 
-def _spy_fast_step(monkeypatch) -> list[bool]:
-    """Records, per ``layer.step`` call, whether the fast path took it."""
-    taken = []
-    real = native_step.fast_step
-
-    def spy(*args):
-        out = real(*args)
-        taken.append(out is not None)
-        return out
-
-    monkeypatch.setattr(native_step, "fast_step", spy)
-    return taken
-
-
 @pytest.mark.parametrize("shape", ["unbatched", "batch1", "batch2"])
 @pytest.mark.parametrize("layers", [1, 3])
 @pytest.mark.parametrize("name", sorted(NATIVE))
 def test_fast_step_equals_the_forward_on_the_whole_sequence(monkeypatch, name, layers, shape):
     """After a stream's first step (the general path binds the C steps), every step is
     taken by the fast path and the outputs and final state equal one forward."""
-    taken = _spy_fast_step(monkeypatch)
+    taken = _spy(monkeypatch, "fast_step")
     torch.manual_seed(0)
     layer = NATIVE[name](num_layers=layers, dtype=torch.float64).eval()
     B = {"unbatched": None, "batch1": 1, "batch2": 2}[shape]
@@ -148,7 +140,7 @@ def test_fast_step_equals_the_forward_on_the_whole_sequence(monkeypatch, name, l
 def test_fast_step_declines_what_it_was_not_bound_for(monkeypatch):
     """Anything but the stream it was bound for goes to the general path: its errors,
     its autograd, the new weights."""
-    taken = _spy_fast_step(monkeypatch)
+    taken = _spy(monkeypatch, "fast_step")
     layer = rnnkit.LSTM(I, H, num_layers=2, dtype=torch.float64).eval()
     x = torch.randn(1, I, dtype=torch.float64)
     with torch.no_grad():
