@@ -237,6 +237,10 @@ class Recurrent(nn.Module):
     # --- forward -------------------------------------------------------------------
     def forward(self, input: Tensor | PackedSequence, hx: HiddenState | None = None,
                 lengths: Tensor | None = None, *, reset: Tensor | None = None):
+        if lengths is None and reset is None:  # a stream's one-step chunk in evaluation: the C steps
+            done = native_step.fast_forward(self, input, hx)
+            if done is not None:
+                return done
         name = type(self).__name__
         weight = self.weight_ih_l0
         packed = input if isinstance(input, PackedSequence) else None

@@ -204,3 +204,72 @@ def test_scratch_from_the_caller_equals_scratch_on_the_stack(monkeypatch, name):
         monkeypatch.setattr(native_step, "STACK_SCRATCH", 0)
         from_caller = native_step.step_stack(layer, x, states, grad=False)
     torch.testing.assert_close(from_caller, on_stack, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout,batch", [("time_major", 1), ("time_major", 2), ("batch_first", 1),
+                                          ("batch_first", 2), ("unbatched", 1)])
+@pytest.mark.parametrize("name", sorted(NATIVE))
+def test_one_step_chunks_through_forward_equal_the_whole_sequence(monkeypatch, name, batch, layout):
+    """A stream calling ``layer(x_t, hx)`` one step at a time (torch.nn's idiom) goes
+    through the C steps from its second chunk (the first has no hx) and gets the outputs
+    and final state of one forward over the sequence, in the forward's own layouts."""
+    taken = _spy(monkeypatch, "fast_forward")
+    torch.manual_seed(0)
+    layer = NATIVE[name](num_layers=2, batch_first=layout == "batch_first", dtype=torch.float64).eval()
+    shape = {"time_major": (5, batch, I), "batch_first": (batch, 5, I), "unbatched": (5, I)}[layout]
+    xs = torch.randn(shape, dtype=torch.float64) * 3
+    time_dim = 1 if layout == "batch_first" else 0
+    with torch.no_grad():
+        outs, hx = [], None
+        for x in xs.split(1, dim=time_dim):
+            out, hx = layer(x.contiguous(), hx)
+            outs.append(out)
+        want_out, want_hx = layer(xs)
+    assert taken == [False, True, True, True, True, False]  # (then the whole sequence: declined)
+    torch.testing.assert_close(torch.cat(outs, time_dim), want_out, rtol=1e-10, atol=1e-10)
+    for a, b in zip(hx if isinstance(hx, tuple) else (hx,), want_hx if isinstance(want_hx, tuple) else (want_hx,),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_one_step_forward_declines_what_the_c_steps_do_not_compute(monkeypatch):
+    taken = _spy(monkeypatch, "fast_forward")
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x = torch.randn(1, 1, I, dtype=torch.float64)
+    state = layer.init_state(1)
+    with torch.no_grad():
+        layer(x, state)                                  # taken
+        layer(torch.cat((x, x)), state)                  # two steps
+        layer(x, state, torch.tensor([1]))               # lengths: not asked
+        layer.weight_hh_l0.mul_(-1)                      # rebound, then taken
+        y, _ = layer(x, state)
+        torch.testing.assert_close(y, layer(torch.cat((x, x)), state)[0][:1], rtol=1e-10, atol=1e-10)
+        layer.train()
+        layer(x, state)                                  # training mode
+        layer.eval()
+    y, _ = layer(x, state)                               # gradients asked
+    assert y.grad_fn is not None
+    assert taken == [True, False, True, False, False, False]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:DeprecationWarning")
+def test_jit_trace_of_a_one_step_chunk_records_the_computation():
+    """torch.jit.trace cannot see a C call: under tracing the general path runs, so the
+    traced module computes the layer for new inputs too."""
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x, state = torch.randn(1, 1, I, dtype=torch.float64), layer.init_state(1)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, (x, state), check_trace=False)
+        other = torch.randn(1, 1, I, dtype=torch.float64)
+        torch.testing.assert_close(traced(other, state)[0], layer(other, state)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_compiled_one_step_chunk_keeps_one_graph():
+    """Under torch.compile the one-step forward takes the general path (its custom ops),
+    so fullgraph compiles and equals eager."""
+    layer = rnnkit.LSTM(I, H, layer_norm=True).eval()
+    x, state = torch.randn(1, 1, I), layer.init_state(1)
+    with torch.no_grad():
+        got = torch.compile(layer, fullgraph=True, backend="eager")(x, state)
+        want = layer(x, state)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
