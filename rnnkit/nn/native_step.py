@@ -51,8 +51,8 @@ _SCRATCH = {"lstm": lambda I, H: I + 5 * H, "lstm_ln": lambda I, H: 13 * H, "rnn
 class LayerStep(NamedTuple):
     """How one layer of the stack steps in C."""
 
-    kind: str                 # "lstm", "rnn" or "gru"
-    options: tuple[int, ...]  # the C step's option arguments (rnn: relu; gru_variant: variant; min_rnn: gates, positive)
+    kind: str                 # the C function <kind>_stream_step: a key of _SCRATCH
+    options: tuple[int, ...]  # its option arguments (rnn: relu; gru_variant: variant; min_rnn: gates, positive)
     names: tuple[str | None, ...]  # the layer's parameter attributes the step reads
 
 

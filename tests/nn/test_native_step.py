@@ -13,23 +13,23 @@ pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler:
 
 I, H = 6, 7
 NATIVE = {
-    "lstm": lambda **kw: rnnkit.LSTM(I, H, **kw),
-    "lstm_peephole": lambda **kw: rnnkit.LSTM(I, H, peephole=True, **kw),
-    "lstm_no_bias": lambda **kw: rnnkit.LSTM(I, H, bias=False, **kw),
-    "lstm_layer_norm": lambda **kw: rnnkit.LSTM(I, H, layer_norm=True, **kw),
-    "lstm_layer_norm_peephole_no_bias": lambda **kw: rnnkit.LSTM(I, H, layer_norm=True, peephole=True, bias=False,
-                                                                 **kw),
-    "gru": lambda **kw: rnnkit.GRU(I, H, **kw),
-    "gru_no_bias": lambda **kw: rnnkit.GRU(I, H, bias=False, **kw),
-    "gru_reset_before": lambda **kw: rnnkit.GRU(I, H, variant="reset_before", **kw),
-    "gru_reset_before_no_bias": lambda **kw: rnnkit.GRU(I, H, variant="reset_before", bias=False, **kw),
-    "gru_simplified": lambda **kw: rnnkit.GRU(I, H, variant="simplified", **kw),
-    "mingru": lambda **kw: rnnkit.MinGRU(I, H, **kw),
-    "mingru_linear_no_bias": lambda **kw: rnnkit.MinGRU(I, H, positive=False, bias=False, **kw),
-    "minlstm": lambda **kw: rnnkit.MinLSTM(I, H, **kw),
-    "minlstm_linear": lambda **kw: rnnkit.MinLSTM(I, H, positive=False, **kw),
-    "rnn_tanh": lambda **kw: rnnkit.RNN(I, H, nonlinearity="tanh", **kw),
-    "rnn_relu": lambda **kw: rnnkit.RNN(I, H, nonlinearity="relu", **kw),
+    "lstm": lambda i=I, h=H, **kw: rnnkit.LSTM(i, h, **kw),
+    "lstm_peephole": lambda i=I, h=H, **kw: rnnkit.LSTM(i, h, peephole=True, **kw),
+    "lstm_no_bias": lambda i=I, h=H, **kw: rnnkit.LSTM(i, h, bias=False, **kw),
+    "lstm_layer_norm": lambda i=I, h=H, **kw: rnnkit.LSTM(i, h, layer_norm=True, **kw),
+    "lstm_layer_norm_peephole_no_bias":
+        lambda i=I, h=H, **kw: rnnkit.LSTM(i, h, layer_norm=True, peephole=True, bias=False, **kw),
+    "gru": lambda i=I, h=H, **kw: rnnkit.GRU(i, h, **kw),
+    "gru_no_bias": lambda i=I, h=H, **kw: rnnkit.GRU(i, h, bias=False, **kw),
+    "gru_reset_before": lambda i=I, h=H, **kw: rnnkit.GRU(i, h, variant="reset_before", **kw),
+    "gru_reset_before_no_bias": lambda i=I, h=H, **kw: rnnkit.GRU(i, h, variant="reset_before", bias=False, **kw),
+    "gru_simplified": lambda i=I, h=H, **kw: rnnkit.GRU(i, h, variant="simplified", **kw),
+    "mingru": lambda i=I, h=H, **kw: rnnkit.MinGRU(i, h, **kw),
+    "mingru_linear_no_bias": lambda i=I, h=H, **kw: rnnkit.MinGRU(i, h, positive=False, bias=False, **kw),
+    "minlstm": lambda i=I, h=H, **kw: rnnkit.MinLSTM(i, h, **kw),
+    "minlstm_linear": lambda i=I, h=H, **kw: rnnkit.MinLSTM(i, h, positive=False, **kw),
+    "rnn_tanh": lambda i=I, h=H, **kw: rnnkit.RNN(i, h, nonlinearity="tanh", **kw),
+    "rnn_relu": lambda i=I, h=H, **kw: rnnkit.RNN(i, h, nonlinearity="relu", **kw),
 }
 NOT_NATIVE = {
     "lstm_proj": lambda **kw: rnnkit.LSTM(I, H, proj_size=3, **kw),
@@ -273,3 +273,28 @@ def test_compiled_one_step_chunk_keeps_one_graph():
         got = torch.compile(layer, fullgraph=True, backend="eager")(x, state)
         want = layer(x, state)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", sorted(NATIVE))
+def test_steps_split_over_threads_equal_the_forward(two_threads, name):
+    """Weights large enough to split a step's GEMV over two threads (each thread its own
+    rows; the LSTM's, its own units and their pointwise step): same results."""
+    size = 192  # every cell's GEMVs >= stream_step.h's STREAM_PARALLEL_MIN (65536) weights
+    torch.manual_seed(0)
+    layer = NATIVE[name](i=size, h=size, num_layers=2, dtype=torch.float64).eval()
+    x = torch.randn(4, 1, size, dtype=torch.float64)
+    with torch.no_grad():
+        state, ys = None, []
+        for x_t in x:
+            y, state = layer.step(x_t, state)
+            ys.append(y)
+        want, _ = layer(x)
+    torch.testing.assert_close(torch.stack(ys), want, rtol=1e-10, atol=1e-10)
