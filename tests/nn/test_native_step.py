@@ -63,6 +63,15 @@ def test_native_step_equals_the_forward(name, layers, batch, dtype, tol):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
+def _stepped(layer, xs):
+    """``layer.step`` over ``xs (T, ...)`` from the initial state: (stacked outputs, final state)."""
+    state, ys = None, []
+    for x in xs:
+        y, state = layer.step(x, state)
+        ys.append(y)
+    return torch.stack(ys), state
+
+
 def _spy(monkeypatch, name: str) -> list[bool]:
     """Records, per call of ``native_step.<name>``, whether it took the step (not None)."""
     taken = []
@@ -125,13 +134,10 @@ def test_fast_step_equals_the_forward_on_the_whole_sequence(monkeypatch, name, l
     B = {"unbatched": None, "batch1": 1, "batch2": 2}[shape]
     xs = torch.randn(5, *(() if B is None else (B,)), I, dtype=torch.float64) * 3
     with torch.no_grad():
-        state, ys = None, []
-        for x in xs:
-            y, state = layer.step(x, state)
-            ys.append(y)
+        ys, state = _stepped(layer, xs)
         want_y, want_state = layer(xs)
     assert taken == [False, True, True, True, True]
-    torch.testing.assert_close(torch.stack(ys), want_y, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ys, want_y, rtol=1e-10, atol=1e-10)
     for a, b in zip(state if isinstance(state, tuple) else (state,),
                     want_state if isinstance(want_state, tuple) else (want_state,), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
@@ -286,15 +292,12 @@ def two_threads():
 @pytest.mark.parametrize("name", sorted(NATIVE))
 def test_steps_split_over_threads_equal_the_forward(two_threads, name):
     """Weights large enough to split a step's GEMV over two threads (each thread its own
-    rows; the LSTM's, its own units and their pointwise step): same results."""
+    block of rows): same results."""
     size = 192  # every cell's GEMVs >= stream_step.h's STREAM_PARALLEL_MIN (65536) weights
     torch.manual_seed(0)
     layer = NATIVE[name](i=size, h=size, num_layers=2, dtype=torch.float64).eval()
-    x = torch.randn(4, 1, size, dtype=torch.float64)
+    xs = torch.randn(4, 1, size, dtype=torch.float64)
     with torch.no_grad():
-        state, ys = None, []
-        for x_t in x:
-            y, state = layer.step(x_t, state)
-            ys.append(y)
-        want, _ = layer(x)
-    torch.testing.assert_close(torch.stack(ys), want, rtol=1e-10, atol=1e-10)
+        ys, _ = _stepped(layer, xs)
+        want, _ = layer(xs)
+    torch.testing.assert_close(ys, want, rtol=1e-10, atol=1e-10)
