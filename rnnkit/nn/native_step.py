@@ -296,12 +296,19 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
 
 def _current_program(layer, dtype: torch.dtype) -> StackProgram | None:
     """The layer's program for ``dtype``, bound again if its weights changed; None when
-    the layer has no C steps, or its weights are not CPU ``dtype`` tensors."""
+    the layer has no C steps, its weights are not CPU ``dtype`` tensors, or binding them
+    would be needed every call (parametrised weights, computed anew each time; weights
+    made under inference_mode, whose changes cannot be seen): the general path is then
+    as fast."""
     prog = _PROGRAMS.get(layer)
-    if prog is not None and prog.dtype is dtype and _unchanged(layer, prog):
-        return prog
+    if prog is not None and prog.dtype is dtype:
+        if not prog.tracked:
+            return None
+        if _unchanged(layer, prog):
+            return prog
     steps = specs(layer)
-    if steps is None or layer.regularization.steps_masked(False):  # zoneout: not in the C steps
+    if (steps is None or layer.regularization.steps_masked(False)  # zoneout: not in the C steps
+            or any(n is not None and n not in layer._parameters for s in steps for n in s.names)):
         return None
     fns = _functions(dtype)
     weights = [_weights(layer, s.names) for s in steps]

@@ -190,10 +190,13 @@ def test_weights_made_under_inference_mode_are_bound_afresh_each_step():
         layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
         x = torch.randn(1, I, dtype=torch.float64)
         _, state = layer.step(x)
+        layer(x.unsqueeze(0), state)  # a one-step forward binds them too
         layer.weight_hh_l0.mul_(-2)
         y, _ = layer.step(x, state)
-        want = layer(x.unsqueeze(0), state)[0][0]
+        y_forward = layer(x.unsqueeze(0), state)[0][0]
+        want = layer(torch.stack((x, x)), state)[0][0]
     torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y_forward, want, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["lstm_peephole", "lstm_layer_norm", "gru", "gru_reset_before", "minlstm",
@@ -301,3 +304,17 @@ def test_steps_split_over_threads_equal_the_forward(two_threads, name):
         ys, _ = _stepped(layer, xs)
         want, _ = layer(xs)
     torch.testing.assert_close(ys, want, rtol=1e-10, atol=1e-10)
+
+
+def test_one_step_forward_of_parametrised_weights_takes_the_general_path(monkeypatch):
+    """A parametrised weight is computed anew each call: binding it every step would cost
+    more than it saves, so the one-step forward leaves it to the general path."""
+    taken = _spy(monkeypatch, "fast_forward")
+    layer = torch.nn.utils.parametrizations.weight_norm(rnnkit.LSTM(I, H, dtype=torch.float64), "weight_hh_l0")
+    layer.eval()
+    x, state = torch.randn(1, 1, I, dtype=torch.float64), layer.init_state(1)
+    with torch.no_grad():
+        y, _ = layer(x, state)
+        want = layer(torch.cat((x, x)), state)[0][:1]
+    assert taken == [False, False]
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
