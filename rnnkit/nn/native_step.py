@@ -38,14 +38,16 @@ from ..cells.min_rnn import MinGRUCell, MinLSTMCell
 from ..kernels.cpu import native
 from ..kernels.specs import LN_EPS
 
-#: above this many streams one GEMM reading the weights once beats a dot product per stream
-NATIVE_MAX_BATCH = 2
+#: most streams a C step takes (its GEMV meets every stream's vector while four weight
+#: rows sit in L1); above, torch's GEMM (packed, tiled for many rows) is the faster
+NATIVE_MAX_BATCH = 8
 _DTYPES = (torch.float32, torch.float64)
 #: scratch values the C steps keep on their own stack (stream_step.h's STREAM_STACK_REALS)
 STACK_SCRATCH = 8192
-#: per kind of C step, the scratch values it needs for input size I and hidden size H
-_SCRATCH = {"lstm": lambda I, H: I + 5 * H, "lstm_ln": lambda I, H: 13 * H, "rnn": lambda I, H: I + 2 * H,
-            "gru": lambda I, H: 6 * H, "gru_variant": lambda I, H: 7 * H, "min_rnn": lambda I, H: 3 * H}
+#: per kind of C step, the scratch values it needs for input size I, hidden size H, B streams
+_SCRATCH = {"lstm": lambda I, H, B: B * (I + 5 * H), "lstm_ln": lambda I, H, B: 8 * B * H + 5 * H,
+            "rnn": lambda I, H, B: B * (I + 2 * H), "gru": lambda I, H, B: 6 * B * H,
+            "gru_variant": lambda I, H, B: 7 * B * H, "min_rnn": lambda I, H, B: 3 * B * H}
 
 
 class LayerStep(NamedTuple):
@@ -140,7 +142,7 @@ class StackProgram:
     Rebuilt when a weight is replaced, swapped or written in place (:meth:`current`)."""
 
     __slots__ = ("dtype", "names", "sources", "tracked", "stamps", "regularization", "input_size", "hidden_size",
-                 "num_layers", "lstm", "scratch_size", "calls", "keep", "sweep")
+                 "num_layers", "lstm", "scratch_sizes", "calls", "keep", "sweep")
 
     def __init__(self, layer, steps: tuple[LayerStep, ...], weights: list[tuple[Tensor | None, ...]],
                  fns: dict, dtype: torch.dtype):
@@ -154,7 +156,8 @@ class StackProgram:
         I, H = layer.input_size, layer.cells[0].hidden_size
         self.input_size, self.hidden_size, self.num_layers = I, H, len(steps)
         self.lstm = steps[0].kind.startswith("lstm")
-        self.scratch_size = max(_SCRATCH[s.kind](I if k == 0 else H, H) for k, s in enumerate(steps))
+        self.scratch_sizes = tuple(max(_SCRATCH[s.kind](I if k == 0 else H, H, B) for k, s in enumerate(steps))
+                                   for B in range(NATIVE_MAX_BATCH + 1))  # by the number of streams
         self.keep, calls = [], []
         with torch.inference_mode(False), torch.no_grad():  # plain constants whatever mode built them
             for k, (spec, w) in enumerate(zip(steps, weights)):
@@ -183,7 +186,8 @@ class StackProgram:
         sweep = self.sweep = 1 - self.sweep  # alternate the rows' order step to step (stream_step.h: cache reuse)
         # per call, not kept (two threads may step the same layer at once): on the C
         # step's stack where it fits, else a tensor alive until the call returns
-        work = None if self.scratch_size <= STACK_SCRATCH else torch.empty(self.scratch_size, dtype=self.dtype)
+        size = self.scratch_sizes[batch]
+        work = None if size <= STACK_SCRATCH else torch.empty(size, dtype=self.dtype)
         x_ptr, at, w_ptr = x.data_ptr(), 0, _ptr(work)
         if self.lstm:
             c_out = torch.empty_like(h)

@@ -4,8 +4,8 @@ per-stream resets. The methods live on :class:`~rnnkit.nn.recurrent.Recurrent`
 
 * :func:`step_layers` — one time step through the stack, the fast way: at batch 1 a
   step is a few small GEMVs, so the generic forward's checks, transposes and dispatch
-  would cost as much as the arithmetic. Without gradients at batch <= 2 the C steps of
-  :mod:`~rnnkit.nn.native_step` take it (every cell but the projected LSTM); otherwise
+  would cost as much as the arithmetic. Without gradients, for up to 8 streams, the C
+  steps of :mod:`~rnnkit.nn.native_step` take it (every cell but the projected LSTM); otherwise
   torch.nn configurations call ATen's fused cell
   (``_VF.lstm_cell``, ``gru_cell``, ``rnn_*_cell``) on the layer's own weights, or, when
   nothing is differentiated (``torch.no_grad`` or frozen weights), one GEMM on a cached

@@ -299,7 +299,7 @@ def test_steps_split_over_threads_equal_the_forward(two_threads, name):
     size = 192  # every cell's GEMVs >= stream_step.h's STREAM_PARALLEL_MIN (65536) weights
     torch.manual_seed(0)
     layer = NATIVE[name](i=size, h=size, num_layers=2, dtype=torch.float64).eval()
-    xs = torch.randn(4, 1, size, dtype=torch.float64)
+    xs = torch.randn(4, 3, size, dtype=torch.float64)  # three streams
     with torch.no_grad():
         ys, _ = _stepped(layer, xs)
         want, _ = layer(xs)

@@ -1,17 +1,19 @@
-/* One time step for a few independent streams (streaming inference, batch 1..4):
- * the recurrent layer's whole step in one call, weights read once per stream.
+/* One time step for a few independent streams (streaming inference, batch 1..16):
+ * the recurrent layer's whole step in one call, its weights read once for all streams.
  *
  * At batch 1 a step is a matrix-vector product over the layer's weights (2 MB at
  * H=256) plus ~10 pointwise ops; through torch that is two GEMM calls sized for
  * matrices (the vendor GEMM reads a row vector at half the memory bandwidth a
  * plain dot product gets) and a dispatch per op. Here the weights are one
  * row-major [W_ih | W_hh] (G, I + S) the caller keeps (rnnkit/nn/native_step.py), so
- * each gate row is one contiguous dot product with [x, h]. (Panels of gate rows read as
- * one sequential stream, as gemm_pack lays them out, were 20% faster in a loop of steps
- * alone but no faster between Python's steps, where the cache is the limit.)
+ * each gate row is one contiguous dot product with [x, h], and four rows at a time,
+ * kept in L1, meet every stream's vector. (Panels of gate rows read as one sequential
+ * stream, as gemm_pack lays them out, were 20% faster in a loop of steps alone but no
+ * faster between Python's steps, where the cache is the limit.)
  *
  * Included twice by steps.c (float / double). No gradients: the caller uses this
- * only where nothing is differentiated.
+ * only where nothing is differentiated. Each step's `work` is scratch of the size its
+ * comment gives (NULL: on the step's stack, up to STREAM_STACK_REALS values).
  */
 
 #ifndef STREAM_STACK_REALS
@@ -26,13 +28,15 @@
 #define STREAM_PARALLEL_MIN (1L << 16)
 #endif
 
-/* y (M) = W (M, K; rows ldw apart) v (K) (+ b): four rows per pass so each load of v serves four rows;
- * the passes split over `threads` for large W. On one thread an odd `sweep` runs the rows
- * last to first: a stream alternates, so each step starts on the rows the previous one
- * ended with, still in cache, where weights a little larger than the cache would otherwise
- * all come from the next level every step (same sums either way: only the order of rows). */
-static void NAME(gemv_rows)(long M, long K, long ldw, const real* W, const real* v, const real* b, real* y,
-                            long threads, long sweep) {
+/* Y (B, M; rows ldy apart) = V (B, K; rows ldv apart) W^T (W (M, K), rows ldw apart)
+ * (+ b): four rows of W per pass, each pass over every stream's vector while the rows are
+ * in L1, so the weights are read once whatever B. The passes split over `threads` for
+ * large W. On one thread an odd `sweep` runs the rows last to first: a stream alternates,
+ * so each step starts on the rows the previous one ended with, still in cache, where
+ * weights a little larger than the cache would otherwise all come from the next level
+ * every step (same sums either way: only the order of rows). */
+static void NAME(gemv_rows)(long M, long K, long ldw, const real* W, long B, const real* V, long ldv,
+                            const real* b, real* Y, long ldy, long threads, long sweep) {
     long quads = M / 4;
     int parallel = threads > 1 && M * K >= STREAM_PARALLEL_MIN;
     int backwards = (sweep & 1) && !parallel;  /* threads keep their own rows: no alternation */
@@ -40,29 +44,38 @@ static void NAME(gemv_rows)(long M, long K, long ldw, const real* W, const real*
     for (long i = 0; i < quads; i++) {
         long m = 4 * (backwards ? quads - 1 - i : i);
         const real *w0 = W + m * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-        real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        SIMD_SUM(s0, s1, s2, s3)
-        for (long k = 0; k < K; k++) {
-            real vk = v[k];
-            s0 += w0[k] * vk; s1 += w1[k] * vk; s2 += w2[k] * vk; s3 += w3[k] * vk;
+        for (long s = 0; s < B; s++) {
+            const real* v = V + s * ldv;
+            real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            SIMD_SUM(s0, s1, s2, s3)
+            for (long k = 0; k < K; k++) {
+                real vk = v[k];
+                s0 += w0[k] * vk; s1 += w1[k] * vk; s2 += w2[k] * vk; s3 += w3[k] * vk;
+            }
+            real* y = Y + s * ldy + m;
+            y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
         }
-        y[m] = s0; y[m + 1] = s1; y[m + 2] = s2; y[m + 3] = s3;
     }
-    for (long m = 4 * quads; m < M; m++) {
-        const real* w = W + m * ldw;
-        real s = 0;
-        SIMD_SUM(s)
-        for (long k = 0; k < K; k++) s += w[k] * v[k];
-        y[m] = s;
-    }
+    for (long m = 4 * quads; m < M; m++)
+        for (long s = 0; s < B; s++) {
+            const real *w = W + m * ldw, *v = V + s * ldv;
+            real acc = 0;
+            SIMD_SUM(acc)
+            for (long k = 0; k < K; k++) acc += w[k] * v[k];
+            Y[s * ldy + m] = acc;
+        }
     if (b)
-        for (long j = 0; j < M; j++) y[j] += b[j];
+        for (long s = 0; s < B; s++)
+            for (long j = 0; j < M; j++) Y[s * ldy + j] += b[j];
 }
 
-/* [x_b, h_b] of stream b into v (I + S) */
-static INLINE void NAME(join)(long I, long S, const real* x, const real* h, real* v) {
-    for (long k = 0; k < I; k++) v[k] = x[k];
-    for (long k = 0; k < S; k++) v[I + k] = h[k];
+/* [x_b, h_b] of every stream into V (B, I + S) */
+static INLINE void NAME(join)(long B, long I, long S, const real* x, const real* h, real* V) {
+    for (long b = 0; b < B; b++) {
+        real* v = V + b * (I + S);
+        for (long k = 0; k < I; k++) v[k] = x[b * I + k];
+        for (long k = 0; k < S; k++) v[I + k] = h[b * S + k];
+    }
 }
 
 /* The three steps take what changes every call first (x, the state in and out), then the
@@ -71,21 +84,20 @@ static INLINE void NAME(join)(long I, long S, const real* x, const real* h, real
 
 /* LSTM (optionally with peepholes: w_ci, w_cf, w_co not NULL), B streams:
  * a = W [x; h] + b, gates i f g o, c' = f c + i g, h' = o tanh(c').
- * work: I + H + 4H scratch values (NULL: on the stack, up to STREAM_STACK_REALS).
- * h_out/c_out may not alias h/c. */
+ * work: B (I + 5H) values. h_out/c_out may not alias h/c. */
 void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep,
                             const real* x, const real* h, const real* c, real* h_out, real* c_out,
                             const real* W, const real* bias, const real* w_ci, const real* w_cf,
                             const real* w_co, real* work) {
     real stack[work ? 1 : STREAM_STACK_REALS];
     if (!work) work = stack;
-    const long K = I + H;
-    real *v = work, *a = work + K;
+    const long K = I + H, G = 4 * H;
+    real *V = work, *A = work + B * K;
+    NAME(join)(B, I, H, x, h, V);
+    NAME(gemv_rows)(G, K, K, W, B, V, K, bias, A, G, threads, sweep);
     for (long b = 0; b < B; b++) {
-        const real* cp = c + b * H;
+        const real *a = A + b * G, *cp = c + b * H;
         real *hn = h_out + b * H, *cn = c_out + b * H;
-        NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(4 * H, K, K, W, v, bias, a, threads, sweep);
         if (w_ci) {
             SIMD
             for (long j = 0; j < H; j++) {
@@ -111,7 +123,7 @@ void NAME(lstm_stream_step)(long B, long I, long H, long threads, long sweep,
  * products, a = LN(W_ih x) gamma_x + shift + LN(W_hh h) gamma_h, c' = f c + i g,
  * h' = o tanh(LN(c') gamma_c + beta_c). W: row-major [W_ih | W_hh] (4H, I + H), its two
  * halves read as two products (each has its own norm); shift: b_ih + b_hh (never NULL).
- * work: 13H scratch values (NULL: on the stack, up to STREAM_STACK_REALS). */
+ * work: 8BH + 5H values. */
 void NAME(lstm_ln_stream_step)(long B, long I, long H, long threads, long sweep,
                                const real* x, const real* h, const real* c, real* h_out, real* c_out,
                                real eps, const real* W, const real* shift, const real* gamma_x,
@@ -120,12 +132,12 @@ void NAME(lstm_ln_stream_step)(long B, long I, long H, long threads, long sweep,
     real stack[work ? 1 : STREAM_STACK_REALS];
     if (!work) work = stack;
     const long G = 4 * H, K = I + H;
-    real *xp = work, *hp = work + G, *a = work + 2 * G, *u = work + 3 * G;
+    real *XP = work, *HP = work + B * G, *a = work + 2 * B * G, *u = a + G;
+    NAME(gemv_rows)(G, I, K, W, B, x, I, 0, XP, G, threads, sweep);
+    NAME(gemv_rows)(G, H, K, W + I, B, h, H, 0, HP, G, threads, sweep);
     for (long b = 0; b < B; b++) {
-        const real* cp = c + b * H;
+        const real *cp = c + b * H, *xp = XP + b * G, *hp = HP + b * G;
         real mx, rx, mh, rh, mc, rc;  /* the norms' moments: the backward's, not needed here */
-        NAME(gemv_rows)(G, I, K, W, x + b * I, 0, xp, threads, sweep);
-        NAME(gemv_rows)(G, H, K, W + I, h + b * H, 0, hp, threads, sweep);
         if (w_ci)
             NAME(forward_row)(H, 1, 1, eps, xp, gamma_x, shift, &mx, &rx, hp, gamma_h, &mh, &rh, cp, w_ci, w_cf,
                               w_co, gamma_c, beta_c, &mc, &rc, a, c_out + b * H, u, h_out + b * H);
@@ -136,41 +148,37 @@ void NAME(lstm_ln_stream_step)(long B, long I, long H, long threads, long sweep,
 }
 
 /* Elman RNN, B streams: h' = act(W [x; h] + b), act tanh (relu = 0) or relu (relu = 1).
- * work: I + 2H scratch values (or NULL, as for the LSTM). */
+ * work: B (I + 2H) values. */
 void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep,
                            const real* x, const real* h, real* h_out,
                            long relu, const real* W, const real* bias, real* work) {
     real stack[work ? 1 : STREAM_STACK_REALS];
     if (!work) work = stack;
     const long K = I + H;
-    real *v = work, *a = work + K;
-    for (long b = 0; b < B; b++) {
-        real* hn = h_out + b * H;
-        NAME(join)(I, H, x + b * I, h + b * H, v);
-        NAME(gemv_rows)(H, K, K, W, v, bias, a, threads, sweep);
-        if (relu) {
-            for (long j = 0; j < H; j++) hn[j] = a[j] > 0 ? a[j] : (a[j] != a[j] ? a[j] : 0);
-        } else {
-            SIMD
-            for (long j = 0; j < H; j++) hn[j] = NAME(tanh)(a[j]);
-        }
+    real *V = work, *A = work + B * K;
+    NAME(join)(B, I, H, x, h, V);
+    NAME(gemv_rows)(H, K, K, W, B, V, K, bias, A, H, threads, sweep);
+    for (long j = 0; j < B * H; j++) {
+        real aj = A[j];
+        h_out[j] = relu ? (aj > 0 ? aj : (aj != aj ? aj : 0)) : NAME(tanh)(aj);
     }
 }
 
 /* GRU as torch.nn.GRU (reset after the recurrent product): W_i (3H, I), W_h (3H, H),
  * b_i, b_h (3H) or NULL; r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r hn),
- * h' = (1 - z) n + z h. work: 6H scratch values (or NULL, as for the LSTM). */
+ * h' = (1 - z) n + z h. work: 6BH values. */
 void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep,
                            const real* x, const real* h, real* h_out,
                            const real* W_i, const real* W_h, const real* b_i, const real* b_h, real* work) {
     real stack[work ? 1 : STREAM_STACK_REALS];
     if (!work) work = stack;
-    real *gi = work, *gh = work + 3 * H;
+    const long G = 3 * H;
+    real *GI = work, *GH = work + B * G;
+    NAME(gemv_rows)(G, I, I, W_i, B, x, I, b_i, GI, G, threads, sweep);
+    NAME(gemv_rows)(G, H, H, W_h, B, h, H, b_h, GH, G, threads, sweep);
     for (long b = 0; b < B; b++) {
-        const real* hp = h + b * H;
+        const real *gi = GI + b * G, *gh = GH + b * G, *hp = h + b * H;
         real* hn = h_out + b * H;
-        NAME(gemv_rows)(3 * H, I, I, W_i, x + b * I, b_i, gi, threads, sweep);
-        NAME(gemv_rows)(3 * H, H, H, W_h, hp, b_h, gh, threads, sweep);
         SIMD
         for (long j = 0; j < H; j++) {
             real r = NAME(sigm)(gi[j] + gh[j]), z = NAME(sigm)(gi[H + j] + gh[H + j]);
@@ -184,36 +192,43 @@ void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep,
  * n = tanh(xn + W_hn (r h) + b_hn), the recurrent product split around r), 2 = simplified
  * (an update gate only: u = s(xu + hu), n = tanh(xn + hn), h' = h + u (n - h)). W_i
  * (G H, I), W_h (G H, H), b_i, b_h (G H) or NULL, G = 3 or 2, gates in the cell's order.
- * work: 7H scratch values (or NULL, as for the LSTM). */
+ * work: 7BH values. */
 void NAME(gru_variant_stream_step)(long B, long I, long H, long threads, long sweep,
                                    const real* x, const real* h, real* h_out,
                                    long variant, const real* W_i, const real* W_h, const real* b_i,
                                    const real* b_h, real* work) {
     real stack[work ? 1 : STREAM_STACK_REALS];
     if (!work) work = stack;
-    real *gi = work, *gh = work + 3 * H, *rh = work + 6 * H;
-    const long G = variant == 2 ? 2 : 3;
-    for (long b = 0; b < B; b++) {
-        const real* hp = h + b * H;
-        real* hn = h_out + b * H;
-        NAME(gemv_rows)(G * H, I, I, W_i, x + b * I, b_i, gi, threads, sweep);
-        if (variant == 2) {
-            NAME(gemv_rows)(2 * H, H, H, W_h, hp, b_h, gh, threads, sweep);
+    const long G = (variant == 2 ? 2 : 3) * H, L = 3 * H;  /* L: the scratch rows' stride */
+    real *GI = work, *GH = work + B * L, *RH = work + 2 * B * L;
+    NAME(gemv_rows)(G, I, I, W_i, B, x, I, b_i, GI, L, threads, sweep);
+    NAME(gemv_rows)(2 * H, H, H, W_h, B, h, H, b_h, GH, L, threads, sweep);  /* u, n or r, z */
+    if (variant == 2) {
+        for (long b = 0; b < B; b++) {
+            const real *gi = GI + b * L, *gh = GH + b * L, *hp = h + b * H;
+            real* hn = h_out + b * H;
             SIMD
             for (long j = 0; j < H; j++) {
                 real u = NAME(sigm)(gi[j] + gh[j]), n = NAME(tanh)(gi[H + j] + gh[H + j]);
                 hn[j] = hp[j] + u * (n - hp[j]);
             }
-            continue;
         }
-        NAME(gemv_rows)(2 * H, H, H, W_h, hp, b_h, gh, threads, sweep);  /* r and z first */
+        return;
+    }
+    for (long b = 0; b < B; b++) {
+        const real *gi = GI + b * L, *hp = h + b * H;
+        real *gh = GH + b * L, *rh = RH + b * H;
         SIMD
         for (long j = 0; j < H; j++) {
             gh[j] = NAME(sigm)(gi[j] + gh[j]);                 /* r */
             gh[H + j] = NAME(sigm)(gi[H + j] + gh[H + j]);     /* z */
             rh[j] = gh[j] * hp[j];
         }
-        NAME(gemv_rows)(H, H, H, W_h + 2 * H * H, rh, b_h ? b_h + 2 * H : 0, gh + 2 * H, threads, sweep);
+    }
+    NAME(gemv_rows)(H, H, H, W_h + 2 * H * H, B, RH, H, b_h ? b_h + 2 * H : 0, GH + 2 * H, L, threads, sweep);
+    for (long b = 0; b < B; b++) {
+        const real *gi = GI + b * L, *gh = GH + b * L, *hp = h + b * H;
+        real* hn = h_out + b * H;
         SIMD
         for (long j = 0; j < H; j++) {
             real n = NAME(tanh)(gi[2 * H + j] + gh[2 * H + j]);
@@ -232,20 +247,20 @@ static inline real NAME(log_sigm)(real x) {
  * minGRU (gates 2: z, h~): a = s(-k_z), b = s(k_z) g(k_h);
  * minLSTM (gates 3: f, i, h~): d = log s(k_i) - log s(k_f), a = s(-d), b = s(d) g(k_h);
  * g(k) = k + 0.5 (k >= 0) or s(k) when `positive`, else k. W (G H, I), bias (G H) or NULL.
- * work: 3H scratch values (or NULL, as for the LSTM). */
+ * work: 3BH values. */
 void NAME(min_rnn_stream_step)(long B, long I, long H, long threads, long sweep,
                                const real* x, const real* h, real* h_out,
                                long gates, long positive, const real* W, const real* bias, real* work) {
     real stack[work ? 1 : STREAM_STACK_REALS];
     if (!work) work = stack;
+    const long G = gates * H;
+    NAME(gemv_rows)(G, I, I, W, B, x, I, bias, work, G, threads, sweep);
     for (long b = 0; b < B; b++) {
-        const real* hp = h + b * H;
+        const real *k = work + b * G, *kh = k + (gates - 1) * H, *hp = h + b * H;
         real* hn = h_out + b * H;
-        NAME(gemv_rows)(gates * H, I, I, W, x + b * I, bias, work, threads, sweep);
-        const real* kh = work + (gates - 1) * H;
         for (long j = 0; j < H; j++) {
-            real k = kh[j], cand = positive ? (k >= 0 ? k + (real)0.5 : NAME(sigm)(k)) : k;
-            real d = gates == 2 ? work[j] : NAME(log_sigm)(work[H + j]) - NAME(log_sigm)(work[j]);
+            real cand = positive ? (kh[j] >= 0 ? kh[j] + (real)0.5 : NAME(sigm)(kh[j])) : kh[j];
+            real d = gates == 2 ? k[j] : NAME(log_sigm)(k[H + j]) - NAME(log_sigm)(k[j]);
             hn[j] = NAME(sigm)(d) * cand + NAME(sigm)(-d) * hp[j];
         }
     }
