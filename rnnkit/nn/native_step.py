@@ -217,7 +217,8 @@ def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tupl
     """``x (B, I)``, ``states`` each ``(L, B, S)`` -> ``(y (B, O), new states)`` through the
     C steps, or None when this layer, input or mode is not one they take."""
     steps = specs(layer)
-    if (steps is None or x.device.type != "cpu" or x.dtype not in _DTYPES or torch.is_autocast_enabled()
+    if (steps is None or x.shape[0] > NATIVE_MAX_BATCH or x.device.type != "cpu" or x.dtype not in _DTYPES
+            or torch.is_autocast_enabled()
             or layer.regularization.steps_masked(False)):  # zoneout: not in the C steps
         return None
     fns = _functions(x.dtype)

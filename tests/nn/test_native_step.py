@@ -118,6 +118,9 @@ def test_inputs_it_does_not_take_fall_back():
     layer.requires_grad_(False)
     assert native_step.step_stack(layer, x, s, grad=True) is not None
     assert native_step.step_stack(layer, x.requires_grad_(), s, grad=True) is None
+    # more streams than the C steps take: torch's GEMM
+    many = torch.randn(native_step.NATIVE_MAX_BATCH + 1, I)
+    assert native_step.step_stack(layer, many, states_of(layer, len(many), torch.float32, None), grad=False) is None
     half = rnnkit.LSTM(I, H, dtype=torch.bfloat16).eval()
     assert native_step.step_stack(half, x.bfloat16(), states_of(half, 1, torch.bfloat16, None), grad=False) is None
 
