@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..cells.gru import GRUCell
+from ..cells.gru import GRU_VARIANTS, GRUCell
 from ..cells.lstm import LSTMCell
 from ..cells.min_rnn import MinGRUCell, MinLSTMCell
 from ..kernels.cpu import native
@@ -46,15 +46,15 @@ _DTYPES = (torch.float32, torch.float64)
 STACK_SCRATCH = 8192
 #: per kind of C step, the scratch values it needs for input size I, hidden size H, B streams
 _SCRATCH = {"lstm": lambda I, H, B: B * (I + 5 * H), "lstm_ln": lambda I, H, B: 8 * B * H + 5 * H,
-            "rnn": lambda I, H, B: B * (I + 2 * H), "gru": lambda I, H, B: 6 * B * H,
-            "gru_variant": lambda I, H, B: 7 * B * H, "min_rnn": lambda I, H, B: 3 * B * H}
+            "rnn": lambda I, H, B: B * (I + 2 * H), "gru": lambda I, H, B: 7 * B * H,
+            "min_rnn": lambda I, H, B: 3 * B * H}
 
 
 class LayerStep(NamedTuple):
     """How one layer of the stack steps in C."""
 
     kind: str                 # the C function <kind>_stream_step: a key of _SCRATCH
-    options: tuple[int, ...]  # its option arguments (rnn: relu; gru_variant: variant; min_rnn: gates, positive)
+    options: tuple[int, ...]  # its option arguments (rnn: relu; gru: variant; min_rnn: gates, positive)
     names: tuple[str | None, ...]  # the layer's parameter attributes the step reads
 
 
@@ -73,10 +73,8 @@ def _layer_step(cell, names: dict[str, str]) -> LayerStep | None:
         return LayerStep("lstm", (), lstm)
     if cell.torch_mode in ("RNN_TANH", "RNN_RELU"):
         return LayerStep("rnn", (int(cell.torch_mode == "RNN_RELU"),), gru)
-    if cell.torch_mode == "GRU":
-        return LayerStep("gru", (), gru)
     if type(cell) is GRUCell:
-        return LayerStep("gru_variant", (1 if cell.variant == "reset_before" else 2,), gru)
+        return LayerStep("gru", (GRU_VARIANTS.index(cell.variant),), gru)
     if type(cell) in (MinGRUCell, MinLSTMCell):
         return LayerStep("min_rnn", (cell.num_gates, int(cell.positive)), (get("weight_ih"), get("bias_ih")))
     return None
@@ -123,7 +121,7 @@ def _bound(spec: LayerStep, w: tuple[Tensor | None, ...], H: int) -> tuple[tuple
     def keep(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.contiguous()
 
-    if spec.kind in ("gru", "gru_variant", "min_rnn"):  # (GRUs: r meets the products apart)
+    if spec.kind in ("gru", "min_rnn"):  # (GRUs: r meets the two products apart)
         packed = tuple(map(keep, w))
         return packed, (*spec.options, *map(_ptr, packed))
     W = torch.cat((w[0], w[1]), 1).contiguous()

@@ -164,75 +164,54 @@ void NAME(rnn_stream_step)(long B, long I, long H, long threads, long sweep,
     }
 }
 
-/* GRU as torch.nn.GRU (reset after the recurrent product): W_i (3H, I), W_h (3H, H),
- * b_i, b_h (3H) or NULL; r = s(xr + hr), z = s(xz + hz), n = tanh(xn + r hn),
- * h' = (1 - z) n + z h. work: 6BH values. */
+/* GRU, B streams, gates in the cell's order; W_i (G H, I), W_h (G H, H), b_i, b_h (G H) or
+ * NULL, G = 3 (2 for simplified). variant 0 = reset_after, as torch.nn.GRU: r = s(xr + hr),
+ * z = s(xz + hz), n = tanh(xn + r hn), h' = (1 - z) n + z h; 1 = reset_before (Cho et al.
+ * 2014): n = tanh(xn + W_hn (r h) + b_hn), the recurrent product split around r; 2 =
+ * simplified (an update gate only): u = s(xu + hu), n = tanh(xn + hn), h' = h + u (n - h).
+ * work: 7BH values. */
 void NAME(gru_stream_step)(long B, long I, long H, long threads, long sweep,
                            const real* x, const real* h, real* h_out,
-                           const real* W_i, const real* W_h, const real* b_i, const real* b_h, real* work) {
-    real stack[work ? 1 : STREAM_STACK_REALS];
-    if (!work) work = stack;
-    const long G = 3 * H;
-    real *GI = work, *GH = work + B * G;
-    NAME(gemv_rows)(G, I, I, W_i, B, x, I, b_i, GI, G, threads, sweep);
-    NAME(gemv_rows)(G, H, H, W_h, B, h, H, b_h, GH, G, threads, sweep);
-    for (long b = 0; b < B; b++) {
-        const real *gi = GI + b * G, *gh = GH + b * G, *hp = h + b * H;
-        real* hn = h_out + b * H;
-        SIMD
-        for (long j = 0; j < H; j++) {
-            real r = NAME(sigm)(gi[j] + gh[j]), z = NAME(sigm)(gi[H + j] + gh[H + j]);
-            real n = NAME(tanh)(gi[2 * H + j] + r * gh[2 * H + j]);
-            hn[j] = n + z * (hp[j] - n);
-        }
-    }
-}
-
-/* The GRU variants torch.nn has no step for: variant 1 = reset_before (Cho et al. 2014:
- * n = tanh(xn + W_hn (r h) + b_hn), the recurrent product split around r), 2 = simplified
- * (an update gate only: u = s(xu + hu), n = tanh(xn + hn), h' = h + u (n - h)). W_i
- * (G H, I), W_h (G H, H), b_i, b_h (G H) or NULL, G = 3 or 2, gates in the cell's order.
- * work: 7BH values. */
-void NAME(gru_variant_stream_step)(long B, long I, long H, long threads, long sweep,
-                                   const real* x, const real* h, real* h_out,
-                                   long variant, const real* W_i, const real* W_h, const real* b_i,
-                                   const real* b_h, real* work) {
+                           long variant, const real* W_i, const real* W_h, const real* b_i, const real* b_h,
+                           real* work) {
     real stack[work ? 1 : STREAM_STACK_REALS];
     if (!work) work = stack;
     const long G = (variant == 2 ? 2 : 3) * H, L = 3 * H;  /* L: the scratch rows' stride */
     real *GI = work, *GH = work + B * L, *RH = work + 2 * B * L;
     NAME(gemv_rows)(G, I, I, W_i, B, x, I, b_i, GI, L, threads, sweep);
-    NAME(gemv_rows)(2 * H, H, H, W_h, B, h, H, b_h, GH, L, threads, sweep);  /* u, n or r, z */
-    if (variant == 2) {
+    /* reset_before needs r before the candidate's product: its first two gates first */
+    NAME(gemv_rows)(variant == 1 ? 2 * H : G, H, H, W_h, B, h, H, b_h, GH, L, threads, sweep);
+    if (variant == 1) {
         for (long b = 0; b < B; b++) {
-            const real *gi = GI + b * L, *gh = GH + b * L, *hp = h + b * H;
-            real* hn = h_out + b * H;
+            const real *gi = GI + b * L, *hp = h + b * H;
+            real *gh = GH + b * L, *rh = RH + b * H;
+            SIMD
+            for (long j = 0; j < H; j++) {
+                gh[j] = NAME(sigm)(gi[j] + gh[j]);                 /* r */
+                rh[j] = gh[j] * hp[j];
+            }
+        }
+        NAME(gemv_rows)(H, H, H, W_h + 2 * H * H, B, RH, H, b_h ? b_h + 2 * H : 0, GH + 2 * H, L, threads, sweep);
+    }
+    for (long b = 0; b < B; b++) {
+        const real *gi = GI + b * L, *gh = GH + b * L, *hp = h + b * H;
+        real* hn = h_out + b * H;
+        if (variant == 2) {
             SIMD
             for (long j = 0; j < H; j++) {
                 real u = NAME(sigm)(gi[j] + gh[j]), n = NAME(tanh)(gi[H + j] + gh[H + j]);
                 hn[j] = hp[j] + u * (n - hp[j]);
             }
+            continue;
         }
-        return;
-    }
-    for (long b = 0; b < B; b++) {
-        const real *gi = GI + b * L, *hp = h + b * H;
-        real *gh = GH + b * L, *rh = RH + b * H;
         SIMD
         for (long j = 0; j < H; j++) {
-            gh[j] = NAME(sigm)(gi[j] + gh[j]);                 /* r */
-            gh[H + j] = NAME(sigm)(gi[H + j] + gh[H + j]);     /* z */
-            rh[j] = gh[j] * hp[j];
-        }
-    }
-    NAME(gemv_rows)(H, H, H, W_h + 2 * H * H, B, RH, H, b_h ? b_h + 2 * H : 0, GH + 2 * H, L, threads, sweep);
-    for (long b = 0; b < B; b++) {
-        const real *gi = GI + b * L, *gh = GH + b * L, *hp = h + b * H;
-        real* hn = h_out + b * H;
-        SIMD
-        for (long j = 0; j < H; j++) {
-            real n = NAME(tanh)(gi[2 * H + j] + gh[2 * H + j]);
-            hn[j] = n + gh[H + j] * (hp[j] - n);
+            real z = NAME(sigm)(gi[H + j] + gh[H + j]), n;
+            if (variant == 0)
+                n = NAME(tanh)(gi[2 * H + j] + NAME(sigm)(gi[j] + gh[j]) * gh[2 * H + j]);
+            else  /* r already applied inside the product */
+                n = NAME(tanh)(gi[2 * H + j] + gh[2 * H + j]);
+            hn[j] = n + z * (hp[j] - n);
         }
     }
 }
