@@ -6,14 +6,16 @@ calls sized for matrices (oneDNN reads a row vector at about half the memory ban
 a plain dot product gets) and one dispatch per op, so torch.nn's ``LSTMCell`` spends
 most of a step outside arithmetic. The C functions of
 ``rnnkit/kernels/cpu/native/stream_step.h`` do the layer's whole step in one call on a
-row-major ``[W_ih | W_hh]`` kept here (rebuilt whenever a weight changes).
+row-major ``[W_ih | W_hh]`` kept here (rebuilt whenever a weight changes), reading it
+once for all the streams.
 
 Taken by :func:`rnnkit.nn.streaming.step_layers` when: the native library is built, the
 input is a CPU float32/float64 tensor of at most :data:`NATIVE_MAX_BATCH` streams,
 nothing is differentiated (``torch.no_grad``/``inference_mode`` or frozen weights), no
 autocast, and every layer is an LSTM (optionally with peepholes and/or layer norm; no
-projection), an Elman RNN, a GRU (any variant), a minGRU or a minLSTM. Otherwise :func:`step_stack` returns None
-and the torch step runs. Both compute the same function; the tests compare them.
+projection), an Elman RNN, a GRU (any variant), a minGRU or a minLSTM. Otherwise
+:func:`step_stack` returns None and the torch step runs. Both compute the same function;
+the tests compare them.
 
 The C steps are bound to the layer's weights once (:class:`StackProgram`, rebuilt when
 a weight changes); after a first step through the general path, ``layer.step`` calls
