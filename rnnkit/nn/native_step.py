@@ -348,7 +348,7 @@ def fast_forward(layer, x: Tensor, hx) -> tuple[Tensor, Tensor | tuple[Tensor, T
     if states is None or _differentiated(x, states, prog):
         return None
     outs = prog.run(x, states, B)
-    out = outs[0][-1:]  # (1, B, H) or unbatched (1, H)
+    out = outs[0][-1:].clone()  # (1, B, H) or unbatched (1, H); its own memory, as torch.nn's output
     if batched and layer.batch_first:
         out = out.transpose(0, 1)
     return out, (outs if prog.lstm else outs[0])

@@ -244,6 +244,17 @@ def test_one_step_chunks_through_forward_equal_the_whole_sequence(monkeypatch, n
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+def test_one_step_forward_output_does_not_share_memory_with_the_state():
+    """As torch.nn.LSTM's: writing into the output leaves h_n alone."""
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x, state = torch.randn(1, 1, I, dtype=torch.float64), layer.init_state(1)
+    with torch.no_grad():
+        out, (h, _) = layer(x, state)
+        kept = h.clone()
+        out.zero_()
+    assert torch.equal(h, kept)
+
+
 def test_one_step_forward_declines_what_the_c_steps_do_not_compute(monkeypatch):
     taken = _spy(monkeypatch, "fast_forward")
     layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
