@@ -46,12 +46,15 @@ def _packed(w_hh: Tensor, reset_before: bool, transpose: bool, choice: str, batc
     return tuple(None if w is None else native.gemm_weight(w.t() if transpose else w, choice, batch) for w in blocks)
 
 
-def pack_weights(w_hh: Tensor, reset_before: bool, B: int, T: int) -> tuple[str, Tensor, Tensor | None]:
-    """``(choice, *blocks)``: ``W_hh`` as the forward's per-step GEMMs take it (:func:`_packed`)
-    for ``T`` steps of ``B`` rows, the GEMM by the main product's shape."""
+def pack_weights(w_hh: Tensor, reset_before: bool, B: int, T: int,
+                 transpose: bool = False) -> tuple[str, Tensor, Tensor | None]:
+    """``(choice, *blocks)``: ``W_hh`` as the per-step GEMMs take it (:func:`_packed`;
+    ``transpose``: the backward's) for ``T`` steps of ``B`` rows, the GEMM by the main
+    product's shape."""
     H = w_hh.shape[1]
-    choice = native.gemm_choice(w_hh.dtype, B, 2 * H, H, steps=T)
-    return (choice, *_packed(w_hh, reset_before, False, choice, B))
+    out, into = (H, 2 * H) if transpose else (2 * H, H)
+    choice = native.gemm_choice(w_hh.dtype, B, out, into, steps=T)
+    return (choice, *_packed(w_hh, reset_before, transpose, choice, B))
 
 
 def _mask_args(km: KernelMasks, B: int, H: int, dtype, *extra) -> tuple:
@@ -91,8 +94,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     H, rb = w_hh.shape[1], variant == "reset_before"
     dA, grad = torch.empty_like(A), dh_n.contiguous().clone()  # grad: dh_T down to dh_0, in place
     m8 = byte_mask(mask)
-    choice = native.gemm_choice(A.dtype, B, H, 2 * H, steps=T)
-    p_a, p_b = _packed(w_hh, rb, True, choice, B)
+    choice, p_a, p_b = pack_weights(w_hh, rb, B, T, transpose=True)
     P, drh, Q = A.new_empty(B, H), A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, A.dtype, Q.data_ptr())
     fns.backward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),

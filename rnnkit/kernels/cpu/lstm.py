@@ -113,8 +113,9 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
 
 
 def pack_weights(w_hh: Tensor, w_hr: Tensor | None, B: int, T: int) -> tuple[str, Tensor, Tensor | None]:
-    """``(choice, W_hh, W_hr)`` as the forward's per-step GEMMs take them (``native.gemm_weight``),
-    for ``T`` steps of ``B`` rows: the GEMM by the main product's shape."""
+    """``(choice, W_hh, W_hr)`` as the per-step GEMMs take them (``native.gemm_weight``), for
+    ``T`` steps of ``B`` rows: the GEMM by the main product's shape (the backward passes the
+    transposes)."""
     choice = native.gemm_choice(w_hh.dtype, B, w_hh.shape[0], w_hh.shape[1], steps=T)
     return (choice, native.gemm_weight(w_hh, choice, B),
             None if w_hr is None else native.gemm_weight(w_hr, choice, B))
@@ -149,9 +150,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, g_x = (ptr(ln[0]), ptr(ln[1]), ptr(ln[3])) if ln else (None, None, None)
-    choice = native.gemm_choice(f.A.dtype, B, R, G, steps=T)
-    panels_hh_t = native.gemm_weight(w_hh.t(), choice, B)
-    panels_hr_t = native.gemm_weight(w_hr.t(), choice, B) if spec.proj else None
+    choice, panels_hh_t, panels_hr_t = pack_weights(w_hh.t(), w_hr.t() if spec.proj else None, B, T)
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
     scratch, dm = f.A.new_empty(threads, 3 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
     hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}

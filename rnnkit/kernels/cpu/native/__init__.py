@@ -400,8 +400,9 @@ def _cheapest(times: dict[str, tuple[float, float]], steps: int | None) -> str:
 
 
 def gemm_choices() -> dict[tuple, str]:
-    """The choices :func:`gemm_choice` timed in this process: ``(dtype, B, N, K, threads,
-    library) -> "packed" | "vendor"`` (benchmarks record them)."""
+    """The choices :func:`gemm_choice` timed in this process, for products alone (no
+    packing counted): ``(dtype, B, N, K, threads, library) -> "packed" | "vendor" |
+    "vendor_packed"`` (benchmarks record them)."""
     return {key: _cheapest(times, None) for key, times in _TIMES.items()}
 
 
