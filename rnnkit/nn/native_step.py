@@ -139,7 +139,7 @@ class StackProgram:
     """A layer stack's C steps bound to its weights as they are now: per layer, the C
     function and its constant arguments (the contiguous ``[W_ih | W_hh]``, the summed
     bias, peepholes), so a step only passes its input and state.
-    Rebuilt when a weight is replaced, swapped or written in place (:meth:`current`)."""
+    Rebuilt when a weight is replaced, swapped or written in place (:func:`_unchanged`)."""
 
     __slots__ = ("dtype", "names", "sources", "tracked", "stamps", "regularization", "input_size", "hidden_size",
                  "num_layers", "lstm", "scratch_sizes", "calls", "keep", "sweep")
@@ -166,12 +166,6 @@ class StackProgram:
                 calls.append((fns[spec.kind], I if k == 0 else H, consts))
         self.calls = tuple(calls)
         self.sweep = 1
-
-    def current(self, layer, weights: list[tuple[Tensor | None, ...]]) -> bool:
-        """Whether these are still the weights it was bound to, unchanged."""
-        now = tuple(t for w in weights for t in w if t is not None)
-        return (self.tracked and len(now) == len(self.sources) and all(a is b for a, b in zip(now, self.sources))
-                and _stamps(now) == self.stamps and layer.regularization is self.regularization)
 
     def run(self, x: Tensor, states: tuple[Tensor, ...], batch: int) -> tuple[Tensor, ...]:
         """``x (B, I)`` or ``(I,)`` (or any layout of those values), ``states`` each
@@ -208,22 +202,30 @@ def program(layer, steps: tuple[LayerStep, ...], weights: list[tuple[Tensor | No
             dtype: torch.dtype) -> StackProgram:
     """The layer's bound C steps for ``weights`` (cached; rebuilt when they changed)."""
     prog = _PROGRAMS.get(layer)
-    if prog is None or prog.dtype is not dtype or not prog.current(layer, weights):
+    if prog is None or prog.dtype is not dtype or not _unchanged(layer, prog):
         prog = _PROGRAMS[layer] = StackProgram(layer, steps, weights, fns, dtype)
     return prog
+
+
+def _c_steps(layer, dtype: torch.dtype) -> tuple[tuple[LayerStep, ...], dict] | None:
+    """The layer's C steps (:func:`specs`) and functions for ``dtype``, or None: a cell
+    without one, zoneout (not in the C steps), or no native library."""
+    steps = specs(layer)
+    if steps is None or layer.regularization.steps_masked(False):
+        return None
+    fns = _functions(dtype)
+    return None if fns is None else (steps, fns)
 
 
 def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tuple[Tensor, tuple[Tensor, ...]] | None:
     """``x (B, I)``, ``states`` each ``(L, B, S)`` -> ``(y (B, O), new states)`` through the
     C steps, or None when this layer, input or mode is not one they take."""
-    steps = specs(layer)
-    if (steps is None or x.shape[0] > NATIVE_MAX_BATCH or x.device.type != "cpu" or x.dtype not in _DTYPES
-            or torch.is_autocast_enabled()
-            or layer.regularization.steps_masked(False)):  # zoneout: not in the C steps
+    if x.shape[0] > NATIVE_MAX_BATCH or x.device.type != "cpu" or x.dtype not in _DTYPES or torch.is_autocast_enabled():
         return None
-    fns = _functions(x.dtype)
-    if fns is None:
+    found = _c_steps(layer, x.dtype)
+    if found is None:
         return None
+    steps, fns = found
     weights = [_weights(layer, s.names) for s in steps]
     if grad and (x.requires_grad or any(s.requires_grad for s in states)
                  or any(t is not None and t.requires_grad for w in weights for t in w)):
@@ -311,15 +313,15 @@ def _current_program(layer, dtype: torch.dtype) -> StackProgram | None:
             return None
         if _unchanged(layer, prog):
             return prog
-    steps = specs(layer)
-    if (steps is None or layer.regularization.steps_masked(False)  # zoneout: not in the C steps
-            or any(n is not None and n not in layer._parameters for s in steps for n in s.names)):
+    found = _c_steps(layer, dtype)
+    if found is None or any(n is not None and n not in layer._parameters for s in found[0] for n in s.names):
         return None
-    fns = _functions(dtype)
+    steps, fns = found
     weights = [_weights(layer, s.names) for s in steps]
-    if fns is None or any(t is not None and (t.dtype is not dtype or not t.is_cpu) for w in weights for t in w):
+    if any(t is not None and (t.dtype is not dtype or not t.is_cpu) for w in weights for t in w):
         return None
-    return program(layer, steps, weights, fns, dtype)
+    prog = _PROGRAMS[layer] = StackProgram(layer, steps, weights, fns, dtype)  # (the cached one is stale)
+    return prog
 
 
 def fast_forward(layer, x: Tensor, hx) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]] | None:

@@ -74,7 +74,8 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     runs several calls on the same weights."""
     T, B, GH = xp.shape
     H, n, rb = w_hh.shape[1], T if store else 1, variant == "reset_before"
-    f = SimpleNamespace(Y=xp.new_empty(T, B, H) if Y is None else Y, A=xp.new_empty(n, B, GH), RH=xp.new_empty(n, B, H) if rb else None)
+    f = SimpleNamespace(Y=xp.new_empty(T, B, H) if Y is None else Y, A=xp.new_empty(n, B, GH),
+                        RH=xp.new_empty(n, B, H) if rb else None)
     m8 = byte_mask(mask)
     choice, p_a, p_b = packed or pack_weights(w_hh, rb, B, T)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
