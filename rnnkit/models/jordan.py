@@ -22,18 +22,12 @@ from torch import Tensor, nn
 
 from ..cells.jordan import JordanCell
 from ..errors import ConfigError
+from ..kernels.jordan_parallel import teacher_forced
 from ..nn.init import INIT_SCHEMES, init_cell_parameters
 from ..options import option
 
 #: the choices JordanCell takes for ``nonlinearity`` (phi) and ``output_activation`` (psi)
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
-#: the same functions in place, for the parallel pass (on fresh GEMM outputs autograd allows it)
-_INPLACE = {"tanh": Tensor.tanh_, "relu": Tensor.relu_, "sigmoid": Tensor.sigmoid_, "identity": lambda v: v}
-
-
-def _affine(a: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``a @ weight.T (+ bias)`` for 2-D ``a``: one GEMM, the bias added inside it."""
-    return torch.mm(a, weight.t()) if bias is None else torch.addmm(bias, a, weight.t())
 
 
 @dataclass(frozen=True)
@@ -157,14 +151,14 @@ class JordanRNN(nn.Module):
     # --- the two passes --------------------------------------------------------------
     def _parallel(self, x: Tensor, y_prev: Tensor) -> Tensor:
         """All ``B*T`` steps as rows of one batch, no loop over time: the cell's step with
-        its two pre-activation GEMMs fused into one over ``[x_t, y_{t-1}]`` (K = I + O) and
-        the activations applied in place (fewer passes over the (B*T, H) activations)."""
+        its two pre-activation GEMMs fused into one over ``[x_t, y_{t-1}]`` (K = I + O), as
+        one autograd Function (:mod:`rnnkit.kernels.jordan_parallel`)."""
         B, T, _ = x.shape
         c = self.cell
         z = torch.cat([x, y_prev], dim=-1).reshape(B * T, self.input_size + self.output_size)
         w = torch.cat([c.weight_ih, c.weight_oh], dim=1)                        # (H, I + O)
-        h = _INPLACE[c.nonlinearity](_affine(z, w, getattr(c, "bias_ih", None)))  # (B*T, H)
-        y = _INPLACE[c.output_activation](_affine(h, c.weight_ho, getattr(c, "bias_ho", None)))
+        y = teacher_forced(z, w, getattr(c, "bias_ih", None), c.weight_ho, getattr(c, "bias_ho", None),
+                           c.nonlinearity, c.output_activation)                  # (B*T, O)
         return y.reshape(B, T, self.output_size)
 
     def _closed_loop(self, x: Tensor, y: Tensor) -> Tensor:

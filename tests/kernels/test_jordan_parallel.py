@@ -1,0 +1,78 @@
+"""The teacher-forced Jordan pass as one autograd Function equals autograd over the
+plain ops (its reference), forward, backward and double backward."""
+import pytest
+import torch
+
+from rnnkit.kernels.jordan_parallel import JordanTeacherForced, reference, teacher_forced
+from rnnkit.models.jordan import JordanConfig, JordanRNN
+
+N, K, H, O = 11, 5, 7, 3
+ACTS = [("tanh", "identity"), ("relu", "sigmoid"), ("sigmoid", "tanh"), ("identity", "relu")]
+
+
+def _inputs(bias: bool, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+    return [r(N, K), r(H, K), r(H) if bias else None, r(O, H), r(O) if bias else None]
+
+
+def _grads(fn, inputs, wanted, grad_y):
+    leaves = [None if t is None else t.detach().clone().requires_grad_(w) for t, w in zip(inputs, wanted)]
+    y = fn(*leaves)
+    asked = [t for t in leaves if t is not None and t.requires_grad]
+    return y, torch.autograd.grad(y, asked, grad_y)
+
+
+@pytest.mark.parametrize("phi,psi", ACTS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("wanted", [(True,) * 5, (False, True, True, True, True), (True, False, False, False, False),
+                                    (False, False, False, True, False)])
+def test_function_equals_reference_forward_and_backward(phi, psi, bias, wanted):
+    inputs = _inputs(bias)
+    grad_y = torch.randn(N, O, dtype=torch.float64)
+    kept = grad_y.clone()
+    y_ref, g_ref = _grads(lambda *a: reference(*a, phi, psi), inputs, wanted, grad_y)
+    y_fused, g_fused = _grads(lambda *a: JordanTeacherForced.apply(*a, phi, psi), inputs, wanted, grad_y)
+    torch.testing.assert_close(y_fused, y_ref, atol=1e-12, rtol=1e-12)
+    assert len(g_fused) == len(g_ref) > 0
+    for a, b in zip(g_fused, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    assert torch.equal(grad_y, kept)  # the upstream gradient is read, never written
+
+
+@pytest.mark.parametrize("phi,psi", ACTS)
+def test_gradcheck_and_double_backward(phi, psi):
+    inputs = [t.requires_grad_() for t in _inputs(True, seed=2)]
+    def fn(*a):
+        return JordanTeacherForced.apply(*a, phi, psi)
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
+def test_a_second_backward_with_retain_graph_gives_the_same_gradients():
+    inputs = [t.requires_grad_() for t in _inputs(True, seed=3)]
+    y = JordanTeacherForced.apply(*inputs, "tanh", "sigmoid")
+    first = torch.autograd.grad(y.sum(), inputs, retain_graph=True)
+    second = torch.autograd.grad(y.sum(), inputs)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("phi,psi", ACTS)
+def test_without_gradients_the_in_place_ops_give_the_same_values(phi, psi):
+    inputs = _inputs(True, seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher_forced(*inputs, phi, psi), reference(*inputs, phi, psi),
+                                   atol=1e-12, rtol=1e-12)
+
+
+def test_the_model_trains_through_the_function():
+    torch.manual_seed(0)
+    model = JordanRNN(JordanConfig(4, 2, 6))
+    x, targets = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    out = model(x, model.teacher_inputs(targets))
+    nodes = {type(out.grad_fn).__name__, type(out.grad_fn.next_functions[0][0]).__name__}  # (a reshape, then it)
+    assert "JordanTeacherForcedBackward" in nodes, nodes
+    torch.nn.functional.mse_loss(out, targets).backward()
+    assert all(p.grad is not None for p in model.parameters())
