@@ -12,7 +12,8 @@ take is refused by its ``match``, with a reason (:func:`explain` lists them).
 Layout: :mod:`.registry` (the records), :mod:`.reference` (the scan every kernel
 matches), :mod:`.specs` (what the LSTM/GRU kernels of every back end share),
 :mod:`.grads` (post-loop weight gradients), :mod:`.step_masks` (recurrent dropout and
-zoneout in kernel form), :mod:`.higher_order` (double backward through the reference);
+zoneout in kernel form), :mod:`.higher_order` (double backward through the reference),
+:mod:`.jordan_parallel` (a Jordan network's teacher-forced pass, no scan: one batch of all steps);
 the kernels: :mod:`.linear_scan` (any cell linear in its state), :mod:`.cpu` (C time
 loops, sources in ``cpu/native/``, found by the loader; in graphs, ``torch.library`` custom ops), :mod:`.triton` (CUDA).
 
