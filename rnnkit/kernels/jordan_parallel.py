@@ -7,11 +7,12 @@ Function: every step's input is known, so all ``N = B*T`` steps are rows of one 
 
 (:class:`rnnkit.models.JordanRNN`'s ``forward(x, y_prev)``). Autograd over the same ops
 is the reference (:func:`reference`); this backward computes the same gradients with fewer
-passes over the ``(N, H)`` activations: the activation derivative is applied in place on
-the fresh ``dL/dh`` (autograd's builds a second ``(N, H)`` tensor, a new stream of stores
-and, at B32 T256 H256, 8 MB of pages faulted in each call), and nothing is kept but ``z``,
-``h`` and (for a non-identity :math:`\psi`) ``y``. A backward that builds a graph (double
-backward) differentiates the reference instead.
+passes over the ``(N, H)`` activations: ``dL/dh`` goes into a buffer the caller keeps
+between calls (:class:`Workspace`) and the activation derivative is applied to it in place
+(autograd builds two fresh ``(N, H)`` tensors: at B32 T256 H256, 16 MB of new pages
+faulted in every call, the single most expensive op of the pass), and nothing is kept but
+``z``, ``h`` and (for a non-identity :math:`\psi`) ``y``. A backward that builds a graph
+(double backward) differentiates the reference instead.
 """
 from __future__ import annotations
 
@@ -47,16 +48,48 @@ def reference(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor
     return _ACTIVATIONS[psi](_affine(_ACTIVATIONS[phi](_affine(z, w, b)), w_ho, b_ho))
 
 
+class Workspace:
+    """The backward's ``(N, H)`` scratch, kept from one call to the next (memory the
+    allocator would otherwise hand back to the system and fault in again). One per model:
+    not saved, not copied (a deep copy or an unpickled model starts empty); a buffer in
+    use is taken out, so two backwards at once never share it."""
+
+    def __init__(self) -> None:
+        self._flat: Tensor | None = None
+
+    def take(self, like: Tensor) -> Tensor:
+        """A contiguous tensor of ``like``'s shape, dtype and device (contents undefined)."""
+        flat, self._flat = self._flat, None
+        if flat is None or flat.numel() < like.numel() or flat.dtype != like.dtype or flat.device != like.device:
+            flat = like.new_empty(like.numel())
+        return flat[:like.numel()].view(like.shape)
+
+    def give(self, buffer: Tensor) -> None:
+        base = buffer._base if buffer._base is not None else buffer
+        if self._flat is None or base.numel() >= self._flat.numel():
+            self._flat = base.view(-1)
+
+    def __deepcopy__(self, memo) -> Workspace:
+        return Workspace()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._flat = None
+
+
 class JordanTeacherForced(torch.autograd.Function):
-    """``(z (N, K), w (H, K), b (H,) | None, w_ho (O, H), b_ho (O,) | None, phi, psi) -> y (N, O)``,
-    :func:`reference`'s value and gradients."""
+    """``(z (N, K), w (H, K), b (H,) | None, w_ho (O, H), b_ho (O,) | None, phi, psi, workspace)
+    -> y (N, O)``, :func:`reference`'s value and gradients; ``workspace``: a
+    :class:`Workspace` or None (a fresh buffer each backward)."""
 
     @staticmethod
     def forward(ctx, z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor | None,
-                phi: str, psi: str) -> Tensor:
+                phi: str, psi: str, workspace: Workspace | None = None) -> Tensor:
         h = _IN_PLACE[phi](_affine(z, w, b))
         y = _IN_PLACE[psi](_affine(h, w_ho, b_ho))
-        ctx.phi, ctx.psi = phi, psi
+        ctx.phi, ctx.psi, ctx.workspace = phi, psi, workspace
         ctx.save_for_backward(z, w, b, w_ho, b_ho, h, None if psi == "identity" else y)
         return y
 
@@ -65,18 +98,22 @@ class JordanTeacherForced(torch.autograd.Function):
         z, w, b, w_ho, b_ho, h, y = ctx.saved_tensors
         needs = ctx.needs_input_grad[:5]
         if torch.is_grad_enabled():  # create_graph: a graph of the reference's gradients
-            return (*_reference_grads(ctx, grad_y, (z, w, b, w_ho, b_ho), needs), None, None)
+            return (*_reference_grads(ctx, grad_y, (z, w, b, w_ho, b_ho), needs), None, None, None)
         # d(pre-activation of y); out of place: grad_y may be someone else's tensor
         g = grad_y.contiguous() if y is None else _derivative_into(ctx.psi, grad_y.clone(), y)
         grad_w_ho = g.t() @ h if needs[3] else None
         grad_b_ho = g.sum(0) if needs[4] else None
         grad_z = grad_w = grad_b = None
         if any(needs[:3]):
-            gh = _derivative_into(ctx.phi, g @ w_ho, h)  # (N, H): d(pre-activation of h)
+            ws = ctx.workspace
+            gh = torch.empty_like(h) if ws is None else ws.take(h)
+            _derivative_into(ctx.phi, torch.mm(g, w_ho, out=gh), h)  # (N, H): d(pre-activation of h)
             grad_z = gh @ w if needs[0] else None
             grad_w = gh.t() @ z if needs[1] else None
             grad_b = gh.sum(0) if needs[2] else None
-        return grad_z, grad_w, grad_b, grad_w_ho, grad_b_ho, None, None
+            if ws is not None:  # nothing returned is a view of it
+                ws.give(gh)
+        return grad_z, grad_w, grad_b, grad_w_ho, grad_b_ho, None, None, None
 
 
 def _reference_grads(ctx, grad_y: Tensor, inputs: tuple, needs: tuple) -> list[Tensor | None]:
@@ -88,9 +125,9 @@ def _reference_grads(ctx, grad_y: Tensor, inputs: tuple, needs: tuple) -> list[T
 
 
 def teacher_forced(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor | None,
-                   phi: str, psi: str) -> Tensor:
+                   phi: str, psi: str, workspace: Workspace | None = None) -> Tensor:
     """``y (N, O)`` for ``z (N, K)``: through :class:`JordanTeacherForced` when a gradient
     can be asked, else the same ops in place with no graph."""
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, w, b, w_ho, b_ho)):
-        return JordanTeacherForced.apply(z, w, b, w_ho, b_ho, phi, psi)
+        return JordanTeacherForced.apply(z, w, b, w_ho, b_ho, phi, psi, workspace)
     return _IN_PLACE[psi](_affine(_IN_PLACE[phi](_affine(z, w, b)), w_ho, b_ho))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..cells.jordan import JordanCell
 from ..errors import ConfigError
-from ..kernels.jordan_parallel import teacher_forced
+from ..kernels.jordan_parallel import Workspace, teacher_forced
 from ..nn.init import INIT_SCHEMES, init_cell_parameters
 from ..options import option
 
@@ -92,6 +92,7 @@ class JordanRNN(nn.Module):
         self.cell = JordanCell(c.input_size, c.hidden_size, c.bias, output_size=c.output_size,
                                nonlinearity=c.nonlinearity, output_activation=c.output_activation)
         init_cell_parameters(self.cell, dict(self.cell.named_parameters(recurse=False)), c.init)
+        self._workspace = Workspace()  # the parallel pass's backward scratch, kept between calls
 
     @classmethod
     def from_cell(cls, cell: JordanCell) -> JordanRNN:
@@ -158,7 +159,7 @@ class JordanRNN(nn.Module):
         z = torch.cat([x, y_prev], dim=-1).reshape(B * T, self.input_size + self.output_size)
         w = torch.cat([c.weight_ih, c.weight_oh], dim=1)                        # (H, I + O)
         y = teacher_forced(z, w, getattr(c, "bias_ih", None), c.weight_ho, getattr(c, "bias_ho", None),
-                           c.nonlinearity, c.output_activation)                  # (B*T, O)
+                           c.nonlinearity, c.output_activation, self._workspace)  # (B*T, O)
         return y.reshape(B, T, self.output_size)
 
     def _closed_loop(self, x: Tensor, y: Tensor) -> Tensor:

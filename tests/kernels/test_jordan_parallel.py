@@ -3,18 +3,18 @@ plain ops (its reference), forward, backward and double backward."""
 import pytest
 import torch
 
-from rnnkit.kernels.jordan_parallel import JordanTeacherForced, reference, teacher_forced
+from rnnkit.kernels.jordan_parallel import JordanTeacherForced, Workspace, reference, teacher_forced
 from rnnkit.models.jordan import JordanConfig, JordanRNN
 
 N, K, H, O = 11, 5, 7, 3
 ACTS = [("tanh", "identity"), ("relu", "sigmoid"), ("sigmoid", "tanh"), ("identity", "relu")]
 
 
-def _inputs(bias: bool, dtype=torch.float64, seed=0):
+def _inputs(bias: bool, dtype=torch.float64, seed=0, rows=N):
     g = torch.Generator().manual_seed(seed)
     def r(*shape):
         return torch.randn(*shape, generator=g, dtype=dtype)
-    return [r(N, K), r(H, K), r(H) if bias else None, r(O, H), r(O) if bias else None]
+    return [r(rows, K), r(H, K), r(H) if bias else None, r(O, H), r(O) if bias else None]
 
 
 def _grads(fn, inputs, wanted, grad_y):
@@ -76,3 +76,37 @@ def test_the_model_trains_through_the_function():
     assert "JordanTeacherForcedBackward" in nodes, nodes
     torch.nn.functional.mse_loss(out, targets).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_the_workspace_is_reused_across_calls_and_sizes_without_changing_gradients():
+    ws = Workspace()
+    for n in (11, 11, 4, 13, 6):  # same size, smaller (a view of the kept buffer), larger (a new one)
+        inputs = _inputs(True, seed=n, rows=n)
+        grad_y = torch.randn(n, O, dtype=torch.float64)
+        wanted = (True,) * 5
+        _, g_ref = _grads(lambda *a: reference(*a, "tanh", "sigmoid"), inputs, wanted, grad_y)
+        _, g_ws = _grads(lambda *a: JordanTeacherForced.apply(*a, "tanh", "sigmoid", ws), inputs, wanted, grad_y)
+        for a, b in zip(g_ws, g_ref):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+        assert ws._flat is not None and ws._flat.numel() >= n * H
+
+
+def test_a_taken_buffer_is_never_handed_out_twice():
+    ws, like = Workspace(), torch.empty(3, 4)
+    first = ws.take(like)
+    second = ws.take(like)  # while the first is in use
+    assert first.data_ptr() != second.data_ptr()
+    ws.give(first)
+    assert ws.take(like).data_ptr() == first.data_ptr()
+
+
+def test_copies_of_a_model_start_with_an_empty_workspace():
+    import copy
+    import pickle
+    model = JordanRNN(JordanConfig(4, 2, 6))
+    x, targets = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    model(x, model.teacher_inputs(targets)).sum().backward()
+    assert model._workspace._flat is not None
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other._workspace._flat is None
+        assert set(other.state_dict()) == set(model.state_dict())
