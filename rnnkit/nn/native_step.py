@@ -26,6 +26,7 @@ a weight changes); after a first step through the general path, ``layer.step`` c
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import operator
 import weakref
@@ -38,12 +39,15 @@ from ..cells.gru import GRU_VARIANTS, GRUCell
 from ..cells.lstm import LSTMCell
 from ..cells.min_rnn import MinGRUCell, MinLSTMCell
 from ..kernels.cpu import native
+from ..kernels.cpu.native import step_guard
 from ..kernels.specs import LN_EPS
 
 #: most streams a C step takes (its GEMV meets every stream's vector while four weight
 #: rows sit in L1); above, torch's GEMM (packed, tiled for many rows) is the faster
 NATIVE_MAX_BATCH = 8
 _DTYPES = (torch.float32, torch.float64)
+#: outputs a stream's step makes ahead (StackProgram._outputs): at most this many steps' worth, and bytes
+OUTPUTS_AHEAD, OUTPUT_BYTES_AHEAD = 32, 1 << 16
 #: scratch values the C steps keep on their own stack (stream_step.h's STREAM_STACK_REALS)
 STACK_SCRATCH = 8192
 #: per kind of C step, the scratch values it needs for input size I, hidden size H, B streams
@@ -135,6 +139,27 @@ def _bound(spec: LayerStep, w: tuple[Tensor | None, ...], H: int) -> tuple[tuple
     return packed, (*spec.options, *map(_ptr, packed))
 
 
+class _StreamConsts(ctypes.Structure):
+    """stream_step.h's ``stream_consts``: one layer's step constants, whatever its kind."""
+
+    _fields_ = [("kind", ctypes.c_long), ("opt", ctypes.c_long * 2), ("eps", ctypes.c_double),
+                ("p", ctypes.c_void_p * 10)]
+
+
+#: stream_consts.kind of each kind of C step
+_KINDS = {"lstm": 0, "lstm_ln": 1, "rnn": 2, "gru": 3, "min_rnn": 4}
+
+
+def _stream_consts(spec: LayerStep, consts: tuple) -> _StreamConsts:
+    """:func:`_bound`'s arguments (options, the layer norms' eps, pointers) as a stream_consts."""
+    opts, rest = consts[:len(spec.options)], consts[len(spec.options):]
+    eps = 0.0
+    if spec.kind == "lstm_ln":
+        eps, rest = rest[0], rest[1:]
+    return _StreamConsts(_KINDS[spec.kind], (ctypes.c_long * 2)(*opts, *(0,) * (2 - len(opts))), eps,
+                         (ctypes.c_void_p * 10)(*rest))
+
+
 class StackProgram:
     """A layer stack's C steps bound to its weights as they are now: per layer, the C
     function and its constant arguments (the contiguous ``[W_ih | W_hh]``, the summed
@@ -142,7 +167,7 @@ class StackProgram:
     Rebuilt when a weight is replaced, swapped or written in place (:func:`_unchanged`)."""
 
     __slots__ = ("dtype", "names", "sources", "tracked", "stamps", "regularization", "input_size", "hidden_size",
-                 "num_layers", "lstm", "scratch_sizes", "calls", "keep", "sweep")
+                 "num_layers", "lstm", "scratch_sizes", "calls", "keep", "sweep", "element_size", "spare", "guard")
 
     def __init__(self, layer, steps: tuple[LayerStep, ...], weights: list[tuple[Tensor | None, ...]],
                  fns: dict, dtype: torch.dtype):
@@ -166,36 +191,85 @@ class StackProgram:
                 calls.append((fns[spec.kind], I if k == 0 else H, consts))
         self.calls = tuple(calls)
         self.sweep = 1
+        self.element_size = torch.empty(0, dtype=dtype).element_size()
+        self.spare: dict[tuple[int, bool], list[tuple]] = {}  # (batch, batched) -> outputs made ahead
+        # the fast step, checks and C calls, in C++ (step_guard.cpp) when it is built; tracked weights only
+        ext = step_guard.module() if self.tracked else None
+        self.guard = None if ext is None else self._guard(ext, steps, dtype)
 
-    def run(self, x: Tensor, states: tuple[Tensor, ...], batch: int) -> tuple[Tensor, ...]:
+    def _guard(self, ext, steps: tuple[LayerStep, ...], dtype: torch.dtype):
+        """The C++ guard of this program: its checks, and each layer's C step through
+        stream_step_any with the constants of :func:`_bound` in a ``stream_consts``."""
+        structs = tuple(_stream_consts(spec, consts) for spec, (_, _, consts) in zip(steps, self.calls))
+        self.keep.append(structs)
+        step_any = ctypes.cast(native.bind("stream_step_any", dtype), ctypes.c_void_p).value
+        return ext.guard(self.sources, self.sources[0], self.input_size, self.hidden_size, self.num_layers,
+                         2 if self.lstm else 1, NATIVE_MAX_BATCH, step_any,
+                         tuple(ctypes.addressof(c) for c in structs), tuple(i for _, i, _ in self.calls),
+                         self.scratch_sizes, self.element_size, STACK_SCRATCH, self.spare)
+
+    def refill(self, x: Tensor) -> None:
+        """More outputs made ahead for ``x``'s shape (the C++ step ran out)."""
+        batched = x.dim() == 2
+        self.spare[(x.shape[0] if batched else 1, batched)] = self._make_outputs(x.shape[0] if batched else 1, batched)
+
+    def run(self, x: Tensor, states: tuple[Tensor, ...], batch: int) -> tuple[Tensor, tuple[Tensor, ...]]:
         """``x (B, I)`` or ``(I,)`` (or any layout of those values), ``states`` each
-        ``(L, B, H)`` or ``(L, H)``, all contiguous -> the new states."""
+        ``(L, B, H)`` or ``(L, H)``, all contiguous -> ``(y, new states)``, ``y`` the last
+        layer's new ``h``."""
+        return self.run_at(batch, states[0].dim() == 3, x.data_ptr(), states[0].data_ptr(),
+                           states[1].data_ptr() if self.lstm else 0, torch.get_num_threads())
+
+    def run_at(self, batch: int, batched: bool, x_ptr: int, h_in: int, c_in: int,
+               threads: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """:meth:`run` on the tensors' addresses (``c_in`` 0 without a cell state);
+        ``threads``: torch's (large weights: the GEMV's rows split over them)."""
         H = self.hidden_size
-        h = states[0]
-        h_out = torch.empty_like(h)
+        y, h_out, c_out, h_at, c_at = self._outputs(batch, batched)
         # layer k's slice of an (L, B, H) state by address: indexing would build a view per call
-        stride = batch * H * h.element_size()
-        h_in, h_at = h.data_ptr(), h_out.data_ptr()
-        threads = torch.get_num_threads()  # large weights: the GEMV's rows split over torch's threads
+        stride = batch * H * self.element_size
         sweep = self.sweep = 1 - self.sweep  # alternate the rows' order step to step (stream_step.h: cache reuse)
         # per call, not kept (two threads may step the same layer at once): on the C
         # step's stack where it fits, else a tensor alive until the call returns
         size = self.scratch_sizes[batch]
         work = None if size <= STACK_SCRATCH else torch.empty(size, dtype=self.dtype)
-        x_ptr, at, w_ptr = x.data_ptr(), 0, _ptr(work)
+        at, w_ptr = 0, _ptr(work)
         if self.lstm:
-            c_out = torch.empty_like(h)
-            c_in, c_at = states[1].data_ptr(), c_out.data_ptr()
             for fn, I, consts in self.calls:
                 fn(batch, I, H, threads, sweep, x_ptr, h_in + at, c_in + at, h_at + at, c_at + at, *consts, w_ptr)
                 x_ptr = h_at + at
                 at += stride
-            return h_out, c_out
+            return y, (h_out, c_out)
         for fn, I, consts in self.calls:
             fn(batch, I, H, threads, sweep, x_ptr, h_in + at, h_at + at, *consts, w_ptr)
             x_ptr = h_at + at
             at += stride
-        return (h_out,)
+        return y, (h_out,)
+
+    def _outputs(self, batch: int, batched: bool) -> tuple:
+        """A step's new states, its output ``y`` (a view of the last layer's ``h``, as the
+        general path's) and their addresses: made ahead, a few steps' worth at a time, so a
+        step makes no tensor (after the GEMV's sweep, each torch call's code comes back
+        from L3). Each step's are its own memory, never handed out again."""
+        key = (batch, batched)
+        try:
+            return self.spare[key].pop()
+        except (KeyError, IndexError):  # (another thread may have taken the last one)
+            made = self._make_outputs(batch, batched)
+            out = made.pop()
+            self.spare[key] = made
+            return out
+
+    def _make_outputs(self, batch: int, batched: bool) -> list[tuple]:
+        shape = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
+        per_step = (2 if self.lstm else 1) * self.element_size * self.num_layers * batch * self.hidden_size
+        made = []
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, whatever mode the step runs in
+            for _ in range(max(1, min(OUTPUTS_AHEAD, OUTPUT_BYTES_AHEAD // per_step))):
+                h = torch.empty(shape, dtype=self.dtype)
+                c = torch.empty(shape, dtype=self.dtype) if self.lstm else None
+                made.append((h[-1], h, c, h.data_ptr(), 0 if c is None else c.data_ptr()))
+        return made
 
 
 def program(layer, steps: tuple[LayerStep, ...], weights: list[tuple[Tensor | None, ...]], fns: dict,
@@ -220,7 +294,8 @@ def _c_steps(layer, dtype: torch.dtype) -> tuple[tuple[LayerStep, ...], dict] | 
 def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tuple[Tensor, tuple[Tensor, ...]] | None:
     """``x (B, I)``, ``states`` each ``(L, B, S)`` -> ``(y (B, O), new states)`` through the
     C steps, or None when this layer, input or mode is not one they take."""
-    if x.shape[0] > NATIVE_MAX_BATCH or x.device.type != "cpu" or x.dtype not in _DTYPES or torch.is_autocast_enabled():
+    if (x.shape[0] > NATIVE_MAX_BATCH or x.device.type != "cpu" or x.dtype not in _DTYPES
+            or torch._C._is_any_autocast_enabled() or not _untraced()):
         return None
     found = _c_steps(layer, x.dtype)
     if found is None:
@@ -231,8 +306,7 @@ def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tupl
                  or any(t is not None and t.requires_grad for w in weights for t in w)):
         return None
     prog = program(layer, steps, weights, fns, x.dtype)
-    outs = prog.run(x.contiguous(), tuple(s.contiguous() for s in states), x.shape[0])
-    return outs[0][-1], outs
+    return prog.run(x.contiguous(), tuple(s.contiguous() for s in states), x.shape[0])
 
 
 def _untraced() -> bool:
@@ -243,9 +317,7 @@ def _untraced() -> bool:
 
 def _unchanged(layer, prog: StackProgram) -> bool:
     """The same weight tensors as ``prog`` was bound to (none parametrised), unwritten."""
-    return (prog.tracked and layer.regularization is prog.regularization
-            and not any(map(operator.is_not, map(layer._parameters.get, prog.names), prog.sources))
-            and _stamps(prog.sources) == prog.stamps)
+    return _same_weights(layer, prog) and _stamps(prog.sources) == prog.stamps
 
 
 def _plain_states(prog: StackProgram, state, expected: tuple[int, ...]) -> tuple[Tensor, ...] | None:
@@ -271,18 +343,45 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
 
     A stream's step at batch 1 costs ~10 us of arithmetic at H=256 and, through the
     general path, twice that in Python (checks, plans, weight lookups, dispatch), whose
-    working set also pushes the weights out of cache. So this path only confirms, in a
-    few attribute reads, that the step is exactly the one the layer's bound program
-    (:class:`StackProgram`, built by an earlier general step) was made for: evaluation
-    mode, nothing differentiated, no autocast or tracing, an exact ``torch.Tensor`` input
-    and state of the expected shapes, dtype and device, contiguous, and the same weights,
-    unchanged.
+    working set also pushes the weights out of cache. So this path only confirms that the
+    step is exactly the one the layer's bound program (:class:`StackProgram`, built by an
+    earlier general step) was made for: evaluation mode, nothing differentiated, no
+    autocast or tracing, an exact ``torch.Tensor`` input and state of the expected shapes,
+    dtype and device, contiguous, and the same weights, unchanged. The tensors' part of
+    that is read in C++ (:mod:`~rnnkit.kernels.cpu.native.step_guard`) when it is built,
+    else by the same checks in Python.
     """
     prog = _PROGRAMS.get(layer)
-    if prog is None or layer.training or state is None or type(x) is not Tensor:
+    if (prog is None or layer.training or state is None or torch.compiler.is_compiling()
+            or not _same_weights(layer, prog)):
         return None
-    if (x.dtype is not prog.dtype or not x.is_cpu or not x.is_contiguous()
-            or torch._C._is_any_autocast_enabled() or not _untraced()):
+    if prog.guard is not None:  # checks and C calls in C++
+        done = prog.guard.step(x, state)
+        if done is ...:  # the outputs made ahead for this shape ran out
+            prog.refill(x)
+            done = prog.guard.step(x, state)
+        return done
+    found = _checked(prog, x, state)
+    if found is None:
+        return None
+    y, states = prog.run_at(*found)
+    return y, (states if prog.lstm else states[0])
+
+
+def _same_weights(layer, prog: StackProgram) -> bool:
+    """The layer holds the same weight tensors (and regularisation) ``prog`` was bound to
+    (whether they were written since: :func:`_stamps`)."""
+    return (prog.tracked and layer.regularization is prog.regularization
+            and not any(map(operator.is_not, map(layer._parameters.get, prog.names), prog.sources)))
+
+
+def _checked(prog: StackProgram, x, state) -> tuple[int, bool, int, int, int, int] | None:
+    """What the C++ guard's ``check`` computes (step_guard.cpp), in Python: ``(batch,
+    batched, x, h, c addresses, threads)`` when ``x`` and ``state`` are what ``prog`` takes,
+    its weights are unwritten, nothing is differentiated, no autocast and no
+    torch.jit.trace, else None."""
+    if (type(x) is not Tensor or x.dtype is not prog.dtype or not x.is_cpu or not x.is_contiguous()
+            or torch._C._is_any_autocast_enabled() or torch.jit.is_tracing()):
         return None
     shape, L, H = x.shape, prog.num_layers, prog.hidden_size
     if len(shape) == 2:
@@ -292,13 +391,13 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
         B, I, expected = 1, shape[0], (L, H)
     else:
         return None
-    if I != prog.input_size or not 0 < B <= NATIVE_MAX_BATCH or not _unchanged(layer, prog):
+    if I != prog.input_size or not 0 < B <= NATIVE_MAX_BATCH or _stamps(prog.sources) != prog.stamps:
         return None
     states = _plain_states(prog, state, expected)
     if states is None or _differentiated(x, states, prog):
         return None
-    outs = prog.run(x, states, B)
-    return outs[0][-1], (outs if prog.lstm else outs[0])
+    return (B, len(shape) == 2, x.data_ptr(), states[0].data_ptr(), states[1].data_ptr() if prog.lstm else 0,
+            torch.get_num_threads())
 
 
 def _current_program(layer, dtype: torch.dtype) -> StackProgram | None:
@@ -349,7 +448,7 @@ def fast_forward(layer, x: Tensor, hx) -> tuple[Tensor, Tensor | tuple[Tensor, T
     states = _plain_states(prog, hx, (L, B, H) if batched else (L, H))
     if states is None or _differentiated(x, states, prog):
         return None
-    outs = prog.run(x, states, B)
+    _, outs = prog.run(x, states, B)
     out = outs[0][-1:].clone()  # (1, B, H) or unbatched (1, H); its own memory, as torch.nn's output
     if batched and layer.batch_first:
         out = out.transpose(0, 1)

@@ -7,9 +7,20 @@ import torch
 
 import rnnkit
 from rnnkit.kernels.cpu import native
+from rnnkit.kernels.cpu.native import step_guard
 from rnnkit.nn import native_step
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler: the native library is not built")
+
+
+@pytest.fixture(autouse=True, params=["C++ checks", "Python checks"])
+def checks(request, monkeypatch):
+    """Every test runs with the fast step's checks read in C++ (step_guard.cpp) and in Python."""
+    if request.param == "Python checks":
+        monkeypatch.setattr(step_guard, "module", lambda: None)
+    elif step_guard.module() is None:
+        pytest.skip("no C++ compiler or Python headers: the step guard is not built")
+    return request.param
 
 I, H = 6, 7
 NATIVE = {
@@ -63,9 +74,10 @@ def test_native_step_equals_the_forward(name, layers, batch, dtype, tol):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
-def _stepped(layer, xs):
-    """``layer.step`` over ``xs (T, ...)`` from the initial state: (stacked outputs, final state)."""
-    state, ys = None, []
+def _stepped(layer, xs, state=None):
+    """``layer.step`` over ``xs (T, ...)`` from ``state`` (None: the initial state): (stacked
+    outputs, final state)."""
+    ys = []
     for x in xs:
         y, state = layer.step(x, state)
         ys.append(y)
@@ -332,3 +344,142 @@ def test_one_step_forward_of_parametrised_weights_takes_the_general_path(monkeyp
         want = layer(torch.cat((x, x)), state)[0][:1]
     assert taken == [False, False]
     torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+
+
+def _program(layer, x, state):
+    with torch.no_grad():
+        layer.step(x, state)
+    return native_step._PROGRAMS[layer]
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_the_cxx_checks_answer_as_the_python_checks(name, checks):
+    """step_guard.cpp's check and native_step._checked: the same addresses for what the
+    bound step takes, None for everything else (shapes, dtypes, layouts, state types,
+    written or swapped weights, gradients asked)."""
+    if checks != "C++ checks":
+        pytest.skip("compares the two")
+    layer = NATIVE[name](num_layers=2, dtype=torch.float64).eval()
+    lstm = name == "lstm"
+    x = torch.randn(2, I, dtype=torch.float64)
+    state = layer.init_state(2, dtype=torch.float64)
+    prog = _program(layer, x, state)
+    assert prog.guard is not None
+    one = state if not lstm else state[0]
+    h1 = torch.zeros(2, H, dtype=torch.float64)
+    cases = {
+        "bound": (x, state), "unbatched": (x[0], (h1, h1) if lstm else h1),
+        "batch 8": (torch.randn(8, I, dtype=torch.float64), layer.init_state(8, dtype=torch.float64)),
+        "batch 9": (torch.randn(9, I, dtype=torch.float64), layer.init_state(9, dtype=torch.float64)),
+        "float32 x": (x.float(), state), "wrong input size": (torch.randn(2, I + 1, dtype=torch.float64), state),
+        "3-d x": (x[None], state), "non-contiguous x": (torch.randn(2, 2 * I, dtype=torch.float64)[:, ::2], state),
+        "x a Parameter": (torch.nn.Parameter(x, requires_grad=False), state),
+        "list state": (x, list(state) if lstm else [state]), "1-tuple state": (x, (one,)),
+        "state batch 3": (x, layer.init_state(3, dtype=torch.float64)),
+        "non-contiguous state": (x, tuple(s.transpose(0, 1).contiguous().transpose(0, 1) for s in state)
+                                 if lstm else state.transpose(0, 1).contiguous().transpose(0, 1)),
+        "float32 state": (x, tuple(s.float() for s in state) if lstm else state.float()),
+        "x needs grad": (x.clone().requires_grad_(), state),
+    }
+    for case, (xx, ss) in cases.items():
+        with torch.no_grad():
+            want, got = native_step._checked(prog, xx, ss), prog.guard.check(xx, ss)
+        assert got == want, case
+        if case in ("bound", "unbatched", "batch 8"):
+            assert got is not None, case
+    with torch.enable_grad():  # gradients asked of the weights (they require grad)
+        assert prog.guard.check(x, state) is None and native_step._checked(prog, x, state) is None
+        layer.requires_grad_(False)
+        assert prog.guard.check(x, state) == native_step._checked(prog, x, state) is not None
+        layer.requires_grad_(True)
+    with torch.no_grad():
+        layer.weight_hh_l1.add_(1)  # written in place
+        assert prog.guard.check(x, state) is None and native_step._checked(prog, x, state) is None
+        prog = _program(layer, x, state)
+        layer.weight_ih_l0.data = layer.weight_ih_l0.data.clone()  # its data swapped
+        assert prog.guard.check(x, state) is None and native_step._checked(prog, x, state) is None
+
+
+def test_outputs_made_ahead_are_distinct_and_the_states_kept_stay_intact():
+    """A stream keeping every step's state (as a beam search does) sees each unchanged:
+    the outputs made ahead are never handed out twice."""
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    xs = torch.randn(3 * native_step.OUTPUTS_AHEAD, 1, I, dtype=torch.float64)
+    kept, state = [], None
+    with torch.no_grad():
+        for x in xs:
+            y, state = layer.step(x, state)
+            kept.append((y, state, y.clone(), tuple(s.clone() for s in state)))
+        want, _ = layer(xs)
+    assert len({s[0].data_ptr() for _, s, _, _ in kept}) == len(kept)
+    for t, (y, s, y_copy, s_copy) in enumerate(kept):
+        assert torch.equal(y, y_copy) and all(torch.equal(a, b) for a, b in zip(s, s_copy))
+        torch.testing.assert_close(y, want[t], rtol=1e-10, atol=1e-10)
+
+
+class _Stepper(torch.nn.Module):
+    """A module whose forward is one stream step (torch.jit.trace traces modules' weights
+    as parameters, a plain function's as constants it refuses)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, h, c):
+        return self.layer.step(x, (h, c))[0]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:DeprecationWarning")
+def test_jit_trace_of_a_stream_step_records_the_computation():
+    """torch.jit.trace cannot see a C call: under it both the general step and a stream's
+    fast step take torch's step, so the trace computes the step for new inputs (it
+    recorded constants before)."""
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        layer.step(x, state)  # binds the C steps: a traced step would take the fast path
+        traced = torch.jit.trace(_Stepper(layer), (x, *state), check_trace=False)
+        x2, h2 = torch.randn(1, I, dtype=torch.float64), torch.randn_like(state[0])
+        torch.testing.assert_close(traced(x2, h2, state[1]), layer.step(x2, (h2, state[1]))[0],
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_autocast_takes_the_general_step(monkeypatch):
+    """Autocast changes the arithmetic (its GEMMs in bfloat16): no C step under it."""
+    taken = _spy(monkeypatch, "fast_step")
+    layer = rnnkit.LSTM(I, H).eval()
+    x = torch.randn(1, I)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        layer.step(x, state)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            layer.step(x, state)
+        layer.step(x, state)
+    assert taken == [False, True, False, True]
+
+
+@pytest.mark.parametrize("stack", ["on the stack", "from the heap"])
+@pytest.mark.parametrize("name", ["lstm", "lstm_layer_norm_peephole_no_bias", "gru_reset_before", "minlstm",
+                                  "rnn_relu"])
+def test_the_cxx_step_runs_the_whole_step_and_equals_the_forward(monkeypatch, checks, name, stack):
+    """With the guard built, a stream's later steps never reach the Python checks or the
+    ctypes calls: C++ runs the stack (its scratch on the C stack, or allocated when it
+    would not fit: forced by a zero limit), equal to one forward."""
+    if checks != "C++ checks":
+        pytest.skip("the C++ step")
+    if stack == "from the heap":
+        monkeypatch.setattr(native_step, "STACK_SCRATCH", 0)
+    torch.manual_seed(0)
+    layer = NATIVE[name](num_layers=2, dtype=torch.float64).eval()
+    xs = torch.randn(native_step.OUTPUTS_AHEAD + 3, 2, I, dtype=torch.float64)  # past one refill
+    with torch.no_grad():
+        _, state = layer.step(xs[0])
+        monkeypatch.setattr(native_step, "_checked", None)  # would raise if called
+        monkeypatch.setattr(native_step.StackProgram, "run_at", None)
+        ys, state = _stepped(layer, xs[1:], state)
+        want_y, want_state = layer(xs)
+    torch.testing.assert_close(ys, want_y[1:], rtol=1e-10, atol=1e-10)
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    want_state if isinstance(want_state, tuple) else (want_state,), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

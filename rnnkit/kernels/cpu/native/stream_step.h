@@ -244,3 +244,38 @@ void NAME(min_rnn_stream_step)(long B, long I, long H, long threads, long sweep,
         }
     }
 }
+
+#ifndef STREAM_CONSTS_DEFINED
+#define STREAM_CONSTS_DEFINED
+/* One layer's stream-step constants, whatever its kind, so a caller holding several
+ * kinds calls them all through stream_step_any (the C++ step guard, step_guard.cpp):
+ * kind 0 lstm, 1 lstm_ln, 2 rnn, 3 gru, 4 min_rnn; opt: the kind's option arguments
+ * (rnn: relu; gru: variant; min_rnn: gates, positive); eps: the layer norms'; p: the
+ * kind's constant pointers in its function's order (NULL for an absent weight). */
+typedef struct { long kind, opt[2]; double eps; const void* p[10]; } stream_consts;
+#endif
+
+/* The step of the layer `k` describes (its function above, same arguments); c, c_out:
+ * the cell state for the LSTMs, unused otherwise. */
+void NAME(stream_step_any)(const stream_consts* k, long B, long I, long H, long threads, long sweep,
+                           const real* x, const real* h, const real* c, real* h_out, real* c_out, real* work) {
+    const real* const* p = (const real* const*)k->p;
+    switch (k->kind) {
+    case 0:
+        NAME(lstm_stream_step)(B, I, H, threads, sweep, x, h, c, h_out, c_out, p[0], p[1], p[2], p[3], p[4], work);
+        break;
+    case 1:
+        NAME(lstm_ln_stream_step)(B, I, H, threads, sweep, x, h, c, h_out, c_out, (real)k->eps, p[0], p[1], p[2],
+                                  p[3], p[4], p[5], p[6], p[7], p[8], work);
+        break;
+    case 2:
+        NAME(rnn_stream_step)(B, I, H, threads, sweep, x, h, h_out, k->opt[0], p[0], p[1], work);
+        break;
+    case 3:
+        NAME(gru_stream_step)(B, I, H, threads, sweep, x, h, h_out, k->opt[0], p[0], p[1], p[2], p[3], work);
+        break;
+    case 4:
+        NAME(min_rnn_stream_step)(B, I, H, threads, sweep, x, h, h_out, k->opt[0], k->opt[1], p[0], p[1], work);
+        break;
+    }
+}
