@@ -206,7 +206,7 @@ class StackProgram:
         return ext.guard(self.sources, self.sources[0], self.input_size, self.hidden_size, self.num_layers,
                          2 if self.lstm else 1, NATIVE_MAX_BATCH, step_any,
                          tuple(ctypes.addressof(c) for c in structs), tuple(i for _, i, _ in self.calls),
-                         self.scratch_sizes, self.element_size, STACK_SCRATCH, self.spare)
+                         self.scratch_sizes, self.element_size, STACK_SCRATCH, self.spare, self.names)
 
     def refill(self, x: Tensor) -> None:
         """More outputs made ahead for ``x``'s shape (the C++ step ran out)."""
@@ -351,16 +351,18 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
     that is read in C++ (:mod:`~rnnkit.kernels.cpu.native.step_guard`) when it is built,
     else by the same checks in Python.
     """
-    prog = _PROGRAMS.get(layer)
+    prog = _PROGRAMS.data.get(weakref.ref(layer))  # (WeakKeyDictionary.get, without its Python frame)
     if (prog is None or layer.training or state is None or torch.compiler.is_compiling()
-            or not _same_weights(layer, prog)):
+            or layer.regularization is not prog.regularization):
         return None
-    if prog.guard is not None:  # checks and C calls in C++
-        done = prog.guard.step(x, state)
+    if prog.guard is not None:  # the rest of the checks, and the C calls, in C++
+        done = prog.guard.step(x, state, layer._parameters)
         if done is ...:  # the outputs made ahead for this shape ran out
             prog.refill(x)
-            done = prog.guard.step(x, state)
+            done = prog.guard.step(x, state, layer._parameters)
         return done
+    if not _same_weights(layer, prog):
+        return None
     found = _checked(prog, x, state)
     if found is None:
         return None

@@ -9,13 +9,14 @@
  * Python API (module rnnkit_step_guard):
  *   guard(sources: tuple[Tensor], dtype_like: Tensor, input_size, hidden_size, layers,
  *         states (1 or 2), max_batch, step_any, consts, inputs, scratch, element_size,
- *         stack_scratch, spare: dict) -> Guard
+ *         stack_scratch, spare: dict, names: tuple[str]) -> Guard
  *       sources: the weights the step was bound to, as they are now (version, address kept);
  *       step_any: the address of stream_step.h's stream_step_any for the dtype; consts,
  *       inputs: per layer the address of its stream_consts and its input size; scratch:
  *       per number of streams the values a step's scratch needs (on the C stack up to
  *       stack_scratch); spare: (batch, batched) -> list of outputs made ahead, each
- *       (y, h_out, c_out or None, h_out address, c_out address), taken from the end.
+ *       (y, h_out, c_out or None, h_out address, c_out address), taken from the end;
+ *       names: each source's name in the layer's _parameters.
  *   Guard.check(x, state) -> None | (batch, batched, x_ptr, h_ptr, c_ptr, threads)
  *       None unless: x an exact torch.Tensor of the bound dtype on the CPU, contiguous,
  *       (B, I) or (I,) with 1 <= B <= max_batch; state an exact Tensor or 1-tuple (one
@@ -23,7 +24,8 @@
  *       every source unwritten (same version) at the same address; and nothing asks for
  *       a gradient (grad mode off, or no tensor involved requires one), no autocast, no
  *       torch.jit.trace. c_ptr is 0 for one state; threads: torch's intra-op threads.
- *   Guard.step(x, state) -> None | Ellipsis | (y, state)
+ *   Guard.step(x, state, params) -> None | Ellipsis | (y, state)
+ *       params (the layer's _parameters) holding the very sources under their names,
  *       check, then the whole stack's step on outputs taken from spare (Ellipsis: none
  *       left for this shape; refill and call again); state a tuple (h, c) for two
  *       states, else the tensor. The GIL is released during the arithmetic. */
@@ -60,6 +62,7 @@ struct Guard {
     int64_t element_size, stack_scratch;
     long sweep;
     PyObject* spare;
+    PyObject *names, *objects;  /* the weights' attribute names and the Parameters bound */
 };
 
 struct Found {
@@ -155,9 +158,14 @@ PyObject* guard_check(PyObject* self, PyObject* args) {
  * ran out: refill spare[(batch, batched)], call again) | (y, state) */
 PyObject* guard_step(PyObject* self, PyObject* args) {
     Guard* g = reinterpret_cast<Guard*>(self);
-    PyObject *x_obj, *state;
-    if (!PyArg_UnpackTuple(args, "step", 2, 2, &x_obj, &state))
+    PyObject *x_obj, *state, *params;
+    if (!PyArg_UnpackTuple(args, "step", 3, 3, &x_obj, &state, &params))
         return nullptr;
+    if (!PyDict_Check(params))
+        Py_RETURN_NONE;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(g->names); k++)  /* the same Parameters (none replaced) */
+        if (PyDict_GetItem(params, PyTuple_GET_ITEM(g->names, k)) != PyTuple_GET_ITEM(g->objects, k))
+            Py_RETURN_NONE;
     Found f;
     if (!find(g, x_obj, state, &f))
         Py_RETURN_NONE;
@@ -216,12 +224,14 @@ void guard_dealloc(PyObject* self) {
     delete g->inputs;
     delete g->scratch;
     Py_XDECREF(g->spare);
+    Py_XDECREF(g->names);
+    Py_XDECREF(g->objects);
     Py_TYPE(self)->tp_free(self);
 }
 
 PyMethodDef guard_methods[] = {
     {"check", guard_check, METH_VARARGS, "check(x, state) -> None | (batch, batched, x_ptr, h_ptr, c_ptr, threads)"},
-    {"step", guard_step, METH_VARARGS, "step(x, state) -> None | Ellipsis | (y, state)"},
+    {"step", guard_step, METH_VARARGS, "step(x, state, params) -> None | Ellipsis | (y, state)"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyTypeObject GuardType = {PyVarObject_HEAD_INIT(nullptr, 0)};
@@ -239,14 +249,16 @@ bool ints(PyObject* tuple, std::vector<T>* out) {
 }
 
 PyObject* make_guard(PyObject*, PyObject* args) {
-    PyObject *sources, *like, *step_any, *consts, *inputs, *scratch, *spare;
+    PyObject *sources, *like, *step_any, *consts, *inputs, *scratch, *spare, *names;
     long long input_size, hidden_size, layers, states, max_batch, element_size, stack_scratch;
-    if (!PyArg_ParseTuple(args, "O!OLLLLLOO!O!O!LLO!", &PyTuple_Type, &sources, &like, &input_size, &hidden_size,
+    if (!PyArg_ParseTuple(args, "O!OLLLLLOO!O!O!LLO!O!", &PyTuple_Type, &sources, &like, &input_size, &hidden_size,
                           &layers, &states, &max_batch, &step_any, &PyTuple_Type, &consts, &PyTuple_Type, &inputs,
-                          &PyTuple_Type, &scratch, &element_size, &stack_scratch, &PyDict_Type, &spare))
+                          &PyTuple_Type, &scratch, &element_size, &stack_scratch, &PyDict_Type, &spare,
+                          &PyTuple_Type, &names))
         return nullptr;
     if (!THPVariable_Check(like) || (states != 1 && states != 2) || PyTuple_GET_SIZE(consts) != layers
-        || PyTuple_GET_SIZE(inputs) != layers || PyTuple_GET_SIZE(scratch) <= max_batch || !PyLong_Check(step_any)) {
+        || PyTuple_GET_SIZE(inputs) != layers || PyTuple_GET_SIZE(scratch) <= max_batch || !PyLong_Check(step_any)
+        || PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(sources)) {
         PyErr_SetString(PyExc_TypeError, "guard: bad arguments (see step_guard.cpp)");
         return nullptr;
     }
@@ -261,6 +273,10 @@ PyObject* make_guard(PyObject*, PyObject* args) {
     g->scratch = new std::vector<long>();
     Py_INCREF(spare);
     g->spare = spare;
+    Py_INCREF(names);
+    g->names = names;
+    Py_INCREF(sources);
+    g->objects = sources;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(sources); k++) {
         PyObject* item = PyTuple_GET_ITEM(sources, k);
         if (!THPVariable_Check(item)) {
@@ -294,7 +310,7 @@ PyObject* make_guard(PyObject*, PyObject* args) {
 PyMethodDef module_methods[] = {
     {"guard", make_guard, METH_VARARGS,
      "guard(sources, dtype_like, input_size, hidden_size, layers, states, max_batch, step_any, consts, inputs, "
-     "scratch, element_size, stack_scratch, spare) -> Guard"},
+     "scratch, element_size, stack_scratch, spare, names) -> Guard"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "rnnkit_step_guard", nullptr, -1, module_methods};

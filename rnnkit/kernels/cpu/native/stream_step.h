@@ -35,26 +35,34 @@
  * so each step starts on the rows the previous one ended with, still in cache, where
  * weights a little larger than the cache would otherwise all come from the next level
  * every step (same sums either way: only the order of rows). */
+/* gemv_rows' pass over rows m..m+3 for every stream */
+static INLINE void NAME(gemv_quad)(long m, long K, long ldw, const real* W, long B, const real* V, long ldv,
+                                   real* Y, long ldy) {
+    const real *w0 = W + m * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+    for (long s = 0; s < B; s++) {
+        const real* v = V + s * ldv;
+        real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        SIMD_SUM(s0, s1, s2, s3)
+        for (long k = 0; k < K; k++) {
+            real vk = v[k];
+            s0 += w0[k] * vk; s1 += w1[k] * vk; s2 += w2[k] * vk; s3 += w3[k] * vk;
+        }
+        real* y = Y + s * ldy + m;
+        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
+    }
+}
+
 static void NAME(gemv_rows)(long M, long K, long ldw, const real* W, long B, const real* V, long ldv,
                             const real* b, real* Y, long ldy, long threads, long sweep) {
     long quads = M / 4;
-    int parallel = threads > 1 && M * K >= STREAM_PARALLEL_MIN;
-    int backwards = (sweep & 1) && !parallel;  /* threads keep their own rows: no alternation */
-#pragma omp parallel for num_threads(threads) if (parallel) schedule(static)
-    for (long i = 0; i < quads; i++) {
-        long m = 4 * (backwards ? quads - 1 - i : i);
-        const real *w0 = W + m * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-        for (long s = 0; s < B; s++) {
-            const real* v = V + s * ldv;
-            real s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            SIMD_SUM(s0, s1, s2, s3)
-            for (long k = 0; k < K; k++) {
-                real vk = v[k];
-                s0 += w0[k] * vk; s1 += w1[k] * vk; s2 += w2[k] * vk; s3 += w3[k] * vk;
-            }
-            real* y = Y + s * ldy + m;
-            y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
-        }
+    if (threads > 1 && M * K >= STREAM_PARALLEL_MIN) {  /* threads keep their own rows: no alternation */
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (long i = 0; i < quads; i++)
+            NAME(gemv_quad)(4 * i, K, ldw, W, B, V, ldv, Y, ldy);
+    } else {  /* no OpenMP call at all (its runtime's code is one more thing to fetch at batch 1) */
+        const int backwards = sweep & 1;
+        for (long i = 0; i < quads; i++)
+            NAME(gemv_quad)(4 * (backwards ? quads - 1 - i : i), K, ldw, W, B, V, ldv, Y, ldy);
     }
     for (long m = 4 * quads; m < M; m++)
         for (long s = 0; s < B; s++) {
