@@ -483,3 +483,30 @@ def test_the_cxx_step_runs_the_whole_step_and_equals_the_forward(monkeypatch, ch
     for a, b in zip(state if isinstance(state, tuple) else (state,),
                     want_state if isinstance(want_state, tuple) else (want_state,), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_two_python_threads_stepping_one_layer_each_get_their_own_stream():
+    """The step releases the GIL for its arithmetic and takes its outputs from a shared
+    pool: two threads stepping their own streams through one layer each get exactly the
+    forward of their own sequence."""
+    import threading
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(I, H, num_layers=2, dtype=torch.float64).eval()
+    seqs = [torch.randn(3 * native_step.OUTPUTS_AHEAD, 1, I, dtype=torch.float64) for _ in range(2)]
+    got = [None, None]
+
+    def run(k):
+        with torch.no_grad():
+            got[k] = _stepped(layer, seqs[k])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with torch.no_grad():
+        for k in range(2):
+            want_y, want_state = layer(seqs[k])
+            torch.testing.assert_close(got[k][0], want_y, rtol=1e-10, atol=1e-10)
+            for a, b in zip(got[k][1], want_state, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
