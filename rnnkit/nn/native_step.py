@@ -192,7 +192,7 @@ class StackProgram:
         self.calls = tuple(calls)
         self.sweep = 1
         self.element_size = torch.empty(0, dtype=dtype).element_size()
-        self.spare: dict[tuple[int, bool], list[tuple]] = {}  # (batch, batched) -> outputs made ahead
+        self.spare: dict[tuple[int, bool, int], list[tuple]] = {}  # (batch, batched, chunk) -> outputs made ahead
         # the fast step, checks and C calls, in C++ (step_guard.cpp) when it is built; tracked weights only
         ext = step_guard.module() if self.tracked else None
         self.guard = None if ext is None else self._guard(ext, steps, dtype)
@@ -208,10 +208,12 @@ class StackProgram:
                          tuple(ctypes.addressof(c) for c in structs), tuple(i for _, i, _ in self.calls),
                          self.scratch_sizes, self.element_size, STACK_SCRATCH, self.spare, self.names)
 
-    def refill(self, x: Tensor) -> None:
-        """More outputs made ahead for ``x``'s shape (the C++ step ran out)."""
-        batched = x.dim() == 2
-        self.spare[(x.shape[0] if batched else 1, batched)] = self._make_outputs(x.shape[0] if batched else 1, batched)
+    def refill(self, x: Tensor, chunk: int = 0) -> None:
+        """More outputs made ahead for ``x``'s shape (the C++ step ran out); ``chunk`` as
+        in :meth:`_outputs`."""
+        batched = x.dim() == (3 if chunk else 2)
+        batch = x.shape[1 if chunk == 1 else 0] if batched else 1
+        self.spare[(batch, batched, chunk)] = self._make_outputs(batch, batched, chunk)
 
     def run(self, x: Tensor, states: tuple[Tensor, ...], batch: int) -> tuple[Tensor, tuple[Tensor, ...]]:
         """``x (B, I)`` or ``(I,)`` (or any layout of those values), ``states`` each
@@ -225,7 +227,7 @@ class StackProgram:
         """:meth:`run` on the tensors' addresses (``c_in`` 0 without a cell state);
         ``threads``: torch's (large weights: the GEMV's rows split over them)."""
         H = self.hidden_size
-        y, h_out, c_out, h_at, c_at = self._outputs(batch, batched)
+        y, h_out, c_out, h_at, c_at, _ = self._outputs(batch, batched)
         # layer k's slice of an (L, B, H) state by address: indexing would build a view per call
         stride = batch * H * self.element_size
         sweep = self.sweep = 1 - self.sweep  # alternate the rows' order step to step (stream_step.h: cache reuse)
@@ -246,29 +248,33 @@ class StackProgram:
             at += stride
         return y, (h_out,)
 
-    def _outputs(self, batch: int, batched: bool) -> tuple:
-        """A step's new states, its output ``y`` (a view of the last layer's ``h``, as the
-        general path's) and their addresses: made ahead, a few steps' worth at a time, so a
-        step makes no tensor (after the GEMV's sweep, each torch call's code comes back
-        from L3). Each step's are its own memory, never handed out again."""
-        key = (batch, batched)
+    def _outputs(self, batch: int, batched: bool, chunk: int = 0) -> tuple:
+        """A step's new states, its output and their addresses: made ahead, a few steps'
+        worth at a time, so a step makes no tensor (after the GEMV's sweep, each torch
+        call's code comes back from L3). Each step's are its own memory, never handed out
+        again. ``chunk`` 0: a step's output ``y``, a view of the last layer's ``h`` (as the
+        general path's); 1 (2 batch-first): a forward's one-step chunk's, its own memory."""
+        key = (batch, batched, chunk)
         try:
             return self.spare[key].pop()
         except (KeyError, IndexError):  # (another thread may have taken the last one)
-            made = self._make_outputs(batch, batched)
-            out = made.pop()
-            self.spare[key] = made
-            return out
+            made = self.spare[key] = self._make_outputs(batch, batched, chunk)
+            return made.pop()
 
-    def _make_outputs(self, batch: int, batched: bool) -> list[tuple]:
-        shape = (self.num_layers, batch, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
-        per_step = (2 if self.lstm else 1) * self.element_size * self.num_layers * batch * self.hidden_size
+    def _make_outputs(self, batch: int, batched: bool, chunk: int = 0) -> list[tuple]:
+        """``(y or out, h, c or None, h's address, c's address or 0, out's address or 0)`` for
+        a few steps (step_guard.cpp reads them)."""
+        L, H = self.num_layers, self.hidden_size
+        shape = (L, batch, H) if batched else (L, H)
+        out_shape = (1, H) if not batched else ((1, batch, H) if chunk == 1 else (batch, 1, H))
+        per_step = (2 if self.lstm else 1) * self.element_size * L * batch * H
         made = []
         with torch.inference_mode(False), torch.no_grad():  # plain tensors, whatever mode the step runs in
             for _ in range(max(1, min(OUTPUTS_AHEAD, OUTPUT_BYTES_AHEAD // per_step))):
                 h = torch.empty(shape, dtype=self.dtype)
                 c = torch.empty(shape, dtype=self.dtype) if self.lstm else None
-                made.append((h[-1], h, c, h.data_ptr(), 0 if c is None else c.data_ptr()))
+                y = h[-1] if chunk == 0 else torch.empty(out_shape, dtype=self.dtype)
+                made.append((y, h, c, h.data_ptr(), 0 if c is None else c.data_ptr(), 0 if chunk == 0 else y.data_ptr()))
         return made
 
 
@@ -430,7 +436,19 @@ def fast_forward(layer, x: Tensor, hx) -> tuple[Tensor, Tensor | tuple[Tensor, T
     layers, through the C steps (binding them on first use), or None to take the general
     path. The same conditions as :func:`fast_step`, for the forward's layouts: ``x`` of
     shape ``(1, B, I)`` (``(B, 1, I)`` batch-first) or unbatched ``(1, I)``, ``hx`` given."""
-    if type(x) is not Tensor or hx is None or layer.training or x.dtype not in _DTYPES or not x.is_cpu:
+    if hx is None or layer.training:
+        return None
+    prog = _PROGRAMS.data.get(weakref.ref(layer))
+    if (prog is not None and prog.guard is not None and not torch.compiler.is_compiling()
+            and layer.regularization is prog.regularization):  # the checks and C calls in C++
+        chunk = 2 if layer.batch_first else 1
+        done = prog.guard.step(x, hx, layer._parameters, chunk)
+        if done is ...:  # the outputs made ahead for this shape ran out
+            prog.refill(x, chunk)
+            done = prog.guard.step(x, hx, layer._parameters, chunk)
+        if done is not None:
+            return done
+    if type(x) is not Tensor or x.dtype not in _DTYPES or not x.is_cpu:
         return None
     shape = x.shape
     batched = len(shape) == 3

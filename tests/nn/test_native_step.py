@@ -510,3 +510,38 @@ def test_two_python_threads_stepping_one_layer_each_get_their_own_stream():
             torch.testing.assert_close(got[k][0], want_y, rtol=1e-10, atol=1e-10)
             for a, b in zip(got[k][1], want_state, strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout,batch", [("time_major", 2), ("batch_first", 2), ("time_major", None)])
+@pytest.mark.parametrize("name", ["lstm", "gru", "lstm_layer_norm"])
+def test_the_cxx_step_runs_one_step_chunks_of_the_forward(monkeypatch, checks, name, layout, batch):
+    """``layer(x_t, hx)`` on one-step chunks after the first: C++ alone (the Python checks
+    and ctypes calls are never reached), outputs in their own memory in the forward's
+    layout, equal to one forward over the whole sequence."""
+    if checks != "C++ checks":
+        pytest.skip("the C++ step")
+    torch.manual_seed(0)
+    bf = layout == "batch_first"
+    layer = NATIVE[name](num_layers=2, batch_first=bf, dtype=torch.float64).eval()
+    T = native_step.OUTPUTS_AHEAD + 3
+    xs = torch.randn(T, *(() if batch is None else (batch,)), I, dtype=torch.float64)
+    chunks = [x.unsqueeze(1 if bf and batch is not None else 0) for x in xs]
+    with torch.no_grad():
+        state = layer.init_state(batch or 1, dtype=torch.float64)
+        if batch is None:  # unbatched: (L, H)
+            state = tuple(s[:, 0].contiguous() for s in state) if isinstance(state, tuple) else state[:, 0].contiguous()
+        out, state = layer(chunks[0], state)
+        outs = [out]
+        monkeypatch.setattr(native_step, "_plain_states", None)  # would raise if called
+        monkeypatch.setattr(native_step.StackProgram, "run_at", None)
+        for chunk in chunks[1:]:
+            out, state = layer(chunk, state)
+            assert out.shape == chunk.shape[:-1] + (H,)
+            assert all(out.data_ptr() != s.data_ptr() for s in (state if isinstance(state, tuple) else (state,)))
+            outs.append(out)
+        want, want_state = layer(xs.transpose(0, 1) if bf and batch is not None else xs)
+    got = torch.cat(outs, dim=1 if bf and batch is not None else 0)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    want_state if isinstance(want_state, tuple) else (want_state,), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

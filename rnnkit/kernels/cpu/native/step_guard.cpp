@@ -14,8 +14,9 @@
  *       step_any: the address of stream_step.h's stream_step_any for the dtype; consts,
  *       inputs: per layer the address of its stream_consts and its input size; scratch:
  *       per number of streams the values a step's scratch needs (on the C stack up to
- *       stack_scratch); spare: (batch, batched) -> list of outputs made ahead, each
- *       (y, h_out, c_out or None, h_out address, c_out address), taken from the end;
+ *       stack_scratch); spare: (batch, batched, chunk) -> list of outputs made ahead, each
+ *       (y or out, h_out, c_out or None, h_out address, c_out address, out address or 0),
+ *       taken from the end;
  *       names: each source's name in the layer's _parameters.
  *   Guard.check(x, state) -> None | (batch, batched, x_ptr, h_ptr, c_ptr, threads)
  *       None unless: x an exact torch.Tensor of the bound dtype on the CPU, contiguous,
@@ -24,11 +25,14 @@
  *       every source unwritten (same version) at the same address; and nothing asks for
  *       a gradient (grad mode off, or no tensor involved requires one), no autocast, no
  *       torch.jit.trace. c_ptr is 0 for one state; threads: torch's intra-op threads.
- *   Guard.step(x, state, params) -> None | Ellipsis | (y, state)
+ *   Guard.step(x, state, params, chunk=0) -> None | Ellipsis | (y, state)
  *       params (the layer's _parameters) holding the very sources under their names,
- *       check, then the whole stack's step on outputs taken from spare (Ellipsis: none
- *       left for this shape; refill and call again); state a tuple (h, c) for two
- *       states, else the tensor. The GIL is released during the arithmetic. */
+ *       check, then the whole stack's step on outputs taken from spare[(batch, batched,
+ *       chunk)] (Ellipsis: none left; refill and call again); state a tuple (h, c) for
+ *       two states, else the tensor. chunk 0: x a step's (B, I) or (I,), y a view of
+ *       the last layer's h; 1 (2 batch-first): x a forward's one-step chunk (1, B, I)
+ *       ((B, 1, I)) or (1, I), y its output in its own memory. The GIL is released
+ *       during the arithmetic. */
 #include <Python.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <ATen/Parallel.h>
@@ -38,6 +42,7 @@
 #include <c10/core/GradMode.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -105,7 +110,9 @@ bool state_ok(const Guard* g, PyObject* obj, int64_t batch, bool batched, bool g
 }
 
 /* the checks; false (and nothing set) for anything but the step the guard was made for */
-bool find(const Guard* g, PyObject* x_obj, PyObject* state, Found* out) {
+/* chunk: 0 a step's x, (B, I) or (I,); 1 a forward's one-step chunk, (1, B, I) or (1, I);
+ * 2 the same batch-first, (B, 1, I) or (1, I) */
+bool find(const Guard* g, PyObject* x_obj, PyObject* state, int chunk, Found* out) {
     /* autocast would change the arithmetic; torch.jit.trace would not see a C call */
     if (!exact_tensor(x_obj) || any_autocast() || at::tracer::impl::is_dispatch_enabled())
         return false;
@@ -113,11 +120,13 @@ bool find(const Guard* g, PyObject* x_obj, PyObject* state, Found* out) {
     const bool grad = c10::GradMode::is_enabled();
     if (!plain(x, g->dtype) || (grad && x.requires_grad()))
         return false;
-    const auto dim = x.dim();
+    const auto dim = x.dim() - (chunk ? 1 : 0);  /* the step's dims, without the chunk's time */
     if ((dim != 1 && dim != 2) || x.size(-1) != g->input_size)
         return false;
+    if (chunk && x.size(chunk == 2 && dim == 2 ? 1 : 0) != 1)  /* one time step */
+        return false;
     const bool batched = dim == 2;
-    const int64_t batch = batched ? x.size(0) : 1;
+    const int64_t batch = batched ? x.size(chunk == 1 ? 1 : 0) : 1;
     if (batch < 1 || batch > g->max_batch)
         return false;
     const void* ptr[2] = {nullptr, nullptr};
@@ -147,7 +156,7 @@ PyObject* guard_check(PyObject* self, PyObject* args) {
     if (!PyArg_UnpackTuple(args, "check", 2, 2, &x_obj, &state))
         return nullptr;
     Found f;
-    if (!find(reinterpret_cast<const Guard*>(self), x_obj, state, &f))
+    if (!find(reinterpret_cast<const Guard*>(self), x_obj, state, 0, &f))
         Py_RETURN_NONE;
     return Py_BuildValue("(LOKKKi)", static_cast<long long>(f.batch), f.batched ? Py_True : Py_False,
                          reinterpret_cast<unsigned long long>(f.x), reinterpret_cast<unsigned long long>(f.h),
@@ -159,17 +168,22 @@ PyObject* guard_check(PyObject* self, PyObject* args) {
 PyObject* guard_step(PyObject* self, PyObject* args) {
     Guard* g = reinterpret_cast<Guard*>(self);
     PyObject *x_obj, *state, *params;
-    if (!PyArg_UnpackTuple(args, "step", 3, 3, &x_obj, &state, &params))
+    int chunk = 0;
+    if (!PyArg_ParseTuple(args, "OOO|i", &x_obj, &state, &params, &chunk))
         return nullptr;
+    if (chunk < 0 || chunk > 2) {
+        PyErr_SetString(PyExc_ValueError, "step: chunk must be 0, 1 or 2");
+        return nullptr;
+    }
     if (!PyDict_Check(params))
         Py_RETURN_NONE;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(g->names); k++)  /* the same Parameters (none replaced) */
         if (PyDict_GetItem(params, PyTuple_GET_ITEM(g->names, k)) != PyTuple_GET_ITEM(g->objects, k))
             Py_RETURN_NONE;
     Found f;
-    if (!find(g, x_obj, state, &f))
+    if (!find(g, x_obj, state, chunk, &f))
         Py_RETURN_NONE;
-    PyObject* key = Py_BuildValue("(LO)", static_cast<long long>(f.batch), f.batched ? Py_True : Py_False);
+    PyObject* key = Py_BuildValue("(LOi)", static_cast<long long>(f.batch), f.batched ? Py_True : Py_False, chunk);
     if (!key)
         return nullptr;
     PyObject* made = PyDict_GetItem(g->spare, key);  /* borrowed */
@@ -178,7 +192,7 @@ PyObject* guard_step(PyObject* self, PyObject* args) {
         Py_INCREF(Py_Ellipsis);
         return Py_Ellipsis;
     }
-    /* the last entry: (y, h_out, c_out or None, h_out address, c_out address) */
+    /* the last entry: (y or out, h_out, c_out or None, h_out address, c_out address, out address) */
     Py_ssize_t last = PyList_GET_SIZE(made) - 1;
     PyObject* item = PyList_GET_ITEM(made, last);
     Py_INCREF(item);
@@ -188,6 +202,7 @@ PyObject* guard_step(PyObject* self, PyObject* args) {
     }
     char* h_out = static_cast<char*>(PyLong_AsVoidPtr(PyTuple_GET_ITEM(item, 3)));
     char* c_out = static_cast<char*>(PyLong_AsVoidPtr(PyTuple_GET_ITEM(item, 4)));
+    char* y_out = static_cast<char*>(PyLong_AsVoidPtr(PyTuple_GET_ITEM(item, 5)));
     const long H = g->hidden_size, stride = f.batch * H * g->element_size;
     const long size = (*g->scratch)[f.batch], threads = at::get_num_threads();
     const long sweep = g->sweep = 1 - g->sweep;  /* alternate the rows' order (stream_step.h) */
@@ -206,6 +221,8 @@ PyObject* guard_step(PyObject* self, PyObject* args) {
         x = h_out + at;
         at += stride;
     }
+    if (y_out)  /* a forward's output: the last layer's h, in its own memory (as torch.nn's) */
+        std::memcpy(y_out, h_out + at - stride, stride);
     Py_END_ALLOW_THREADS
     std::free(work);
     PyObject* result = g->states == 2
@@ -231,7 +248,7 @@ void guard_dealloc(PyObject* self) {
 
 PyMethodDef guard_methods[] = {
     {"check", guard_check, METH_VARARGS, "check(x, state) -> None | (batch, batched, x_ptr, h_ptr, c_ptr, threads)"},
-    {"step", guard_step, METH_VARARGS, "step(x, state, params) -> None | Ellipsis | (y, state)"},
+    {"step", guard_step, METH_VARARGS, "step(x, state, params, chunk=0) -> None | Ellipsis | (y, state)"},
     {nullptr, nullptr, 0, nullptr}};
 
 PyTypeObject GuardType = {PyVarObject_HEAD_INIT(nullptr, 0)};
