@@ -357,9 +357,10 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
     that is read in C++ (:mod:`~rnnkit.kernels.cpu.native.step_guard`) when it is built,
     else by the same checks in Python.
     """
+    if torch.compiler.is_compiling() or layer.training or state is None:  # (compiling: before any lookup)
+        return None
     prog = _PROGRAMS.data.get(weakref.ref(layer))  # (WeakKeyDictionary.get, without its Python frame)
-    if (prog is None or layer.training or state is None or torch.compiler.is_compiling()
-            or layer.regularization is not prog.regularization):
+    if prog is None or layer.regularization is not prog.regularization:
         return None
     if prog.guard is not None:  # the rest of the checks, and the C calls, in C++
         done = prog.guard.step(x, state, layer._parameters)
@@ -436,11 +437,10 @@ def fast_forward(layer, x: Tensor, hx) -> tuple[Tensor, Tensor | tuple[Tensor, T
     layers, through the C steps (binding them on first use), or None to take the general
     path. The same conditions as :func:`fast_step`, for the forward's layouts: ``x`` of
     shape ``(1, B, I)`` (``(B, 1, I)`` batch-first) or unbatched ``(1, I)``, ``hx`` given."""
-    if hx is None or layer.training:
+    if hx is None or layer.training or torch.compiler.is_compiling():  # (compiling: before any lookup)
         return None
     prog = _PROGRAMS.data.get(weakref.ref(layer))
-    if (prog is not None and prog.guard is not None and not torch.compiler.is_compiling()
-            and layer.regularization is prog.regularization):  # the checks and C calls in C++
+    if prog is not None and prog.guard is not None and layer.regularization is prog.regularization:  # in C++
         chunk = 2 if layer.batch_first else 1
         done = prog.guard.step(x, hx, layer._parameters, chunk)
         if done is ...:  # the outputs made ahead for this shape ran out

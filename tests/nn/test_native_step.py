@@ -545,3 +545,16 @@ def test_the_cxx_step_runs_one_step_chunks_of_the_forward(monkeypatch, checks, n
     for a, b in zip(state if isinstance(state, tuple) else (state,),
                     want_state if isinstance(want_state, tuple) else (want_state,), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_compiled_stream_step_keeps_one_graph():
+    """Under torch.compile a stream's step (bound beforehand, so the fast path would take
+    it) takes torch's step: fullgraph compiles and equals eager."""
+    layer = rnnkit.LSTM(I, H).eval()
+    x = torch.randn(1, I)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        layer.step(x, state)
+        got = torch.compile(lambda x_, s: layer.step(x_, s)[0], fullgraph=True, backend="eager")(x, state)
+        want = layer.step(x, state)[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
