@@ -124,10 +124,19 @@ def _reference_grads(ctx, grad_y: Tensor, inputs: tuple, needs: tuple) -> list[T
     return [next(found) if n else None for n in needs]
 
 
+def _functorch_active() -> bool:
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)  # (private in torch 2.x)
+    return bool(active and active())
+
+
 def teacher_forced(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor | None,
                    phi: str, psi: str, workspace: Workspace | None = None) -> Tensor:
     """``y (N, O)`` for ``z (N, K)``: through :class:`JordanTeacherForced` when a gradient
-    can be asked, else the same ops in place with no graph."""
+    can be asked, else the same ops in place with no graph; under torch.func's transforms
+    (grad, vmap, jacrev: the Function's in-place backward is not theirs to transform) the
+    reference ops."""
+    if _functorch_active():
+        return reference(z, w, b, w_ho, b_ho, phi, psi)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, w, b, w_ho, b_ho)):
         return JordanTeacherForced.apply(z, w, b, w_ho, b_ho, phi, psi, workspace)
     return _IN_PLACE[psi](_affine(_IN_PLACE[phi](_affine(z, w, b)), w_ho, b_ho))

@@ -121,6 +121,17 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _readable(t: Tensor) -> bool:
+    """Memory the C steps can read: a dense tensor, not one of functorch's vmap/grad
+    wrappers (their data_ptr raises) or functionalize's (its data_ptr is 0)."""
+    if t.layout is not torch.strided:
+        return False
+    try:
+        return t.data_ptr() != 0
+    except RuntimeError:
+        return False
+
+
 def _bound(spec: LayerStep, w: tuple[Tensor | None, ...], H: int) -> tuple[tuple, tuple]:
     """A layer's C-step constants: the tensors to keep alive, and the arguments (after
     the state's) that pass them."""
@@ -183,7 +194,9 @@ class StackProgram:
         self.lstm = steps[0].kind.startswith("lstm")
         self.scratch_sizes = tuple(max(_SCRATCH[s.kind](I if k == 0 else H, H, B) for k, s in enumerate(steps))
                                    for B in range(NATIVE_MAX_BATCH + 1))  # by the number of streams
-        self.keep, calls = [], []
+        # the bound weights' storages, held: a weight whose data is swapped (p.data = ...) can then
+        # never come back at the same address, unseen by the address check (_stamps)
+        self.keep, calls = [tuple(t.untyped_storage() for t in self.sources if t.layout is torch.strided)], []
         with torch.inference_mode(False), torch.no_grad():  # plain constants whatever mode built them
             for k, (spec, w) in enumerate(zip(steps, weights)):
                 packed, consts = _bound(spec, w, H)
@@ -203,7 +216,7 @@ class StackProgram:
         structs = tuple(_stream_consts(spec, consts) for spec, (_, _, consts) in zip(steps, self.calls))
         self.keep.append(structs)
         step_any = ctypes.cast(native.bind("stream_step_any", dtype), ctypes.c_void_p).value
-        return ext.guard(self.sources, self.sources[0], self.input_size, self.hidden_size, self.num_layers,
+        return ext.guard(self.sources, torch.empty(0, dtype=dtype), self.input_size, self.hidden_size, self.num_layers,
                          2 if self.lstm else 1, NATIVE_MAX_BATCH, step_any,
                          tuple(ctypes.addressof(c) for c in structs), tuple(i for _, i, _ in self.calls),
                          self.scratch_sizes, self.element_size, STACK_SCRATCH, self.spare, self.names)
@@ -308,8 +321,10 @@ def step_stack(layer, x: Tensor, states: tuple[Tensor, ...], grad: bool) -> tupl
         return None
     steps, fns = found
     weights = [_weights(layer, s.names) for s in steps]
-    if grad and (x.requires_grad or any(s.requires_grad for s in states)
-                 or any(t is not None and t.requires_grad for w in weights for t in w)):
+    tensors = [t for w in weights for t in w if t is not None]
+    if any(t.dtype != x.dtype or not t.is_cpu for t in tensors) or not all(map(_readable, (x, *states, *tensors))):
+        return None  # (torch's step raises the clear error, or computes what C cannot read)
+    if grad and (x.requires_grad or any(s.requires_grad for s in states) or any(t.requires_grad for t in tensors)):
         return None
     prog = program(layer, steps, weights, fns, x.dtype)
     return prog.run(x.contiguous(), tuple(s.contiguous() for s in states), x.shape[0])
@@ -334,7 +349,7 @@ def _plain_states(prog: StackProgram, state, expected: tuple[int, ...]) -> tuple
         return None
     for s in states:
         if (type(s) is not Tensor or s.shape != expected or s.dtype is not prog.dtype or not s.is_cpu
-                or not s.is_contiguous()):
+                or not s.is_contiguous() or not _readable(s)):
             return None
     return states
 
@@ -364,7 +379,7 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
         return None
     if prog.guard is not None:  # the rest of the checks, and the C calls, in C++
         done = prog.guard.step(x, state, layer._parameters)
-        if done is ...:  # the outputs made ahead for this shape ran out
+        while done is ...:  # the outputs made ahead for this shape ran out (again, if another thread took them)
             prog.refill(x)
             done = prog.guard.step(x, state, layer._parameters)
         return done
@@ -390,7 +405,7 @@ def _checked(prog: StackProgram, x, state) -> tuple[int, bool, int, int, int, in
     its weights are unwritten, nothing is differentiated, no autocast and no
     torch.jit.trace, else None."""
     if (type(x) is not Tensor or x.dtype is not prog.dtype or not x.is_cpu or not x.is_contiguous()
-            or torch._C._is_any_autocast_enabled() or torch.jit.is_tracing()):
+            or not _readable(x) or torch._C._is_any_autocast_enabled() or torch.jit.is_tracing()):
         return None
     shape, L, H = x.shape, prog.num_layers, prog.hidden_size
     if len(shape) == 2:
@@ -443,12 +458,12 @@ def fast_forward(layer, x: Tensor, hx) -> tuple[Tensor, Tensor | tuple[Tensor, T
     if prog is not None and prog.guard is not None and layer.regularization is prog.regularization:  # in C++
         chunk = 2 if layer.batch_first else 1
         done = prog.guard.step(x, hx, layer._parameters, chunk)
-        if done is ...:  # the outputs made ahead for this shape ran out
+        while done is ...:  # the outputs made ahead for this shape ran out (again, if another thread took them)
             prog.refill(x, chunk)
             done = prog.guard.step(x, hx, layer._parameters, chunk)
         if done is not None:
             return done
-    if type(x) is not Tensor or x.dtype not in _DTYPES or not x.is_cpu:
+    if type(x) is not Tensor or x.dtype not in _DTYPES or not x.is_cpu or not _readable(x):
         return None
     shape = x.shape
     batched = len(shape) == 3

@@ -110,3 +110,23 @@ def test_copies_of_a_model_start_with_an_empty_workspace():
     for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert other._workspace._flat is None
         assert set(other.state_dict()) == set(model.state_dict())
+
+
+def test_torch_func_transforms_take_the_reference_ops():
+    """torch.func.grad and vmap over the teacher-forced pass (the Function's in-place
+    backward is not theirs to transform): the same gradients as autograd."""
+    torch.manual_seed(0)
+    model = JordanRNN(JordanConfig(4, 2, 6)).double()
+    x, targets = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 5, 2, dtype=torch.float64)
+    y_prev = model.teacher_inputs(targets)
+    params = dict(model.named_parameters())
+
+    def loss(p, x_):
+        return torch.func.functional_call(model, p, (x_, y_prev)).pow(2).sum()
+
+    got = torch.func.grad(loss)(params, x)
+    want = torch.autograd.grad(loss(params, x), list(params.values()))
+    for name, w in zip(params, want):
+        torch.testing.assert_close(got[name], w, rtol=1e-12, atol=1e-12)
+    batched = torch.func.vmap(lambda x_, y_: model(x_[None], y_[None])[0])(x, y_prev)
+    torch.testing.assert_close(batched, model(x, y_prev), rtol=1e-12, atol=1e-12)

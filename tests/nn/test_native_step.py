@@ -558,3 +558,69 @@ def test_compiled_stream_step_keeps_one_graph():
         got = torch.compile(lambda x_, s: layer.step(x_, s)[0], fullgraph=True, backend="eager")(x, state)
         want = layer.step(x, state)[0]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_func_transforms_of_a_stream_step_take_torchs_step():
+    """vmap's and functionalize's tensors only look dense (no storage, or address 0): the
+    C steps decline them (they aborted or read address 0), torch's step computes."""
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        layer.step(x, state)
+        xs = torch.randn(4, 1, I, dtype=torch.float64)
+        mapped = torch.func.vmap(lambda x_: layer.step(x_, state)[0])(xs)
+        torch.testing.assert_close(mapped, torch.stack([layer.step(x_, state)[0] for x_ in xs]),
+                                   rtol=1e-10, atol=1e-10)
+        fresh = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+        for lay in (layer, fresh):  # a bound stream, and the general path's first step
+            functional = torch.func.functionalize(lambda x_: lay.step(x_, state)[0])(x)
+            torch.testing.assert_close(functional, lay.step(x, state)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_weight_data_swapped_back_to_the_same_size_is_seen():
+    """``p.data = ...`` does not bump the version; the program holds the storages it bound,
+    so new data never reuses their address unseen."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        layer.step(x, state)
+        for _ in range(3):
+            layer.weight_hh_l0.data = torch.empty(0, dtype=torch.float64)
+            layer.weight_hh_l0.data = torch.randn(4 * H, H, dtype=torch.float64)
+            y, _ = layer.step(x, state)
+            torch.testing.assert_close(y, layer(x.unsqueeze(0), state)[0][0], rtol=1e-10, atol=1e-10)
+
+
+def test_weights_of_another_dtype_get_the_general_paths_error():
+    layer = rnnkit.GRU(I, H, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight_hh_l0.data = layer.weight_hh_l0.data.float()
+        with pytest.raises((rnnkit.errors.DtypeError, RuntimeError)):
+            layer.step(x)
+
+
+def test_a_step_never_returns_the_refill_signal(monkeypatch, checks):
+    """If another thread takes the outputs a refill made before this one can, the step
+    refills again rather than return the C++ step's 'ran out' signal."""
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    real, calls = native_step.StackProgram.refill, []
+
+    def stolen_once(self, x_, chunk=0):
+        real(self, x_, chunk)
+        calls.append(chunk)
+        if len(calls) == 1:  # as if another thread took them all
+            for made in self.spare.values():
+                made.clear()
+
+    monkeypatch.setattr(native_step.StackProgram, "refill", stolen_once)
+    with torch.no_grad():
+        _, state = layer.step(x)
+        y, state = layer.step(x, state)
+        out, _ = layer(x.unsqueeze(0), state)
+    assert isinstance(y, torch.Tensor) and isinstance(out, torch.Tensor)
+    assert len(calls) >= (2 if checks == "C++ checks" else 0)  # (the Python checks make outputs as they go)

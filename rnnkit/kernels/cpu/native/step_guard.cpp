@@ -37,7 +37,7 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <ATen/Parallel.h>
 #include <ATen/TracerMode.h>
-#include <ATen/autocast_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/GradMode.h>
 
@@ -81,16 +81,22 @@ bool exact_tensor(PyObject* obj) {
     return Py_TYPE(obj) == reinterpret_cast<PyTypeObject*>(THPVariableClass);
 }
 
-/* what torch._C._is_any_autocast_enabled() asks, for the device types autocast has */
+/* autocast on for any device (it is on where its dispatch key is not excluded): a
+ * superset of torch._C._is_any_autocast_enabled()'s devices, so never less careful */
 bool any_autocast() {
-    for (auto type : {at::kCPU, at::kCUDA, at::kXPU, at::kIPU, at::kHPU, at::kXLA, at::kPrivateUse1, at::kMPS})
-        if (at::autocast::is_autocast_enabled(type))
-            return true;
-    return false;
+    const auto excluded = c10::impl::tls_local_dispatch_key_set().excluded_;
+    return !(c10::autocast_dispatch_keyset - excluded).empty();
 }
 
+/* tensors that only look dense: functorch's vmap/grad wrappers, functionalize's
+ * (data_ptr 0), __torch_dispatch__ subclasses */
+constexpr c10::DispatchKeySet wrappers({c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
+                                        c10::DispatchKey::Functionalize, c10::DispatchKey::Python});
+
+/* memory the C steps can read: a dense CPU tensor of dtype, contiguous, with storage */
 bool plain(const at::Tensor& t, c10::ScalarType dtype) {
-    return t.scalar_type() == dtype && t.device().is_cpu() && t.is_contiguous();
+    return t.scalar_type() == dtype && t.layout() == c10::kStrided && t.device().is_cpu() && t.is_contiguous()
+        && !t.key_set().has_any(wrappers) && t.has_storage() && t.data_ptr() != nullptr;
 }
 
 /* a state tensor of the expected shape: (L, B, H) batched, (L, H) not */
@@ -112,7 +118,7 @@ bool state_ok(const Guard* g, PyObject* obj, int64_t batch, bool batched, bool g
 /* the checks; false (and nothing set) for anything but the step the guard was made for */
 /* chunk: 0 a step's x, (B, I) or (I,); 1 a forward's one-step chunk, (1, B, I) or (1, I);
  * 2 the same batch-first, (B, 1, I) or (1, I) */
-bool find(const Guard* g, PyObject* x_obj, PyObject* state, int chunk, Found* out) {
+bool find_unchecked(const Guard* g, PyObject* x_obj, PyObject* state, int chunk, Found* out) {
     /* autocast would change the arithmetic; torch.jit.trace would not see a C call */
     if (!exact_tensor(x_obj) || any_autocast() || at::tracer::impl::is_dispatch_enabled())
         return false;
@@ -149,6 +155,15 @@ bool find(const Guard* g, PyObject* x_obj, PyObject* state, int chunk, Found* ou
     }
     *out = Found{batch, batched, x.data_ptr(), ptr[0], ptr[1]};
     return true;
+}
+
+/* find_unchecked, declining (not raising through C++) whatever a tensor query throws */
+bool find(const Guard* g, PyObject* x_obj, PyObject* state, int chunk, Found* out) {
+    try {
+        return find_unchecked(g, x_obj, state, chunk, out);
+    } catch (const std::exception&) {
+        return false;
+    }
 }
 
 PyObject* guard_check(PyObject* self, PyObject* args) {
@@ -302,9 +317,15 @@ PyObject* make_guard(PyObject*, PyObject* args) {
             return nullptr;
         }
         const at::Tensor& t = THPVariable_Unpack(item);
+        try {
+            g->versions->push_back(t.unsafeGetTensorImpl()->version_counter().current_version());
+            g->addresses->push_back(t.data_ptr());
+        } catch (const std::exception& err) {
+            Py_DECREF(g);
+            PyErr_SetString(PyExc_TypeError, err.what());
+            return nullptr;
+        }
         g->sources->push_back(t);
-        g->versions->push_back(t.unsafeGetTensorImpl()->version_counter().current_version());
-        g->addresses->push_back(t.data_ptr());
     }
     if (!ints(consts, g->consts) || !ints(inputs, g->inputs) || !ints(scratch, g->scratch)) {
         Py_DECREF(g);
