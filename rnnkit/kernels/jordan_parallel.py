@@ -48,6 +48,13 @@ def reference(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor
     return _ACTIVATIONS[psi](_affine(_ACTIVATIONS[phi](_affine(z, w, b)), w_ho, b_ho))
 
 
+def _in_place_pass(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor | None,
+                   phi: str, psi: str) -> tuple[Tensor, Tensor]:
+    """``(h, y)``, the activations applied in place on the fresh GEMM outputs."""
+    h = _IN_PLACE[phi](_affine(z, w, b))
+    return h, _IN_PLACE[psi](_affine(h, w_ho, b_ho))
+
+
 class Workspace:
     """The backward's ``(N, H)`` scratch, kept from one call to the next (memory the
     allocator would otherwise hand back to the system and fault in again). One per model:
@@ -87,8 +94,7 @@ class JordanTeacherForced(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor | None,
                 phi: str, psi: str, workspace: Workspace | None = None) -> Tensor:
-        h = _IN_PLACE[phi](_affine(z, w, b))
-        y = _IN_PLACE[psi](_affine(h, w_ho, b_ho))
+        h, y = _in_place_pass(z, w, b, w_ho, b_ho, phi, psi)
         ctx.phi, ctx.psi, ctx.workspace = phi, psi, workspace
         ctx.save_for_backward(z, w, b, w_ho, b_ho, h, None if psi == "identity" else y)
         return y
@@ -139,4 +145,4 @@ def teacher_forced(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: T
         return reference(z, w, b, w_ho, b_ho, phi, psi)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, w, b, w_ho, b_ho)):
         return JordanTeacherForced.apply(z, w, b, w_ho, b_ho, phi, psi, workspace)
-    return _IN_PLACE[psi](_affine(_IN_PLACE[phi](_affine(z, w, b)), w_ho, b_ho))
+    return _in_place_pass(z, w, b, w_ho, b_ho, phi, psi)[1]

@@ -221,9 +221,17 @@ class StackProgram:
                          tuple(ctypes.addressof(c) for c in structs), tuple(i for _, i, _ in self.calls),
                          self.scratch_sizes, self.element_size, STACK_SCRATCH, self.spare, self.names)
 
-    def refill(self, x: Tensor, chunk: int = 0) -> None:
-        """More outputs made ahead for ``x``'s shape (the C++ step ran out); ``chunk`` as
-        in :meth:`_outputs`."""
+    def guarded_step(self, layer, x: Tensor, state, chunk: int = 0):
+        """The C++ guard's step (its checks, then the C calls): ``(y, state)`` or None.
+        ``chunk`` as in :meth:`_outputs`."""
+        done = self.guard.step(x, state, layer._parameters, chunk)
+        while done is ...:  # the outputs made ahead for this shape ran out (again, if another thread took them)
+            self._refill(x, chunk)
+            done = self.guard.step(x, state, layer._parameters, chunk)
+        return done
+
+    def _refill(self, x: Tensor, chunk: int) -> None:
+        """More outputs made ahead for ``x``'s shape (the C++ step ran out)."""
         batched = x.dim() == (3 if chunk else 2)
         batch = x.shape[1 if chunk == 1 else 0] if batched else 1
         self.spare[(batch, batched, chunk)] = self._make_outputs(batch, batched, chunk)
@@ -378,11 +386,7 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
     if prog is None or layer.regularization is not prog.regularization:
         return None
     if prog.guard is not None:  # the rest of the checks, and the C calls, in C++
-        done = prog.guard.step(x, state, layer._parameters)
-        while done is ...:  # the outputs made ahead for this shape ran out (again, if another thread took them)
-            prog.refill(x)
-            done = prog.guard.step(x, state, layer._parameters)
-        return done
+        return prog.guarded_step(layer, x, state)
     if not _same_weights(layer, prog):
         return None
     found = _checked(prog, x, state)
@@ -456,11 +460,7 @@ def fast_forward(layer, x: Tensor, hx) -> tuple[Tensor, Tensor | tuple[Tensor, T
         return None
     prog = _PROGRAMS.data.get(weakref.ref(layer))
     if prog is not None and prog.guard is not None and layer.regularization is prog.regularization:  # in C++
-        chunk = 2 if layer.batch_first else 1
-        done = prog.guard.step(x, hx, layer._parameters, chunk)
-        while done is ...:  # the outputs made ahead for this shape ran out (again, if another thread took them)
-            prog.refill(x, chunk)
-            done = prog.guard.step(x, hx, layer._parameters, chunk)
+        done = prog.guarded_step(layer, x, hx, 2 if layer.batch_first else 1)
         if done is not None:
             return done
     if type(x) is not Tensor or x.dtype not in _DTYPES or not x.is_cpu or not _readable(x):

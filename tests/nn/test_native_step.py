@@ -608,16 +608,16 @@ def test_a_step_never_returns_the_refill_signal(monkeypatch, checks):
     refills again rather than return the C++ step's 'ran out' signal."""
     layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
     x = torch.randn(1, I, dtype=torch.float64)
-    real, calls = native_step.StackProgram.refill, []
+    real, calls = native_step.StackProgram._refill, []
 
-    def stolen_once(self, x_, chunk=0):
+    def stolen_once(self, x_, chunk):
         real(self, x_, chunk)
         calls.append(chunk)
         if len(calls) == 1:  # as if another thread took them all
             for made in self.spare.values():
                 made.clear()
 
-    monkeypatch.setattr(native_step.StackProgram, "refill", stolen_once)
+    monkeypatch.setattr(native_step.StackProgram, "_refill", stolen_once)
     with torch.no_grad():
         _, state = layer.step(x)
         y, state = layer.step(x, state)

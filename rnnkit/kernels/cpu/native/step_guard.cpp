@@ -179,7 +179,7 @@ PyObject* guard_check(PyObject* self, PyObject* args) {
 }
 
 /* step(x, state) -> None (not the bound step) | Ellipsis (this shape's outputs made ahead
- * ran out: refill spare[(batch, batched)], call again) | (y, state) */
+ * ran out: refill spare[(batch, batched, chunk)], call again) | (y, state) */
 PyObject* guard_step(PyObject* self, PyObject* args) {
     Guard* g = reinterpret_cast<Guard*>(self);
     PyObject *x_obj, *state, *params;
