@@ -4,7 +4,7 @@ the same run, interleaved round by round (rotating order), medians
 (B32 T256 I32 H256 O32 by default). ``--threads 1`` pins one thread, for a machine
 shared with other jobs; 0 keeps torch's default.
 
-    python benchmarks/jordan.py [--repeats 21] [--threads 0] [--out PATH]
+    python benchmarks/jordan.py [--repeats 21] [--threads 0] [--settle 2] [--out PATH]
 
 Rows (all compute ``mse(model(x, teacher_inputs(targets)), targets)`` and its gradients,
 except the last):
@@ -20,6 +20,13 @@ except the last):
 ``speedup`` in a row is the parallel pass's advantage over it (row time / parallel time);
 the top-level ``speedup`` is against the *faster* of the two teacher-forced step loops
 (the conservative figure), with the per-round spread of the paired ratio as the noise.
+
+Each timed call follows ``--settle`` untimed calls of the same variant: the steady state
+of a training loop, which calls one of them back to back. The parallel pass streams
+~20 MB of activations and their gradients; right after a different workload they are
+out of cache and its first call is ~1.5 ms slower (the loops, bound by per-step
+dispatch, hardly change). That cold figure is measured too (every variant's call
+following another's) and recorded under ``cold``.
 """
 from __future__ import annotations
 
@@ -98,7 +105,7 @@ def _variants(model: JordanRNN, x: torch.Tensor, targets: torch.Tensor) -> dict[
 
 
 def time_variants(batch: int, steps: int, input_size: int, hidden: int, output_size: int,
-                  repeats: int, warmup: int) -> tuple[list[Row], dict[str, list[float]]]:
+                  repeats: int, warmup: int, settle: int) -> tuple[list[Row], dict[str, list[float]]]:
     """Rows, and every timed round per variant (seconds)."""
     torch.manual_seed(0)
     model = JordanRNN(JordanConfig(input_size, output_size, hidden))
@@ -106,7 +113,7 @@ def time_variants(batch: int, steps: int, input_size: int, hidden: int, output_s
     targets = torch.randn(batch, steps, output_size)
     fns = _variants(model, x, targets)
     names = list(fns)
-    times = interleaved(fns, repeats, warmup)
+    times = interleaved(fns, repeats, warmup, settle=settle)
     par = statistics.median(times[PARALLEL])
     rows = []
     for name in names:
@@ -147,31 +154,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--settle", type=int, default=2,
+                    help="untimed calls of a variant right before each timed one (steady state); "
+                         "the cold figure (0) is measured as well")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0: torch's default")
     ap.add_argument("--out", default="docs/benchmarks/jordan_cpu.json")
     args = ap.parse_args(argv)
     for name in ("batch", "steps", "input_size", "hidden", "output_size", "repeats"):
         if getattr(args, name) < 1:
             sys.exit(f"jordan: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        sys.exit(f"jordan: --warmup must be >= 0, got {args.warmup}")
+    for name in ("warmup", "settle"):
+        if getattr(args, name) < 0:
+            sys.exit(f"jordan: --{name} must be >= 0, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    rows, times = time_variants(args.batch, args.steps, args.input_size, args.hidden, args.output_size,
-                                args.repeats, args.warmup)
+    sizes = (args.batch, args.steps, args.input_size, args.hidden, args.output_size, args.repeats, args.warmup)
+    rows, times = time_variants(*sizes, settle=args.settle)
+    cold_rows, cold_times = time_variants(*sizes, settle=0) if args.settle else (rows, times)
     load_after = os.getloadavg()
-    head = summary(rows, times)
-    print(markdown_table(rows))
+    head, cold = summary(rows, times), summary(cold_rows, cold_times)
+    print(f"steady state ({args.settle} untimed calls before each timed one):\n{markdown_table(rows)}")
+    print(f"\ncold (each call right after another variant's):\n{markdown_table(cold_rows)}")
     spread = head["speedup_per_round"]
     print(f"\nspeedup {head['speedup']:.2f}x (parallel vs {head['speedup_baseline']}; per round "
-          f"{spread['min']:.2f}..{spread['max']:.2f}x, IQR {spread['q1']:.2f}..{spread['q3']:.2f}x; "
-          f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} on {os.cpu_count()} CPUs)")
+          f"{spread['min']:.2f}..{spread['max']:.2f}x, IQR {spread['q1']:.2f}..{spread['q3']:.2f}x), "
+          f"cold {cold['speedup']:.2f}x; load average {load_before[0]:.2f} -> {load_after[0]:.2f} "
+          f"on {os.cpu_count()} CPUs")
     env = environment("cpu") | isa_flags() | {
         "load_average_1min": f"{load_before[0]:.2f} -> {load_after[0]:.2f}"}
     data = {"environment": env, "command": "python " + shlex.join(sys.argv), **head,
-            "repeats": args.repeats, "warmup": args.warmup, "rows": [asdict(r) for r in rows],
-            "rounds_ms": {name: [t * 1e3 for t in ts] for name, ts in times.items()}}
+            "repeats": args.repeats, "warmup": args.warmup, "settle": args.settle, "rows": [asdict(r) for r in rows],
+            "rounds_ms": {name: [t * 1e3 for t in ts] for name, ts in times.items()},
+            "cold": {**cold, "rows": [asdict(r) for r in cold_rows]}}
     atomic_write_text(args.out, json.dumps(data, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 

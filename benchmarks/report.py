@@ -34,10 +34,24 @@ def render() -> str:
         env = data.get("environment", {})
         if env:
             out += ["Machine: " + ", ".join(f"{k}={v}" for k, v in env.items()), ""]
-        rows = data.get("rows") or data.get("results") or []
-        if rows:
-            out += _table(rows) + [""]
+        out += _section(data)
+        for key, value in data.items():  # a second measurement of the same rows (e.g. jordan's "cold")
+            if isinstance(value, dict) and value.get("rows"):
+                out += [f"### {key}", ""] + _section(value)
     return "\n".join(out)
+
+
+def _section(data: dict) -> list[str]:
+    """The headline figures (top-level scalars), then the rows' table."""
+    out = []
+    scalars = {k: v for k, v in data.items() if k != "command" and isinstance(v, (int, float, str))}
+    if scalars:
+        out += ["Summary: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in scalars.items()), ""]
+    rows = data.get("rows") or data.get("results") or []
+    if rows:
+        out += _table(rows) + [""]
+    return out
 
 
 def main() -> None:

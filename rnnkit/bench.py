@@ -115,15 +115,21 @@ def _prepare(name: str, case: Case, dev: torch.device) -> tuple[Callable[[], Non
 
 
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2,
-                device: torch.device | str = "cpu") -> dict[str, list[float]]:
+                device: torch.device | str = "cpu", settle: int = 0) -> dict[str, list[float]]:
     """Seconds per call of each function, ``repeats`` rounds after ``warmup``, all
     functions every round in a rotating order: drifts in machine load hit every one
-    alike and no function always runs right after the same other."""
+    alike and no function always runs right after the same other.
+
+    ``settle`` untimed calls of a function right before its timed one measure it in the
+    steady state of a loop calling it back to back (a training loop), its memory warm in
+    cache; with 0, each timed call follows another function's (cold)."""
     device = torch.device(device)
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(warmup + repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            for _ in range(settle):
+                fns[name]()
             sync(device)
             t0 = time.perf_counter()
             fns[name]()

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from rnnkit.bench import FULL_GRID, Row, grid, time_grid
+from rnnkit.bench import FULL_GRID, Row, grid, interleaved, time_grid
 from rnnkit.cli import main
 from rnnkit.errors import ConfigError
 
@@ -93,3 +93,16 @@ def test_cli_threads_is_applied_and_recorded(tmp_path):
 def test_cli_negative_threads_is_one_clear_error(capsys):
     assert main(["bench", "--threads", "-1", "--no-progress"]) == 2
     assert "--threads must be >= 0" in capsys.readouterr().err
+
+
+def test_interleaved_settles_each_function_before_its_timed_call():
+    """``settle`` untimed calls right before each timed one: the timed call always
+    follows its own function (steady state), and the times count only timed calls."""
+    log: list[str] = []
+    fns = {name: (lambda n=name: log.append(n)) for name in ("a", "b", "c")}
+    times = interleaved(fns, repeats=4, warmup=1, settle=2)
+    assert {n: len(t) for n, t in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert len(log) == 5 * 3 * 3
+    runs = [log[i:i + 3] for i in range(0, len(log), 3)]
+    assert all(len(set(run)) == 1 for run in runs)  # each timed call right after its own two
+    assert [run[0] for run in runs[3:6]] == ["b", "c", "a"]  # and the order still rotates

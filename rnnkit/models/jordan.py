@@ -84,6 +84,10 @@ class JordanRNN(nn.Module):
 
     Inputs must be batched (an unbatched ``(T, I)`` is refused, not guessed) and have
     the parameters' dtype and device.
+
+    The parallel pass keeps up to two ``(B*T, H)`` buffers between calls (its hidden
+    activations and their gradient: memory not faulted in again every step, like
+    cuDNN's workspace); :meth:`clear_workspace` frees them.
     """
 
     def __init__(self, config: JordanConfig) -> None:
@@ -149,16 +153,27 @@ class JordanRNN(nn.Module):
         first = self._initial(y0, B, like=targets)
         return torch.cat([first.unsqueeze(1), targets[:, :-1]], dim=1)[:, :T]  # T = 0 stays empty
 
+    def clear_workspace(self) -> None:
+        """Free the parallel pass's idle buffers (they are made again when next needed)."""
+        self._workspace.clear()
+
     # --- the two passes --------------------------------------------------------------
     def _parallel(self, x: Tensor, y_prev: Tensor) -> Tensor:
         """All ``B*T`` steps as rows of one batch, no loop over time: the cell's step with
-        its two pre-activation GEMMs fused into one over ``[x_t, y_{t-1}]`` (K = I + O), as
-        one autograd Function (:mod:`rnnkit.kernels.jordan_parallel`)."""
+        its two pre-activation GEMMs fused into one over ``z = [x_t, y_{t-1}, 1]`` (K = I + O
+        + 1), as one autograd Function (:mod:`rnnkit.kernels.jordan_parallel`). The column
+        of ones carries ``b_ih`` inside the GEMM: the bias costs no pass over the ``(N, H)``
+        pre-activations forward (addmm copies it into every row first) and its gradient
+        comes out of the weight-gradient GEMM, not a separate sum over ``N`` rows."""
         B, T, _ = x.shape
         c = self.cell
-        z = torch.cat([x, y_prev], dim=-1).reshape(B * T, self.input_size + self.output_size)
-        w = torch.cat([c.weight_ih, c.weight_oh], dim=1)                        # (H, I + O)
-        y = teacher_forced(z, w, getattr(c, "bias_ih", None), c.weight_ho, getattr(c, "bias_ho", None),
+        parts, columns = [x, y_prev], [c.weight_ih, c.weight_oh]
+        if c.bias:
+            parts.append(x.new_ones(()).expand(B, T, 1))
+            columns.append(c.bias_ih.unsqueeze(1))
+        w = torch.cat(columns, dim=1)                                            # (H, K)
+        z = torch.cat(parts, dim=-1).reshape(B * T, w.shape[1])                  # (B*T, K)
+        y = teacher_forced(z, w, None, c.weight_ho, getattr(c, "bias_ho", None),
                            c.nonlinearity, c.output_activation, self._workspace)  # (B*T, O)
         return y.reshape(B, T, self.output_size)
 

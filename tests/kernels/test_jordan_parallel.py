@@ -80,7 +80,7 @@ def test_the_model_trains_through_the_function():
 
 def test_the_workspace_is_reused_across_calls_and_sizes_without_changing_gradients():
     ws = Workspace()
-    for n in (11, 11, 4, 13, 6):  # same size, smaller (a view of the kept buffer), larger (a new one)
+    for n in (11, 11, 4, 13, 6):  # same size, smaller (a view of a kept buffer), larger (a new one)
         inputs = _inputs(True, seed=n, rows=n)
         grad_y = torch.randn(n, O, dtype=torch.float64)
         wanted = (True,) * 5
@@ -88,16 +88,45 @@ def test_the_workspace_is_reused_across_calls_and_sizes_without_changing_gradien
         _, g_ws = _grads(lambda *a: JordanTeacherForced.apply(*a, "tanh", "sigmoid", ws), inputs, wanted, grad_y)
         for a, b in zip(g_ws, g_ref):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
-        assert ws._flat is not None and ws._flat.numel() >= n * H
+        assert 0 < len(ws._idle) <= Workspace.KEEP and ws._idle[0][0] >= n * H
 
 
 def test_a_taken_buffer_is_never_handed_out_twice():
-    ws, like = Workspace(), torch.empty(3, 4)
-    first = ws.take(like)
-    second = ws.take(like)  # while the first is in use
-    assert first.data_ptr() != second.data_ptr()
+    ws, like = Workspace(), torch.empty(0)
+    first = ws.take((3, 4), like)
+    second = ws.take((3, 4), like)  # while the first is in use
+    assert first.data_ptr() != second.data_ptr() and first.shape == (3, 4)
     ws.give(first)
-    assert ws.take(like).data_ptr() == first.data_ptr()
+    assert ws.take((2, 5), like).data_ptr() == first.data_ptr()  # (a smaller shape: a view of it)
+
+
+def test_the_pool_keeps_at_most_keep_buffers_the_largest():
+    ws, like = Workspace(), torch.empty(0)
+    taken = [ws.take((n,), like) for n in (5, 9, 7)]
+    for t in taken:
+        ws.give(t)
+    assert [entry[0] for entry in ws._idle] == [9, 7]
+    ws.clear()
+    assert ws._idle == []
+
+
+def test_the_hidden_activations_stay_on_loan_while_a_graph_can_read_them():
+    """h lives in a pool buffer that comes back only when its graph is freed: a second
+    backward (retain_graph) after another pass through the same pool reads its own h."""
+    ws = Workspace()
+    inputs = [t.requires_grad_() for t in _inputs(True, seed=5)]
+    other = [t.detach().clone().mul_(2).requires_grad_() for t in inputs]
+    y = JordanTeacherForced.apply(*inputs, "tanh", "sigmoid", ws)
+    first = torch.autograd.grad(y.sum(), inputs, retain_graph=True)
+    for _ in range(3):  # other passes take buffers from the pool and give them back
+        torch.autograd.grad(JordanTeacherForced.apply(*other, "tanh", "sigmoid", ws).sum(), other)
+        teacher_forced(*[t.detach() for t in other], "tanh", "sigmoid", ws)
+    second = torch.autograd.grad(y.sum(), inputs)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    idle = len(ws._idle)
+    del y
+    assert len(ws._idle) == min(idle + 1, Workspace.KEEP)  # its h came back with the graph
 
 
 def test_copies_of_a_model_start_with_an_empty_workspace():
@@ -106,10 +135,11 @@ def test_copies_of_a_model_start_with_an_empty_workspace():
     model = JordanRNN(JordanConfig(4, 2, 6))
     x, targets = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
     model(x, model.teacher_inputs(targets)).sum().backward()
-    assert model._workspace._flat is not None
+    assert model._workspace._idle
     for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert other._workspace._flat is None
+        assert other._workspace._idle == []
         assert set(other.state_dict()) == set(model.state_dict())
+        other(x, other.teacher_inputs(targets)).sum().backward()  # and a working one
 
 
 def test_torch_func_transforms_take_the_reference_ops():
@@ -130,3 +160,16 @@ def test_torch_func_transforms_take_the_reference_ops():
         torch.testing.assert_close(got[name], w, rtol=1e-12, atol=1e-12)
     batched = torch.func.vmap(lambda x_, y_: model(x_[None], y_[None])[0])(x, y_prev)
     torch.testing.assert_close(batched, model(x, y_prev), rtol=1e-12, atol=1e-12)
+
+
+def test_clear_workspace_frees_the_idle_buffers_and_the_model_still_trains():
+    model = JordanRNN(JordanConfig(4, 2, 6))
+    x, targets = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    model(x, model.teacher_inputs(targets)).sum().backward()
+    want = [p.grad.clone() for p in model.parameters()]
+    model.clear_workspace()
+    assert model._workspace._idle == []
+    model.zero_grad()
+    model(x, model.teacher_inputs(targets)).sum().backward()
+    for p, g in zip(model.parameters(), want):
+        torch.testing.assert_close(p.grad, g, atol=0, rtol=0)
