@@ -140,13 +140,14 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 
 
 
 def time_case(case: Case, variants: list[str], device: str = "cpu", repeats: int = 7,
-              warmup: int = 2) -> list[Row]:
+              warmup: int = 2, settle: int = 0) -> list[Row]:
     """Median wall time of each variant on one case, interleaved with the reference
-    each round (in a rotating order) so drifts in machine load hit every variant alike."""
+    each round (in a rotating order) so drifts in machine load hit every variant alike;
+    each timed call after ``settle`` untimed ones of the same variant (see :func:`interleaved`)."""
     dev = torch.device(device)
     names = [REFERENCE] + [v for v in variants if v != REFERENCE]
     fns = {name: _prepare(name, case, dev) for name in names}
-    times = interleaved({name: fn for name, (fn, _) in fns.items()}, repeats, warmup, dev)
+    times = interleaved({name: fn for name, (fn, _) in fns.items()}, repeats, warmup, dev, settle)
     ref = statistics.median(times[REFERENCE])
     rows = []
     for name in names:
@@ -176,7 +177,7 @@ def grid(batches: list[int], steps: list[int], input_size: int, hidden_sizes: li
 
 def time_grid(batch: int | list[int], steps: int | list[int], input_size: int, hidden_sizes: list[int],
               modes: list[str], variants: list[str], device: str = "cpu", repeats: int = 7, warmup: int = 2,
-              dtypes: list[str] = ("float32",), progress: bool = False) -> list[Row]:
+              dtypes: list[str] = ("float32",), progress: bool = False, settle: int = 0) -> list[Row]:
     """All rows of the grid, case by case (a progress bar when ``progress``)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -184,7 +185,7 @@ def time_grid(batch: int | list[int], steps: int | list[int], input_size: int, h
     cases = grid(_as_list(batch), _as_list(steps), input_size, hidden_sizes, modes, dtypes)
     rows: list[Row] = []
     for case in tqdm(cases, desc="bench", disable=not progress, unit="case"):
-        rows += time_case(case, variants, device, repeats, warmup)
+        rows += time_case(case, variants, device, repeats, warmup, settle)
     return rows
 
 
@@ -284,6 +285,9 @@ def add_arguments(p: argparse.ArgumentParser, out: str | None = None) -> None:
     p.add_argument("--modes", nargs="+", default=["forward+backward"], choices=MODES)
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=list(DTYPES))
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--settle", type=int, default=0,
+                   help="untimed calls of a variant right before each timed one: 0 (default) times each call "
+                        "right after another variant's (caches cold), 1 the steady state of a training loop")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default; 1 on a machine shared with other jobs)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
@@ -298,13 +302,16 @@ def run(args: argparse.Namespace, command: str) -> list[Row]:
         raise ConfigError(f"bench: --device {args.device} but CUDA is not available on this machine")
     if args.threads < 0:
         raise ConfigError(f"bench: --threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.settle < 0:
+        raise ConfigError(f"bench: --settle must be >= 0, got {args.settle}")
     if args.threads:
         torch.set_num_threads(args.threads)  # before anything is timed: environment() records it
     sizes = FULL_GRID if args.grid == "full" else {"batch": args.batch, "steps": args.steps, "hidden": args.hidden}
     rows = time_grid(sizes["batch"], sizes["steps"], args.input_size, sizes["hidden"], args.modes, args.variants,
-                     args.device, args.repeats, dtypes=args.dtypes, progress=not args.no_progress)
+                     args.device, args.repeats, dtypes=args.dtypes, progress=not args.no_progress,
+                     settle=args.settle)
     print(markdown_table(rows))
     if args.out:
-        write_json(args.out, rows, environment(args.device), command)
+        write_json(args.out, rows, environment(args.device) | {"settle": args.settle}, command)
         print(f"\nwrote {args.out}")
     return rows

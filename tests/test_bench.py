@@ -95,6 +95,15 @@ def test_cli_negative_threads_is_one_clear_error(capsys):
     assert "--threads must be >= 0" in capsys.readouterr().err
 
 
+def test_cli_settle_is_recorded_and_a_negative_one_refused(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["bench", "--batch", "2", "--steps", "3", "--hidden", "4", "--repeats", "1", "--settle", "2",
+                 "--variants", "torch.nn.LSTM", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["environment"]["settle"] == 2
+    assert main(["bench", "--settle", "-1", "--no-progress"]) == 2
+    assert "--settle must be >= 0" in capsys.readouterr().err
+
+
 def test_interleaved_settles_each_function_before_its_timed_call():
     """``settle`` untimed calls right before each timed one: the timed call always
     follows its own function (steady state), and the times count only timed calls."""
