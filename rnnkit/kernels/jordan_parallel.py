@@ -78,15 +78,17 @@ class Workspace:
 
     def __init__(self) -> None:
         self._idle: list[tuple[int, torch.dtype, torch.device, Tensor]] = []  # (numel, dtype, device, flat)
+        self._returned: list[Tensor] = []  # loans' buffers, back from a finaliser (see _Loan)
         self._lock = threading.Lock()
 
     def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A contiguous tensor of ``shape`` with ``like``'s dtype and device (contents
         undefined)."""
         n, dtype, device = math.prod(shape), like.dtype, like.device
-        with self._lock:  # the smallest idle buffer that fits
+        with self._lock:
+            self._drain_returned()
             fits = [i for i, (size, dt, dev, _) in enumerate(self._idle) if size >= n and dt == dtype and dev == device]
-            flat = self._idle.pop(fits[-1])[3] if fits else None
+            flat = self._idle.pop(fits[-1])[3] if fits else None  # the smallest that fits
         if flat is None:
             flat = like.new_empty(n)
         return flat[:n].view(shape)
@@ -94,12 +96,26 @@ class Workspace:
     def give(self, buffer: Tensor) -> None:
         """Back into the pool (the caller keeps no reference); the smallest idle buffers
         are dropped beyond :attr:`KEEP`."""
+        with self._lock:
+            self._drain_returned()
+            self._keep(buffer)
+
+    def idle_sizes(self) -> list[int]:
+        """The idle buffers' sizes (elements), largest first."""
+        with self._lock:
+            self._drain_returned()
+            return [entry[0] for entry in self._idle]
+
+    def _keep(self, buffer: Tensor) -> None:
         base = buffer._base if buffer._base is not None else buffer
         flat = base.view(-1)
-        with self._lock:  # kept largest first
-            self._idle.append((flat.shape[0], flat.dtype, flat.device, flat))
-            self._idle.sort(key=lambda entry: entry[0], reverse=True)
-            del self._idle[self.KEEP:]
+        self._idle.append((flat.shape[0], flat.dtype, flat.device, flat))
+        self._idle.sort(key=lambda entry: entry[0], reverse=True)  # largest first
+        del self._idle[self.KEEP:]
+
+    def _drain_returned(self) -> None:
+        while self._returned:
+            self._keep(self._returned.pop())
 
     def lend(self, shape: tuple[int, ...], like: Tensor) -> tuple[Tensor, _Loan]:
         """:meth:`take`, and a loan that gives the buffer back when it is garbage (held by
@@ -111,6 +127,7 @@ class Workspace:
     def clear(self) -> None:
         """Drop the idle buffers (buffers in use come back later as usual)."""
         with self._lock:
+            self._returned.clear()
             self._idle.clear()
 
     def __deepcopy__(self, memo) -> Workspace:
@@ -124,7 +141,11 @@ class Workspace:
 
 
 class _Loan:
-    """A :class:`Workspace` buffer in use; given back when this object is collected."""
+    """A :class:`Workspace` buffer in use; given back when this object is collected.
+
+    The finaliser only appends to the workspace's ``_returned`` (atomic under the GIL,
+    no lock): the garbage collector can run it inside any allocation, also one in
+    :meth:`Workspace.take` with the lock held; the next take or give files it."""
 
     __slots__ = ("workspace", "buffer")
 
@@ -132,10 +153,7 @@ class _Loan:
         self.workspace, self.buffer = workspace, buffer
 
     def __del__(self) -> None:
-        try:
-            self.workspace.give(self.buffer)
-        except Exception:  # (interpreter shutdown: torch half torn down; nothing to keep)
-            pass
+        self.workspace._returned.append(self.buffer)
 
 
 class JordanTeacherForced(torch.autograd.Function):

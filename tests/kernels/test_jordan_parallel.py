@@ -88,7 +88,8 @@ def test_the_workspace_is_reused_across_calls_and_sizes_without_changing_gradien
         _, g_ws = _grads(lambda *a: JordanTeacherForced.apply(*a, "tanh", "sigmoid", ws), inputs, wanted, grad_y)
         for a, b in zip(g_ws, g_ref):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
-        assert 0 < len(ws._idle) <= Workspace.KEEP and ws._idle[0][0] >= n * H
+        sizes = ws.idle_sizes()
+        assert 0 < len(sizes) <= Workspace.KEEP and sizes[0] >= n * H
 
 
 def test_a_taken_buffer_is_never_handed_out_twice():
@@ -105,9 +106,9 @@ def test_the_pool_keeps_at_most_keep_buffers_the_largest():
     taken = [ws.take((n,), like) for n in (5, 9, 7)]
     for t in taken:
         ws.give(t)
-    assert [entry[0] for entry in ws._idle] == [9, 7]
+    assert ws.idle_sizes() == [9, 7]
     ws.clear()
-    assert ws._idle == []
+    assert ws.idle_sizes() == []
 
 
 def test_the_hidden_activations_stay_on_loan_while_a_graph_can_read_them():
@@ -124,9 +125,28 @@ def test_the_hidden_activations_stay_on_loan_while_a_graph_can_read_them():
     second = torch.autograd.grad(y.sum(), inputs)
     for a, b in zip(first, second):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
-    idle = len(ws._idle)
+    idle = len(ws.idle_sizes())
     del y
-    assert len(ws._idle) == min(idle + 1, Workspace.KEEP)  # its h came back with the graph
+    assert len(ws.idle_sizes()) == min(idle + 1, Workspace.KEEP)  # its h came back with the graph
+
+
+def test_a_loan_returned_while_the_pool_is_locked_does_not_deadlock():
+    """The garbage collector may free a graph (and run its loan's finaliser) inside any
+    allocation, also one the pool makes under its own lock."""
+    import threading
+    ws = Workspace()
+    buffer, loan = ws.lend((3, 4), torch.empty(0))
+    del buffer
+
+    def free_while_locked():
+        nonlocal loan
+        with ws._lock:
+            del loan
+    worker = threading.Thread(target=free_while_locked, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the loan's finaliser blocked on the pool's lock"
+    assert ws.idle_sizes() == [12]
 
 
 def test_copies_of_a_model_start_with_an_empty_workspace():
@@ -135,9 +155,9 @@ def test_copies_of_a_model_start_with_an_empty_workspace():
     model = JordanRNN(JordanConfig(4, 2, 6))
     x, targets = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
     model(x, model.teacher_inputs(targets)).sum().backward()
-    assert model._workspace._idle
+    assert model._workspace.idle_sizes()
     for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert other._workspace._idle == []
+        assert other._workspace.idle_sizes() == []
         assert set(other.state_dict()) == set(model.state_dict())
         other(x, other.teacher_inputs(targets)).sum().backward()  # and a working one
 
@@ -168,7 +188,7 @@ def test_clear_workspace_frees_the_idle_buffers_and_the_model_still_trains():
     model(x, model.teacher_inputs(targets)).sum().backward()
     want = [p.grad.clone() for p in model.parameters()]
     model.clear_workspace()
-    assert model._workspace._idle == []
+    assert model._workspace.idle_sizes() == []
     model.zero_grad()
     model(x, model.teacher_inputs(targets)).sum().backward()
     for p, g in zip(model.parameters(), want):
