@@ -38,12 +38,30 @@ from ..errors import ArgumentError, ArgumentTypeError
 from ..kernels.reference import zone_state  # noqa: F401  (re-exported: the scan applies it)
 
 
+class FrozenRates(dict):
+    """A read-only ``{state name: rate}`` (a dict for every reader; a write raises):
+    layers and their fast paths check a regularisation once, by identity, so a rate
+    changed in place would go unseen."""
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("Regularization.zoneout is read-only: build the layer with the rates you want "
+                        "(e.g. rnnkit.LSTM(..., zoneout={'h': 0.1}))")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self):  # (pickle and deepcopy would refill it through __setitem__)
+        return FrozenRates, (dict(self),)
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self)
+
+
 @dataclass(frozen=True)
 class Regularization:
     """A layer's regularisation rates (all 0: the layer computes what it always did).
 
     ``zoneout`` maps state names to rates (``{"h": 0.05, "c": 0.5}``, Krueger et al.'s
-    LSTM setting); a number applies to every state of the cell.
+    LSTM setting), read-only (:class:`FrozenRates`); a number applies to every state of the cell.
     """
 
     input_dropout: float = 0.0
@@ -52,6 +70,9 @@ class Regularization:
     recurrent_dropout: float = 0.0
     weight_drop: float = 0.0
     zoneout: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zoneout", FrozenRates(self.zoneout))
 
     @property
     def active(self) -> bool:

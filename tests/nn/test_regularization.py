@@ -317,3 +317,25 @@ def test_dropout_mask_is_inverted_dropout_with_the_rate(dtype, p):
     assert abs((m == 0).double().mean().item() - p) <= 5 * sd + 2 ** -16
     torch.manual_seed(0)
     assert torch.equal(dropout_mask((400, 500), p, like), m)  # seeded by torch's generator
+
+
+def test_zoneout_rates_are_read_only_and_survive_copies():
+    """A rate changed in place would go unseen by the layer's checked fast paths: refused;
+    deep copies and pickles keep the rates (and stay read-only)."""
+    import copy
+    import pickle
+    layer = rnnkit.LSTM(4, 5, zoneout={"h": 0.1})
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 4)
+    layer.eval()
+    want = layer(x)[0]
+    for write in (lambda z: z.__setitem__("h", 0.5), lambda z: z.update(h=0.5), lambda z: z.pop("h"),
+                  lambda z: z.clear(), lambda z: z.setdefault("c", 0.5)):
+        with pytest.raises(TypeError, match="read-only"):
+            write(layer.regularization.zoneout)
+    assert layer.regularization.zoneout == {"h": 0.1}
+    for other in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert other.regularization.zoneout == {"h": 0.1}
+        torch.testing.assert_close(other(x)[0], want, rtol=0, atol=0)
+        with pytest.raises(TypeError, match="read-only"):
+            other.regularization.zoneout["h"] = 0.5
