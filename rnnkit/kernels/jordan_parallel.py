@@ -16,9 +16,6 @@ faulted in every call, the single most expensive op of the pass), and nothing is
 """
 from __future__ import annotations
 
-import math
-import threading
-
 import torch
 from torch import Tensor
 
@@ -52,83 +49,36 @@ def reference(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor
 
 
 def _in_place_pass(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor | None,
-                   phi: str, psi: str, h_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """``(h, y)``, the activations applied in place on the fresh GEMM outputs; ``h`` written
-    into ``h_out`` when given (a :class:`Workspace` buffer)."""
-    if h_out is None:
-        pre = _affine(z, w, b)
-    elif b is None:
-        pre = torch.mm(z, w.t(), out=h_out)
-    else:
-        pre = torch.addmm(b, z, w.t(), out=h_out)
-    h = _IN_PLACE[phi](pre)
+                   phi: str, psi: str) -> tuple[Tensor, Tensor]:
+    """``(h, y)``, the activations applied in place on the fresh GEMM outputs."""
+    h = _IN_PLACE[phi](_affine(z, w, b))
     return h, _IN_PLACE[psi](_affine(h, w_ho, b_ho))
 
 
 class Workspace:
-    """The pass's ``(N, H)`` buffers (the hidden activations, and the backward's
-    ``dL/dh``), kept from one call to the next: memory the allocator would otherwise hand
-    back to the system and fault in again (2048 page faults per 8 MB, ~1 ms; at B32
-    T256 H256 the most expensive op of the pass when it happens). One per model, holding
-    at most :attr:`KEEP` idle buffers; :meth:`clear` drops them. Not saved, not copied
-    (a deep copy or an unpickled model starts empty). A buffer in use is taken out, so
-    it is never handed out twice."""
-
-    KEEP = 2
+    """The backward's ``(N, H)`` scratch, kept from one call to the next (memory the
+    allocator would otherwise hand back to the system and fault in again). One per model:
+    not saved, not copied (a deep copy or an unpickled model starts empty); a buffer in
+    use is taken out, so two backwards at once never share it."""
 
     def __init__(self) -> None:
-        self._idle: list[tuple[int, torch.dtype, torch.device, Tensor]] = []  # (numel, dtype, device, flat)
-        self._returned: list[Tensor] = []  # loans' buffers, back from a finaliser (see _Loan)
-        self._lock = threading.Lock()
+        self._flat: Tensor | None = None
 
-    def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """A contiguous tensor of ``shape`` with ``like``'s dtype and device (contents
-        undefined)."""
-        n, dtype, device = math.prod(shape), like.dtype, like.device
-        with self._lock:
-            self._drain_returned()
-            fits = [i for i, (size, dt, dev, _) in enumerate(self._idle) if size >= n and dt == dtype and dev == device]
-            flat = self._idle.pop(fits[-1])[3] if fits else None  # the smallest that fits
-        if flat is None:
-            flat = like.new_empty(n)
-        return flat[:n].view(shape)
+    def take(self, like: Tensor) -> Tensor:
+        """A contiguous tensor of ``like``'s shape, dtype and device (contents undefined)."""
+        flat, self._flat = self._flat, None
+        if flat is None or flat.numel() < like.numel() or flat.dtype != like.dtype or flat.device != like.device:
+            flat = like.new_empty(like.numel())
+        return flat[:like.numel()].view(like.shape)
 
     def give(self, buffer: Tensor) -> None:
-        """Back into the pool (the caller keeps no reference); the smallest idle buffers
-        are dropped beyond :attr:`KEEP`."""
-        with self._lock:
-            self._drain_returned()
-            self._keep(buffer)
-
-    def idle_sizes(self) -> list[int]:
-        """The idle buffers' sizes (elements), largest first."""
-        with self._lock:
-            self._drain_returned()
-            return [entry[0] for entry in self._idle]
-
-    def _keep(self, buffer: Tensor) -> None:
         base = buffer._base if buffer._base is not None else buffer
-        flat = base.view(-1)
-        self._idle.append((flat.shape[0], flat.dtype, flat.device, flat))
-        self._idle.sort(key=lambda entry: entry[0], reverse=True)  # largest first
-        del self._idle[self.KEEP:]
-
-    def _drain_returned(self) -> None:
-        while self._returned:
-            self._keep(self._returned.pop())
-
-    def lend(self, shape: tuple[int, ...], like: Tensor) -> tuple[Tensor, _Loan]:
-        """:meth:`take`, and a loan that gives the buffer back when it is garbage (held by
-        an autograd node: back when the graph is freed, never while a backward could
-        still read it)."""
-        buffer = self.take(shape, like)
-        return buffer, _Loan(self, buffer)
+        if self._flat is None or base.numel() >= self._flat.numel():
+            self._flat = base.view(-1)
 
     def clear(self) -> None:
-        """Drop the idle buffers (buffers in use come back later as usual)."""
-        with self._lock:
-            self._returned.clear()
-            self._idle.clear()
+        """Drop the kept buffer (made again at the next backward)."""
+        self._flat = None
 
     def __deepcopy__(self, memo) -> Workspace:
         return Workspace()
@@ -137,23 +87,7 @@ class Workspace:
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
-
-class _Loan:
-    """A :class:`Workspace` buffer in use; given back when this object is collected.
-
-    The finaliser only appends to the workspace's ``_returned`` (atomic under the GIL,
-    no lock): the garbage collector can run it inside any allocation, also one in
-    :meth:`Workspace.take` with the lock held; the next take or give files it."""
-
-    __slots__ = ("workspace", "buffer")
-
-    def __init__(self, workspace: Workspace, buffer: Tensor) -> None:
-        self.workspace, self.buffer = workspace, buffer
-
-    def __del__(self) -> None:
-        self.workspace._returned.append(self.buffer)
+        self._flat = None
 
 
 class JordanTeacherForced(torch.autograd.Function):
@@ -164,10 +98,7 @@ class JordanTeacherForced(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: Tensor | None,
                 phi: str, psi: str, workspace: Workspace | None = None) -> Tensor:
-        h_out = None
-        if workspace is not None:  # h lives as long as this node: the loan ends with it
-            h_out, ctx.h_loan = workspace.lend((z.shape[0], w.shape[0]), z)
-        h, y = _in_place_pass(z, w, b, w_ho, b_ho, phi, psi, h_out)
+        h, y = _in_place_pass(z, w, b, w_ho, b_ho, phi, psi)
         ctx.phi, ctx.psi, ctx.workspace = phi, psi, workspace
         ctx.save_for_backward(z, w, b, w_ho, b_ho, h, None if psi == "identity" else y)
         return y
@@ -185,7 +116,7 @@ class JordanTeacherForced(torch.autograd.Function):
         grad_z = grad_w = grad_b = None
         if any(needs[:3]):
             ws = ctx.workspace
-            gh = torch.empty_like(h) if ws is None else ws.take(h.shape, h)
+            gh = torch.empty_like(h) if ws is None else ws.take(h)
             _derivative_into(ctx.phi, torch.mm(g, w_ho, out=gh), h)  # (N, H): d(pre-activation of h)
             grad_z = gh @ w if needs[0] else None
             grad_w = (z.t() @ gh).t() if needs[1] else None  # (MKL: 15% faster than gh.t() @ z at K = N = 8192)
@@ -218,9 +149,4 @@ def teacher_forced(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: T
         return reference(z, w, b, w_ho, b_ho, phi, psi)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, w, b, w_ho, b_ho)):
         return JordanTeacherForced.apply(z, w, b, w_ho, b_ho, phi, psi, workspace)
-    if workspace is None:
-        return _in_place_pass(z, w, b, w_ho, b_ho, phi, psi)[1]
-    h_out = workspace.take((z.shape[0], w.shape[0]), z)
-    y = _in_place_pass(z, w, b, w_ho, b_ho, phi, psi, h_out)[1]
-    workspace.give(h_out)  # y is a fresh tensor, not a view of it
-    return y
+    return _in_place_pass(z, w, b, w_ho, b_ho, phi, psi)[1]

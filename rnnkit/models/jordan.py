@@ -85,9 +85,8 @@ class JordanRNN(nn.Module):
     Inputs must be batched (an unbatched ``(T, I)`` is refused, not guessed) and have
     the parameters' dtype and device.
 
-    The parallel pass keeps up to two ``(B*T, H)`` buffers between calls (its hidden
-    activations and their gradient: memory not faulted in again every step, like
-    cuDNN's workspace); :meth:`clear_workspace` frees them.
+    The parallel pass's backward keeps its ``(B*T, H)`` scratch between calls (memory not
+    faulted in again every step, like cuDNN's workspace); :meth:`clear_workspace` frees it.
     """
 
     def __init__(self, config: JordanConfig) -> None:
@@ -154,7 +153,7 @@ class JordanRNN(nn.Module):
         return torch.cat([first.unsqueeze(1), targets[:, :-1]], dim=1)[:, :T]  # T = 0 stays empty
 
     def clear_workspace(self) -> None:
-        """Free the parallel pass's idle buffers (they are made again when next needed)."""
+        """Free the parallel pass's kept scratch (made again at the next backward)."""
         self._workspace.clear()
 
     # --- the two passes --------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_the_model_trains_through_the_function():
 
 def test_the_workspace_is_reused_across_calls_and_sizes_without_changing_gradients():
     ws = Workspace()
-    for n in (11, 11, 4, 13, 6):  # same size, smaller (a view of a kept buffer), larger (a new one)
+    for n in (11, 11, 4, 13, 6):  # same size, smaller (a view of the kept buffer), larger (a new one)
         inputs = _inputs(True, seed=n, rows=n)
         grad_y = torch.randn(n, O, dtype=torch.float64)
         wanted = (True,) * 5
@@ -88,65 +88,16 @@ def test_the_workspace_is_reused_across_calls_and_sizes_without_changing_gradien
         _, g_ws = _grads(lambda *a: JordanTeacherForced.apply(*a, "tanh", "sigmoid", ws), inputs, wanted, grad_y)
         for a, b in zip(g_ws, g_ref):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
-        sizes = ws.idle_sizes()
-        assert 0 < len(sizes) <= Workspace.KEEP and sizes[0] >= n * H
+        assert ws._flat is not None and ws._flat.numel() >= n * H
 
 
 def test_a_taken_buffer_is_never_handed_out_twice():
-    ws, like = Workspace(), torch.empty(0)
-    first = ws.take((3, 4), like)
-    second = ws.take((3, 4), like)  # while the first is in use
-    assert first.data_ptr() != second.data_ptr() and first.shape == (3, 4)
+    ws, like = Workspace(), torch.empty(3, 4)
+    first = ws.take(like)
+    second = ws.take(like)  # while the first is in use
+    assert first.data_ptr() != second.data_ptr()
     ws.give(first)
-    assert ws.take((2, 5), like).data_ptr() == first.data_ptr()  # (a smaller shape: a view of it)
-
-
-def test_the_pool_keeps_at_most_keep_buffers_the_largest():
-    ws, like = Workspace(), torch.empty(0)
-    taken = [ws.take((n,), like) for n in (5, 9, 7)]
-    for t in taken:
-        ws.give(t)
-    assert ws.idle_sizes() == [9, 7]
-    ws.clear()
-    assert ws.idle_sizes() == []
-
-
-def test_the_hidden_activations_stay_on_loan_while_a_graph_can_read_them():
-    """h lives in a pool buffer that comes back only when its graph is freed: a second
-    backward (retain_graph) after another pass through the same pool reads its own h."""
-    ws = Workspace()
-    inputs = [t.requires_grad_() for t in _inputs(True, seed=5)]
-    other = [t.detach().clone().mul_(2).requires_grad_() for t in inputs]
-    y = JordanTeacherForced.apply(*inputs, "tanh", "sigmoid", ws)
-    first = torch.autograd.grad(y.sum(), inputs, retain_graph=True)
-    for _ in range(3):  # other passes take buffers from the pool and give them back
-        torch.autograd.grad(JordanTeacherForced.apply(*other, "tanh", "sigmoid", ws).sum(), other)
-        teacher_forced(*[t.detach() for t in other], "tanh", "sigmoid", ws)
-    second = torch.autograd.grad(y.sum(), inputs)
-    for a, b in zip(first, second):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
-    idle = len(ws.idle_sizes())
-    del y
-    assert len(ws.idle_sizes()) == min(idle + 1, Workspace.KEEP)  # its h came back with the graph
-
-
-def test_a_loan_returned_while_the_pool_is_locked_does_not_deadlock():
-    """The garbage collector may free a graph (and run its loan's finaliser) inside any
-    allocation, also one the pool makes under its own lock."""
-    import threading
-    ws = Workspace()
-    buffer, loan = ws.lend((3, 4), torch.empty(0))
-    del buffer
-
-    def free_while_locked():
-        nonlocal loan
-        with ws._lock:
-            del loan
-    worker = threading.Thread(target=free_while_locked, daemon=True)
-    worker.start()
-    worker.join(10)
-    assert not worker.is_alive(), "the loan's finaliser blocked on the pool's lock"
-    assert ws.idle_sizes() == [12]
+    assert ws.take(like).data_ptr() == first.data_ptr()
 
 
 def test_copies_of_a_model_start_with_an_empty_workspace():
@@ -155,11 +106,10 @@ def test_copies_of_a_model_start_with_an_empty_workspace():
     model = JordanRNN(JordanConfig(4, 2, 6))
     x, targets = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
     model(x, model.teacher_inputs(targets)).sum().backward()
-    assert model._workspace.idle_sizes()
+    assert model._workspace._flat is not None
     for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert other._workspace.idle_sizes() == []
+        assert other._workspace._flat is None
         assert set(other.state_dict()) == set(model.state_dict())
-        other(x, other.teacher_inputs(targets)).sum().backward()  # and a working one
 
 
 def test_torch_func_transforms_take_the_reference_ops():
@@ -182,14 +132,49 @@ def test_torch_func_transforms_take_the_reference_ops():
     torch.testing.assert_close(batched, model(x, y_prev), rtol=1e-12, atol=1e-12)
 
 
-def test_clear_workspace_frees_the_idle_buffers_and_the_model_still_trains():
-    model = JordanRNN(JordanConfig(4, 2, 6))
-    x, targets = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
-    model(x, model.teacher_inputs(targets)).sum().backward()
-    want = [p.grad.clone() for p in model.parameters()]
-    model.clear_workspace()
-    assert model._workspace.idle_sizes() == []
+def _trained_grads(model, x, y_prev, forward=None):
     model.zero_grad()
-    model(x, model.teacher_inputs(targets)).sum().backward()
-    for p, g in zip(model.parameters(), want):
-        torch.testing.assert_close(p.grad, g, atol=0, rtol=0)
+    out = (forward or model)(x, y_prev)
+    out.pow(2).sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_clear_workspace_frees_the_kept_scratch_and_the_model_still_trains():
+    torch.manual_seed(0)
+    model = JordanRNN(JordanConfig(4, 2, 6))
+    x, y_prev = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    want = _trained_grads(model, x, y_prev)
+    assert model._workspace._flat is not None
+    model.clear_workspace()
+    assert model._workspace._flat is None
+    for got, w in zip(_trained_grads(model, x, y_prev), want):
+        torch.testing.assert_close(got, w, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("phi,psi", ACTS)
+def test_non_reentrant_checkpointing_gives_the_same_gradients(phi, psi):
+    """Checkpointing recomputes the pass and keeps the recomputed activations in its own
+    store, past the recomputed node: nothing of them may be reused as scratch."""
+    from torch.utils.checkpoint import checkpoint
+    torch.manual_seed(0)
+    model = JordanRNN(JordanConfig(4, 2, 6, nonlinearity=phi, output_activation=psi)).double()
+    x, y_prev = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 5, 2, dtype=torch.float64)
+    want = _trained_grads(model, x, y_prev)
+    got = _trained_grads(model, x, y_prev, lambda *a: checkpoint(model, *a, use_reentrant=False))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-12)
+
+
+def test_training_after_an_inference_mode_call():
+    """Validation under torch.inference_mode, then training: nothing the first made
+    (inference tensors) is written in place by the second."""
+    torch.manual_seed(0)
+    model = JordanRNN(JordanConfig(4, 2, 6))
+    x, y_prev = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    want = _trained_grads(model, x, y_prev)
+    with torch.inference_mode():
+        model(x, y_prev)
+    with torch.no_grad():
+        model(x, y_prev)
+    for got, w in zip(_trained_grads(model, x, y_prev), want):
+        torch.testing.assert_close(got, w, atol=0, rtol=0)
