@@ -143,9 +143,11 @@ def teacher_forced(z: Tensor, w: Tensor, b: Tensor | None, w_ho: Tensor, b_ho: T
                    phi: str, psi: str, workspace: Workspace | None = None) -> Tensor:
     """``y (N, O)`` for ``z (N, K)``: through :class:`JordanTeacherForced` when a gradient
     can be asked, else the same ops in place with no graph; under torch.func's transforms
-    (grad, vmap, jacrev: the Function's in-place backward is not theirs to transform) the
+    (grad, vmap, jacrev: the Function's in-place backward is not theirs to transform) and
+    under autocast (its backward would mix the autocast and parameter dtypes) the
     reference ops."""
-    if _functorch_active():
+    if _functorch_active() or torch.is_autocast_enabled(z.device.type):
+        # (autocast: each op of the reference casts for itself, and autograd casts back)
         return reference(z, w, b, w_ho, b_ho, phi, psi)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (z, w, b, w_ho, b_ho)):
         return JordanTeacherForced.apply(z, w, b, w_ho, b_ho, phi, psi, workspace)

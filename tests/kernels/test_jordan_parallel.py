@@ -178,3 +178,31 @@ def test_training_after_an_inference_mode_call():
         model(x, y_prev)
     for got, w in zip(_trained_grads(model, x, y_prev), want):
         torch.testing.assert_close(got, w, atol=0, rtol=0)
+
+
+def test_autocast_trains_through_the_reference_ops():
+    """Under CPU autocast (bfloat16) the pass is the reference's ops, each cast by
+    autocast and back by autograd: the same output and gradients as those ops."""
+    torch.manual_seed(0)
+    model = JordanRNN(JordanConfig(4, 2, 6, output_activation="sigmoid"))
+    x, y_prev = torch.randn(3, 5, 4), torch.randn(3, 5, 2)
+    c = model.cell
+
+    def plain(x_, y_):
+        z = torch.cat([x_, y_], -1).reshape(15, 6)
+        w = torch.cat([c.weight_ih, c.weight_oh], 1)
+        return reference(z, w, c.bias_ih, c.weight_ho, c.bias_ho, "tanh", "sigmoid").reshape(3, 5, 2)
+
+    results = []
+    for forward in (model, plain):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = forward(x, y_prev)
+        out.float().pow(2).sum().backward()
+        results.append((out, [p.grad for p in model.parameters()]))
+    (out, grads), (want, want_grads) = results
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, want, atol=1e-2, rtol=1e-2)
+    for g, w in zip(grads, want_grads):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, atol=1e-2, rtol=1e-2)  # (bfloat16 products)
