@@ -5,7 +5,8 @@ Function: every step's input is known, so all ``N = B*T`` steps are rows of one 
     h = \phi(z W^\top + b),\qquad y = \psi(h W_{ho}^\top + b_{ho}),\qquad
     z = [x_t, y_{t-1}] \;(N, I + O)
 
-(:class:`rnnkit.models.JordanRNN`'s ``forward(x, y_prev)``). Autograd over the same ops
+(:class:`rnnkit.models.JordanRNN`'s ``forward(x, y_prev)``, which passes ``b = None`` and
+``z = [x_t, y_{t-1}, 1]`` instead: the bias as a column of the GEMM). Autograd over the same ops
 is the reference (:func:`reference`); this backward computes the same gradients with fewer
 passes over the ``(N, H)`` activations: ``dL/dh`` goes into a buffer the caller keeps
 between calls (:class:`Workspace`) and the activation derivative is applied to it in place
