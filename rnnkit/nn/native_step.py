@@ -279,8 +279,10 @@ class StackProgram:
         try:
             return self.spare[key].pop()
         except (KeyError, IndexError):  # (another thread may have taken the last one)
-            made = self.spare[key] = self._make_outputs(batch, batched, chunk)
-            return made.pop()
+            made = self._make_outputs(batch, batched, chunk)
+            mine = made.pop()  # before the list is shared: another thread could empty it first
+            self.spare[key] = made
+            return mine
 
     def _make_outputs(self, batch: int, batched: bool, chunk: int = 0) -> list[tuple]:
         """``(y or out, h, c or None, h's address, c's address or 0, out's address or 0)`` for

@@ -512,6 +512,25 @@ def test_two_python_threads_stepping_one_layer_each_get_their_own_stream():
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+def test_outputs_made_when_the_pool_runs_dry_are_the_callers_even_if_another_thread_empties_it():
+    """The race the two threads above can hit: the list a step makes is shared the moment
+    it is stored, and another thread may take all of it before this one takes its own."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(I, H, dtype=torch.float64).eval()
+    x = torch.randn(1, I, dtype=torch.float64)
+    program = _program(layer, x, None)
+
+    class Greedy(dict):  # another thread, taking every output the moment a list is stored
+        def __setitem__(self, key, made):
+            super().__setitem__(key, made)
+            taken.extend(made)
+            made.clear()
+    taken: list = []
+    program.spare = Greedy()
+    mine = program._outputs(1, True)
+    assert taken and all(mine[1].data_ptr() != t[1].data_ptr() for t in taken)  # never handed out twice
+
+
 @pytest.mark.parametrize("layout,batch", [("time_major", 2), ("batch_first", 2), ("time_major", None)])
 @pytest.mark.parametrize("name", ["lstm", "gru", "lstm_layer_norm"])
 def test_the_cxx_step_runs_one_step_chunks_of_the_forward(monkeypatch, checks, name, layout, batch):
