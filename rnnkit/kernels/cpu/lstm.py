@@ -49,7 +49,12 @@ _INPUTS = ("xp", "h0", "c0", *_LSTM_PARAMS)
 _REBUILD_NAMES = (*LSTM_PARAMETERS, "ln_ih_weight", "input_shift")
 
 # the flags of native/steps.c
-PEEPHOLE, LAYER_NORM, CARRY_H = 1, 2, 4
+PEEPHOLE, LAYER_NORM, CARRY_H, RECOMPUTE = 1, 2, 4, 8
+
+
+def _work(H: int) -> int:
+    """The C backward's scratch values per pointwise thread (lstm_step.h's WORK)."""
+    return 4 * H + 3 * 4 * H
 
 
 def step_flags(spec: LSTMSpec) -> int:
@@ -81,22 +86,28 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     where to write the states (contiguous ``(T, B, R)``), else a new tensor. ``in_place``
     (``xp`` is the caller's own, read by nothing else): without layer norm a stored ``A`` is
     written over ``xp``, each row just after it is read (B32 T100 H128 peephole forward and
-    backward 0.93-0.95x -> 0.87-0.90x torch.nn.LSTM, B256 0.95-0.97x -> 0.83-0.84x). ``packed``:
+    backward 0.93-0.95x -> 0.87-0.90x torch.nn.LSTM, B256 0.95-0.97x -> 0.83-0.84x); with layer
+    norm ``A`` and ``U`` hold one step and the backward recomputes them from ``xp`` and ``HP``
+    (``f.recompute``: it then writes its gradient over ``xp``). ``packed``:
     :func:`pack_weights`' result, when the caller runs several calls on the same weights."""
     T, B, G = xp.shape
     H, R = G // 4, w_hh.shape[1]
     n = T if spec.store else 1
     # C: every step's cell when stored, else the last two (the C alternates: step t at t & 1)
     over_xp = in_place and spec.store and not spec.layer_norm  # A written over xp (layer norm reads xp later)
+    # layer norm keeps xp and W_hh h for its norms' backward, and the gates follow from them:
+    # recomputing them there beat keeping a third (T, B, 4H) array (and U)
+    recompute = in_place and spec.store and spec.layer_norm
+    kept = 1 if recompute else n
     f = SimpleNamespace(Y=xp.new_empty(T, B, R) if Y is None else Y, C=xp.new_empty(T if spec.store else 2, B, H),
-                        A=xp if over_xp else xp.new_empty(n, B, G),
-                        U=xp.new_empty(n, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
+                        A=xp if over_xp else xp.new_empty(kept, B, G), recompute=recompute,
+                        U=xp.new_empty(kept, B, H), M=xp.new_empty(n, B, H) if spec.proj else None,
                         HP=xp.new_empty(T, B, G) if spec.layer_norm and spec.store else None,
                         stats=xp.new_empty(6, n, B),  # mean, rstd of h, c, x
                         CN=xp.new_empty(n, B, H) if km.modes[1] else None)
     hd = xp.new_empty(B, R) if km.drop_h is not None else None  # one step's h * drop_h
     m8 = byte_mask(mask)
-    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0)
+    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0) | RECOMPUTE * recompute
     choice, panels_hh, panels_hr = packed or pack_weights(w_hh, w_hr, B, T)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c, g_x = (ptr(w) for w in ln) if ln else (None,) * 4
@@ -131,17 +142,21 @@ def _mask_args(km: KernelMasks, *scratch) -> tuple:
 
 def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor, dc_n: Tensor,
               c0: Tensor, xp: Tensor | None, mask: Tensor | None, w_hh: Tensor, peep, ln, w_hr,
-              km: KernelMasks, in_place: bool = False) -> SimpleNamespace:
+              km: KernelMasks, shift: Tensor | None = None, in_place: bool = False) -> SimpleNamespace:
     """BPTT through the recurrence, the whole loop in one C call. Returns ``dA (T, B, 4H)``
     (grad wrt ``xp``; with layer norm the raw projection, which it then reads), ``DH (T, B,
-    R)`` (grad wrt each state ``Y[t]``), ``dHP (T, B, 4H)`` (grad wrt ``W_hh h``, layer norm
+    R)`` (grad wrt each state ``Y[t]``; None without projection or mask: nothing reads it), ``dHP (T, B, 4H)`` (grad wrt ``W_hh h``, layer norm
     only), ``dh0, dc0`` and ``sums`` (5, 4H): the layer norms', peepholes' and shift's
     gradients (lstm_step.h's layout). ``in_place``: ``dA`` and ``dHP`` are written over
-    ``f.A`` and ``f.HP`` (each row of a step is read just before its gradient is written),
-    which then hold gradients, not the forward's values."""
-    T, B, G = f.A.shape
-    H, R = G // 4, w_hh.shape[1]
-    g = SimpleNamespace(dA=f.A if in_place else torch.empty_like(f.A), DH=f.A.new_empty(T, B, R),
+    ``f.A`` (``xp`` with ``f.recompute``) and ``f.HP`` (each row of a step is read just before
+    its gradient is written), which then hold gradients, not the forward's values. ``shift``:
+    the summed biases, which recomputing the gates reads."""
+    T, B, H = f.C.shape
+    G, R = 4 * H, w_hh.shape[1]
+    recompute = getattr(f, "recompute", False)
+    dA = (xp if recompute else f.A) if in_place else f.A.new_empty(T, B, G)
+    # DH: read only for the projection's gradient and padded steps' carries (else one row's in C)
+    g = SimpleNamespace(dA=dA, DH=f.A.new_empty(T, B, R) if spec.proj or mask is not None else None,
                         dc0=dc_n.contiguous().clone(),
                         dHP=(f.HP if in_place else torch.empty_like(f.A)) if spec.layer_norm else None)
     threads = pointwise_threads(B, G)
@@ -149,15 +164,17 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     sums = f.A.new_zeros(threads, 5, G)
     m8 = byte_mask(mask)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
-    g_h, g_c, g_x = (ptr(ln[0]), ptr(ln[1]), ptr(ln[3])) if ln else (None, None, None)
+    g_h, g_c, b_c, g_x = (ptr(w) for w in ln) if ln else (None,) * 4
+    if recompute and shift is None:
+        shift = f.A.new_zeros(G)  # held: the C gets its address
     choice, panels_hh_t, panels_hr_t = pack_weights(w_hh.t(), w_hr.t() if spec.proj else None, B, T)
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
-    scratch, dm = f.A.new_empty(threads, 3 * H + G), f.A.new_empty(B, H)  # held: the C gets addresses
+    scratch, dm = f.A.new_empty(threads, _work(H)), f.A.new_empty(B, H)  # held: the C gets addresses
     hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}
-    fns.backward(T, B, H, R, step_flags(spec), torch.get_num_threads(), threads, int(spec.reverse),
-                 native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t), dy.data_ptr(), ptr(m8), c0.data_ptr(), ptr(xp), g_x,
-                 f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
-                 w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), g.DH.data_ptr(), ptr(g.dHP), g.dc0.data_ptr(),
+    fns.backward(T, B, H, R, step_flags(spec) | RECOMPUTE * recompute, torch.get_num_threads(), threads,
+                 int(spec.reverse), native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t),
+                 dy.data_ptr(), ptr(m8), c0.data_ptr(), ptr(xp), g_x, ptr(shift), b_c, f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
+                 w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), ptr(g.DH), ptr(g.dHP), g.dc0.data_ptr(),
                  grad.data_ptr(), ptr(sums), scratch.data_ptr(), dm.data_ptr(), *_mask_args(km),
                  ptr(f.CN), ptr(hk))
     if mask is not None:  # the first step padded: h0 passed straight through it
@@ -173,7 +190,7 @@ def _weight_grads(spec: LSTMSpec, f, g, h0: Tensor, rows: Tensor | None,
     """Parameter gradients as a few big GEMMs/reductions over all steps
     (:mod:`rnnkit.kernels.grads`); the layer norms' and peepholes' from the sums the C
     backward kept."""
-    T, B, G = f.A.shape
+    G = g.dA.shape[2]
     out: dict[str, Tensor | None] = {}
     if needs["w_hh"]:
         d = km.drop_h  # W_hh saw h * drop_h
@@ -209,7 +226,7 @@ class NativeLSTMScan(torch.autograd.Function):
         # xp is the projection lstm_scan made for this call alone: A may be written over it
         f = _forward(fns, spec, xp, h0.contiguous(), c0.contiguous(), mask, w_hh, peep, ln, w_hr, km, shift,
                      in_place=True)
-        ctx.spec, ctx.rebuild, ctx.km = spec, rebuild, km
+        ctx.spec, ctx.rebuild, ctx.km, ctx.recompute = spec, rebuild, km, f.recompute
         ctx.consumed = False  # whether a backward has written its gradients over A and HP
         # the inputs themselves (not contiguous copies): the rebuild differentiates them
         ctx.save_for_backward(mask, h0, c0, w_hh, w_ci, w_cf, w_co, ln_hh_w, ln_c_w, ln_c_b, w_hr, ln_x_w,
@@ -233,18 +250,19 @@ class NativeLSTMScan(torch.autograd.Function):
         peep = (w_ci, w_cf, w_co) if spec.peephole else None
         ln = (ln_hh_w, ln_c_w, ln_c_b, ln_x_w) if spec.layer_norm else None
         fns = steps_fns(A.dtype)
-        if ctx.consumed:  # a second backward (retain_graph): the first wrote over A and HP, so run the forward again
-            again = xp if spec.layer_norm else ctx.rebuild.projected(saved)
-            f = _forward(fns, spec, again, h0, c0, mask, w_hh, peep, ln, w_hr, ctx.km, shift, in_place=True)
+        if ctx.consumed:  # a second backward (retain_graph): the first wrote over A (or xp) and HP: again
+            xp = ctx.rebuild.projected(saved)
+            f = _forward(fns, spec, xp, h0, c0, mask, w_hh, peep, ln, w_hr, ctx.km, shift, in_place=True)
         else:
-            f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN)
+            f = SimpleNamespace(A=A, C=C, U=U, Y=Y, M=M if spec.proj else Y, HP=HP, stats=stats, CN=CN,
+                                recompute=ctx.recompute)
         # the gradients over the forward's gate buffers: a fresh (T, B, 4H) tensor each was most of
         # a layer-norm LSTM's gap to torch.nn.LSTM at H128 (B32 T100: 1.19x -> 1.04x; a new stream
         # of stores per tensor, and its pages faulted in each call)
         ctx.consumed = True
         rows = padded_rows(mask)
         dy = masked_copy(dy, rows).contiguous()  # y = m * Y: the padded outputs' gradients go nowhere
-        g = _backward(fns, spec, f, dy, dh_n, dc_n, c0, xp, mask, w_hh, peep, ln, w_hr, ctx.km, in_place=True)
+        g = _backward(fns, spec, f, dy, dh_n, dc_n, c0, xp, mask, w_hh, peep, ln, w_hr, ctx.km, shift, in_place=True)
         w = _weight_grads(spec, f, g, h0, rows, needs, ctx.km)
         return (None, None, None, None, g.dA if needs["xp"] else None, g.dh0 if needs["h0"] else None,
                 g.dc0 if needs["c0"] else None, *(w.get(n) for n in _INPUTS[3:]))
