@@ -1,9 +1,11 @@
 """Building and loading the compiled CPU steps (rnnkit.kernels.cpu.native)."""
+import math
 import os
 import shutil
 import stat
 
 import pytest
+import torch
 
 from rnnkit.kernels.cpu import native
 
@@ -134,7 +136,6 @@ def test_loading_keeps_denormals():
 
 # --- the GEMM: panel width from the library, forced 64-byte vectors, vendor BLAS ------
 
-import torch  # noqa: E402
 
 from kernel_checks import outputs_and_grads  # noqa: E402
 
@@ -251,3 +252,28 @@ def test_auto_gemm_choice_is_timed_once_and_remembered(monkeypatch):
     monkeypatch.setenv("RNNKIT_GEMM", "fastest")
     with pytest.raises(ValueError, match="RNNKIT_GEMM"):
         native.gemm_choice(torch.float32, 5, 64, 16)
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_activations_match_torch_to_float_accuracy(dtype):
+    """The loops' own sigmoid and tanh (float: an inlined exp and a rational tanh,
+    steps.c) against torch's in float64, on a dense grid and the special values: relative
+    error within a few float ulps, but below 1e-17 absolute where the sigmoid's argument
+    is clamped to -40 (lstm_step.h)."""
+    half = torch.linspace(0, 20, 200_001, dtype=dtype)
+    grid = torch.cat([-half.flip(0), half])  # exactly symmetric, for the oddness below
+    special = torch.tensor([0.0, 1e-30, -1e-30, 1e-6, 8.99, 9.0, 9.01, 80.0, -80.0, 1e4, -1e4,
+                            math.inf, -math.inf], dtype=dtype)
+    x = torch.cat([grid, special])
+    sig, th = torch.empty_like(x), torch.empty_like(x)
+    native.bind("activations", dtype)(x.numel(), x.data_ptr(), sig.data_ptr(), th.data_ptr())
+    exact = x.double()
+    bound = 4e-7 if dtype == torch.float32 else 1e-15
+    for got, want in ((sig, torch.sigmoid(exact)), (th, torch.tanh(exact))):
+        excess = (got.double() - want).abs() - bound * want.abs() - 1e-17
+        assert excess.max() <= 0, (x[excess.argmax()], got[excess.argmax()], want[excess.argmax()])
+    assert th[x == 0].eq(0).all() and torch.equal(th[:grid.numel()], -th[:grid.numel()].flip(0))  # exactly odd
+    nan = torch.tensor([math.nan], dtype=dtype)
+    native.bind("activations", dtype)(1, nan.data_ptr(), sig.data_ptr(), th.data_ptr())
+    assert sig[0].isnan() and th[0].isnan()

@@ -35,6 +35,14 @@ static inline real NAME(clamp)(real x) { return x < -40 ? -40 : (x > 40 ? 40 : x
 static inline real NAME(sigm)(real x) { return 1 / (1 + EXPF(-NAME(clamp)(x))); }
 static inline real NAME(tanh)(real x) { return TANHF(x); }
 
+/* sig, th (n) = the loops' sigmoid and tanh of x (n): exported for the accuracy tests */
+void NAME(activations)(long n, const real* x, real* sig, real* th) {
+    for (long j = 0; j < n; j++) {
+        sig[j] = NAME(sigm)(x[j]);
+        th[j] = NAME(tanh)(x[j]);
+    }
+}
+
 /* Zoneout (Krueger et al. 2017) of one unit: mode 1 (training) keeps `old` where the
  * mask k is 1 (a select: exact); mode 2 (evaluation) is torch.lerp(new, old, k), k the
  * rate. zone_kept / zone_update split a zoned state's gradient into the part that goes

@@ -43,17 +43,19 @@ static inline float fast_expf(float x) {
     return p * scale.f;
 }
 
-/* tanh for float: Cephes' odd polynomial for |x| < 0.625 (where 1 - 2 / (e^2x + 1)
- * cancels: ~1e-3 relative error at 1e-5), that formula above; both are computed and
- * one selected, so the loops still vectorise. NaN takes the second branch and stays
- * NaN; x is clamped to 40 only inside the exp (tanh(40) is 1 in float). */
+/* tanh for float: x P(x^2) / Q(x^2), degree 4 over 4 in x^2, on x clamped to [-9, 9]
+ * (tanh(9) is 1 within float's half ulp). Coefficients fitted here (weighted linear least
+ * squares on the relative error, iterated: Sanathanan-Koerner, then Lawson's reweighting),
+ * tested in tests/kernels/cpu/test_native.py: max relative error 2.9e-7 over [-20, 20], as
+ * the exp-based formula it replaced (2.6e-7), in half the instructions (0.24 against 0.48 ns
+ * a value, AVX-512 Xeon): no exp, no select between a small-x polynomial and
+ * 1 - 2 / (e^2x + 1). Exact at 0, odd; NaN fails both clamp tests and stays NaN. */
 static inline float fast_tanhf(float x) {
+    x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
     float z = x * x;
-    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    float e = fast_expf(2.0f * (x < -40.0f ? -40.0f : (x > 40.0f ? 40.0f : x)));
-    float large = 1.0f - 2.0f / (e + 1.0f);
-    return __builtin_fabsf(x) < 0.625f ? small : large;
+    float p = (((1.3806096710e-08f * z + 2.0943522031e-05f) * z + 3.5163043067e-03f) * z + 1.3398605585e-01f) * z + 1.0f;
+    float q = (((7.9638482475e-07f * z + 3.3192339470e-04f) * z + 2.5956215337e-02f) * z + 4.6731930971e-01f) * z + 1.0f;
+    return x * p / q;
 }
 
 #define real float
