@@ -38,7 +38,7 @@ from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
 from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, grad_projection,
                      masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, projected_chunks, ptr,
-                     states_output)
+                     row_blocks, states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks: ``xp`` is the raw
 #: input projection ``W_ih x`` and ``shift`` the summed biases ``b_ih + b_hh``, which the C
@@ -49,7 +49,7 @@ _INPUTS = ("xp", "h0", "c0", *_LSTM_PARAMS)
 _REBUILD_NAMES = (*LSTM_PARAMETERS, "ln_ih_weight", "input_shift")
 
 # the flags of native/steps.c
-PEEPHOLE, LAYER_NORM, CARRY_H, RECOMPUTE = 1, 2, 4, 8
+PEEPHOLE, LAYER_NORM, CARRY_H, RECOMPUTE, ROWS = 1, 2, 4, 8, 16
 
 
 def _work(H: int) -> int:
@@ -107,7 +107,8 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
                         CN=xp.new_empty(n, B, H) if km.modes[1] else None)
     hd = xp.new_empty(B, R) if km.drop_h is not None else None  # one step's h * drop_h
     m8 = byte_mask(mask)
-    flags = step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0) | RECOMPUTE * recompute
+    flags = (step_flags(spec) | (CARRY_H if mask is not None and not spec.proj else 0) | RECOMPUTE * recompute
+             | ROWS * (row_blocks(B, _weight_bytes(w_hh, w_hr)) > 1))
     choice, panels_hh, panels_hr = packed or pack_weights(w_hh, w_hr, B, T)
     w_ci, w_cf, w_co = (ptr(w) for w in peep) if peep else (None,) * 3
     g_h, g_c, b_c, g_x = (ptr(w) for w in ln) if ln else (None,) * 4
@@ -121,6 +122,11 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     if not spec.proj:
         f.M = f.Y
     return f
+
+
+def _weight_bytes(*weights: Tensor | None) -> int:
+    """What the per-step GEMMs read at every step: the recurrent weights' bytes."""
+    return sum(w.numel() * w.element_size() for w in weights if w is not None)
 
 
 def pack_weights(w_hh: Tensor, w_hr: Tensor | None, B: int, T: int) -> tuple[str, Tensor, Tensor | None]:
@@ -159,7 +165,8 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     g = SimpleNamespace(dA=dA, DH=f.A.new_empty(T, B, R) if spec.proj or mask is not None else None,
                         dc0=dc_n.contiguous().clone(),
                         dHP=(f.HP if in_place else torch.empty_like(f.A)) if spec.layer_norm else None)
-    threads = pointwise_threads(B, G)
+    blocks = row_blocks(B, _weight_bytes(w_hh, w_hr))
+    threads = blocks if blocks > 1 else pointwise_threads(B, G)
     # per thread the layer norms', peepholes' and shift's gradients (lstm_step.h), summed after
     sums = f.A.new_zeros(threads, 5, G)
     m8 = byte_mask(mask)
@@ -171,7 +178,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
     scratch, dm = f.A.new_empty(threads, _work(H)), f.A.new_empty(B, H)  # held: the C gets addresses
     hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}
-    fns.backward(T, B, H, R, step_flags(spec) | RECOMPUTE * recompute, torch.get_num_threads(), threads,
+    fns.backward(T, B, H, R, step_flags(spec) | RECOMPUTE * recompute | ROWS * (blocks > 1), torch.get_num_threads(), threads,
                  int(spec.reverse), native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t),
                  dy.data_ptr(), ptr(m8), c0.data_ptr(), ptr(xp), g_x, ptr(shift), b_c, f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
                  w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), ptr(g.DH), ptr(g.dHP), g.dc0.data_ptr(),

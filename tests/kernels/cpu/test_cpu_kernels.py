@@ -114,6 +114,44 @@ def test_threads_restored_after_forward_and_backward():
 
 
 @needs_native
+@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if n.startswith("lstm")))
+def test_lstm_row_blocks_on_two_threads_match_the_reference(name, monkeypatch):
+    """With two threads and enough rows the C loops run blocks of rows in parallel, each
+    block's whole time loop on its own thread (flag ROWS): uneven blocks (9 rows: 4 + 5),
+    padded steps, both directions, gradients and a forward without a backward, as the
+    reference scan."""
+    torch.set_num_threads(2)  # the autouse fixture restores the session's count afterwards
+    taken = []
+    row_blocks = cpu_lstm.row_blocks
+    monkeypatch.setattr(cpu_lstm, "row_blocks", lambda *a: taken.append(row_blocks(*a)) or taken[-1])
+    cell = _cell(name, 4, 6, torch.float32)
+    lengths = [7, 2, 5, 7, 1, 6, 7, 3, 4]
+    for masked, reverse in itertools.product((False, True), (False, True)):
+        x, state, mask = _inputs(cell, 7, len(lengths), torch.float32, masked, lengths)
+        kernel = _kernel(cell, x)
+        outs, grads = outputs_and_grads(kernel, cell, x, state, mask, reverse)
+        ref_outs, ref_grads = outputs_and_grads(scan, cell, x, state, mask, reverse)
+        for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            y, _ = kernel(cell, cell.own_params(), x, state, mask, reverse=reverse)
+        torch.testing.assert_close(y, ref_outs[0], atol=1e-5, rtol=1e-5)
+    assert taken and set(taken) == {2}
+
+
+def test_row_blocks_need_rows_and_weights_in_cache(monkeypatch):
+    """Blocks of rows in parallel only with several threads, four rows each, and recurrent
+    weights within half of one core's L2 (else every thread would stream all of them)."""
+    assert cpu_common.l2_bytes() > 0  # Linux's figure, or the 1 MiB default
+    monkeypatch.setattr(cpu_common, "l2_bytes", lambda: 2 << 20)
+    torch.set_num_threads(2)
+    assert cpu_common.row_blocks(8, 1 << 20) == 2
+    assert cpu_common.row_blocks(7, 1 << 20) == 1 and cpu_common.row_blocks(8, (1 << 20) + 1) == 1
+    torch.set_num_threads(1)
+    assert cpu_common.row_blocks(64, 1 << 10) == 1
+
+
+@needs_native
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_step_gemm_matches_matmul(dtype):
     """The compiled per-step GEMM: every row-tile remainder (B 1-13), widths that end

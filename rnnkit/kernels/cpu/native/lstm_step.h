@@ -419,6 +419,22 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
 #undef BACKWARD_ROW
 #undef RECOMPUTE_ROW
 
+/* Rows in parallel (flag ROWS): a batch row's recurrence reads no other row, so each
+ * OpenMP thread runs the whole time loop over its own block of rows, its GEMMs and
+ * pointwise steps on one thread, with no fork, join or barrier per step (the GEMM and
+ * pointwise step each forked and joined the team at every step, and the tiny per-step
+ * GEMMs split their panels, not their rows). Else the loop runs once, its GEMMs and
+ * steps on `threads` and `pw_threads`. */
+#ifdef _OPENMP
+#define FOR_ROW_BLOCKS(threads, CALL) do { \
+        PRAGMA(omp parallel num_threads(threads)) \
+        { const long k_ = omp_get_thread_num(), n_ = omp_get_num_threads(); \
+          const long b0 = B * k_ / n_, nb = B * (k_ + 1) / n_ - b0, tid = k_; CALL; } \
+    } while (0)
+#else
+#define FOR_ROW_BLOCKS(threads, CALL) do { const long b0 = 0, nb = B, tid = 0; CALL; } while (0)
+#endif
+
 /* The forward over a whole sequence in one call: per step the recurrent GEMM on the
  * packed W_hh, the pointwise step and, with a projection (P_hr not NULL), its GEMM,
  * with no return to Python in between. Y (T, B, R) gets the states, C (T, B, H) the
@@ -431,9 +447,11 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
  * rec: one step's GEMM output (B, 4H). flags as lstm_forward's; threads for the
  * GEMMs, pw_threads for the pointwise step (one for small steps: a fork costs more).
  * vendor: NULL, P_hh / P_hr packed by gemm_pack; or a BLAS ?gemm_ address, P_hh / P_hr
- * the plain weights (see gemm_any). */
-void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long pw_threads,
-                         long reverse, long store, real eps, const void* vendor, const real* xp, const real* P_hh, const real* P_hr,
+ * the plain weights (see gemm_any). With ROWS, blocks of rows in parallel (FOR_ROW_BLOCKS).
+ * lstm_sequence_rows runs rows b0 .. b0 + nb of it. */
+static void NAME(lstm_sequence_rows)(long T, long B, long b0, long nb, long H, long R, long flags, long threads,
+                         long pw_threads, long reverse, long store, real eps, const void* vendor, const real* xp,
+                         const real* P_hh, const real* P_hr,
                          const real* h0, const real* c0, const real* gamma_x, const real* beta_x, const real* gamma_h,
                          const real* w_ci, const real* w_cf, const real* w_co,
                          const real* gamma_c, const real* beta_c, const unsigned char* mask,
@@ -442,6 +460,16 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
                          const unsigned char* kh, const unsigned char* kc, real zh_rate, real zc_rate,
                          real* CN) {
     const long G = 4 * H, Ts = store ? T : 1;
+    /* rows b0 .. b0 + nb: every per-row array starts at row b0 (strides stay B rows) */
+    xp += b0 * G, h0 += b0 * R, c0 += b0 * H, Y += b0 * R, C += b0 * H, A += b0 * G, U += b0 * H;
+    rec += b0 * G, stats += b0;
+    if (mask) mask += b0;
+    if (M) M += b0 * H;
+    if (HP) HP += b0 * G;
+    if (drop) drop += b0 * R, hd += b0 * R;
+    if (kh) kh += b0 * H;
+    if (kc) kc += b0 * H;
+    if (CN) CN += b0 * H;
     for (long s = 0; s < T; s++) {
         long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, k = store ? t : 0;
         const long ka = (flags & RECOMPUTE) ? 0 : k;  /* A's and U's step: the backward recomputes them */
@@ -452,24 +480,46 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
         real *y = Y + t * B * R, *r = (HP && store) ? HP + t * B * G : rec, *st = stats + k * B;
         const real* operand = h;
         if (drop) {  /* recurrent dropout: the state enters W_hh times its mask */
-            for (long i = 0; i < B * R; i++) hd[i] = h[i] * drop[i];
+            for (long i = 0; i < nb * R; i++) hd[i] = h[i] * drop[i];
             operand = hd;
         }
-        NAME(prefetch)(xp + t * B * G, (B < AHEAD ? B : AHEAD) * G, 0);  /* while the GEMM runs */
-        NAME(gemm_any)(vendor, B, G, R, R, threads, operand, P_hh, 0, r);
-        NAME(lstm_forward)(B, H, flags, pw_threads, eps, xp + t * B * G, gamma_x, beta_x, st + 4 * Ts * B,
+        NAME(prefetch)(xp + t * B * G, (nb < AHEAD ? nb : AHEAD) * G, 0);  /* while the GEMM runs */
+        NAME(gemm_any)(vendor, nb, G, R, R, threads, operand, P_hh, 0, r);
+        NAME(lstm_forward)(nb, H, flags, pw_threads, eps, xp + t * B * G, gamma_x, beta_x, st + 4 * Ts * B,
                            st + 5 * Ts * B, r, gamma_h, st, st + Ts * B,
                            c, w_ci, w_cf, w_co, gamma_c, beta_c, st + 2 * Ts * B, st + 3 * Ts * B,
                            m, h, A + ka * B * G, C + ct * B * H, U + ka * B * H, P_hr ? M + k * B * H : y,
                            zh, zc, kh ? kh + t * B * H : 0, kc ? kc + t * B * H : 0, zh_rate, zc_rate,
                            CN ? CN + k * B * H : 0);
         if (P_hr) {
-            NAME(gemm_any)(vendor, B, R, H, H, threads, M + k * B * H, P_hr, 0, y);
-            for (long b = 0; m && b < B; b++)  /* padded: the state passes through */
+            NAME(gemm_any)(vendor, nb, R, H, H, threads, M + k * B * H, P_hr, 0, y);
+            for (long b = 0; m && b < nb; b++)  /* padded: the state passes through */
                 if (!m[b])
                     for (long j = 0; j < R; j++) y[b * R + j] = h[b * R + j];
         }
     }
+}
+
+
+void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long pw_threads,
+                         long reverse, long store, real eps, const void* vendor, const real* xp, const real* P_hh, const real* P_hr,
+                         const real* h0, const real* c0, const real* gamma_x, const real* beta_x, const real* gamma_h,
+                         const real* w_ci, const real* w_cf, const real* w_co,
+                         const real* gamma_c, const real* beta_c, const unsigned char* mask,
+                         real* Y, real* C, real* A, real* U, real* M, real* HP, real* stats,
+                         real* rec, const real* drop, real* hd, long zh, long zc,
+                         const unsigned char* kh, const unsigned char* kc, real zh_rate, real zc_rate,
+                         real* CN) {
+#define SEQUENCE_ROWS(TH, PW) NAME(lstm_sequence_rows)(T, B, b0, nb, H, R, flags, TH, PW, reverse, store, eps, \
+        vendor, xp, P_hh, P_hr, h0, c0, gamma_x, beta_x, gamma_h, w_ci, w_cf, w_co, gamma_c, beta_c, mask, Y, C, A, \
+        U, M, HP, stats, rec, drop, hd, zh, zc, kh, kc, zh_rate, zc_rate, CN)
+    if (flags & ROWS) {
+        FOR_ROW_BLOCKS(threads, SEQUENCE_ROWS(1, 1));
+    } else {
+        const long b0 = 0, nb = B;
+        SEQUENCE_ROWS(threads, pw_threads);
+    }
+#undef SEQUENCE_ROWS
 }
 
 /* Backpropagation through a whole sequence in one call (after lstm_sequence with
@@ -478,8 +528,10 @@ void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long thread
  * packs W_hr^T (H, R): dm = DH_t W_hr. Fills dA, DH (T, B, R: the gradient wrt each
  * state, as it entered its step; NULL without projection or mask: not kept), dHP; dc (B, H) goes from dc_T to dc_0 in place and
  * grad (B, R) from dh_T to the gradient wrt h0 before the first step's padding carry
- * (the caller adds that). sums, scratch: as lstm_backward's. dm: B * H scratch. */
-void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, long threads,
+ * (the caller adds that). sums, scratch: as lstm_backward's. dm: B * H scratch. With
+ * ROWS, blocks of rows in parallel (FOR_ROW_BLOCKS), block k in thread k's share of sums
+ * and scratch; lstm_backward_rows runs rows b0 .. b0 + nb. */
+static void NAME(lstm_backward_rows)(long T, long B, long b0, long nb, long H, long R, long flags, long threads,
                                   long pw_threads, long reverse, const void* vendor, const real* P_hhT, const real* P_hrT,
                                   const real* dy, const unsigned char* mask, const real* c0,
                                   const real* xp, const real* gamma_x, const real* beta_x,
@@ -491,6 +543,19 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
                                   const unsigned char* kh, const unsigned char* kc, real zh_rate,
                                   real zc_rate, const real* CN, real* hk) {
     const long G = 4 * H;
+    /* rows b0 .. b0 + nb, as lstm_sequence_rows (sums and scratch: this block's own) */
+    dy += b0 * R, c0 += b0 * H, A += b0 * G, C += b0 * H, U += b0 * H, stats += b0;
+    dA += b0 * G, dc += b0 * H, grad += b0 * R, dm += b0 * H;
+    if (mask) mask += b0;
+    if (xp) xp += b0 * G;
+    if (HP) HP += b0 * G;
+    if (DH) DH += b0 * R;
+    if (dHP) dHP += b0 * G;
+    if (drop) drop += b0 * R;
+    if (kh) kh += b0 * H;
+    if (kc) kc += b0 * H;
+    if (CN) CN += b0 * H;
+    if (hk) hk += b0 * H;
     const int ln = flags & LAYER_NORM;
     const long one = (flags & RECOMPUTE) ? 0 : 1;  /* A and U hold one step with RECOMPUTE */
     for (long s = T - 1; s >= 0; s--) {
@@ -504,17 +569,17 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
         const real *mean_c = ln ? st + 2 * T * B : 0, *rstd_c = ln ? st + 3 * T * B : 0;
         const real *mean_x = ln ? st + 4 * T * B : 0, *rstd_x = ln ? st + 5 * T * B : 0, *x = ln ? xp + t * B * G : 0;
         if (P_hrT) {  /* DH_t = grad + dy_t (+ the later padded step's DH), then dm = DH_t W_hr */
-            for (long i = 0; i < B * R; i++) dh[i] = grad[i] + dy[t * B * R + i];
-            for (long b = 0; ml && b < B; b++)
+            for (long i = 0; i < nb * R; i++) dh[i] = grad[i] + dy[t * B * R + i];
+            for (long b = 0; ml && b < nb; b++)
                 if (!ml[b])
                     for (long j = 0; j < R; j++) dh[b * R + j] += DH[later * B * R + b * R + j];
-            NAME(gemm_any)(vendor, B, H, R, R, threads, dh, P_hrT, 0, dm);
-            NAME(lstm_backward)(B, H, flags, pw_threads, dm, 0, 0, 0, 0, A + one * t * B * G, C + t * B * H,
+            NAME(gemm_any)(vendor, nb, H, R, R, threads, dh, P_hrT, 0, dm);
+            NAME(lstm_backward)(nb, H, flags, pw_threads, dm, 0, 0, 0, 0, A + one * t * B * G, C + t * B * H,
                                 c_prev, U + one * t * B * H, w_ci, w_cf, w_co, gamma_c, mean_c, rstd_c,
                                 ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h, dhp, sums, x, gamma_x, beta_x,
                                 mean_x, rstd_x, beta_c, m, dc, da, scratch, 0, 0, 0, 0, 0, 0, 0);
         } else {  /* lstm_backward adds grad, dy_t and the carry up into DH_t */
-            NAME(lstm_backward)(B, H, flags, pw_threads, grad, dy + t * B * R,
+            NAME(lstm_backward)(nb, H, flags, pw_threads, grad, dy + t * B * R,
                                 ml ? DH + later * B * R : 0, ml, dh, A + one * t * B * G,
                                 (CN ? CN : C) + t * B * H, c_prev, U + one * t * B * H, w_ci, w_cf, w_co, gamma_c,
                                 mean_c, rstd_c, ln ? HP + t * B * G : 0, gamma_h, mean_h, rstd_h,
@@ -522,15 +587,39 @@ void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, lo
                                 kc ? kc + t * B * H : 0, zh_rate, zc_rate, hk);
         }
         if (s > 0) {  /* the next step's first rows, while the GEMM runs */
-            const long n = (B < AHEAD ? B : AHEAD) * G;
+            const long n = (nb < AHEAD ? nb : AHEAD) * G;
             NAME(prefetch)(one ? A + prev * B * G : 0, n, 1);
             NAME(prefetch)(ln ? xp + prev * B * G : 0, n, 1);
             NAME(prefetch)(ln ? HP + prev * B * G : 0, n, 1);
         }
-        NAME(gemm_any)(vendor, B, R, G, G, threads, ln ? dhp : da, P_hhT, 0, grad);
+        NAME(gemm_any)(vendor, nb, R, G, G, threads, ln ? dhp : da, P_hhT, 0, grad);
         if (drop)  /* back through h * drop */
-            for (long i = 0; i < B * R; i++) grad[i] *= drop[i];
+            for (long i = 0; i < nb * R; i++) grad[i] *= drop[i];
         if (zh)  /* and the zoned-out units' own share */
-            for (long i = 0; i < B * R; i++) grad[i] += hk[i];
+            for (long i = 0; i < nb * R; i++) grad[i] += hk[i];
     }
+}
+
+void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, long threads,
+                                  long pw_threads, long reverse, const void* vendor, const real* P_hhT, const real* P_hrT,
+                                  const real* dy, const unsigned char* mask, const real* c0,
+                                  const real* xp, const real* gamma_x, const real* beta_x,
+                                  const real* beta_c, const real* A, const real* C, const real* U, const real* HP,
+                                  const real* stats, const real* w_ci, const real* w_cf,
+                                  const real* w_co, const real* gamma_c, const real* gamma_h,
+                                  real* dA, real* DH, real* dHP, real* dc, real* grad, real* sums,
+                                  real* scratch, real* dm, const real* drop, long zh, long zc,
+                                  const unsigned char* kh, const unsigned char* kc, real zh_rate,
+                                  real zc_rate, const real* CN, real* hk) {
+#define BACKWARD_ROWS(TH, PW, SUMS, SCRATCH) NAME(lstm_backward_rows)(T, B, b0, nb, H, R, flags, TH, PW, reverse, \
+        vendor, P_hhT, P_hrT, dy, mask, c0, xp, gamma_x, beta_x, beta_c, A, C, U, HP, stats, w_ci, w_cf, w_co, \
+        gamma_c, gamma_h, dA, DH, dHP, dc, grad, SUMS, SCRATCH, dm, drop, zh, zc, kh, kc, zh_rate, zc_rate, CN, hk)
+    if (flags & ROWS) {  /* each block sums into, and works in, its own thread's share */
+        FOR_ROW_BLOCKS(threads, BACKWARD_ROWS(1, 1, sums ? sums + tid * SUMS_ROWS * 4 * H : 0,
+                                              scratch + tid * WORK(H)));
+    } else {
+        const long b0 = 0, nb = B;
+        BACKWARD_ROWS(threads, pw_threads, sums, scratch);
+    }
+#undef BACKWARD_ROWS
 }

@@ -22,7 +22,7 @@
 #endif
 #define INLINE inline __attribute__((always_inline))
 
-enum { PEEPHOLE = 1, LAYER_NORM = 2, CARRY_H = 4, RECOMPUTE = 8 };
+enum { PEEPHOLE = 1, LAYER_NORM = 2, CARRY_H = 4, RECOMPUTE = 8, ROWS = 16 };
 
 /* exp for float, inlined so the loops vectorise without libm calls (glibc's vector
  * expf is ~5x slower per element here): Cody-Waite reduction x = n ln2 + r, |r| <=
