@@ -86,6 +86,8 @@ PARALLEL_MIN_GATES = 1 << 14
 #: fewest batch rows per thread for the C loops to run blocks of rows in parallel
 #: (ROWS: each thread its rows' whole time loop, no per-step fork or join)
 ROWS_PER_THREAD = 4
+#: the LSTM's and GRU's C sequences' flag for it (native/steps.c)
+ROWS = 16
 
 
 @functools.lru_cache(maxsize=None)

@@ -27,8 +27,12 @@ from ..registry import Kernel, Sample, register
 from ..specs import folded_projection, gru_supported, summed_bias
 from ..step_masks import SELECT, KernelMasks, kernel_masks
 from . import native
-from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, masked_copy, match_cpu,
-                     no_masks, padded_rows, pointwise_threads, present, projected_chunks, ptr, states_output)
+from .common import (ROWS, available, backward_follows, byte_mask, eager_or_graph, empty_output, masked_copy,
+                     match_cpu, no_masks, padded_rows, pointwise_threads, present, projected_chunks, ptr, row_blocks,
+                     states_output)
+
+#: the C sequences' flag for the reset-before variant (native/steps.c; and common.ROWS)
+RESET_BEFORE = 1
 
 
 def _fns(dtype: torch.dtype) -> SimpleNamespace:
@@ -80,11 +84,18 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     choice, p_a, p_b = packed or pack_weights(w_hh, rb, B, T)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, xp.dtype)
-    fns.forward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
+    fns.forward(T, B, H, _flags(rb, B, w_hh), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
                 native.vendor_arg(xp.dtype, choice), xp.data_ptr(), p_a.data_ptr(), ptr(p_b), h0.data_ptr(), ptr(m8), f.Y.data_ptr(), f.A.data_ptr(),
                 ptr(f.RH), rec.data_ptr(), *args)
     del held
     return f
+
+
+def _flags(reset_before: bool, B: int, w_hh: Tensor) -> int:
+    """The C sequences' flags (native/steps.c): RESET_BEFORE, and ROWS for blocks of the
+    ``B`` rows in parallel (:func:`~rnnkit.kernels.cpu.common.row_blocks`)."""
+    weight_bytes = w_hh.numel() * w_hh.element_size()
+    return RESET_BEFORE * reset_before | ROWS * (row_blocks(B, weight_bytes) > 1)
 
 
 def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor, mask: Tensor | None,
@@ -98,7 +109,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     choice, p_a, p_b = pack_weights(w_hh, rb, B, T, transpose=True)
     P, drh, Q = A.new_empty(B, H), A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, A.dtype, Q.data_ptr())
-    fns.backward(T, B, H, int(rb), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),
+    fns.backward(T, B, H, _flags(rb, B, w_hh), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),
                  native.vendor_arg(A.dtype, choice), p_a.data_ptr(), ptr(p_b), dy.data_ptr(), ptr(m8), h0.data_ptr(), A.data_ptr(), Y.data_ptr(),
                  dA.data_ptr(), grad.data_ptr(), P.data_ptr(), drh.data_ptr(), *args)
     del held

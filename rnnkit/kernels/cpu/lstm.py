@@ -38,7 +38,7 @@ from ..step_masks import SELECT, KernelMasks, has_masks, kernel_masks
 from . import native
 from .common import (available, backward_follows, byte_mask, eager_or_graph, empty_output, grad_projection,
                      masked_copy, match_cpu, no_masks, padded_rows, pointwise_threads, present, projected_chunks, ptr,
-                     row_blocks, states_output)
+                     ROWS, row_blocks, states_output)
 
 #: the Function's tensor inputs, in its argument order after the masks: ``xp`` is the raw
 #: input projection ``W_ih x`` and ``shift`` the summed biases ``b_ih + b_hh``, which the C
@@ -49,7 +49,7 @@ _INPUTS = ("xp", "h0", "c0", *_LSTM_PARAMS)
 _REBUILD_NAMES = (*LSTM_PARAMETERS, "ln_ih_weight", "input_shift")
 
 # the flags of native/steps.c
-PEEPHOLE, LAYER_NORM, CARRY_H, RECOMPUTE, ROWS = 1, 2, 4, 8, 16
+PEEPHOLE, LAYER_NORM, CARRY_H, RECOMPUTE = 1, 2, 4, 8  # and common.ROWS
 
 
 def _work(H: int) -> int:

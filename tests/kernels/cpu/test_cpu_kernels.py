@@ -114,16 +114,16 @@ def test_threads_restored_after_forward_and_backward():
 
 
 @needs_native
-@pytest.mark.parametrize("name", sorted(n for n in CONFIGS if n.startswith("lstm")))
-def test_lstm_row_blocks_on_two_threads_match_the_reference(name, monkeypatch):
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_row_blocks_on_two_threads_match_the_reference(name, monkeypatch):
     """With two threads and enough rows the C loops run blocks of rows in parallel, each
     block's whole time loop on its own thread (flag ROWS): uneven blocks (9 rows: 4 + 5),
     padded steps, both directions, gradients and a forward without a backward, as the
     reference scan."""
     torch.set_num_threads(2)  # the autouse fixture restores the session's count afterwards
     taken = []
-    row_blocks = cpu_lstm.row_blocks
-    monkeypatch.setattr(cpu_lstm, "row_blocks", lambda *a: taken.append(row_blocks(*a)) or taken[-1])
+    for module in (cpu_lstm, cpu_gru):
+        monkeypatch.setattr(module, "row_blocks", lambda *a: taken.append(cpu_common.row_blocks(*a)) or taken[-1])
     cell = _cell(name, 4, 6, torch.float32)
     lengths = [7, 2, 5, 7, 1, 6, 7, 3, 4]
     for masked, reverse in itertools.product((False, True), (False, True)):

@@ -160,12 +160,19 @@ static void NAME(gru_s_backward)(long B, long H, long threads, const real* g, co
  * A (T, B, G*H) and RH (T, B, H; reset-before) keep every step for the backward,
  * without they hold one step. rec: (B, 2H) scratch. vendor: as lstm_sequence's (with
  * it the P_ are the plain weight blocks). */
-void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads, long pw_threads,
+static void NAME(gru_sequence_rows)(long T, long B, long b0, long nb, long H, long reset_before, long threads, long pw_threads,
                         long reverse, long store, const void* vendor, const real* xp, const real* P_a, const real* P_b,
                         const real* h0, const unsigned char* mask, real* Y, real* A, real* RH,
                         real* rec, const real* drop, real* hd, long zh, const unsigned char* kh,
                         real zh_rate) {
     const long GH = (reset_before ? 3 : 2) * H;
+    /* rows b0 .. b0 + nb (see lstm_step.h's FOR_ROW_BLOCKS); rec: the block's own 2H rows,
+     * which the second (B, H) product reuses */
+    xp += b0 * GH, h0 += b0 * H, Y += b0 * H, A += b0 * GH, rec += b0 * 2 * H;
+    if (mask) mask += b0;
+    if (RH) RH += b0 * H;
+    if (drop) drop += b0 * H, hd += b0 * H;
+    if (kh) kh += b0 * H;
     for (long s = 0; s < T; s++) {
         long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1, k = store ? t : 0;
         const real *h = s ? Y + prev * B * H : h0, *x = xp + t * B * GH;
@@ -173,33 +180,55 @@ void NAME(gru_sequence)(long T, long B, long H, long reset_before, long threads,
         real *a = A + k * B * GH, *y = Y + t * B * H;
         const real* h_in = h;
         if (drop) {  /* recurrent dropout: the products with W_hh see h * drop */
-            for (long i = 0; i < B * H; i++) hd[i] = h[i] * drop[i];
+            for (long i = 0; i < nb * H; i++) hd[i] = h[i] * drop[i];
             h_in = hd;
         }
-        NAME(gemm_any)(vendor, B, 2 * H, H, H, threads, h_in, P_a, 0, rec);
+        NAME(gemm_any)(vendor, nb, 2 * H, H, H, threads, h_in, P_a, 0, rec);
         if (reset_before) {
             real* rh = RH + k * B * H;
-            NAME(gru_rb_forward_gates)(B, H, pw_threads, x, rec, h_in, a, rh);
-            NAME(gemm_any)(vendor, B, H, H, H, threads, rh, P_b, 0, rec);
-            NAME(gru_rb_forward_state)(B, H, pw_threads, x, rec, h, m, a, y);
+            NAME(gru_rb_forward_gates)(nb, H, pw_threads, x, rec, h_in, a, rh);
+            NAME(gemm_any)(vendor, nb, H, H, H, threads, rh, P_b, 0, rec);
+            NAME(gru_rb_forward_state)(nb, H, pw_threads, x, rec, h, m, a, y);
         } else {
-            NAME(gru_s_forward)(B, H, pw_threads, x, rec, h, m, a, y);
+            NAME(gru_s_forward)(nb, H, pw_threads, x, rec, h, m, a, y);
         }
         if (zh)
-            NAME(gru_zone_forward)(B, H, h, m, zh, kh + t * B * H * (zh == 1), zh_rate, y);
+            NAME(gru_zone_forward)(nb, H, h, m, zh, kh + t * B * H * (zh == 1), zh_rate, y);
     }
+}
+
+void NAME(gru_sequence)(long T, long B, long H, long flags, long threads, long pw_threads,
+                        long reverse, long store, const void* vendor, const real* xp, const real* P_a, const real* P_b,
+                        const real* h0, const unsigned char* mask, real* Y, real* A, real* RH,
+                        real* rec, const real* drop, real* hd, long zh, const unsigned char* kh,
+                        real zh_rate) {
+#define SEQUENCE_ROWS(TH, PW) NAME(gru_sequence_rows)(T, B, b0, nb, H, flags & RESET_BEFORE, TH, PW, reverse, store, \
+        vendor, xp, P_a, P_b, h0, mask, Y, A, RH, rec, drop, hd, zh, kh, zh_rate)
+    if (flags & ROWS) {  /* blocks of rows in parallel: see lstm_step.h */
+        FOR_ROW_BLOCKS(threads, SEQUENCE_ROWS(1, 1));
+    } else {
+        const long b0 = 0, nb = B;
+        SEQUENCE_ROWS(threads, pw_threads);
+    }
+#undef SEQUENCE_ROWS
 }
 
 /* BPTT through a whole sequence in one call (after gru_sequence with store): P_aT packs
  * W_rz^T (H, 2H) (simplified: W_hh^T), P_bT packs W_n^T (H, H). Fills dA (T, B, G*H);
  * grad (B, H) goes from dh_T to the gradient wrt h0 in place. P, drh: (B, H) scratch. */
-void NAME(gru_backward_sequence)(long T, long B, long H, long reset_before, long threads,
+static void NAME(gru_backward_rows)(long T, long B, long b0, long nb, long H, long reset_before, long threads,
                                  long pw_threads, long reverse, const void* vendor, const real* P_aT, const real* P_bT,
                                  const real* dy, const unsigned char* mask, const real* h0,
                                  const real* A, const real* Y, real* dA, real* grad, real* P,
                                  real* drh, const real* drop, real* hd, real* Q, long zh,
                                  const unsigned char* kh, real zh_rate) {
     const long GH = (reset_before ? 3 : 2) * H;
+    /* rows b0 .. b0 + nb, as gru_sequence_rows */
+    dy += b0 * H, h0 += b0 * H, A += b0 * GH, Y += b0 * H, dA += b0 * GH, grad += b0 * H, P += b0 * H;
+    drh += b0 * H, Q += b0 * H;
+    if (mask) mask += b0;
+    if (drop) drop += b0 * H, hd += b0 * H;
+    if (kh) kh += b0 * H;
     for (long s = T - 1; s >= 0; s--) {
         long t = reverse ? T - 1 - s : s, prev = reverse ? t + 1 : t - 1;
         const real *h = s ? Y + prev * B * H : h0, *a = A + t * B * GH, *d = dy + t * B * H;
@@ -208,21 +237,38 @@ void NAME(gru_backward_sequence)(long T, long B, long H, long reset_before, long
         const unsigned char* k = zh == 1 ? kh + t * B * H : 0;
         const real* h_in = h;
         if (drop) {
-            for (long i = 0; i < B * H; i++) hd[i] = h[i] * drop[i];
+            for (long i = 0; i < nb * H; i++) hd[i] = h[i] * drop[i];
             h_in = hd;
         }
         if (reset_before) {
-            NAME(gru_rb_backward_gates)(B, H, pw_threads, grad, d, a, h, m, da, P, zh, k, zh_rate);
-            NAME(gemm_any)(vendor, B, H, H, GH, threads, da + 2 * H, P_bT, 0, drh);  /* dRH = dA_n W_n */
-            NAME(gru_rb_backward_reset)(B, H, pw_threads, drh, a, h_in, m, da, drop ? Q : P, drop != 0);
+            NAME(gru_rb_backward_gates)(nb, H, pw_threads, grad, d, a, h, m, da, P, zh, k, zh_rate);
+            NAME(gemm_any)(vendor, nb, H, H, GH, threads, da + 2 * H, P_bT, 0, drh);  /* dRH = dA_n W_n */
+            NAME(gru_rb_backward_reset)(nb, H, pw_threads, drh, a, h_in, m, da, drop ? Q : P, drop != 0);
         } else {
-            NAME(gru_s_backward)(B, H, pw_threads, grad, d, a, h, m, da, P, zh, k, zh_rate);
+            NAME(gru_s_backward)(nb, H, pw_threads, grad, d, a, h, m, da, P, zh, k, zh_rate);
         }
         if (!drop) {
-            NAME(gemm_any)(vendor, B, H, 2 * H, GH, threads, da, P_aT, P, grad);  /* P + dA_rz W_rz */
+            NAME(gemm_any)(vendor, nb, H, 2 * H, GH, threads, da, P_aT, P, grad);  /* P + dA_rz W_rz */
         } else {  /* P + drop (Q + dA_rz W_rz): only the products with W_hh saw the mask */
-            NAME(gemm_any)(vendor, B, H, 2 * H, GH, threads, da, P_aT, reset_before ? Q : 0, grad);
-            for (long i = 0; i < B * H; i++) grad[i] = P[i] + drop[i] * grad[i];
+            NAME(gemm_any)(vendor, nb, H, 2 * H, GH, threads, da, P_aT, reset_before ? Q : 0, grad);
+            for (long i = 0; i < nb * H; i++) grad[i] = P[i] + drop[i] * grad[i];
         }
     }
+}
+
+void NAME(gru_backward_sequence)(long T, long B, long H, long flags, long threads,
+                                 long pw_threads, long reverse, const void* vendor, const real* P_aT, const real* P_bT,
+                                 const real* dy, const unsigned char* mask, const real* h0,
+                                 const real* A, const real* Y, real* dA, real* grad, real* P,
+                                 real* drh, const real* drop, real* hd, real* Q, long zh,
+                                 const unsigned char* kh, real zh_rate) {
+#define BACKWARD_ROWS(TH, PW) NAME(gru_backward_rows)(T, B, b0, nb, H, flags & RESET_BEFORE, TH, PW, reverse, vendor, \
+        P_aT, P_bT, dy, mask, h0, A, Y, dA, grad, P, drh, drop, hd, Q, zh, kh, zh_rate)
+    if (flags & ROWS) {
+        FOR_ROW_BLOCKS(threads, BACKWARD_ROWS(1, 1));
+    } else {
+        const long b0 = 0, nb = B;
+        BACKWARD_ROWS(threads, pw_threads);
+    }
+#undef BACKWARD_ROWS
 }

@@ -23,6 +23,7 @@
 #define INLINE inline __attribute__((always_inline))
 
 enum { PEEPHOLE = 1, LAYER_NORM = 2, CARRY_H = 4, RECOMPUTE = 8, ROWS = 16 };
+enum { RESET_BEFORE = 1 };  /* the GRU sequences' flags: this, and ROWS */
 
 /* exp for float, inlined so the loops vectorise without libm calls (glibc's vector
  * expf is ~5x slower per element here): Cody-Waite reduction x = n ln2 + r, |r| <=
