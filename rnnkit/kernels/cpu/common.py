@@ -109,10 +109,10 @@ def row_blocks(batch: int, weight_bytes: int) -> int:
     whole time loop on one thread: the caller's intra-op count when each gets
     :data:`ROWS_PER_THREAD` rows and the recurrent weights (``weight_bytes``) fit in half
     of one core's L2, else 1: the per-step GEMMs then split the weight's panels (each
-    thread's half stays in its own cache) and the steps their rows. Every thread reads
-    all of the weight at each step in blocks of rows: B32 T100 fwd+bwd, 2 threads, against
-    torch.nn.LSTM: layer norm H128 1.10 -> 1.00, peephole 1.00 -> 0.92, but H512
-    (4 MiB of W_hh, L2 2 MiB) 0.86 -> 0.89, and at B8 0.86 -> 1.11 (2-core Xeon)."""
+    thread's half stays in its own cache) and the steps their rows. In blocks of rows
+    every thread reads all of the weight at each step. T100 fwd+bwd, 2 threads, layer-norm
+    LSTM against torch.nn.LSTM: B32 H128 1.10 -> 1.00, but with H512's 4 MiB W_hh (L2:
+    2 MiB) B32 0.86 -> 0.89 and B8 0.86 -> 1.11 (2-core AVX-512 Xeon)."""
     threads = torch.get_num_threads()
     fits = weight_bytes <= l2_bytes() // 2
     return threads if threads > 1 and fits and batch >= ROWS_PER_THREAD * threads else 1
