@@ -84,7 +84,7 @@ def _forward(fns, variant: str, reverse: bool, store: bool, xp: Tensor, h0: Tens
     choice, p_a, p_b = packed or pack_weights(w_hh, rb, B, T)
     rec = xp.new_empty(B, 2 * H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, xp.dtype)
-    fns.forward(T, B, H, _flags(rb, B, w_hh), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
+    fns.forward(T, B, 0, B, H, _flags(rb, B, w_hh), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse), int(store),
                 native.vendor_arg(xp.dtype, choice), xp.data_ptr(), p_a.data_ptr(), ptr(p_b), h0.data_ptr(), ptr(m8), f.Y.data_ptr(), f.A.data_ptr(),
                 ptr(f.RH), rec.data_ptr(), *args)
     del held
@@ -109,7 +109,7 @@ def _backward(fns, variant: str, reverse: bool, A: Tensor, Y: Tensor, h0: Tensor
     choice, p_a, p_b = pack_weights(w_hh, rb, B, T, transpose=True)
     P, drh, Q = A.new_empty(B, H), A.new_empty(B, H), A.new_empty(B, H)  # held: the C gets addresses only
     args, held = _mask_args(km, B, H, A.dtype, Q.data_ptr())
-    fns.backward(T, B, H, _flags(rb, B, w_hh), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),
+    fns.backward(T, B, 0, B, H, _flags(rb, B, w_hh), torch.get_num_threads(), pointwise_threads(B, GH), int(reverse),
                  native.vendor_arg(A.dtype, choice), p_a.data_ptr(), ptr(p_b), dy.data_ptr(), ptr(m8), h0.data_ptr(), A.data_ptr(), Y.data_ptr(),
                  dA.data_ptr(), grad.data_ptr(), P.data_ptr(), drh.data_ptr(), *args)
     del held

@@ -114,7 +114,7 @@ def _forward(fns, spec: LSTMSpec, xp: Tensor, h0: Tensor, c0: Tensor, mask: Tens
     g_h, g_c, b_c, g_x = (ptr(w) for w in ln) if ln else (None,) * 4
     shift = shift if shift is not None else xp.new_zeros(G)  # held: the C gets its address
     rec = xp.new_empty(B, G)  # one step's GEMM output (held here: the C only gets its address)
-    fns.forward(T, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
+    fns.forward(T, B, 0, B, H, R, flags, torch.get_num_threads(), pointwise_threads(B, G), int(spec.reverse),
                 int(spec.store), spec.eps, native.vendor_arg(xp.dtype, choice), xp.data_ptr(), panels_hh.data_ptr(), ptr(panels_hr), h0.data_ptr(),
                 c0.data_ptr(), g_x, shift.data_ptr(), g_h, w_ci, w_cf, w_co, g_c, b_c, ptr(m8), f.Y.data_ptr(), f.C.data_ptr(),
                 f.A.data_ptr(), f.U.data_ptr(), ptr(f.M), ptr(f.HP), f.stats.data_ptr(), rec.data_ptr(),
@@ -178,7 +178,7 @@ def _backward(fns, spec: LSTMSpec, f: SimpleNamespace, dy: Tensor, dh_n: Tensor,
     grad = dh_n.contiguous().clone()  # the C takes it from dh_T down to dh_0
     scratch, dm = f.A.new_empty(threads, _work(H)), f.A.new_empty(B, H)  # held: the C gets addresses
     hk = f.A.new_empty(B, H) if km.modes[0] else None  # zoned-out units' share of dh_{t-1}
-    fns.backward(T, B, H, R, step_flags(spec) | RECOMPUTE * recompute | ROWS * (blocks > 1), torch.get_num_threads(), threads,
+    fns.backward(T, B, 0, B, H, R, step_flags(spec) | RECOMPUTE * recompute | ROWS * (blocks > 1), torch.get_num_threads(), threads,
                  int(spec.reverse), native.vendor_arg(f.A.dtype, choice), panels_hh_t.data_ptr(), ptr(panels_hr_t),
                  dy.data_ptr(), ptr(m8), c0.data_ptr(), ptr(xp), g_x, ptr(shift), b_c, f.A.data_ptr(), f.C.data_ptr(), f.U.data_ptr(), ptr(f.HP), f.stats.data_ptr(),
                  w_ci, w_cf, w_co, g_c, g_h, g.dA.data_ptr(), ptr(g.DH), ptr(g.dHP), g.dc0.data_ptr(),

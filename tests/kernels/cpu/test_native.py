@@ -113,7 +113,8 @@ def test_signatures_are_read_from_the_c_definitions():
     """ctypes gets every exported function's parameter kinds from the source itself."""
     assert native.signature("gemm_pack") == ("long", "long", "pointer", "pointer")
     kinds = native.signature("lstm_sequence")
-    assert kinds[:9] == ("long",) * 9 and kinds[9] == "real" and set(kinds[10:-7]) == {"pointer"}
+    # T, B, b0, nb (the rows it runs), H, R, flags, threads, pw_threads, reverse, store; eps
+    assert kinds[:11] == ("long",) * 11 and kinds[11] == "real" and set(kinds[12:-7]) == {"pointer"}
     # the step masks (recurrent dropout, zoneout): zh, zc, kh, kc, zh_rate, zc_rate, CN
     assert kinds[-7:] == ("long", "long", "pointer", "pointer", "real", "real", "pointer")
     with pytest.raises(KeyError, match="no C function"):

@@ -154,20 +154,26 @@ static void NAME(gru_s_backward)(long B, long H, long threads, const real* g, co
     NAME(gru_update_backward_rows)(B, H, threads, 0, 2 * H, 0, H, g, dy, A, h, mask, dA, P, zh, kh, zh_rate);
 }
 
-/* The forward over a whole sequence in one call (like lstm_sequence): reset_before
- * nonzero for the reset-before GRU (P_a = packed W_rz, P_b = packed W_n), else the
- * simplified one (P_a = packed W_hh). Y (T, B, H) gets the states; with `store`
+/* The forward over a whole sequence in one call (like lstm_sequence, rows b0 .. b0 + nb
+ * of B, and ROWS): flags' RESET_BEFORE for the reset-before GRU (P_a = packed W_rz, P_b =
+ * packed W_n), else the simplified one (P_a = packed W_hh). Y (T, B, H) gets the states; with `store`
  * A (T, B, G*H) and RH (T, B, H; reset-before) keep every step for the backward,
  * without they hold one step. rec: (B, 2H) scratch. vendor: as lstm_sequence's (with
  * it the P_ are the plain weight blocks). */
-static void NAME(gru_sequence_rows)(long T, long B, long b0, long nb, long H, long reset_before, long threads, long pw_threads,
+void NAME(gru_sequence)(long T, long B, long b0, long nb, long H, long flags, long threads, long pw_threads,
                         long reverse, long store, const void* vendor, const real* xp, const real* P_a, const real* P_b,
                         const real* h0, const unsigned char* mask, real* Y, real* A, real* RH,
                         real* rec, const real* drop, real* hd, long zh, const unsigned char* kh,
                         real zh_rate) {
+    if (flags & ROWS) {
+        ROW_BLOCKS(threads, NAME(gru_sequence)(T, B, block_b0, block_nb, H, flags & ~ROWS, 1, 1, reverse, store,
+                   vendor, xp, P_a, P_b, h0, mask, Y, A, RH, rec, drop, hd, zh, kh, zh_rate));
+        return;
+    }
+    const int reset_before = flags & RESET_BEFORE;
     const long GH = (reset_before ? 3 : 2) * H;
-    /* rows b0 .. b0 + nb (see lstm_step.h's FOR_ROW_BLOCKS); rec: the block's own 2H rows,
-     * which the second (B, H) product reuses */
+    /* rows b0 .. b0 + nb of B (the caller: 0, B; see lstm_step.h's ROW_BLOCKS); rec: the
+     * block's own 2H rows, which the second (B, H) product reuses */
     xp += b0 * GH, h0 += b0 * H, Y += b0 * H, A += b0 * GH, rec += b0 * 2 * H;
     if (mask) mask += b0;
     if (RH) RH += b0 * H;
@@ -197,33 +203,23 @@ static void NAME(gru_sequence_rows)(long T, long B, long b0, long nb, long H, lo
     }
 }
 
-void NAME(gru_sequence)(long T, long B, long H, long flags, long threads, long pw_threads,
-                        long reverse, long store, const void* vendor, const real* xp, const real* P_a, const real* P_b,
-                        const real* h0, const unsigned char* mask, real* Y, real* A, real* RH,
-                        real* rec, const real* drop, real* hd, long zh, const unsigned char* kh,
-                        real zh_rate) {
-#define SEQUENCE_ROWS(TH, PW) NAME(gru_sequence_rows)(T, B, b0, nb, H, flags & RESET_BEFORE, TH, PW, reverse, store, \
-        vendor, xp, P_a, P_b, h0, mask, Y, A, RH, rec, drop, hd, zh, kh, zh_rate)
-    if (flags & ROWS) {  /* blocks of rows in parallel: see lstm_step.h */
-        FOR_ROW_BLOCKS(threads, SEQUENCE_ROWS(1, 1));
-    } else {
-        const long b0 = 0, nb = B;
-        SEQUENCE_ROWS(threads, pw_threads);
-    }
-#undef SEQUENCE_ROWS
-}
-
 /* BPTT through a whole sequence in one call (after gru_sequence with store): P_aT packs
  * W_rz^T (H, 2H) (simplified: W_hh^T), P_bT packs W_n^T (H, H). Fills dA (T, B, G*H);
  * grad (B, H) goes from dh_T to the gradient wrt h0 in place. P, drh: (B, H) scratch. */
-static void NAME(gru_backward_rows)(long T, long B, long b0, long nb, long H, long reset_before, long threads,
+void NAME(gru_backward_sequence)(long T, long B, long b0, long nb, long H, long flags, long threads,
                                  long pw_threads, long reverse, const void* vendor, const real* P_aT, const real* P_bT,
                                  const real* dy, const unsigned char* mask, const real* h0,
                                  const real* A, const real* Y, real* dA, real* grad, real* P,
                                  real* drh, const real* drop, real* hd, real* Q, long zh,
                                  const unsigned char* kh, real zh_rate) {
+    if (flags & ROWS) {
+        ROW_BLOCKS(threads, NAME(gru_backward_sequence)(T, B, block_b0, block_nb, H, flags & ~ROWS, 1, 1, reverse,
+                   vendor, P_aT, P_bT, dy, mask, h0, A, Y, dA, grad, P, drh, drop, hd, Q, zh, kh, zh_rate));
+        return;
+    }
+    const int reset_before = flags & RESET_BEFORE;
     const long GH = (reset_before ? 3 : 2) * H;
-    /* rows b0 .. b0 + nb, as gru_sequence_rows */
+    /* rows b0 .. b0 + nb, as gru_sequence's */
     dy += b0 * H, h0 += b0 * H, A += b0 * GH, Y += b0 * H, dA += b0 * GH, grad += b0 * H, P += b0 * H;
     drh += b0 * H, Q += b0 * H;
     if (mask) mask += b0;
@@ -256,19 +252,3 @@ static void NAME(gru_backward_rows)(long T, long B, long b0, long nb, long H, lo
     }
 }
 
-void NAME(gru_backward_sequence)(long T, long B, long H, long flags, long threads,
-                                 long pw_threads, long reverse, const void* vendor, const real* P_aT, const real* P_bT,
-                                 const real* dy, const unsigned char* mask, const real* h0,
-                                 const real* A, const real* Y, real* dA, real* grad, real* P,
-                                 real* drh, const real* drop, real* hd, real* Q, long zh,
-                                 const unsigned char* kh, real zh_rate) {
-#define BACKWARD_ROWS(TH, PW) NAME(gru_backward_rows)(T, B, b0, nb, H, flags & RESET_BEFORE, TH, PW, reverse, vendor, \
-        P_aT, P_bT, dy, mask, h0, A, Y, dA, grad, P, drh, drop, hd, Q, zh, kh, zh_rate)
-    if (flags & ROWS) {
-        FOR_ROW_BLOCKS(threads, BACKWARD_ROWS(1, 1));
-    } else {
-        const long b0 = 0, nb = B;
-        BACKWARD_ROWS(threads, pw_threads);
-    }
-#undef BACKWARD_ROWS
-}

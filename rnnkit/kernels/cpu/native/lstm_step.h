@@ -420,19 +420,21 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
 #undef RECOMPUTE_ROW
 
 /* Rows in parallel (flag ROWS): a batch row's recurrence reads no other row, so each
- * OpenMP thread runs the whole time loop over its own block of rows, its GEMMs and
- * pointwise steps on one thread, with no fork, join or barrier per step (the GEMM and
- * pointwise step each forked and joined the team at every step, and the tiny per-step
- * GEMMs split their panels, not their rows). Else the loop runs once, its GEMMs and
- * steps on `threads` and `pw_threads`. */
+ * OpenMP thread runs the whole time loop over its own block of rows b0 .. b0 + nb, its
+ * GEMMs and pointwise steps on one thread, with no fork, join or barrier per step (the
+ * GEMM and pointwise step each forked and joined the team at every step, and the tiny
+ * per-step GEMMs split their panels, not their rows). The sequence functions call
+ * themselves once per block, inside ROW_BLOCKS (block `block_`: rows block_b0 ..
+ * block_b0 + block_nb), without ROWS; without OpenMP, once for all their rows. */
 #ifdef _OPENMP
-#define FOR_ROW_BLOCKS(threads, CALL) do { \
+#define ROW_BLOCKS(threads, CALL) do { \
         PRAGMA(omp parallel num_threads(threads)) \
-        { const long k_ = omp_get_thread_num(), n_ = omp_get_num_threads(); \
-          const long b0 = B * k_ / n_, nb = B * (k_ + 1) / n_ - b0, tid = k_; CALL; } \
+        { const long block_ = omp_get_thread_num(), blocks_ = omp_get_num_threads(); \
+          const long block_b0 = b0 + nb * block_ / blocks_, block_nb = b0 + nb * (block_ + 1) / blocks_ - block_b0; \
+          CALL; } \
     } while (0)
 #else
-#define FOR_ROW_BLOCKS(threads, CALL) do { const long b0 = 0, nb = B, tid = 0; CALL; } while (0)
+#define ROW_BLOCKS(threads, CALL) do { const long block_ = 0, block_b0 = b0, block_nb = nb; CALL; } while (0)
 #endif
 
 /* The forward over a whole sequence in one call: per step the recurrent GEMM on the
@@ -447,9 +449,9 @@ static void NAME(lstm_backward)(long B, long H, long flags, long threads,
  * rec: one step's GEMM output (B, 4H). flags as lstm_forward's; threads for the
  * GEMMs, pw_threads for the pointwise step (one for small steps: a fork costs more).
  * vendor: NULL, P_hh / P_hr packed by gemm_pack; or a BLAS ?gemm_ address, P_hh / P_hr
- * the plain weights (see gemm_any). With ROWS, blocks of rows in parallel (FOR_ROW_BLOCKS).
- * lstm_sequence_rows runs rows b0 .. b0 + nb of it. */
-static void NAME(lstm_sequence_rows)(long T, long B, long b0, long nb, long H, long R, long flags, long threads,
+ * the plain weights (see gemm_any). It runs rows b0 .. b0 + nb of B (the caller: 0, B); with
+ * ROWS, blocks of them in parallel (ROW_BLOCKS). */
+void NAME(lstm_sequence)(long T, long B, long b0, long nb, long H, long R, long flags, long threads,
                          long pw_threads, long reverse, long store, real eps, const void* vendor, const real* xp,
                          const real* P_hh, const real* P_hr,
                          const real* h0, const real* c0, const real* gamma_x, const real* beta_x, const real* gamma_h,
@@ -459,6 +461,12 @@ static void NAME(lstm_sequence_rows)(long T, long B, long b0, long nb, long H, l
                          real* rec, const real* drop, real* hd, long zh, long zc,
                          const unsigned char* kh, const unsigned char* kc, real zh_rate, real zc_rate,
                          real* CN) {
+    if (flags & ROWS) {
+        ROW_BLOCKS(threads, NAME(lstm_sequence)(T, B, block_b0, block_nb, H, R, flags & ~ROWS, 1, 1, reverse, store,
+                   eps, vendor, xp, P_hh, P_hr, h0, c0, gamma_x, beta_x, gamma_h, w_ci, w_cf, w_co, gamma_c, beta_c,
+                   mask, Y, C, A, U, M, HP, stats, rec, drop, hd, zh, zc, kh, kc, zh_rate, zc_rate, CN));
+        return;
+    }
     const long G = 4 * H, Ts = store ? T : 1;
     /* rows b0 .. b0 + nb: every per-row array starts at row b0 (strides stay B rows) */
     xp += b0 * G, h0 += b0 * R, c0 += b0 * H, Y += b0 * R, C += b0 * H, A += b0 * G, U += b0 * H;
@@ -501,37 +509,15 @@ static void NAME(lstm_sequence_rows)(long T, long B, long b0, long nb, long H, l
 }
 
 
-void NAME(lstm_sequence)(long T, long B, long H, long R, long flags, long threads, long pw_threads,
-                         long reverse, long store, real eps, const void* vendor, const real* xp, const real* P_hh, const real* P_hr,
-                         const real* h0, const real* c0, const real* gamma_x, const real* beta_x, const real* gamma_h,
-                         const real* w_ci, const real* w_cf, const real* w_co,
-                         const real* gamma_c, const real* beta_c, const unsigned char* mask,
-                         real* Y, real* C, real* A, real* U, real* M, real* HP, real* stats,
-                         real* rec, const real* drop, real* hd, long zh, long zc,
-                         const unsigned char* kh, const unsigned char* kc, real zh_rate, real zc_rate,
-                         real* CN) {
-#define SEQUENCE_ROWS(TH, PW) NAME(lstm_sequence_rows)(T, B, b0, nb, H, R, flags, TH, PW, reverse, store, eps, \
-        vendor, xp, P_hh, P_hr, h0, c0, gamma_x, beta_x, gamma_h, w_ci, w_cf, w_co, gamma_c, beta_c, mask, Y, C, A, \
-        U, M, HP, stats, rec, drop, hd, zh, zc, kh, kc, zh_rate, zc_rate, CN)
-    if (flags & ROWS) {
-        FOR_ROW_BLOCKS(threads, SEQUENCE_ROWS(1, 1));
-    } else {
-        const long b0 = 0, nb = B;
-        SEQUENCE_ROWS(threads, pw_threads);
-    }
-#undef SEQUENCE_ROWS
-}
-
 /* Backpropagation through a whole sequence in one call (after lstm_sequence with
  * store), the step of lstm_backward plus the GEMMs: P_hhT packs W_hh^T (R, 4H) (or is W_hh^T itself, with vendor: see lstm_sequence) so
  * that a GEMM gives dh_{t-1} = src W_hh (src = dA, or dHP with layer norm), P_hrT
  * packs W_hr^T (H, R): dm = DH_t W_hr. Fills dA, DH (T, B, R: the gradient wrt each
  * state, as it entered its step; NULL without projection or mask: not kept), dHP; dc (B, H) goes from dc_T to dc_0 in place and
  * grad (B, R) from dh_T to the gradient wrt h0 before the first step's padding carry
- * (the caller adds that). sums, scratch: as lstm_backward's. dm: B * H scratch. With
- * ROWS, blocks of rows in parallel (FOR_ROW_BLOCKS), block k in thread k's share of sums
- * and scratch; lstm_backward_rows runs rows b0 .. b0 + nb. */
-static void NAME(lstm_backward_rows)(long T, long B, long b0, long nb, long H, long R, long flags, long threads,
+ * (the caller adds that). sums, scratch: as lstm_backward's. dm: B * H scratch. Rows b0 ..
+ * b0 + nb, as lstm_sequence; with ROWS, block k in thread k's share of sums and scratch. */
+void NAME(lstm_backward_sequence)(long T, long B, long b0, long nb, long H, long R, long flags, long threads,
                                   long pw_threads, long reverse, const void* vendor, const real* P_hhT, const real* P_hrT,
                                   const real* dy, const unsigned char* mask, const real* c0,
                                   const real* xp, const real* gamma_x, const real* beta_x,
@@ -542,8 +528,15 @@ static void NAME(lstm_backward_rows)(long T, long B, long b0, long nb, long H, l
                                   real* scratch, real* dm, const real* drop, long zh, long zc,
                                   const unsigned char* kh, const unsigned char* kc, real zh_rate,
                                   real zc_rate, const real* CN, real* hk) {
+    if (flags & ROWS) {  /* each block sums into, and works in, its own thread's share */
+        ROW_BLOCKS(threads, NAME(lstm_backward_sequence)(T, B, block_b0, block_nb, H, R, flags & ~ROWS, 1, 1,
+                   reverse, vendor, P_hhT, P_hrT, dy, mask, c0, xp, gamma_x, beta_x, beta_c, A, C, U, HP, stats, w_ci,
+                   w_cf, w_co, gamma_c, gamma_h, dA, DH, dHP, dc, grad, sums ? sums + block_ * SUMS_ROWS * 4 * H : 0,
+                   scratch + block_ * WORK(H), dm, drop, zh, zc, kh, kc, zh_rate, zc_rate, CN, hk));
+        return;
+    }
     const long G = 4 * H;
-    /* rows b0 .. b0 + nb, as lstm_sequence_rows (sums and scratch: this block's own) */
+    /* rows b0 .. b0 + nb, as lstm_sequence's */
     dy += b0 * R, c0 += b0 * H, A += b0 * G, C += b0 * H, U += b0 * H, stats += b0;
     dA += b0 * G, dc += b0 * H, grad += b0 * R, dm += b0 * H;
     if (mask) mask += b0;
@@ -600,26 +593,3 @@ static void NAME(lstm_backward_rows)(long T, long B, long b0, long nb, long H, l
     }
 }
 
-void NAME(lstm_backward_sequence)(long T, long B, long H, long R, long flags, long threads,
-                                  long pw_threads, long reverse, const void* vendor, const real* P_hhT, const real* P_hrT,
-                                  const real* dy, const unsigned char* mask, const real* c0,
-                                  const real* xp, const real* gamma_x, const real* beta_x,
-                                  const real* beta_c, const real* A, const real* C, const real* U, const real* HP,
-                                  const real* stats, const real* w_ci, const real* w_cf,
-                                  const real* w_co, const real* gamma_c, const real* gamma_h,
-                                  real* dA, real* DH, real* dHP, real* dc, real* grad, real* sums,
-                                  real* scratch, real* dm, const real* drop, long zh, long zc,
-                                  const unsigned char* kh, const unsigned char* kc, real zh_rate,
-                                  real zc_rate, const real* CN, real* hk) {
-#define BACKWARD_ROWS(TH, PW, SUMS, SCRATCH) NAME(lstm_backward_rows)(T, B, b0, nb, H, R, flags, TH, PW, reverse, \
-        vendor, P_hhT, P_hrT, dy, mask, c0, xp, gamma_x, beta_x, beta_c, A, C, U, HP, stats, w_ci, w_cf, w_co, \
-        gamma_c, gamma_h, dA, DH, dHP, dc, grad, SUMS, SCRATCH, dm, drop, zh, zc, kh, kc, zh_rate, zc_rate, CN, hk)
-    if (flags & ROWS) {  /* each block sums into, and works in, its own thread's share */
-        FOR_ROW_BLOCKS(threads, BACKWARD_ROWS(1, 1, sums ? sums + tid * SUMS_ROWS * 4 * H : 0,
-                                              scratch + tid * WORK(H)));
-    } else {
-        const long b0 = 0, nb = B;
-        BACKWARD_ROWS(threads, pw_threads, sums, scratch);
-    }
-#undef BACKWARD_ROWS
-}
