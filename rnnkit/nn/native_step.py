@@ -348,7 +348,8 @@ def _untraced() -> bool:
 
 def _unchanged(layer, prog: StackProgram) -> bool:
     """The same weight tensors as ``prog`` was bound to (none parametrised), unwritten."""
-    return _same_weights(layer, prog) and _stamps(prog.sources) == prog.stamps
+    return (layer.regularization is prog.regularization and _same_weights(layer, prog)
+            and _stamps(prog.sources) == prog.stamps)
 
 
 def _plain_states(prog: StackProgram, state, expected: tuple[int, ...]) -> tuple[Tensor, ...] | None:
@@ -399,10 +400,9 @@ def fast_step(layer, x: Tensor, state) -> tuple[Tensor, Tensor | tuple[Tensor, T
 
 
 def _same_weights(layer, prog: StackProgram) -> bool:
-    """The layer holds the same weight tensors (and regularisation) ``prog`` was bound to
-    (whether they were written since: :func:`_stamps`)."""
-    return (prog.tracked and layer.regularization is prog.regularization
-            and not any(map(operator.is_not, map(layer._parameters.get, prog.names), prog.sources)))
+    """The layer holds the same weight tensors ``prog`` was bound to (whether they were
+    written since: :func:`_stamps`; its regularisation: the callers check it first)."""
+    return prog.tracked and not any(map(operator.is_not, map(layer._parameters.get, prog.names), prog.sources))
 
 
 def _checked(prog: StackProgram, x, state) -> tuple[int, bool, int, int, int, int] | None:
